@@ -1,0 +1,27 @@
+"""Exceptions raised by the protocol layer.
+
+Three kinds, because callers react to them differently:
+
+* ``ProtocolError`` - one received datagram is malformed or unacceptable. The caller counts it
+  and drops it; the session carries on (OpenVPN's ``goto error`` + ``n_soft_errors++`` in
+  ``ssl.c: tls_pre_decrypt()``).
+* ``HandshakeError`` - a handshake or authentication failed; the key state (or the session) is
+  torn down and the message is worth logging as is.
+* ``ConfigError`` - a local setting is unusable; raised before any packet moves.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "HandshakeError", "ProtocolError"]
+
+
+class ProtocolError(ValueError):
+    """A received packet is malformed or unacceptable; count it and drop it."""
+
+
+class HandshakeError(Exception):
+    """A TLS / key-method-2 / authentication step failed; the message says which and why."""
+
+
+class ConfigError(ValueError):
+    """A local configuration value is invalid or unsupported."""
