@@ -1,0 +1,210 @@
+"""The Linux TUN device: IP packets between the kernel's network stack and this process.
+
+One fd per queue, opened non-blocking and close-on-exec, in IFF_TUN | IFF_NO_PI mode: each
+read(2) returns exactly one IP packet with no extra header, each write(2) injects one.
+Configuration (addresses, MTU, link state) is tunnel/io/netlink.py's job, not this file's.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from core import BoundsError
+
+if TYPE_CHECKING:
+    from core import Buffer
+
+TUN_PATH = "/dev/net/tun"
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+
+IFNAMSIZ = 16  # includes the terminating NUL: names have at most 15 bytes
+_IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")  # struct ifreq: name, ifr_flags, padding to 40
+_U16 = struct.Struct("!H")
+
+# A write that fails with one of these loses that packet only; the device stays usable.
+# EINVAL: the kernel could not parse it as IPv4/IPv6 (a peer can send anything).
+# EIO: the link is administratively down.
+_WRITE_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.EINVAL, errno.EIO})
+
+
+class DeviceError(OSError):
+    """Opening or setting up a packet device failed; `str()` says why and what to do."""
+
+
+class TunDevice:
+    """One queue of a TUN interface. Implements `tunnel.io.device.PacketDevice`."""
+
+    __slots__ = ("_file", "name", "rx_dropped", "rx_packets", "tx_dropped", "tx_packets")
+
+    def __init__(self, fd: int, name: str) -> None:
+        """Wrap an fd already attached with TUNSETIFF; use `TunDevice.open` instead."""
+        self.name = name
+        # FileIO gives readinto/write that return None on EAGAIN instead of raising, so the
+        # common "drained" outcome costs no exception; it also owns (and closes) the fd.
+        self._file = io.FileIO(fd, "r+", closefd=True)
+        self.rx_packets = 0
+        self.rx_dropped = 0  # packets larger than the buffer's tailroom (the kernel cut them)
+        self.tx_packets = 0
+        self.tx_dropped = 0
+
+    @classmethod
+    def open(cls, name: str = "tun%d", *, multi_queue: bool = False) -> TunDevice:
+        """Create (or attach to) the TUN interface `name`; "%d" lets the kernel number it.
+
+        With `multi_queue`, opening the same name again adds a queue (one fd per reader).
+        The device lives while an fd is open, unless made persistent.
+        """
+        encoded = _encode_name(name)
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _open_error(exc) from exc
+        flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+        ifreq = bytearray(_IFREQ.pack(encoded, flags))
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, ifreq)
+        except OSError as exc:
+            os.close(fd)
+            raise _setiff_error(name, multi_queue, exc) from exc
+        # The kernel writes the chosen name back (it expands "%d").
+        chosen = bytes(ifreq[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
+        return cls(fd, chosen)
+
+    def fileno(self) -> int:
+        return self._file.fileno()  # after close(), FileIO raises ValueError on any use
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def read_into(self, buf: Buffer) -> bool:
+        """Read one packet into `buf`'s tailroom; False when none is waiting (never blocks).
+
+        A packet larger than the tailroom is dropped (counted in `rx_dropped`) and the next
+        one is read: the kernel silently cuts it to the space given.
+        """
+        if not buf.tailroom:
+            # A zero-length read would consume (and lose) a packet; this is a caller's bug.
+            raise BoundsError(f"read_into {self.name}: the buffer has no tailroom")
+        file = self._file
+        while True:
+            room = buf.tailroom_view()
+            n = file.readinto(room)
+            if n is None:  # EAGAIN: drained
+                return False
+            # Only a read that filled the whole view can have been cut; then the IP header's
+            # own length says whether it was (rare: the frame leaves room beyond the MTU).
+            # No IP packet is shorter than 20 bytes, so a full read of less was cut.
+            if n < len(room) or (n >= 20 and _ip_length(room) <= n):
+                buf.inc_len(n)
+                self.rx_packets += 1
+                return True
+            self.rx_dropped += 1
+
+    def write(self, data: memoryview) -> bool:
+        """Write one packet; False (counted in `tx_dropped`) when the kernel refused it."""
+        file = self._file
+        try:
+            written = file.write(data)
+        except OSError as exc:
+            if exc.errno not in _WRITE_DROP_ERRNOS:
+                raise
+            written = None
+        if written is None:
+            self.tx_dropped += 1
+            return False
+        self.tx_packets += 1
+        return True
+
+    def set_persist(self, persist: bool) -> None:
+        """Keep the interface after the last fd closes (True), or not (False, the default)."""
+        try:
+            fcntl.ioctl(self.fileno(), TUNSETPERSIST, int(persist))
+        except OSError as exc:
+            why = f"cannot set persist on {self.name}: {exc.strerror}"
+            raise DeviceError(exc.errno, why) from exc
+
+    def close(self) -> None:
+        """Close this queue's fd; the interface goes away with its last fd unless persistent."""
+        self._file.close()  # idempotent
+
+    def __enter__(self) -> TunDevice:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._file.closed else f"fd={self._file.fileno()}"
+        return f"<TunDevice {self.name} {state}>"
+
+
+def _ip_length(packet: memoryview) -> int:
+    """The length an IPv4/IPv6 packet's header declares (0 if it is neither)."""
+    version = packet[0] >> 4
+    length: int
+    if version == 4:
+        (length,) = _U16.unpack_from(packet, 2)  # total length
+    elif version == 6:
+        (length,) = _U16.unpack_from(packet, 4)  # payload length, after the fixed header
+        length += 40
+    else:
+        length = 0
+    return length
+
+
+def _encode_name(name: str) -> bytes:
+    try:
+        encoded = name.encode("ascii")
+    except UnicodeEncodeError:
+        encoded = b""
+    if not encoded or len(encoded) >= IFNAMSIZ or any(c in encoded for c in b"/: \t\n\0"):
+        raise DeviceError(
+            errno.EINVAL,
+            f"invalid TUN device name {name!r}: 1 to {IFNAMSIZ - 1} ASCII characters, "
+            "no '/', ':' or whitespace",
+        )
+    return encoded
+
+
+def _open_error(exc: OSError) -> DeviceError:
+    code = exc.errno or errno.EIO
+    if code == errno.ENOENT:
+        why = f"no {TUN_PATH}: load the tun module (modprobe tun)"
+    elif code in (errno.ENODEV, errno.ENXIO):
+        why = f"{TUN_PATH} has no driver: load the tun module (modprobe tun)"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = f"cannot open {TUN_PATH}: need root or CAP_NET_ADMIN"
+    else:
+        why = f"cannot open {TUN_PATH}: {exc.strerror}"
+    return DeviceError(code, why)
+
+
+def _setiff_error(name: str, multi_queue: bool, exc: OSError) -> DeviceError:
+    code = exc.errno or errno.EIO
+    if code == errno.EPERM:
+        why = f"cannot create TUN device {name!r}: need root or CAP_NET_ADMIN"
+    elif code == errno.EBUSY:
+        why = (
+            f"TUN device {name!r} is busy: another process has it open"
+            + ("" if multi_queue else " (open it with multi_queue=True in both for more queues)")
+        )
+    elif code == errno.EINVAL:
+        why = (
+            f"cannot use {name!r} as a TUN device: an interface of another type has that name, "
+            "or it exists with a different multi-queue setting"
+        )
+    else:
+        why = f"cannot create TUN device {name!r}: {exc.strerror}"
+    return DeviceError(code, why)
