@@ -3,14 +3,24 @@
 No asyncio, no sockets, no clocks: only bounded memory and its geometry.
 """
 
+from core.arena import GcArena
 from core.buffer import Buffer, BytesLike
 from core.errors import BoundsError, FrameError, PoolError, PoolExhausted
+from core.frame import Frame, FrameBuilder, Registration
+from core.pool import BufferPool, PoolStats, ReleasedBuffer
 
 __all__ = [
     "BoundsError",
     "Buffer",
+    "BufferPool",
     "BytesLike",
+    "Frame",
+    "FrameBuilder",
     "FrameError",
+    "GcArena",
     "PoolError",
     "PoolExhausted",
+    "PoolStats",
+    "Registration",
+    "ReleasedBuffer",
 ]

@@ -398,7 +398,4 @@ class Buffer:
         return token
 
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} capacity={self._cap} offset={self._off} len={self._len}>"
-        )
-
+        return f"<{type(self).__name__} capacity={self._cap} offset={self._off} len={self._len}>"
