@@ -6,11 +6,12 @@ through that view, so no operation can reach a byte outside the block even if a 
 the view itself refuses. The checks exist to make the failure a `BoundsError` raised *before*
 anything moves, so a failed operation leaves offset, length and contents as they were.
 
-Two pitfalls of Python's slicing and `struct` make the explicit checks necessary: negative
-offsets count from the end (`pack_into(view, -4, ...)` writes the block's last bytes) and slices
-clamp silently. Each operation therefore computes its new bounds, checks them once, does the one
-memory operation that can still fail (a value out of range, a wrongly shaped argument), and only
-then updates `offset`/`len`.
+Three pitfalls of Python's slicing and `struct` make the explicit checks necessary: negative
+offsets count from the end (`pack_into(view, -4, ...)` writes the block's last bytes), slices
+clamp silently, and `pack_into` zeroes its destination *before* it validates the value (so u16
+and u32 values are range-checked together with the bounds, not left to `struct`). Each operation
+therefore computes its new bounds, checks them once, does the one memory operation that can still
+fail (a wrongly shaped argument), and only then updates `offset`/`len`.
 
 Memoryviews handed out (`data`, `read`, `reserve_*`, `tailroom_view`) alias the block: they stay
 valid after the buffer moves on, and a later prepend or a reuse of the block overwrites what they
@@ -53,6 +54,18 @@ def _short(op: str, need: int, have: int) -> BoundsError:
 
 def _bad_value(op: str, value: object) -> BoundsError:
     return BoundsError(f"{op}: value {value!r} does not fit the field")
+
+
+def _refused(op: str, need: int, have: int, value: int, largest: int) -> BoundsError:
+    if need > have:
+        return _short(op, need, have)
+    return BoundsError(f"{op}: value {value!r} outside [0, {largest}]")
+
+
+def _not_int(op: str, value: object) -> TypeError:
+    # struct has zeroed the field's bytes in the head/tailroom (never the contents) by now;
+    # mypy --strict rejects such a call, so this is a typing bug reaching run time.
+    return TypeError(f"{op}: needs an int, got {type(value).__name__}")
 
 
 class Buffer:
@@ -148,28 +161,28 @@ class Buffer:
             raise _short("append_u8", 1, 0)
         try:
             self._mem[pos] = value
-        except (ValueError, TypeError):
+        except ValueError:  # memoryview checks the range before it writes
             raise _bad_value("append_u8", value) from None
         self._len += 1
 
     def append_u16(self, value: int) -> None:
         pos = self._off + self._len
-        if pos + 2 > self._cap:
-            raise _short("append_u16", 2, self._cap - pos)
+        if pos + 2 > self._cap or not 0 <= value <= 0xFFFF:
+            raise _refused("append_u16", 2, self._cap - pos, value, 0xFFFF)
         try:
             _pack_u16(self._mem, pos, value)
-        except struct.error:
-            raise _bad_value("append_u16", value) from None
+        except struct.error:  # not an int: the range check above let it through
+            raise _not_int("append_u16", value) from None
         self._len += 2
 
     def append_u32(self, value: int) -> None:
         pos = self._off + self._len
-        if pos + 4 > self._cap:
-            raise _short("append_u32", 4, self._cap - pos)
+        if pos + 4 > self._cap or not 0 <= value <= 0xFFFFFFFF:
+            raise _refused("append_u32", 4, self._cap - pos, value, 0xFFFFFFFF)
         try:
             _pack_u32(self._mem, pos, value)
-        except struct.error:
-            raise _bad_value("append_u32", value) from None
+        except struct.error:  # not an int: the range check above let it through
+            raise _not_int("append_u32", value) from None
         self._len += 4
 
     def reserve_tail(self, n: int) -> memoryview:
@@ -212,30 +225,30 @@ class Buffer:
             raise _short("prepend_u8", 1, 0)
         try:
             self._mem[off] = value
-        except (ValueError, TypeError):
+        except ValueError:  # memoryview checks the range before it writes
             raise _bad_value("prepend_u8", value) from None
         self._off = off
         self._len += 1
 
     def prepend_u16(self, value: int) -> None:
         off = self._off - 2
-        if off < 0:
-            raise _short("prepend_u16", 2, self._off)
+        if off < 0 or not 0 <= value <= 0xFFFF:
+            raise _refused("prepend_u16", 2, self._off, value, 0xFFFF)
         try:
             _pack_u16(self._mem, off, value)
-        except struct.error:
-            raise _bad_value("prepend_u16", value) from None
+        except struct.error:  # not an int: the range check above let it through
+            raise _not_int("prepend_u16", value) from None
         self._off = off
         self._len += 2
 
     def prepend_u32(self, value: int) -> None:
         off = self._off - 4
-        if off < 0:
-            raise _short("prepend_u32", 4, self._off)
+        if off < 0 or not 0 <= value <= 0xFFFFFFFF:
+            raise _refused("prepend_u32", 4, self._off, value, 0xFFFFFFFF)
         try:
             _pack_u32(self._mem, off, value)
-        except struct.error:
-            raise _bad_value("prepend_u32", value) from None
+        except struct.error:  # not an int: the range check above let it through
+            raise _not_int("prepend_u32", value) from None
         self._off = off
         self._len += 4
 
