@@ -1,0 +1,258 @@
+"""Client and server state machines against each other in memory, with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.protocol.harness import CLIENT_ADDR, Link, Pair, tls_settings
+from tunnel.protocol.events import (
+    ClientRefused,
+    DataChannelReady,
+    HandshakeComplete,
+    PushApplied,
+    SessionClosed,
+)
+from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN
+from tunnel.runtime import Timers
+
+CIPHERS = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"]
+
+
+def _connected(pair: Pair) -> None:
+    pair.connect()
+    assert any(isinstance(e, PushApplied) for e in pair.client_events), pair.client_events
+    assert any(isinstance(e, DataChannelReady) for e in pair.client_events)
+    assert any(isinstance(e, DataChannelReady) for e in pair.server_events)
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+def test_handshake_push_and_data_both_ways(cipher: str) -> None:
+    pair = Pair(client_ciphers=(cipher,), server_ciphers=(cipher,))
+    _connected(pair)
+    session = pair.client.session
+    assert session.cipher == cipher
+    assert session.tx_peer_id == 0  # P_DATA_V2 with the pushed peer-id
+    assert str(pair.client_vip) == "10.8.0.2"
+    done = [e for e in pair.server_events if isinstance(e, HandshakeComplete)]
+    assert done and done[0].peer_common_name == "client"
+
+    up = pair.client_sends(b"hello server")
+    assert up is not None and up[0] >> 3 == 9  # P_DATA_V2
+    assert pair.to_server(up) == TO_TUN
+    assert pair.to_server_tun[-1].endswith(b"hello server")
+    down = pair.server_sends(b"hello client")
+    assert down is not None
+    assert pair.to_client(down) == TO_TUN
+    assert pair.to_client_tun[-1].endswith(b"hello client")
+
+
+def test_cipher_negotiation_picks_first_server_cipher_the_client_has() -> None:
+    pair = Pair(
+        client_ciphers=("CHACHA20-POLY1305", "AES-256-GCM"),
+        server_ciphers=("AES-256-GCM", "CHACHA20-POLY1305"),
+    )
+    _connected(pair)
+    assert pair.client.session.cipher == "AES-256-GCM"
+
+
+def test_no_shared_cipher_is_refused_with_auth_failed() -> None:
+    pair = Pair(client_ciphers=("CHACHA20-POLY1305",), server_ciphers=("AES-256-GCM",))
+    pair.run(15)
+    closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
+    assert closed and "AUTH_FAILED" in closed[0].reason
+    assert not closed[0].restart
+    assert any(isinstance(e, ClientRefused) for e in pair.server_events)
+    assert pair.server.sessions == []
+
+
+def test_handshake_survives_loss_reordering_and_duplication() -> None:
+    link = Link(loss=lambda n: n % 3 == 0, reorder=True, duplicate=True)
+    pair = Pair(link=link)
+    pair.run(120, step=0.25)
+    assert any(isinstance(e, DataChannelReady) for e in pair.client_events), pair.client_events
+    up = pair.client_sends(b"through a bad network")
+    assert up is not None and pair.to_server(up) == TO_TUN
+
+
+def test_replayed_data_packet_is_dropped_and_counted() -> None:
+    pair = Pair()
+    _connected(pair)
+    datagram = pair.client_sends(b"once")
+    assert datagram is not None
+    assert pair.to_server(datagram) == TO_TUN
+    assert pair.to_server(datagram) == DROPPED
+    key = pair.server.sessions[0].send_key
+    assert key is not None and key.replays == 1
+    assert len(pair.to_server_tun) == 1
+
+
+@pytest.mark.parametrize("position", [0, 3, 5, 9, 25, -1])
+def test_tampered_data_packet_is_dropped_and_counted(position: int) -> None:
+    pair = Pair()
+    _connected(pair)
+    datagram = bytearray(pair.client_sends(b"do not touch") or b"")
+    datagram[position] ^= 0x01
+    assert pair.to_server(bytes(datagram)) == DROPPED
+    session = pair.server.sessions[0]
+    key = session.send_key
+    assert key is not None
+    if position not in (0, 1, 2, 3):
+        assert key.auth_failures == 1
+    assert pair.to_server_tun == []
+
+
+def test_client_with_certificate_from_another_ca_is_refused() -> None:
+    pair = Pair(client_tls=tls_settings("client", tag="other"))
+    pair.run(15)
+    refused = [e for e in pair.server_events if isinstance(e, ClientRefused)]
+    assert refused, pair.server_events
+    assert "certificate" in refused[0].reason.lower()
+    assert pair.server.sessions == []
+    closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
+    assert closed or pair.client.session.send_key is None
+
+
+def test_server_certificate_from_another_ca_is_refused_by_the_client() -> None:
+    pair = Pair(server_tls=tls_settings("server", tag="other"))
+    pair.run(15)
+    closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
+    assert closed and "certificate" in closed[0].reason.lower()
+    assert pair.client.session.send_key is None
+
+
+@pytest.mark.parametrize("initiator", ["client", "server"])
+def test_renegotiation_mid_stream_loses_no_packet(initiator: str) -> None:
+    pair = Pair()
+    _connected(pair)
+    delivered = 0
+    sent = 0
+    side = pair.client if initiator == "client" else pair.server
+    for step in range(400):
+        if step == 50:
+            session = side.session if initiator == "client" else side.sessions[0]  # type: ignore[union-attr]
+            assert session.renegotiate(pair.now)
+        up = pair.client_sends(b"seq %d" % sent)
+        down = pair.server_sends(b"seq %d" % sent)
+        assert up is not None and down is not None
+        sent += 1
+        delivered += pair.to_server(up) == TO_TUN
+        delivered += pair.to_client(down) == TO_TUN
+        pair.now += 0.01
+        pair.pump()
+    assert delivered == 2 * sent
+    client_key = pair.client.session.send_key
+    server_key = pair.server.sessions[0].send_key
+    assert client_key is not None and server_key is not None
+    assert client_key.key_id == 1 and server_key.key_id == 1
+    assert pair.client.session.renegotiations == 1
+
+
+def test_reneg_sec_rotates_key_ids_and_wraps_to_one() -> None:
+    timers = Timers(ping=2, ping_restart=30, reneg_sec=5)
+    pair = Pair(timers=timers)
+    _connected(pair)
+    seen: list[int] = []
+    for _ in range(60):
+        pair.run(1.0)
+        up = pair.client_sends(b"x")
+        assert up is not None and pair.to_server(up) == TO_TUN
+        key = pair.client.session.send_key
+        assert key is not None
+        if not seen or seen[-1] != key.key_id:
+            seen.append(key.key_id)
+    assert seen[:3] == [0, 1, 2], seen
+    assert 0 not in seen[1:]  # key_id wraps 7 -> 1, never back to 0
+
+
+def test_keepalive_pings_are_consumed_and_keep_the_session_up() -> None:
+    pair = Pair(timers=Timers(ping=2, ping_restart=10))
+    _connected(pair)
+    pair.run(30, step=0.5)
+    assert pair.client.session.closed is None
+    assert pair.server.sessions and pair.server.sessions[0].closed is None
+
+
+def test_ping_restart_after_silence_and_reconnect() -> None:
+    pair = Pair(timers=Timers(ping=2, ping_restart=10), reconnect=True)
+    _connected(pair)
+    first = pair.client.session
+    # The server goes silent: its datagrams are lost from now on.
+    pair.link.loss = lambda _n: True
+    pair.run(15, step=0.5)
+    assert first.closed is not None and first.closed.restart
+    assert "ping-restart" in first.closed.reason
+    pair.link.loss = lambda _n: False
+    pair.run(20, step=0.25)
+    assert pair.client.session is not first
+    assert pair.client.session.send_key is not None
+    assert pair.client.connects == 2
+
+
+def test_ping_payload_is_consumed_not_forwarded() -> None:
+    pair = Pair(timers=Timers(ping=1, ping_restart=60))
+    _connected(pair)
+    pair.to_server_tun.clear()
+    pair.run(5)
+    assert pair.to_server_tun == []  # pings never reach the TUN device
+
+
+def test_explicit_exit_notify_closes_the_server_session() -> None:
+    pair = Pair(timers=Timers(ping=10, ping_restart=60))
+    pair.client.settings.explicit_exit_notify = 1
+    _connected(pair)
+    assert pair.server.sessions
+    pair.client.close(pair.now)
+    pair.pump()
+    pair.run(1)
+    assert pair.server.sessions == []
+    assert any(isinstance(e, SessionClosed) for e in pair.server_events)
+
+
+def test_unknown_source_leaves_no_state_until_the_cookie_is_echoed() -> None:
+    pair = Pair()
+    reset = pair.client.datagrams_to_send(pair.now)[0][0]
+    assert pair.to_server(reset) == CONSUMED
+    assert pair.server.sessions == []  # stateless answer only
+    answers = pair.server.datagrams_to_send(pair.now)
+    assert len(answers) == 1 and answers[0][1] == CLIENT_ADDR
+    # The same reset from elsewhere gets a different cookie, and a forged echo is refused.
+    forged = bytearray(reset)
+    forged[0] = 0x20  # P_CONTROL_V1 with no ACK: must not create state
+    pair.to_server(bytes(forged) + b"\x00\x00\x00\x01")
+    assert pair.server.sessions == []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_garbage_never_raises_creates_no_state_and_leaks_no_buffer(
+    datagrams: list[bytes],
+) -> None:
+    pair = _garbage_pair()
+    before = pair.pool.stats.in_use
+    for datagram in datagrams:
+        pair.to_server(datagram)
+    pair.server.handle_timer(pair.now + 1)
+    assert pair.server.sessions == []
+    assert pair.pool.stats.in_use == before
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(min_value=0, max_value=11), st.binary(max_size=120))
+def test_wrong_opcodes_with_valid_shape_never_raise(opcode: int, tail: bytes) -> None:
+    pair = _garbage_pair()
+    for key_id in (0, 1, 7):
+        pair.to_server(bytes([(opcode << 3) | key_id]) + tail)
+        pair.to_client(bytes([(opcode << 3) | key_id]) + tail)
+    assert pair.server.sessions == []
+
+
+_GARBAGE_PAIR: list[Pair] = []
+
+
+def _garbage_pair() -> Pair:
+    # One pair for all examples: building TLS contexts per example would dominate the run time.
+    if not _GARBAGE_PAIR:
+        _GARBAGE_PAIR.append(Pair())
+    return _GARBAGE_PAIR[0]

@@ -1,0 +1,103 @@
+"""The `tunnel` command line: demo, pki, server, client.
+
+Bad input (flags, files) ends with one clear line on stderr and a non-zero exit code, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tunnel import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunnel", description="An asyncio UDP tunnel that speaks OpenVPN 2.6's wire protocol."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="two peers in one process on 127.0.0.1 (no root needed)")
+    demo.add_argument("--packets", type=_positive_int, default=100_000,
+                      help="packets each way (default 100000)")
+    demo.add_argument("--size", type=_positive_int, default=1400,
+                      help="IPv4 packet size in bytes, 28..1500 (default 1400)")
+    demo.add_argument("--cipher", default="AES-256-GCM",
+                      choices=["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"])
+    demo.add_argument("--quiet", action="store_true", help="no live progress line")
+
+    pki = sub.add_parser("pki", help="create a CA, a server and client certificates")
+    pki.add_argument("directory", type=Path)
+    pki.add_argument("--server-cn", default="server")
+    pki.add_argument("--client", action="append", dest="clients", metavar="CN",
+                     help="a client certificate to issue (repeatable; default: client)")
+    pki.add_argument("--days", type=_positive_int, default=3650)
+    pki.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "pki":
+            return _pki(args)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"tunnel {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tunnel.demo import format_result, run_demo
+    from tunnel.io.loop import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        result = loop.run_until_complete(
+            run_demo(packets=args.packets, size=args.size, cipher=args.cipher,
+                     progress=not args.quiet and sys.stderr.isatty())
+        )
+    finally:
+        loop.close()
+    print(format_result(result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _pki(args: argparse.Namespace) -> int:
+    from tunnel.pki import generate_pki
+
+    paths = generate_pki(
+        args.directory,
+        server_cn=args.server_cn,
+        client_cns=args.clients or ["client"],
+        days=args.days,
+        overwrite=args.overwrite,
+    )
+    print(f"CA certificate      {paths.ca_cert}")
+    print(f"server certificate  {paths.server_cert} (key {paths.server_key})")
+    for cn, (cert, key) in paths.clients.items():
+        print(f"client {cn:<12} {cert} (key {key})")
+    return EXIT_OK

@@ -1,0 +1,203 @@
+"""Drives a sans-I/O endpoint (`Client` or `Server`) with real I/O on an asyncio loop.
+
+One readiness callback per source: the UDP socket and the packet device. Each callback opens
+the connection's `GcArena`, drains a bounded batch into pooled buffers, hands each to the
+protocol, and frees the whole arena at once when the batch ends (OpenVPN's per-handler
+`gc_new()`/`gc_free()` in forward.c). One timer per endpoint, re-armed from `get_timer()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from core import Buffer, BufferPool, GcArena
+from tunnel.io.device import PacketDevice
+from tunnel.protocol.events import Event
+from tunnel.protocol.session import TO_TUN
+
+Address = tuple[str, int]
+
+# Packets drained per readiness callback: large enough to amortise the callback, small enough
+# that the other direction and the timers are not starved.
+DEFAULT_BATCH = 64
+
+
+class Endpoint(Protocol):
+    """What `Client` and `Server` both offer."""
+
+    def receive(self, buf: Buffer, addr: Address, now: float) -> int: ...
+    def encrypt(self, buf: Buffer, now: float) -> Address | None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> Event | None: ...
+    def close(self, now: float) -> None: ...
+
+
+@dataclass(slots=True)
+class DriverStats:
+    udp_rx: int = 0
+    udp_tx: int = 0
+    udp_tx_dropped: int = 0
+    tun_rx: int = 0
+    tun_tx: int = 0
+    tun_tx_dropped: int = 0
+    no_route: int = 0
+
+
+class Driver:
+    """Owns nothing but the glue: the socket, device and pool are passed in."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: Endpoint,
+        sock: socket.socket,
+        device: PacketDevice,
+        pool: BufferPool,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.sock = sock
+        self.device = device
+        self.pool = pool
+        self.arena = GcArena()
+        self.batch = batch
+        self.on_event = on_event
+        self.stats = DriverStats()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._ipv6 = sock.family == socket.AF_INET6
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        self.loop.add_reader(self.sock.fileno(), self._on_socket_readable)
+        self.loop.add_reader(self.device.fileno(), self._on_device_readable)
+        self._after_input(self.loop.time())
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self.loop.remove_reader(self.sock.fileno())
+        self.loop.remove_reader(self.device.fileno())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close_endpoint(self) -> None:
+        """Tell the peer(s) we leave (explicit-exit-notify) and flush that last word."""
+        now = self.loop.time()
+        self.endpoint.close(now)
+        self._flush_control(now)
+        self._drain_events()
+
+    # -- readiness callbacks -----------------------------------------------------------------
+
+    def _on_socket_readable(self) -> None:
+        now = self.loop.time()
+        arena = self.arena
+        pool = self.pool
+        recvfrom_into = self.sock.recvfrom_into
+        receive = self.endpoint.receive
+        write = self.device.write
+        stats = self.stats
+        ipv6 = self._ipv6
+        try:
+            for _ in range(self.batch):
+                buf = arena.take(pool)
+                try:
+                    size, addr = recvfrom_into(buf.tailroom_view())
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
+                    continue
+                buf.inc_len(size)
+                stats.udp_rx += 1
+                if ipv6:
+                    addr = addr[:2]
+                if receive(buf, addr, now) == TO_TUN:
+                    if write(buf.data):
+                        stats.tun_tx += 1
+                    else:
+                        stats.tun_tx_dropped += 1
+        finally:
+            arena.free()
+        self._after_input(now)
+
+    def _on_device_readable(self) -> None:
+        now = self.loop.time()
+        arena = self.arena
+        pool = self.pool
+        read_into = self.device.read_into
+        encrypt = self.endpoint.encrypt
+        sendto = self.sock.sendto
+        stats = self.stats
+        try:
+            for _ in range(self.batch):
+                buf = arena.take(pool)
+                if not read_into(buf):
+                    break
+                stats.tun_rx += 1
+                addr = encrypt(buf, now)
+                if addr is None:
+                    stats.no_route += 1
+                    continue
+                try:
+                    sendto(buf.data, addr)
+                    stats.udp_tx += 1
+                except (BlockingIOError, InterruptedError):
+                    # UDP is a lossy link anyway: a full socket buffer drops, as a router would.
+                    stats.udp_tx_dropped += 1
+                except OSError:
+                    stats.udp_tx_dropped += 1
+        finally:
+            arena.free()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.loop.time()
+        self.endpoint.handle_timer(now)
+        self._after_input(now)
+
+    # -- after every input: control datagrams, events, the timer ---------------------------
+
+    def _after_input(self, now: float) -> None:
+        self._flush_control(now)
+        self._drain_events()
+        if self._running:
+            self._arm_timer()
+
+    def _flush_control(self, now: float) -> None:
+        for datagram, addr in self.endpoint.datagrams_to_send(now):
+            try:
+                self.sock.sendto(datagram, addr)
+                self.stats.udp_tx += 1
+            except OSError:
+                self.stats.udp_tx_dropped += 1  # the reliability layer retransmits
+
+    def _drain_events(self) -> None:
+        while (event := self.endpoint.next_event()) is not None:
+            if self.on_event is not None:
+                self.on_event(event)
+
+    def _arm_timer(self) -> None:
+        deadline = self.endpoint.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)

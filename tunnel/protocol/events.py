@@ -1,0 +1,82 @@
+"""Events the sans-I/O session and server hand out (drained with `next_event()`).
+
+They tell the I/O layer what happened without it having to poll state: configure the TUN
+device when the push arrives, reconnect after a ping-restart, log a refused client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunnel.protocol.messages import PushOptions
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """A key_id finished its TLS handshake and key-method-2 exchange."""
+
+    key_id: int
+    peer_common_name: str | None
+    tls_version: str | None
+    elapsed: float
+    renegotiation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataChannelReady:
+    """Data keys exist and packets may flow (client: after PUSH_REPLY; server: after KM2)."""
+
+    key_id: int
+    cipher: str
+    peer_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushApplied:
+    """The client processed a PUSH_REPLY; the I/O layer configures the TUN device from it."""
+
+    options: PushOptions
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessageReceived:
+    """A control-channel text that the session did not consume itself (INFO, unknown...)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The session ended. `restart` says whether a client should connect again."""
+
+    reason: str
+    restart: bool
+    peer_common_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRefused:
+    """A server refused a client during the handshake (bad certificate, no shared cipher)."""
+
+    address: tuple[str, int]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PacketDropped:
+    """A malformed or unauthenticated datagram was counted and dropped (rate-limited)."""
+
+    address: tuple[str, int]
+    reason: str
+    count: int = field(default=1)
+
+
+Event = (
+    HandshakeComplete
+    | DataChannelReady
+    | PushApplied
+    | ControlMessageReceived
+    | SessionClosed
+    | ClientRefused
+    | PacketDropped
+)

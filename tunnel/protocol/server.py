@@ -1,0 +1,301 @@
+"""Many client sessions on one UDP socket, sans-I/O (OpenVPN's mudp.c + multi.c).
+
+No state exists for a source until it has proved it receives at its address: a client's
+HARD_RESET_CLIENT_V2 is answered statelessly with a server session id that is an HMAC of the
+client's address, session id and a time slot (the 2.6 cookie, `mudp.c: do_pre_decrypt_check`).
+Only a following P_CONTROL_V1/P_ACK_V1 that ACKs our pid 0 *with that session id* creates a
+`Session`. Sessions still in their handshake are bounded (`max_half_open`), and so are clients.
+
+Data packets are found by peer-id (P_DATA_V2) and authenticated before the address is trusted:
+a client whose address changed ("float") is moved only after its packet decrypted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from core import Buffer
+from tunnel.protocol.codec import ControlPacket, build_control, parse_control
+from tunnel.protocol.constants import Opcode
+from tunnel.protocol.cookie import CookieJar
+from tunnel.protocol.errors import ProtocolError
+from tunnel.protocol.events import ClientRefused, Event, PacketDropped, SessionClosed
+from tunnel.protocol.keystate import KeyPhase
+from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
+from tunnel.protocol.settings import SessionSettings
+
+Address = tuple[str, int]
+
+_P_DATA_V1 = int(Opcode.P_DATA_V1)
+_P_DATA_V2 = int(Opcode.P_DATA_V2)
+_U32 = struct.Struct(">I")
+# connect-freq-initial: a stock server answers at most 100 new resets per 10 s (mudp.c).
+_RESET_RATE_LIMIT = 100
+_RESET_RATE_PERIOD = 10.0
+
+
+class AddressPool:
+    """The client addresses of `server NET MASK` / `ifconfig-pool` (topology subnet)."""
+
+    def __init__(self, first: ipaddress.IPv4Address, last: ipaddress.IPv4Address) -> None:
+        if int(last) < int(first):
+            raise ValueError(f"empty address pool {first}..{last}")
+        self._free: deque[ipaddress.IPv4Address] = deque(
+            ipaddress.IPv4Address(a) for a in range(int(first), int(last) + 1)
+        )
+        self.size = len(self._free)
+
+    def allocate(self) -> ipaddress.IPv4Address | None:
+        return self._free.popleft() if self._free else None
+
+    def release(self, address: ipaddress.IPv4Address) -> None:
+        self._free.append(address)
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    session: SessionSettings
+    pool: AddressPool
+    netmask: str = "255.255.255.0"
+    # Items pushed to every client before the per-client ones (route-gateway, topology,
+    # ping, routes, user `push` lines), in OpenVPN's order.
+    push: tuple[str, ...] = ()
+    max_clients: int = 1024
+    max_half_open: int = 64
+
+
+class Server:
+    """The sans-I/O server: datagrams in, datagrams out, events, one timer."""
+
+    def __init__(self, settings: ServerSettings, now: float, cookie_key: bytes | None = None) -> None:
+        self.settings = settings
+        self.cookies = CookieJar(cookie_key, hand_window=settings.session.hand_window)
+        self.by_addr: dict[Address, Session] = {}
+        self.by_peer_id: list[Session | None] = [None] * settings.max_clients
+        self.by_vip: dict[int, Session] = {}
+        self.vip_of: dict[int, ipaddress.IPv4Address] = {}  # peer-id -> assigned address
+        self._free_peer_ids: deque[int] = deque(range(settings.max_clients))
+        self._stateless_out: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._reset_window_start = now
+        self._resets_in_window = 0
+        self.dropped = 0
+        self.refused = 0
+        session_settings = settings.session
+        if session_settings.push_items is None:
+            session_settings.push_items = self._push_items_for
+
+    # -- input -----------------------------------------------------------------------------
+
+    def receive(self, buf: Buffer, addr: Address, now: float) -> int:
+        """One datagram: TO_TUN (buf now holds an IP packet), CONSUMED or DROPPED."""
+        data = buf.data
+        if not data:
+            self.dropped += 1
+            return DROPPED
+        opcode = data[0] >> 3
+        if opcode == _P_DATA_V2:
+            if len(data) < 4:
+                self.dropped += 1
+                return DROPPED
+            peer_id = (data[1] << 16) | (data[2] << 8) | data[3]
+            session = self.by_peer_id[peer_id] if peer_id < len(self.by_peer_id) else None
+            return self._receive_data(session, buf, addr, now)
+        if opcode == _P_DATA_V1:
+            return self._receive_data(self.by_addr.get(addr), buf, addr, now)
+        session = self.by_addr.get(addr)
+        if session is not None:
+            session.receive_control(data, now)
+            self._collect(session)
+            return CONSUMED
+        self._receive_stateless(data, addr, now)
+        return CONSUMED
+
+    def _receive_data(self, session: Session | None, buf: Buffer, addr: Address, now: float) -> int:
+        if session is None:
+            self.dropped += 1
+            return DROPPED
+        verdict = session.decrypt(buf, now)
+        if verdict == TO_TUN:
+            if not self._source_allowed(session, buf):
+                self.dropped += 1
+                return DROPPED
+        if verdict != DROPPED and session.remote_addr != addr:
+            self._float(session, addr)
+        return verdict
+
+    def _source_allowed(self, session: Session, buf: Buffer) -> bool:
+        """A client may only send from the address we gave it (multi.c: 'bad source address')."""
+        data = buf.data
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return len(data) >= 40 and data[0] >> 4 == 6  # IPv6 is not source-checked yet
+        vip = self.vip_of.get(session.peer_id if session.peer_id is not None else -1)
+        return vip is not None and _U32.unpack_from(data, 12)[0] == int(vip)
+
+    def _float(self, session: Session, addr: Address) -> None:
+        # Only reached after the packet authenticated, so the new address is the client's.
+        self.by_addr.pop(session.remote_addr, None)
+        session.remote_addr = addr
+        self.by_addr[addr] = session
+
+    def _receive_stateless(self, data: memoryview, addr: Address, now: float) -> None:
+        try:
+            packet = parse_control(data)
+        except ProtocolError as exc:
+            self._drop(addr, str(exc))
+            return
+        if packet.key_id != 0:
+            self._drop(addr, "unknown source sent a packet for key_id > 0")
+            return
+        if packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V2:
+            self._answer_reset(packet, addr, now)
+        elif packet.opcode in (Opcode.P_CONTROL_V1, Opcode.P_ACK_V1):
+            self._maybe_create_session(packet, addr, now)
+        else:
+            self._drop(addr, f"{packet.opcode.name} from an unknown source")
+
+    def _answer_reset(self, packet: ControlPacket, addr: Address, now: float) -> None:
+        if now - self._reset_window_start >= _RESET_RATE_PERIOD:
+            self._reset_window_start = now
+            self._resets_in_window = 0
+        if self._resets_in_window >= _RESET_RATE_LIMIT:
+            self._drop(addr, "connect-freq-initial exceeded")
+            return
+        self._resets_in_window += 1
+        server_sid = self.cookies.server_session_id(addr, packet.session_id, now)
+        answer = ControlPacket(
+            opcode=Opcode.P_CONTROL_HARD_RESET_SERVER_V2,
+            key_id=0,
+            session_id=server_sid,
+            acks=(0,),
+            remote_session_id=packet.session_id,
+            packet_id=0,
+        )
+        self._stateless_out.append((build_control(answer), addr))
+
+    def _maybe_create_session(self, packet: ControlPacket, addr: Address, now: float) -> None:
+        echoed = packet.remote_session_id
+        if (
+            0 not in packet.acks
+            or echoed is None
+            or not self.cookies.verify(addr, packet.session_id, echoed, now)
+        ):
+            self._drop(addr, f"{packet.opcode.name} with invalid or missing session id")
+            return
+        if self.half_open >= self.settings.max_half_open:
+            self._drop(addr, "too many sessions in their handshake")
+            return
+        if not self._free_peer_ids:
+            self._drop(addr, "max-clients reached")
+            return
+        vip = self.settings.pool.allocate()
+        if vip is None:
+            self._drop(addr, "address pool exhausted")
+            return
+        peer_id = self._free_peer_ids.popleft()
+        session = Session(
+            self.settings.session, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id
+        )
+        self.by_addr[addr] = session
+        self.by_peer_id[peer_id] = session
+        self.by_vip[int(vip)] = session
+        self.vip_of[peer_id] = vip
+        session.accept(packet, now)
+        self._collect(session)
+
+    def _drop(self, addr: Address, reason: str) -> None:
+        self.dropped += 1
+        self._events.append(PacketDropped(addr, reason))
+
+    @property
+    def half_open(self) -> int:
+        return sum(1 for s in self.by_addr.values() if s.send_key is None)
+
+    # -- data towards clients (hot) ----------------------------------------------------------
+
+    def route(self, buf: Buffer) -> Session | None:
+        """The session an IP packet from the TUN device is for (by destination address)."""
+        data = buf.data
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return None
+        return self.by_vip.get(_U32.unpack_from(data, 16)[0])
+
+    def encrypt(self, buf: Buffer, now: float) -> Address | None:
+        """Seal a TUN packet for its client in place; the address to send it to, or None."""
+        session = self.route(buf)
+        if session is None or not session.encrypt(buf, now):
+            return None
+        return session.remote_addr
+
+    # -- output, timers, events -------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self._stateless_out
+        self._stateless_out = []
+        for session in list(self.by_addr.values()):
+            for datagram in session.datagrams_to_send(now):
+                out.append((datagram, session.remote_addr))
+        return out
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (s.get_timer() for s in self.by_addr.values()) if t is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        for session in list(self.by_addr.values()):
+            session.handle_timer(now)
+            self._collect(session)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def close(self, now: float) -> None:
+        for session in list(self.by_addr.values()):
+            session.close(now, "server shutting down")
+            self._collect(session)
+
+    def _collect(self, session: Session) -> None:
+        while (event := session.next_event()) is not None:
+            if isinstance(event, SessionClosed):
+                if session.send_key is None or session.auth_failed:
+                    self.refused += 1
+                    self._events.append(ClientRefused(session.remote_addr, event.reason))
+                self._events.append(event)
+                # Keep the session one more round so its last control packets still go out.
+                self._remove(session)
+            else:
+                self._events.append(event)
+
+    def _remove(self, session: Session) -> None:
+        if self.by_addr.get(session.remote_addr) is session:
+            del self.by_addr[session.remote_addr]
+        peer_id = session.peer_id
+        if peer_id is not None and self.by_peer_id[peer_id] is session:
+            self.by_peer_id[peer_id] = None
+            vip = self.vip_of.pop(peer_id, None)
+            if vip is not None:
+                self.by_vip.pop(int(vip), None)
+                self.settings.pool.release(vip)
+            self._free_peer_ids.append(peer_id)
+        # Flush what the session still had to say (AUTH_FAILED, RESTART) before forgetting it.
+        self._stateless_out.extend((d, session.remote_addr) for d in session.datagrams_to_send(0.0))
+
+    def _push_items_for(self, session: Session) -> list[str]:
+        items = list(self.settings.push)
+        peer_id = session.peer_id
+        vip = self.vip_of.get(peer_id) if peer_id is not None else None
+        if vip is not None:
+            items.append(f"ifconfig {vip} {self.settings.netmask}")
+        return items
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self.by_addr.values())
+
+    def active_sessions(self) -> list[Session]:
+        return [
+            s for s in self.by_addr.values() if s.primary is not None and s.primary.phase is KeyPhase.ACTIVE
+        ]

@@ -1,0 +1,652 @@
+"""One OpenVPN peer connection, sans-I/O: key states, data keys, keepalive, push, rekeying.
+
+A `Session` is what `ssl.c`'s `tls_multi` plus the per-connection parts of `forward.c` are in
+OpenVPN. It owns up to three key states (the primary, one being negotiated, and the lame duck
+kept for decryption during the transition) and the data keys derived from them.
+
+The control path works on `bytes` (a few packets per handshake). The data path, `encrypt` and
+`decrypt`, works in place on pooled `core.Buffer`s and allocates no packet memory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+
+from core import Buffer
+from tunnel.protocol.codec import ControlPacket, build_control, parse_control
+from tunnel.protocol.constants import OCC_EXIT, OCC_MAGIC, OCC_REPLY, OCC_REQUEST, PING_MAGIC, Opcode
+from tunnel.protocol.datachannel import DataKey, cipher_key_length
+from tunnel.protocol.errors import HandshakeError, ProtocolError
+from tunnel.protocol.events import (
+    ControlMessageReceived,
+    DataChannelReady,
+    Event,
+    HandshakeComplete,
+    PushApplied,
+    SessionClosed,
+)
+from tunnel.protocol.keymethod2 import KeyMethod2, new_key_method2
+from tunnel.protocol.keystate import KeyPhase, KeyState
+from tunnel.protocol.messages import (
+    IV_PROTO_CC_EXIT_NOTIFY,
+    IV_PROTO_DATA_V2,
+    IV_PROTO_REQUEST_PUSH,
+    PushOptions,
+    build_push_reply,
+    classify_control_message,
+    negotiate_cipher,
+    parse_peer_info,
+    parse_push_reply,
+)
+from tunnel.protocol.prf import derive_key2, split_key2
+from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.settings import SessionSettings
+from tunnel.protocol.tls import TlsSession
+
+# What `decrypt` tells the I/O layer to do with the buffer.
+TO_TUN = 1  # an IP packet: write buf.data to the device
+CONSUMED = 0  # a ping, OCC or control packet: nothing more to do
+DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
+
+# A stock server ignores a second PUSH_REQUEST within 30 s of its reply (push.c).
+_PUSH_REPEAT_GUARD = 30.0
+# A session that failed authentication lingers this long so AUTH_FAILED reaches the client.
+_AUTH_FAILED_LINGER = 5.0
+# Scratch room for pings and OCC messages (control-rate traffic, not the data path).
+_SCRATCH_SIZE = 1024
+_SCRATCH_HEADROOM = 64
+_PACKET_ID_WRAP_TRIGGER = 0xFF000000
+
+
+def next_key_id(key_id: int) -> int:
+    """key_id 0 is the initial key; renegotiations count 1..7 and wrap to 1 (ssl.c)."""
+    return 1 if key_id >= 7 else key_id + 1
+
+
+class Session:
+    """A client, or one client instance of a server."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        remote_addr: tuple[str, int],
+        now: float,
+        local_sid: bytes | None = None,
+        peer_id: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.is_client = settings.is_client
+        self.remote_addr = remote_addr
+        self.local_sid = local_sid if local_sid is not None else _random_session_id()
+        self.remote_sid: bytes | None = None
+        self.created_at = now
+        self.keys: list[KeyState] = []
+        self.primary: KeyState | None = None
+        # Data keys indexed by key_id (the low 3 bits of the first byte), for one lookup per packet.
+        self.data_keys: list[DataKey | None] = [None] * 8
+        self.send_key: DataKey | None = None
+        self._pending_send_key_id: int | None = None
+        self._lame_duck: tuple[DataKey, float] | None = None
+        self.cipher: str | None = None
+        # Server: the peer-id this client was given. Client: the pushed one (None = P_DATA_V1).
+        self.peer_id = peer_id
+        self.tx_peer_id: int | None = None
+        self.peer_info: dict[str, str] = {}
+        self.peer_common_name: str | None = None
+        self.iv_proto = 0
+        self.ping = settings.ping
+        self.ping_restart = settings.ping_restart
+        self.last_rx = now
+        self.last_tx = now
+        self.closed: SessionClosed | None = None
+        self.auth_failed: str | None = None
+        self._close_at: float | None = None
+        self._events: deque[Event] = deque()
+        self._data_out: list[bytes] = []
+        self._scratch = Buffer(_SCRATCH_SIZE)
+        # client push state
+        self.pushed: PushOptions | None = None
+        self._push_parts: PushOptions | None = None
+        self._next_push_request: float | None = None
+        self.cc_exit = False
+        # server push state
+        self._push_replied_at: float | None = None
+        self._reneg_at: float | None = None
+        # counters
+        self.dropped_control = 0
+        self.dropped_data = 0
+        self.renegotiations = 0
+
+    # -- starting --------------------------------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2 for key_id 0."""
+        key = self._new_key_state(0, now)
+        key.send_reset(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
+        self.primary = key
+
+    def accept(self, packet: ControlPacket, now: float) -> None:
+        """Server: the client echoed our cookie; create key_id 0 as if the resets were exchanged
+        (ssl.c: session_skip_to_pre_start), then process the packet that proved it."""
+        self.remote_sid = packet.session_id
+        key = self._new_key_state(0, now)
+        key.skip_reset_exchange()
+        self.primary = key
+        self._receive_packet(key, packet, now)
+        self._service(now)
+
+    def _new_key_state(self, key_id: int, now: float) -> KeyState:
+        s = self.settings
+        tls = TlsSession(s.tls_context, server_side=not self.is_client, settings=s.tls_settings)
+        local_key = new_key_method2(
+            from_client=self.is_client,
+            options=s.options_string,
+            peer_info=s.peer_info if self.is_client else None,
+            username=s.username if self.is_client else None,
+            password=s.password if self.is_client else None,
+        )
+        key = KeyState(
+            key_id=key_id,
+            is_client=self.is_client,
+            local_sid=self.local_sid,
+            remote_sid=self.remote_sid,
+            tls=tls,
+            local_key=local_key,
+            now=now,
+            hand_window=s.hand_window,
+            tls_timeout=s.tls_timeout,
+            max_datagram=s.max_control_datagram,
+        )
+        key.on_remote_key = self._on_remote_key
+        self.keys.append(key)
+        return key
+
+    # -- control input ---------------------------------------------------------------------
+
+    def receive_control(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """One control datagram from the peer's address. Bad input is counted, never raised."""
+        if self.closed is not None:
+            return
+        try:
+            packet = parse_control(data)
+        except ProtocolError:
+            self.dropped_control += 1
+            return
+        key = self._key_for(packet, now)
+        if key is None:
+            self.dropped_control += 1
+            return
+        self._receive_packet(key, packet, now)
+        self._service(now)
+
+    def _key_for(self, packet: ControlPacket, now: float) -> KeyState | None:
+        for key in self.keys:
+            if key.key_id == packet.key_id and key.phase is not KeyPhase.ERROR:
+                return key
+        if (
+            packet.opcode == Opcode.P_CONTROL_SOFT_RESET_V1
+            and self.primary is not None
+            and self.primary.phase is KeyPhase.ACTIVE
+            and packet.key_id == next_key_id(self.primary.key_id)
+            and packet.session_id == self.remote_sid
+        ):
+            # The peer starts a renegotiation: answer with our own SOFT_RESET (ssl.c:
+            # tls_pre_decrypt accepts it only for our next key_id and an established key).
+            return self._start_soft_reset(packet.key_id, now)
+        return None
+
+    def _receive_packet(self, key: KeyState, packet: ControlPacket, now: float) -> None:
+        try:
+            key.receive(packet, now)
+        except ProtocolError:
+            self.dropped_control += 1
+            return
+        except HandshakeError as exc:
+            self._handshake_failed(key, str(exc), now)
+            return
+        if self.remote_sid is None:
+            self.remote_sid = packet.session_id
+        self.last_rx = now
+
+    def _handshake_failed(self, key: KeyState, reason: str, now: float) -> None:
+        key.fail(reason)
+        if key is self.primary and self.send_key is None:
+            self._close(f"TLS handshake failed: {reason}", restart=self.is_client, now=now)
+
+    # -- data path (hot) -------------------------------------------------------------------
+
+    def encrypt(self, buf: Buffer, now: float) -> bool:
+        """Seal the IP packet in `buf` in place. False when no data key is ready yet."""
+        key = self.send_key
+        if key is None:
+            return False
+        key.seal(buf, self.tx_peer_id)
+        self.last_tx = now
+        return True
+
+    def decrypt(self, buf: Buffer, now: float) -> int:
+        """Open a data datagram in place; returns TO_TUN, CONSUMED or DROPPED."""
+        data = buf.data
+        key = self.data_keys[data[0] & 7]
+        if key is None or not key.open(buf, now):
+            self.dropped_data += 1
+            return DROPPED
+        self.last_rx = now
+        if key is not self.send_key and key.key_id == self._pending_send_key_id:
+            # The peer already sends on the new key, so it has derived it: switch too.
+            self._switch_send_key(key)
+        size = len(buf)
+        if size == 16 and buf.data == PING_MAGIC:
+            return CONSUMED
+        if size > 16 and buf.startswith(OCC_MAGIC):
+            self._handle_occ(buf, now)
+            return CONSUMED
+        return TO_TUN
+
+    # -- control output ----------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        out = self._data_out
+        self._data_out = []
+        for key in self.keys:
+            out.extend(key.datagrams_to_send(now))
+        if out:
+            self.last_tx = now
+        return out
+
+    def send_control_message(self, text: str) -> None:
+        key = self._control_key()
+        if key is not None:
+            key.send_message(text)
+
+    def _control_key(self) -> KeyState | None:
+        """Control messages go on the newest key whose handshake is done."""
+        for key in reversed(self.keys):
+            if key.handshake_done and key.phase is not KeyPhase.ERROR:
+                return key
+        return None
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        if self.closed is not None:
+            return None
+        deadlines = [d for d in (k.next_deadline() for k in self.keys) if d is not None]
+        if self.ping > 0 and self.send_key is not None:
+            deadlines.append(self.last_tx + self.ping)
+        if self.ping_restart > 0:
+            deadlines.append(self.last_rx + self.ping_restart)
+        for extra in (self._next_push_request, self._close_at, self._reneg_at):
+            if extra is not None:
+                deadlines.append(extra)
+        if self._lame_duck is not None:
+            deadlines.append(self._lame_duck[1])
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.closed is not None:
+            return
+        for key in self.keys:
+            try:
+                key.advance(now)
+            except HandshakeError as exc:
+                self._handshake_failed(key, str(exc), now)
+        self._service(now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close(self, now: float, reason: str = "shutdown") -> None:
+        """Local shutdown: tell the peer (explicit-exit-notify) and close."""
+        if self.closed is not None:
+            return
+        if self.send_key is not None:
+            if self.is_client and self.settings.explicit_exit_notify:
+                if self.cc_exit:
+                    self.send_control_message("EXIT")
+                else:
+                    self._send_data_payload(OCC_MAGIC + bytes([OCC_EXIT]), now)
+            elif not self.is_client and self.settings.explicit_exit_notify:
+                # A stock server sends RESTART to every client when it shuts down (multi.c).
+                self.send_control_message(
+                    "RESTART,[N]" if self.settings.explicit_exit_notify == 2 else "RESTART"
+                )
+        self._close(reason, restart=False, now=now)
+
+    def _close(self, reason: str, *, restart: bool, now: float) -> None:
+        if self.closed is not None:
+            return
+        self.closed = SessionClosed(reason, restart, self.peer_common_name)
+        self._events.append(self.closed)
+
+    # -- the state machine behind every input --------------------------------------------
+
+    def _service(self, now: float) -> None:
+        if self.closed is not None:
+            return
+        if self._close_at is not None and now >= self._close_at:
+            self._close(self.auth_failed or "closing", restart=False, now=now)
+            return
+        for key in list(self.keys):
+            self._service_key(key, now)
+            if self.closed is not None:
+                return
+        self._expire_keys(now)
+        if self.closed is not None:
+            return
+        self._keepalive(now)
+        self._maybe_renegotiate(now)
+
+    def _service_key(self, key: KeyState, now: float) -> None:
+        if key.phase is KeyPhase.ERROR:
+            return
+        if key.handshake_done and self.data_keys[key.key_id] is None and self.cipher is not None:
+            self._install_data_key(key, now)
+        for text in key.take_messages():
+            self._handle_control_message(text, now)
+        if key.phase is KeyPhase.ACTIVE and key.activated_at == now and key is not self.primary:
+            pass
+        if key.phase is KeyPhase.ACTIVE and self._pending_send_key_id == key.key_id:
+            # Our KM2 was ACKed, so the peer has it and can derive the key: switch sending.
+            new_key = self.data_keys[key.key_id]
+            if new_key is not None:
+                self._switch_send_key(new_key)
+        if self.is_client and key.key_id == 0 and key.handshake_done and self.pushed is None:
+            if self._next_push_request is None or now >= self._next_push_request:
+                key.send_message("PUSH_REQUEST")
+                self._next_push_request = now + self.settings.push_request_interval
+        if (
+            not self.is_client
+            and key.key_id == 0
+            and key.handshake_done
+            and self._push_replied_at is None
+            and self.iv_proto & IV_PROTO_REQUEST_PUSH
+        ):
+            # The client announced REQUEST_PUSH: reply without waiting (multi.c).
+            self._send_push_reply(key, now)
+
+    def _on_remote_key(self, key: KeyState, remote: KeyMethod2) -> None:
+        """The peer's KM2 arrived (called from inside the key state)."""
+        self.peer_common_name = key.tls.peer_common_name
+        self._events.append(
+            HandshakeComplete(
+                key_id=key.key_id,
+                peer_common_name=self.peer_common_name,
+                tls_version=key.tls.version,
+                elapsed=0.0,
+                renegotiation=key.key_id != 0,
+            )
+        )
+        if self.is_client or key.key_id != 0:
+            return
+        self.peer_info = parse_peer_info(remote.peer_info or "")
+        try:
+            self.iv_proto = int(self.peer_info.get("IV_PROTO", "0"))
+        except ValueError:
+            self.iv_proto = 0
+        cipher = negotiate_cipher(
+            self.settings.data_ciphers,
+            self.peer_info,
+            fallback=self.settings.data_ciphers_fallback,
+        )
+        if cipher is None:
+            # Stock answers the PUSH_REQUEST with AUTH_FAILED (ssl_ncp.c, push.c).
+            self.auth_failed = "Data channel cipher negotiation failed (no shared cipher)"
+            return
+        self.cipher = cipher
+        if self.iv_proto & IV_PROTO_DATA_V2 and self.peer_id is not None:
+            self.tx_peer_id = self.peer_id
+
+    def _install_data_key(self, key: KeyState, now: float) -> None:
+        assert self.cipher is not None and key.remote_key is not None
+        if self.auth_failed is not None:
+            return
+        client_key, server_key = (
+            (key.local_key, key.remote_key) if self.is_client else (key.remote_key, key.local_key)
+        )
+        client_sid, server_sid = (
+            (self.local_sid, self.remote_sid) if self.is_client else (self.remote_sid, self.local_sid)
+        )
+        assert client_key.pre_master is not None and client_sid and server_sid
+        key2 = derive_key2(
+            client_pre_master=client_key.pre_master,
+            client_random1=client_key.random1,
+            client_random2=client_key.random2,
+            server_random1=server_key.random1,
+            server_random2=server_key.random2,
+            client_sid=client_sid,
+            server_sid=server_sid,
+        )
+        encrypt, decrypt = split_key2(
+            key2, key_len=cipher_key_length(self.cipher), is_server=not self.is_client
+        )
+        data_key = DataKey(
+            key_id=key.key_id,
+            cipher=self.cipher,
+            encrypt=encrypt,
+            decrypt=decrypt,
+            replay=ReplayWindow(self.settings.replay_window, self.settings.replay_seconds),
+        )
+        self.data_keys[key.key_id] = data_key
+        if self.send_key is None:
+            self._switch_send_key(data_key)
+            self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id))
+        else:
+            self._pending_send_key_id = key.key_id
+
+    def _switch_send_key(self, new_key: DataKey) -> None:
+        old = self.send_key
+        self.send_key = new_key
+        self._pending_send_key_id = None
+        if old is None or old is new_key:
+            return
+        new_state = self._key_state(new_key.key_id)
+        began = new_state.started_at if new_state is not None else self.last_rx
+        if self._lame_duck is not None:
+            self.data_keys[self._lame_duck[0].key_id] = None
+        # The previous key stays valid for decryption until tran-window after the
+        # renegotiation began (ssl.c: lame_duck_must_die), so no packet in flight is lost.
+        self._lame_duck = (old, began + self.settings.tran_window)
+        self.primary = new_state if new_state is not None else self.primary
+        # Control packets for the old key_id are refused once the new key is primary.
+        self.keys = [k for k in self.keys if k.key_id != old.key_id or not k.reliable.all_acked]
+        self.renegotiations += 1
+
+    def _key_state(self, key_id: int) -> KeyState | None:
+        for key in self.keys:
+            if key.key_id == key_id:
+                return key
+        return None
+
+    def _expire_keys(self, now: float) -> None:
+        if self._lame_duck is not None and now >= self._lame_duck[1]:
+            old = self._lame_duck[0]
+            if self.data_keys[old.key_id] is old:
+                self.data_keys[old.key_id] = None
+            self._lame_duck = None
+        for key in list(self.keys):
+            if key.phase is KeyPhase.ERROR or key.expired(now):
+                reason = key.error or "TLS key negotiation failed to occur within hand-window"
+                self.keys.remove(key)
+                if key is self.primary and self.send_key is None:
+                    self._close(reason, restart=self.is_client, now=now)
+                    return
+        if self.is_client and self.pushed is None and self.send_key is None:
+            if now - self.created_at >= self.settings.hand_window:
+                self._close("no reply from server to push requests", restart=True, now=now)
+
+    def _keepalive(self, now: float) -> None:
+        if self.ping_restart > 0 and now - self.last_rx >= self.ping_restart:
+            self._close("ping-restart: inactivity timeout", restart=self.is_client, now=now)
+            return
+        if self.ping > 0 and self.send_key is not None and now - self.last_tx >= self.ping:
+            self._send_data_payload(PING_MAGIC, now)
+
+    def _maybe_renegotiate(self, now: float) -> None:
+        primary = self.primary
+        if primary is None or primary.phase is not KeyPhase.ACTIVE or self.send_key is None:
+            self._reneg_at = None
+            return
+        if any(k is not primary and k.phase is not KeyPhase.ERROR for k in self.keys):
+            self._reneg_at = None  # one renegotiation at a time
+            return
+        if self.settings.reneg_sec > 0:
+            assert primary.activated_at is not None
+            if self._reneg_at is None:
+                period = self.settings.reneg_sec
+                if not self.is_client:
+                    # Stock servers subtract up to 10 % jitter so they, not thousands of
+                    # clients at once, start the renegotiation (ssl.c: tls_session_init).
+                    period -= random.uniform(0, period / 10)
+                self._reneg_at = primary.activated_at + period
+        wrap = self.send_key.send_packet_id >= _PACKET_ID_WRAP_TRIGGER
+        if wrap or (self._reneg_at is not None and now >= self._reneg_at):
+            self.renegotiate(now)
+
+    def renegotiate(self, now: float) -> bool:
+        """Start a soft reset on the next key_id (either role may start one)."""
+        primary = self.primary
+        if primary is None or primary.phase is not KeyPhase.ACTIVE:
+            return False
+        key_id = next_key_id(primary.key_id)
+        if self._key_state(key_id) is not None:
+            return False
+        key = self._start_soft_reset(key_id, now)
+        self._reneg_at = None
+        return key is not None
+
+    def _start_soft_reset(self, key_id: int, now: float) -> KeyState:
+        if self.data_keys[key_id] is not None and self.data_keys[key_id] is not self.send_key:
+            self.data_keys[key_id] = None  # an expired lame duck with the same id
+        key = self._new_key_state(key_id, now)
+        key.send_reset(Opcode.P_CONTROL_SOFT_RESET_V1)
+        return key
+
+    # -- control messages ------------------------------------------------------------------
+
+    def _handle_control_message(self, text: str, now: float) -> None:
+        keyword, _rest = classify_control_message(text)
+        if self.is_client:
+            self._client_message(keyword, text, now)
+        else:
+            self._server_message(keyword, text, now)
+
+    def _client_message(self, keyword: str, text: str, now: float) -> None:
+        if keyword == "PUSH_REPLY":
+            self._apply_push_reply(text, now)
+        elif keyword == "AUTH_FAILED":
+            self._close(f"server refused us: {text}", restart=False, now=now)
+        elif keyword == "RESTART":
+            self._close(f"server sent {text}", restart=True, now=now)
+        elif keyword in ("HALT", "EXIT"):
+            self._close(f"server sent {text}", restart=keyword == "EXIT", now=now)
+        else:
+            self._events.append(ControlMessageReceived(text))
+
+    def _server_message(self, keyword: str, text: str, now: float) -> None:
+        if keyword == "PUSH_REQUEST":
+            key = self._control_key()
+            if key is not None:
+                self._send_push_reply(key, now)
+        elif keyword == "EXIT":
+            self._close("client exited (explicit-exit-notify)", restart=False, now=now)
+        else:
+            self._events.append(ControlMessageReceived(text))
+
+    def _send_push_reply(self, key: KeyState, now: float) -> None:
+        if self.auth_failed is not None:
+            key.send_message(f"AUTH_FAILED,{self.auth_failed}")
+            if self._close_at is None:
+                self._close_at = now + _AUTH_FAILED_LINGER
+            return
+        if self._push_replied_at is not None and now - self._push_replied_at < _PUSH_REPEAT_GUARD:
+            return
+        if self.cipher is None:
+            return  # no KM2 yet: the client repeats its request
+        items = list(self.settings.push_items(self)) if self.settings.push_items else []
+        if self.tx_peer_id is not None:
+            items.append(f"peer-id {self.tx_peer_id}")
+        items.append(f"cipher {self.cipher}")
+        if self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
+            items.append("protocol-flags cc-exit")
+        if "IV_MTU" in self.peer_info:
+            items.append("tun-mtu 1500")
+        for message in build_push_reply(items):
+            key.send_message(message)
+        self._push_replied_at = now
+
+    def _apply_push_reply(self, text: str, now: float) -> None:
+        if self.pushed is not None:
+            return
+        try:
+            options, more = parse_push_reply(text, self._push_parts)
+        except ProtocolError as exc:
+            self._close(f"bad PUSH_REPLY: {exc}", restart=False, now=now)
+            return
+        if more:
+            self._push_parts = options
+            return
+        self._push_parts = None
+        allowed = [c.upper() for c in self.settings.data_ciphers]
+        cipher = options.cipher or self.settings.data_ciphers_fallback
+        if cipher is None or cipher.upper() not in allowed:
+            self._close(f"negotiated cipher not allowed: {cipher}", restart=False, now=now)
+            return
+        self.pushed = options
+        self.cipher = cipher.upper()
+        self.tx_peer_id = options.peer_id
+        self.cc_exit = "cc-exit" in options.protocol_flags
+        if options.ping is not None:
+            self.ping = float(options.ping)
+        if options.ping_restart is not None:
+            self.ping_restart = float(options.ping_restart)
+        self._next_push_request = None
+        self._events.append(PushApplied(options))
+        key = self._key_state(0)
+        if key is not None and key.handshake_done:
+            self._install_data_key(key, now)
+
+    # -- pings and OCC ---------------------------------------------------------------------
+
+    def _send_data_payload(self, payload: bytes, now: float) -> None:
+        """Seal a ping or OCC message; control-rate traffic, so copying out is fine."""
+        if self.send_key is None:
+            return
+        scratch = self._scratch
+        scratch.reset(_SCRATCH_HEADROOM)
+        scratch.append(payload)
+        self.send_key.seal(scratch, self.tx_peer_id)
+        self._data_out.append(bytes(scratch.data))
+        self.last_tx = now
+
+    def _handle_occ(self, buf: Buffer, now: float) -> None:
+        data = buf.data
+        kind = data[len(OCC_MAGIC)]
+        if kind == OCC_REQUEST:
+            reply = OCC_MAGIC + bytes([OCC_REPLY]) + self.settings.options_string.encode() + b"\0"
+            self._send_data_payload(reply, now)
+        elif kind == OCC_EXIT:
+            self._close("peer exited (OCC_EXIT)", restart=self.is_client, now=now)
+
+
+def _random_session_id() -> bytes:
+    while True:
+        sid = os.urandom(8)
+        if any(sid):  # all zeros means "undefined" (session_id.h)
+            return sid
+
+
+__all__ = [
+    "CONSUMED",
+    "DROPPED",
+    "TO_TUN",
+    "ControlPacket",
+    "Session",
+    "build_control",
+    "next_key_id",
+]

@@ -1,0 +1,44 @@
+"""What a session needs to know, independent of where it came from (config file, demo, test)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tunnel.protocol.tls import TlsSettings
+
+if TYPE_CHECKING:
+    from tunnel.protocol.session import Session
+
+DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
+
+
+@dataclass(slots=True)
+class SessionSettings:
+    """Protocol settings of one peer role. Times are seconds; 0 disables a timer."""
+
+    is_client: bool
+    tls_context: ssl.SSLContext
+    tls_settings: TlsSettings
+    options_string: str
+    data_ciphers: Sequence[str] = DEFAULT_DATA_CIPHERS
+    data_ciphers_fallback: str | None = None
+    peer_info: str | None = None  # client only: the IV_ lines sent in KM2
+    ping: float = 0.0
+    ping_restart: float = 0.0
+    reneg_sec: float = 3600.0
+    hand_window: float = 60.0
+    tls_timeout: float = 2.0
+    tran_window: float = 3600.0
+    replay_window: int = 64
+    replay_seconds: float = 15.0
+    explicit_exit_notify: int = 0
+    max_control_datagram: int = 1222  # tls-mtu 1250 minus IPv4+UDP headers (28)
+    push_request_interval: float = 5.0
+    # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
+    # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
+    push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)

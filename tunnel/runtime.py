@@ -1,0 +1,83 @@
+"""Building the protocol objects from settings: shared by `tunnel demo` and the CLI.
+
+This is the one place that knows how a frame, a pool, TLS contexts and session settings fit
+together, so the demo and the config-file path cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core import BufferPool, Frame, FrameBuilder
+from tunnel import __version__
+from tunnel.protocol.datachannel import register_data_channel
+from tunnel.protocol.messages import build_peer_info, options_string
+from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
+from tunnel.protocol.tls import TlsSettings, make_context
+
+# Buffers in flight at once: a batch per direction and per arena, plus slack for the
+# control path; bounded so a leak shows up as exhaustion instead of growth.
+DEFAULT_POOL_SIZE = 512
+
+
+def make_frame(tun_mtu: int = 1500) -> Frame:
+    """The data-channel geometry: every module registers what it adds."""
+    builder = FrameBuilder(tun_mtu=tun_mtu)
+    register_data_channel(builder)
+    return builder.finalize()
+
+
+def make_pool(frame: Frame, count: int = DEFAULT_POOL_SIZE) -> BufferPool:
+    return BufferPool(frame, count)
+
+
+@dataclass(slots=True)
+class Timers:
+    ping: float = 10.0
+    ping_restart: float = 60.0
+    reneg_sec: float = 3600.0
+    hand_window: float = 60.0
+    tls_timeout: float = 2.0
+    tran_window: float = 3600.0
+
+
+def session_settings(
+    *,
+    is_client: bool,
+    tls: TlsSettings,
+    data_ciphers: Sequence[str] = DEFAULT_DATA_CIPHERS,
+    data_ciphers_fallback: str | None = None,
+    timers: Timers | None = None,
+    replay_window: int = 64,
+    replay_seconds: float = 15.0,
+    explicit_exit_notify: int = 0,
+    proto: str = "UDPv4",
+    tun_mtu: int = 1500,
+) -> SessionSettings:
+    timers = timers or Timers()
+    return SessionSettings(
+        is_client=is_client,
+        tls_context=make_context(tls, server_side=not is_client),
+        tls_settings=tls,
+        options_string=options_string(
+            role="tls-client" if is_client else "tls-server", proto=proto, tun_mtu=tun_mtu
+        ),
+        data_ciphers=tuple(c.upper() for c in data_ciphers),
+        data_ciphers_fallback=data_ciphers_fallback,
+        peer_info=(
+            build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__)
+            if is_client
+            else None
+        ),
+        ping=timers.ping,
+        ping_restart=timers.ping_restart,
+        reneg_sec=timers.reneg_sec,
+        hand_window=timers.hand_window,
+        tls_timeout=timers.tls_timeout,
+        tran_window=timers.tran_window,
+        replay_window=replay_window,
+        replay_seconds=replay_seconds,
+        explicit_exit_notify=explicit_exit_notify,
+        max_control_datagram=1250 - (48 if proto == "UDPv6" else 28),
+    )
