@@ -304,3 +304,114 @@ def test_non_int_value_is_a_type_error_and_keeps_the_contents(op: str) -> None:
     with pytest.raises(TypeError):
         getattr(buf, op)(1.5)
     assert (buf.offset, len(buf), bytes(buf.data)) == (8, 4, b"abcd")
+
+
+# -- sub-buffers and copies -------------------------------------------------------------------
+
+
+def test_sub_claims_tailroom_and_the_child_writes_in_place() -> None:
+    parent, block = make(16, 2, b"hd")
+    child = parent.sub(5)
+    assert (len(parent), parent.tailroom) == (7, 7)
+    assert (child.capacity, child.offset, len(child)) == (5, 0, 0)
+    child.append(b"12345")
+    assert bytes(parent.data) == b"hd12345"
+    assert block[2:9] == b"hd12345"
+
+
+def test_sub_child_cannot_reach_past_its_bytes() -> None:
+    parent, block = make(16, 0, b"")
+    child = parent.sub(4)
+    child.append(b"abcd")
+    before = bytes(block)
+    with pytest.raises(BoundsError):
+        child.append_u8(1)
+    child.reset(0)
+    with pytest.raises(BoundsError):
+        child.prepend_u8(1)
+    assert bytes(block) == before
+
+
+def test_copy_from_appends_the_other_buffers_contents() -> None:
+    buf, _ = make(16, 0, b"ab")
+    other, _ = make(8, 3, b"cde")
+    buf.copy_from(other)
+    assert bytes(buf.data) == b"abcde"
+    assert bytes(other.data) == b"cde"  # the source is not consumed
+
+
+def test_copy_from_itself_doubles_the_contents() -> None:
+    buf, _ = make(8, 1, b"xyz")
+    buf.copy_from(buf)
+    assert bytes(buf.data) == b"xyzxyz"
+
+
+# -- string helpers --------------------------------------------------------------------------
+
+
+def test_startswith_and_equals_compare_the_contents_only() -> None:
+    buf, _ = make(16, 2, b"PUSH_REPLY")
+    assert buf.startswith(b"PUSH_")
+    assert buf.startswith(b"")
+    assert not buf.startswith(b"PUSH_REQUEST")
+    assert not buf.startswith(b"PUSH_REPLY,")  # longer than the contents
+    assert buf.equals(b"PUSH_REPLY")
+    assert not buf.equals(b"PUSH_REPL")
+    assert not buf.equals(b"PUSH_REPLY\x00")
+    other, _ = make(12, 0, b"PUSH_REPLY")
+    assert buf.equals(other)
+
+
+def test_write_text_formats_printf_style() -> None:
+    buf, _ = make(32)
+    assert buf.write_text("peer-id %d,cipher %s", 7, "AES-256-GCM") is True
+    assert bytes(buf.data) == b"peer-id 7,cipher AES-256-GCM"
+    assert buf.write_text("100%") is True  # no args: no formatting, a lone % is fine
+
+
+def test_write_text_truncates_to_the_tailroom_and_says_so() -> None:
+    buf, block = make(8, 2, b"")
+    assert buf.write_text("%s", "abcdefghij") is False
+    assert bytes(buf.data) == b"abcdef"
+    assert buf.tailroom == 0
+    assert block[:2] == bytes([BLOCK_FILL, BLOCK_FILL])
+
+
+def test_write_text_never_splits_a_utf8_character() -> None:
+    exact, _ = make(4)
+    assert exact.write_text("abé") is True  # b"ab\xc3\xa9": 4 bytes, fits
+    short, _ = make(3)
+    assert short.write_text("abé") is False
+    assert bytes(short.data) == b"ab"  # not b"ab\xc3"
+
+
+def test_chomp_strips_trailing_cr_lf_nul() -> None:
+    buf, _ = make(16, 0, b"line\r\n\x00\n")
+    assert buf.chomp() == 4
+    assert bytes(buf.data) == b"line"
+    assert buf.chomp() == 0
+    empty, _ = make(4, 0, b"\r\n")
+    assert empty.chomp() == 2 and len(empty) == 0
+
+
+def test_parse_token_walks_comma_separated_options() -> None:
+    buf, _ = make(64, 0, b"route 10.0.0.0,ping 10,,topology subnet")
+    tokens = []
+    while (token := buf.parse_token(",")) is not None:
+        tokens.append(token)
+    assert tokens == ["route 10.0.0.0", "ping 10", "", "topology subnet"]
+    assert len(buf) == 0
+
+
+def test_parse_token_stops_at_nul_and_consumes_it() -> None:
+    buf, _ = make(16, 0, b"ab\x00cd,ef")
+    assert buf.parse_token(",") == "ab"
+    assert bytes(buf.data) == b"cd,ef"
+
+
+def test_parse_token_with_invalid_utf8_consumes_nothing() -> None:
+    buf, block = make(16, 0, b"\xff\xfe,x")
+    before = state(buf, block)
+    with pytest.raises(UnicodeDecodeError):
+        buf.parse_token(",")
+    assert state(buf, block) == before
