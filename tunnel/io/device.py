@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from core import Buffer
 
 
+class DeviceError(OSError):
+    """Opening or configuring a packet device failed; `str()` says why and what to do.
+
+    `errno` carries the underlying error code (EPERM, ENODEV, ...).
+    """
+
+
 class PacketDevice(Protocol):
     """One packet per call, never blocking; counters are plain ints the caller may read."""
 

@@ -15,9 +15,12 @@ import struct
 from typing import TYPE_CHECKING
 
 from core import BoundsError
+from tunnel.io.device import DeviceError
 
 if TYPE_CHECKING:
     from core import Buffer
+
+__all__ = ["DeviceError", "TunDevice"]
 
 TUN_PATH = "/dev/net/tun"
 
@@ -36,10 +39,6 @@ _U16 = struct.Struct("!H")
 # EINVAL: the kernel could not parse it as IPv4/IPv6 (a peer can send anything).
 # EIO: the link is administratively down.
 _WRITE_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.EINVAL, errno.EIO})
-
-
-class DeviceError(OSError):
-    """Opening or setting up a packet device failed; `str()` says why and what to do."""
 
 
 class TunDevice:

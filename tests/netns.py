@@ -1,0 +1,350 @@
+"""Network-namespace harness for end-to-end tests: two namespaces joined by a veth pair.
+
+    with NetnsPair() as pair:                 # or the `netns_pair` pytest fixture
+        proc = pair.spawn(pair.ns_b, *pair.python_argv(), "-m", "tests.e2e.some_peer")
+        assert pair.ping(pair.ns_a, pair.addr_b)
+
+House rules it enforces:
+- Unique names: namespaces `tt-<creator pid>-<6 hex>-a|b`, interfaces `tt<6 hex><suffix>`
+  (at most 15 bytes). The creator's pid in the namespace name lets a later run delete what a
+  killed run (SIGKILL, power loss) left behind - and only that: live runs are never touched.
+- Everything it creates is removed on exit, on failure and on Ctrl-C: processes it spawned
+  (SIGTERM, then SIGKILL after a grace period), any other process inside its namespaces, the
+  namespaces (which takes the veth and any TUN device with them). SIGTERM is turned into
+  KeyboardInterrupt while a pair is live, so `kill <pytest>` cleans up too; atexit is the last
+  resort.
+- Addresses are random private ones and exist only inside the two namespaces: nothing is
+  routed to or from the host's namespace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IFNAME_MAX = 15
+STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+
+_NS_PATTERN = re.compile(r"^tt-(\d+)-[0-9a-f]{6}-[ab]$")
+_LIVE: set[NetnsPair] = set()
+_atexit_registered = False
+_saved_sigterm: Any = None  # the SIGTERM handler to restore when the last pair closes
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it returns something true (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def random_subnet(exclude: set[ipaddress.IPv4Network] | None = None) -> ipaddress.IPv4Network:
+    """A random 10.x.y.0/24 not in `exclude`."""
+    while True:
+        net = ipaddress.IPv4Network(f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.0/24")
+        if not exclude or net not in exclude:
+            return net
+
+
+def random_subnet6() -> ipaddress.IPv6Network:
+    """A random /64 in a random ULA prefix (RFC 4193: fd00::/8 + 40 random bits)."""
+    value = (0xFD << 120) | (secrets.randbits(56) << 64)
+    return ipaddress.IPv6Network((value, 64))
+
+
+def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=check)
+
+
+def _netns_names() -> list[str]:
+    return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.strip()]
+
+
+def _kill_netns_processes(ns: str) -> None:
+    """SIGKILL whatever still runs inside namespace `ns` (only ever called for ours)."""
+    pids = _ip("netns", "pids", ns, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_namespaces() -> list[str]:
+    """Delete namespaces of this harness whose creating process no longer exists."""
+    removed = []
+    for name in _netns_names():
+        match = _NS_PATTERN.match(name)
+        if match and not _pid_alive(int(match.group(1))):
+            _kill_netns_processes(name)
+            _ip("netns", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _track(pair: NetnsPair) -> None:
+    global _atexit_registered, _saved_sigterm
+    if not _atexit_registered:
+        atexit.register(_cleanup_all)
+        _atexit_registered = True
+    if not _LIVE and _saved_sigterm is None:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            current = signal.getsignal(signal.SIGTERM)
+            if current is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+                _saved_sigterm = current
+    _LIVE.add(pair)
+
+
+def _untrack(pair: NetnsPair) -> None:
+    global _saved_sigterm
+    _LIVE.discard(pair)
+    if not _LIVE and _saved_sigterm is not None:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, _saved_sigterm)
+            _saved_sigterm = None
+
+
+def _cleanup_all() -> None:
+    for pair in list(_LIVE):
+        pair.close()
+
+
+class NetnsPair:
+    """Two namespaces, `ns_a` and `ns_b`, joined by a veth pair; see the module docstring.
+
+    IPv4: `addr_a` (.1) and `addr_b` (.2) in `subnet`; IPv6: `addr6_a` (::1) and `addr6_b`
+    (::2) in `subnet6`. `lo` is up in both.
+    """
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        tag = secrets.token_hex(3)
+        self.tag = tag
+        self.ns_a = f"tt-{os.getpid()}-{tag}-a"
+        self.ns_b = f"tt-{os.getpid()}-{tag}-b"
+        self.veth_a = self.ifname("a")
+        self.veth_b = self.ifname("b")
+        self.subnet = random_subnet()
+        self.addr_a = self.subnet[1]
+        self.addr_b = self.subnet[2]
+        self.subnet6 = random_subnet6()
+        self.addr6_a = self.subnet6[1]
+        self.addr6_b = self.subnet6[2]
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="tt-")) if workdir is None else workdir
+        self._subnets = {self.subnet}
+        self._procs: dict[subprocess.Popen[bytes], Path] = {}
+        self._created: list[str] = []
+        self.env = dict(os.environ)
+        # The namespace's processes import this checkout, whatever their working directory.
+        path = self.env.get("PYTHONPATH")
+        self.env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+        self.env["PYTHONUNBUFFERED"] = "1"  # logs are complete when a test reads them
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def __enter__(self) -> NetnsPair:
+        if os.geteuid() != 0:
+            raise PermissionError("NetnsPair needs root (network namespaces, veth)")
+        remove_stale_namespaces()
+        _track(self)
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        for ns in (self.ns_a, self.ns_b):
+            self._created.append(ns)  # first: an interrupted `add` is still cleaned up
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
+            "peer", "name", self.veth_b, "netns", self.ns_b)
+        for ns, dev, addr, addr6 in (
+            (self.ns_a, self.veth_a, self.addr_a, self.addr6_a),
+            (self.ns_b, self.veth_b, self.addr_b, self.addr6_b),
+        ):
+            _ip("-n", ns, "addr", "add", f"{addr}/{self.subnet.prefixlen}", "dev", dev)
+            # nodad: the address is usable at once instead of "tentative" for a second.
+            _ip("-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+
+    def close(self) -> None:
+        """Stop processes, delete the namespaces (idempotent); raises if something stayed."""
+        failures: list[str] = []
+        for proc in list(self._procs):
+            try:
+                self.stop(proc)
+            except Exception as exc:  # go on: the namespaces must go in any case
+                failures.append(f"stop pid {proc.pid}: {exc}")
+        while self._created:
+            ns = self._created.pop()
+            try:
+                _kill_netns_processes(ns)
+                result = _ip("netns", "del", ns, check=False)
+                if result.returncode != 0 and ns in _netns_names():
+                    failures.append(f"ip netns del {ns}: {result.stderr.strip()}")
+            except Exception as exc:
+                failures.append(f"delete {ns}: {exc}")
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        _untrack(self)
+        if failures:
+            raise RuntimeError("NetnsPair cleanup failed: " + "; ".join(failures))
+
+    # -- names and addresses ----------------------------------------------------------------
+
+    def ifname(self, suffix: str) -> str:
+        """A unique interface name for this pair, e.g. for a TUN device."""
+        name = f"tt{self.tag}{suffix}"
+        if len(name.encode()) > IFNAME_MAX:
+            raise ValueError(f"interface name {name!r} is longer than {IFNAME_MAX} bytes")
+        return name
+
+    def new_subnet(self) -> ipaddress.IPv4Network:
+        """Another random /24, distinct from the veth's and from earlier ones of this pair."""
+        net = random_subnet(self._subnets)
+        self._subnets.add(net)
+        return net
+
+    @staticmethod
+    def new_subnet6() -> ipaddress.IPv6Network:
+        return random_subnet6()
+
+    # -- running things inside ---------------------------------------------------------------
+
+    def _check_ns(self, ns: str) -> None:
+        if ns not in (self.ns_a, self.ns_b):
+            raise ValueError(f"{ns!r} is not a namespace of this pair")
+
+    @staticmethod
+    def python_argv() -> list[str]:
+        """argv prefix for this interpreter (`ip netns exec` does not search pyenv shims)."""
+        return [sys.executable]
+
+    def run(
+        self, ns: str, *argv: str, timeout: float = 30, check: bool = False,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command in `ns` to completion (killed after `timeout`: TimeoutExpired)."""
+        self._check_ns(ns)
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+            timeout=timeout, check=check, input=input, env=self.env,
+        )
+
+    def spawn(self, ns: str, *argv: str, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a command in `ns` in the background; stdout+stderr go to `log_path`.
+
+        It is stopped (SIGTERM, then SIGKILL) when the pair closes, or earlier by `stop`.
+        """
+        self._check_ns(ns)
+        if log_path is None:
+            log_path = self.workdir / f"{Path(argv[0]).name}-{len(self._procs)}.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True,  # its own process group: stop() reaches its children
+            )
+        self._procs[proc] = log_path
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a spawned process has written so far."""
+        return self._procs[proc].read_text(errors="replace")
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> int:
+        """Stop a spawned process and its group: SIGTERM, SIGKILL after `grace`. Its exit code."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        else:
+            # The leader is gone; children it left in its group still get a SIGKILL.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode
+
+    @contextlib.contextmanager
+    def entered(self, ns: str) -> Iterator[None]:
+        """Run the enclosed code of this thread inside `ns` (setns), then come back.
+
+        Sockets, TUN devices and netlink calls made inside belong to `ns`; so do child
+        processes started inside.
+        """
+        from pyroute2 import netns  # imported here: only this helper needs it
+
+        self._check_ns(ns)
+        netns.pushns(ns)
+        try:
+            yield
+        finally:
+            netns.popns()
+
+    # -- probes ------------------------------------------------------------------------------
+
+    wait_for = staticmethod(wait_for)
+
+    def ping(
+        self, ns: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
+        count: int = 3, timeout: float = 5,
+    ) -> bool:
+        """True when all `count` echo requests from `ns` to `addr` got a reply within `timeout`."""
+        argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
+                "-w", str(max(1, round(timeout))), str(addr)]
+        return self.run(ns, *argv, timeout=timeout + 5).returncode == 0
+
+
+@pytest.fixture(name="netns_pair")
+def netns_pair_fixture(tmp_path: Path) -> Iterator[NetnsPair]:
+    """Fixture `netns_pair`: a fresh NetnsPair per test; spawned processes log to tmp_path.
+
+    Make it visible with `pytest_plugins = ["tests.netns"]` in the root conftest, or in one
+    module with `from tests.netns import netns_pair_fixture  # noqa: F401`.
+    """
+    with NetnsPair(workdir=tmp_path) as pair:
+        yield pair
