@@ -66,8 +66,7 @@ class BufferPool:
         "_frame",
         "_free",
         "_headroom",
-        "_high_water",
-        "_releases",
+        "_low_free",
         "_size",
         "_slab",
     )
@@ -89,9 +88,10 @@ class BufferPool:
             buffers.append(buf)
         buffers.reverse()  # so the first acquire hands out the first block
         self._free: list[Buffer] = buffers
-        self._high_water = 0
+        # The hot path keeps two counters only; in_use, high_water and releases derive from them
+        # and the free list's length (every successful release undoes one acquire).
+        self._low_free = count
         self._acquires = 0
-        self._releases = 0
         self._exhaustions = 0
 
     @property
@@ -113,9 +113,8 @@ class BufferPool:
         buf._off = self._headroom
         buf._len = 0
         self._acquires += 1
-        in_use = self._size - len(free)
-        if in_use > self._high_water:
-            self._high_water = in_use
+        if len(free) < self._low_free:
+            self._low_free = len(free)
         return buf
 
     def release(self, buf: Buffer) -> None:
@@ -130,16 +129,16 @@ class BufferPool:
             raise PoolError("double release of a buffer")
         buf.__class__ = ReleasedBuffer
         self._free.append(buf)
-        self._releases += 1
 
     @property
     def stats(self) -> PoolStats:
+        in_use = self._size - len(self._free)
         return PoolStats(
             size=self._size,
-            in_use=self._size - len(self._free),
-            high_water=self._high_water,
+            in_use=in_use,
+            high_water=self._size - self._low_free,
             acquires=self._acquires,
-            releases=self._releases,
+            releases=self._acquires - in_use,
             exhaustions=self._exhaustions,
         )
 
