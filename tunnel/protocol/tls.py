@@ -6,7 +6,9 @@ reassembled control payloads in (`feed`), drives the handshake (`step`), and dra
 ciphertext to send (`take_outgoing`) after *every* call, because OpenSSL leaves bytes in the
 outgoing BIO whenever it makes progress (the client's Finished sits there after the handshake).
 
-Ordering rules a caller must know (all verified against a stock 2.6.14 peer):
+Ordering rules a caller must know (the first two were verified against a stock 2.6.14 peer,
+OPENVPN-WIRE.md section 5; the last two follow from OpenSSL and Python's `ssl` and are
+exercised in memory by tests/protocol/test_tls.py):
 
 * Writing before the handshake completes. `SSLObject.write()` cannot do that: it starts or
   continues the handshake implicitly and raises `SSLWantReadError` (and would emit a
