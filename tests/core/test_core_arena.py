@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import Buffer, BufferPool, FrameBuilder, GcArena, PoolError, PoolExhausted
 
@@ -174,3 +176,69 @@ def test_iterations_count_only_frees_that_freed_something() -> None:
     with gc:
         gc.take(pool)
     assert gc.iterations == 1
+
+
+arena_ops = st.lists(
+    st.one_of(
+        st.just(("take", 0)),
+        st.tuples(st.just("alloc"), st.integers(0, 64)),
+        st.tuples(st.just("detach"), st.integers(0, 31)),
+        st.just(("free", 0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arena_ops)
+def test_random_arena_use_never_leaks_and_counts_exactly(ops: list[tuple[str, int]]) -> None:
+    pool = make_pool(count=6)
+    block = pool.frame.buffer_size
+    gc = GcArena()
+    entries: list[Buffer] = []  # the model: what the arena holds now
+    detached: list[Buffer] = []
+    freed: list[Buffer] = []
+    iterations = entries_freed = bytes_freed = 0
+    for op, arg in ops:
+        if op == "take":
+            if pool.available:
+                entries.append(gc.take(pool))
+            else:
+                with pytest.raises(PoolExhausted):
+                    gc.take(pool)
+        elif op == "alloc":
+            entries.append(gc.alloc(arg))
+        elif op == "detach" and entries:
+            buf = entries.pop(arg % len(entries))
+            assert gc.detach(buf) is buf
+            detached.append(buf)
+        elif op == "free":
+            if entries:
+                iterations += 1
+                entries_freed += len(entries)
+                bytes_freed += sum(buf.capacity for buf in entries)
+            gc.free()
+            freed += entries
+            entries = []
+        pooled_live = sum(1 for buf in entries + detached if buf.capacity == block)
+        assert pool.stats.in_use == pooled_live
+        assert gc.live_entries == len(entries)
+        assert (gc.iterations, gc.entries_freed, gc.bytes_freed) == (
+            iterations,
+            entries_freed,
+            bytes_freed,
+        )
+        assert gc.detached == len(detached)
+    gc.free()
+    freed += entries
+    # A freed buffer object comes back from the pool on a later take (LIFO reuse), so only those
+    # not now held as detached must refuse use.
+    for buf in freed:
+        if not any(buf is alive for alive in detached):
+            with pytest.raises(PoolError):
+                len(buf)
+    for buf in detached:
+        len(buf)  # detached entries are alive until their owner lets go
+        if buf.capacity == block:
+            pool.release(buf)
+    assert pool.stats.in_use == 0
