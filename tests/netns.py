@@ -74,7 +74,10 @@ def random_subnet6() -> ipaddress.IPv6Network:
 
 
 def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30, check=check)
+    result = subprocess.run(["ip", *argv], capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)}: {result.stderr.strip()}")
+    return result
 
 
 def _netns_names() -> list[str]:
@@ -83,10 +86,11 @@ def _netns_names() -> list[str]:
 
 def _kill_netns_processes(ns: str) -> None:
     """SIGKILL whatever still runs inside namespace `ns` (only ever called for ours)."""
-    pids = _ip("netns", "pids", ns, check=False).stdout.split()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
+    me = os.getpid()  # this process may still be inside (a thread in `entered`): spare it
+    for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+        if pid.isdigit() and int(pid) != me:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,7 +98,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, someone else's
         return True
     return True
 
@@ -163,8 +167,8 @@ class NetnsPair:
         self.subnet6 = random_subnet6()
         self.addr6_a = self.subnet6[1]
         self.addr6_b = self.subnet6[2]
-        self._own_workdir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="tt-")) if workdir is None else workdir
+        self._given_workdir = workdir
+        self.workdir: Path  # set on entry: the given one, or a temporary one removed on exit
         self._subnets = {self.subnet}
         self._procs: dict[subprocess.Popen[bytes], Path] = {}
         self._created: list[str] = []
@@ -180,6 +184,7 @@ class NetnsPair:
         if os.geteuid() != 0:
             raise PermissionError("NetnsPair needs root (network namespaces, veth)")
         remove_stale_namespaces()
+        self.workdir = self._given_workdir or Path(tempfile.mkdtemp(prefix="tt-"))
         _track(self)
         try:
             self._create()
@@ -193,8 +198,10 @@ class NetnsPair:
 
     def _create(self) -> None:
         for ns in (self.ns_a, self.ns_b):
-            self._created.append(ns)  # first: an interrupted `add` is still cleaned up
             _ip("netns", "add", ns)
+            # After the add, so a failed one never deletes a namespace that is not ours; one
+            # interrupted right here is left to the next run's remove_stale_namespaces.
+            self._created.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
         _ip("link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
             "peer", "name", self.veth_b, "netns", self.ns_b)
@@ -224,7 +231,7 @@ class NetnsPair:
                     failures.append(f"ip netns del {ns}: {result.stderr.strip()}")
             except Exception as exc:
                 failures.append(f"delete {ns}: {exc}")
-        if self._own_workdir:
+        if self._given_workdir is None and hasattr(self, "workdir"):
             shutil.rmtree(self.workdir, ignore_errors=True)
         _untrack(self)
         if failures:
