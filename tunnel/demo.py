@@ -78,6 +78,7 @@ class DemoResult:
     bytes_moved: int
     auth_failures: int
     replays: int
+    renegotiations: int
     pools: dict[str, BufferPool]
     drivers: dict[str, Driver]
 
@@ -96,12 +97,13 @@ async def run_demo(
     size: int = 1400,
     cipher: str = "AES-256-GCM",
     progress: bool = True,
+    reneg_sec: float = 3600.0,
 ) -> DemoResult:
     if not 28 <= size <= 1500:
         raise ValueError(f"packet size must be 28..1500 bytes, got {size}")
     loop = asyncio.get_running_loop()
     pem = generate_pki_in_memory()
-    timers = Timers(ping=10, ping_restart=60)
+    timers = Timers(ping=10, ping_restart=60, reneg_sec=reneg_sec)
 
     def tls(role: str) -> TlsSettings:
         return TlsSettings(
@@ -157,10 +159,12 @@ async def run_demo(
     client = Client(client_settings, [server_addr], now, reconnect=False)
     pools = {"server": make_pool(frame), "client": make_pool(frame)}
     drivers = {
-        "server": Driver(loop, server, server_sock, server_dev, pools["server"],
-                         on_event=on_event("server")),  # type: ignore[arg-type]
-        "client": Driver(loop, client, client_sock, client_dev, pools["client"],
-                         on_event=on_event("client")),  # type: ignore[arg-type]
+        "server": Driver(
+            loop, server, server_sock, server_dev, pools["server"], on_event=on_event("server")
+        ),  # type: ignore[arg-type]
+        "client": Driver(
+            loop, client, client_sock, client_dev, pools["client"], on_event=on_event("client")
+        ),  # type: ignore[arg-type]
     }
     try:
         for driver in drivers.values():
@@ -186,9 +190,7 @@ async def run_demo(
             print(file=sys.stderr)
         delivered = sum(f.received for f in flows.values())
         corrupt = sum(f.corrupt for f in flows.values())
-        keys = [
-            k for s in [client.session, *server.sessions] for k in s.data_keys if k is not None
-        ]
+        keys = [k for s in [client.session, *server.sessions] for k in s.data_keys if k is not None]
         for driver in drivers.values():
             driver.close_endpoint()
         return DemoResult(
@@ -201,6 +203,7 @@ async def run_demo(
             bytes_moved=delivered * size,
             auth_failures=sum(k.auth_failures for k in keys),
             replays=sum(k.replays for k in keys),
+            renegotiations=client.session.renegotiations,
             pools=pools,
             drivers=drivers,
         )
@@ -234,8 +237,12 @@ async def _report(flows: dict[str, Flow], t0: float) -> None:
         total = sum(f.total for f in flows.values())
         size = next(iter(flows.values())).size
         rate = moved * size * 8 / max(time.perf_counter() - t0, 1e-9) / 1e6
-        print(f"\r  {moved:>8}/{total} packets verified  {rate:7.1f} Mbit/s", end="",
-              file=sys.stderr, flush=True)
+        print(
+            f"\r  {moved:>8}/{total} packets verified  {rate:7.1f} Mbit/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def format_result(result: DemoResult) -> str:
@@ -248,6 +255,7 @@ def format_result(result: DemoResult) -> str:
         f"  throughput        {result.mbit_per_s:.1f} Mbit/s over {result.seconds:.2f} s "
         f"(both directions, {result.bytes_moved / 1e6:.1f} MB)",
         f"  dropped           auth failures {result.auth_failures}, replays {result.replays}",
+        f"  renegotiations    {result.renegotiations}",
     ]
     for side, pool in result.pools.items():
         s = pool.stats

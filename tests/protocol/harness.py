@@ -32,10 +32,13 @@ def pki(tag: str = "main") -> dict[str, bytes]:
     return generate_pki_in_memory(ca_cn=f"test CA {tag}")
 
 
-def tls_settings(role: str, *, tag: str = "main", **extra: object) -> TlsSettings:
+def tls_settings(
+    role: str, *, tag: str = "main", ca_tag: str = "main", **extra: object
+) -> TlsSettings:
+    """Credentials of `role` issued by CA `tag`, trusting CA `ca_tag`."""
     pem = pki(tag)
     return TlsSettings(
-        ca=pem["ca.crt"].decode(),
+        ca=pki(ca_tag)["ca.crt"].decode(),
         cert=pem[f"{role}.crt"].decode(),
         key=pem[f"{role}.key"].decode(),
         remote_cert_tls="client" if role == "server" else "server",
@@ -104,7 +107,12 @@ class Pair:
                 pool=AddressPool(
                     ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20")
                 ),
-                push=("route-gateway 10.8.0.1", "topology subnet", "ping 10", "ping-restart 60"),
+                push=(
+                    "route-gateway 10.8.0.1",
+                    "topology subnet",
+                    f"ping {int(timers.ping)}",
+                    f"ping-restart {int(timers.ping_restart)}",
+                ),
             ),
             now,
         )
@@ -141,12 +149,13 @@ class Pair:
         for datagram, src, dst in batch:
             buf = self._buffer(datagram)
             try:
-                if dst == SERVER_ADDR:
-                    if self.server.receive(buf, src, self.now) == TO_TUN:
-                        self.to_server_tun.append(bytes(buf.data))
-                elif dst == CLIENT_ADDR:
-                    if self.client.receive(buf, src, self.now) == TO_TUN:
-                        self.to_client_tun.append(bytes(buf.data))
+                side, sink = (
+                    (self.server, self.to_server_tun)
+                    if dst == SERVER_ADDR
+                    else (self.client, self.to_client_tun)
+                )
+                if side.receive(buf, src, self.now) == TO_TUN:
+                    sink.append(bytes(buf.data))
             finally:
                 self.pool.release(buf)
         return len(batch)

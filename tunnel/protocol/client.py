@@ -72,7 +72,7 @@ class Client:
             self.dropped += 1
             return DROPPED
         opcode = data[0] >> 3
-        if opcode == _P_DATA_V2 or opcode == _P_DATA_V1:
+        if opcode in (_P_DATA_V2, _P_DATA_V1):
             return session.decrypt(buf, now)
         session.receive_control(data, now)
         self._collect(now)

@@ -106,6 +106,8 @@ class KeyState:
         elif packet.session_id != self.reliable.remote_sid:
             raise ProtocolError("control packet from another session id")
         self.reliable.receive(packet, now)
+        # The ACK of our reset often rides on the peer's first TLS packet: apply it first.
+        self._start_if_reset_acked()
         for opcode, payload in self.reliable.pop_received():
             if opcode == Opcode.P_CONTROL_V1:
                 if self.phase is KeyPhase.PRE_START:
@@ -126,13 +128,16 @@ class KeyState:
             self.fail(str(exc))
             raise
 
-    def _advance(self, now: float) -> None:
+    def _start_if_reset_acked(self) -> None:
         if self.phase is KeyPhase.PRE_START and self.reliable.all_acked:
             self.phase = KeyPhase.START
             if self.is_client:
                 # A stock client writes its KM2 before the handshake ends, so with TLS 1.3 it
                 # travels in the same flight as the client Finished (ssl.c: key_method_2_write).
                 self._send_local_key()
+
+    def _advance(self, now: float) -> None:
+        self._start_if_reset_acked()
         if self.phase < KeyPhase.START:
             return
         if self.tls.step():

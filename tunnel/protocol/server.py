@@ -70,7 +70,9 @@ class ServerSettings:
 class Server:
     """The sans-I/O server: datagrams in, datagrams out, events, one timer."""
 
-    def __init__(self, settings: ServerSettings, now: float, cookie_key: bytes | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, now: float, cookie_key: bytes | None = None
+    ) -> None:
         self.settings = settings
         self.cookies = CookieJar(cookie_key, hand_window=settings.session.hand_window)
         self.by_addr: dict[Address, Session] = {}
@@ -119,10 +121,9 @@ class Server:
             self.dropped += 1
             return DROPPED
         verdict = session.decrypt(buf, now)
-        if verdict == TO_TUN:
-            if not self._source_allowed(session, buf):
-                self.dropped += 1
-                return DROPPED
+        if verdict == TO_TUN and not self._source_allowed(session, buf):
+            self.dropped += 1
+            return DROPPED
         if verdict != DROPPED and session.remote_addr != addr:
             self._float(session, addr)
         return verdict
@@ -297,5 +298,7 @@ class Server:
 
     def active_sessions(self) -> list[Session]:
         return [
-            s for s in self.by_addr.values() if s.primary is not None and s.primary.phase is KeyPhase.ACTIVE
+            s
+            for s in self.by_addr.values()
+            if s.primary is not None and s.primary.phase is KeyPhase.ACTIVE
         ]

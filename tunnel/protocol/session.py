@@ -16,7 +16,14 @@ from collections import deque
 
 from core import Buffer
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
-from tunnel.protocol.constants import OCC_EXIT, OCC_MAGIC, OCC_REPLY, OCC_REQUEST, PING_MAGIC, Opcode
+from tunnel.protocol.constants import (
+    OCC_EXIT,
+    OCC_MAGIC,
+    OCC_REPLY,
+    OCC_REQUEST,
+    PING_MAGIC,
+    Opcode,
+)
 from tunnel.protocol.datachannel import DataKey, cipher_key_length
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
@@ -214,7 +221,7 @@ class Session:
     def _handshake_failed(self, key: KeyState, reason: str, now: float) -> None:
         key.fail(reason)
         if key is self.primary and self.send_key is None:
-            self._close(f"TLS handshake failed: {reason}", restart=self.is_client, now=now)
+            self._close(reason, restart=self.is_client, now=now)
 
     # -- data path (hot) -------------------------------------------------------------------
 
@@ -349,17 +356,20 @@ class Session:
             self._install_data_key(key, now)
         for text in key.take_messages():
             self._handle_control_message(text, now)
-        if key.phase is KeyPhase.ACTIVE and key.activated_at == now and key is not self.primary:
-            pass
         if key.phase is KeyPhase.ACTIVE and self._pending_send_key_id == key.key_id:
             # Our KM2 was ACKed, so the peer has it and can derive the key: switch sending.
             new_key = self.data_keys[key.key_id]
             if new_key is not None:
                 self._switch_send_key(new_key)
-        if self.is_client and key.key_id == 0 and key.handshake_done and self.pushed is None:
-            if self._next_push_request is None or now >= self._next_push_request:
-                key.send_message("PUSH_REQUEST")
-                self._next_push_request = now + self.settings.push_request_interval
+        if (
+            self.is_client
+            and key.key_id == 0
+            and key.handshake_done
+            and self.pushed is None
+            and (self._next_push_request is None or now >= self._next_push_request)
+        ):
+            key.send_message("PUSH_REQUEST")
+            self._next_push_request = now + self.settings.push_request_interval
         if (
             not self.is_client
             and key.key_id == 0
@@ -410,7 +420,9 @@ class Session:
             (key.local_key, key.remote_key) if self.is_client else (key.remote_key, key.local_key)
         )
         client_sid, server_sid = (
-            (self.local_sid, self.remote_sid) if self.is_client else (self.remote_sid, self.local_sid)
+            (self.local_sid, self.remote_sid)
+            if self.is_client
+            else (self.remote_sid, self.local_sid)
         )
         assert client_key.pre_master is not None and client_sid and server_sid
         key2 = derive_key2(
@@ -476,9 +488,13 @@ class Session:
                 if key is self.primary and self.send_key is None:
                     self._close(reason, restart=self.is_client, now=now)
                     return
-        if self.is_client and self.pushed is None and self.send_key is None:
-            if now - self.created_at >= self.settings.hand_window:
-                self._close("no reply from server to push requests", restart=True, now=now)
+        if (
+            self.is_client
+            and self.pushed is None
+            and self.send_key is None
+            and now - self.created_at >= self.settings.hand_window
+        ):
+            self._close("no reply from server to push requests", restart=True, now=now)
 
     def _keepalive(self, now: float) -> None:
         if self.ping_restart > 0 and now - self.last_rx >= self.ping_restart:
