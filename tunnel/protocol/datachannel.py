@@ -1,0 +1,319 @@
+"""The data channel: AEAD sealing and opening of P_DATA_V1/V2 datagrams, in place.
+
+Wire layout (OPENVPN-WIRE.md 8.1, 8.2; `crypto.c: openvpn_encrypt_aead()/openvpn_decrypt_aead()`):
+
+    P_DATA_V2:  op|kid (1) | peer-id (3) | packet-id (4) | tag (16) | ciphertext
+    P_DATA_V1:  op|kid (1) |               packet-id (4) | tag (16) | ciphertext
+
+    AAD   = op|kid + peer-id + packet-id (V2), packet-id only (V1)
+    nonce = packet-id (4, BE) || implicit IV (8)
+
+Memory: a packet is sealed where it lies in its pooled buffer. A TUN read lands at
+`frame.headroom`, so the header, packet-id and tag fit in front of it, and `encrypt_into`
+writes `ciphertext || tag` over the plaintext plus 16 bytes of tailroom; the tag is then copied
+into its slot in front of the ciphertext. Opening does the reverse: the tag is copied behind the
+ciphertext and `decrypt_into` turns `ciphertext || tag` into the plaintext in place. The payload
+is never copied and no `bytes` object is created per packet; the only per-packet objects are a
+few memoryview slices and ints, freed at once.
+
+Every size below comes from the registrations made in `register_data_channel` (or from the
+precompiled header structs), so the frame and this code cannot disagree.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from core import BoundsError, Buffer, FrameBuilder
+from tunnel.protocol.constants import KEY_ID_MASK, NO_PEER_ID, OPCODE_SHIFT, Opcode
+from tunnel.protocol.prf import DirectionKey
+from tunnel.protocol.replay import ReplayWindow
+
+__all__ = [
+    "AEAD_ASSEMBLY_SIZE",
+    "AEAD_TAG_SIZE",
+    "DATA_V1_OVERHEAD",
+    "DATA_V2_OVERHEAD",
+    "OPCODE_PEER_ID_SIZE",
+    "PACKET_ID_SIZE",
+    "PACKET_ID_WRAP_TRIGGER",
+    "SUPPORTED_CIPHERS",
+    "DataKey",
+    "PacketIdExhausted",
+    "cipher_key_length",
+    "register_data_channel",
+]
+
+# -- geometry: what the data channel registers in the frame ---------------------------------
+
+OPCODE_PEER_ID_SIZE: Final = 4
+"""P_DATA_V2's first word: op|key_id (1 byte) and the peer-id (u24). V1 uses only its op byte."""
+PACKET_ID_SIZE: Final = 4
+"""The short-form packet-id: a u32 counter, no timestamp (AEAD ciphers)."""
+AEAD_TAG_SIZE: Final = 16
+"""GCM / Poly1305 tag; it travels in front of the ciphertext."""
+AEAD_ASSEMBLY_SIZE: Final = AEAD_TAG_SIZE
+"""Tailroom where `encrypt_into` writes the tag (behind the ciphertext) before it is moved to the
+front, and where `open` puts the tag back behind the ciphertext for `decrypt_into`."""
+
+REGISTRATIONS: Final = (
+    ("opcode+peer-id", OPCODE_PEER_ID_SIZE, 0),
+    ("packet-id", PACKET_ID_SIZE, 0),
+    ("aead-tag", AEAD_TAG_SIZE, 0),
+    ("aead-assembly", 0, AEAD_ASSEMBLY_SIZE),
+)
+
+
+def register_data_channel(builder: FrameBuilder) -> None:
+    """Register, by name, the headroom and tailroom the data channel needs in every buffer."""
+    for name, headroom, tailroom in REGISTRATIONS:
+        builder.reserve(name, headroom=headroom, tailroom=tailroom)
+
+
+# Precompiled headers (network byte order). V2's first word is (op|kid) << 24 | peer_id.
+_V2_HEADER: Final = struct.Struct(">II")  # op|kid+peer-id, packet-id
+_V1_HEADER: Final = struct.Struct(">BI")  # op|kid, packet-id
+_PACKET_ID: Final = struct.Struct(">I")
+assert _V2_HEADER.size == OPCODE_PEER_ID_SIZE + PACKET_ID_SIZE
+assert _PACKET_ID.size == PACKET_ID_SIZE
+_V1_OPCODE_SIZE: Final = _V1_HEADER.size - PACKET_ID_SIZE
+_PEER_ID_BITS: Final = (OPCODE_PEER_ID_SIZE - _V1_OPCODE_SIZE) * 8
+
+DATA_V2_OVERHEAD: Final = _V2_HEADER.size + AEAD_TAG_SIZE
+"""Bytes a P_DATA_V2 datagram adds to its payload (24)."""
+DATA_V1_OVERHEAD: Final = _V1_HEADER.size + AEAD_TAG_SIZE
+"""Bytes a P_DATA_V1 datagram adds to its payload (21)."""
+
+# -- ciphers and packet ids -----------------------------------------------------------------
+
+AeadCipher = type[AESGCM] | type[ChaCha20Poly1305]
+
+SUPPORTED_CIPHERS: Final[dict[str, tuple[AeadCipher, int]]] = {
+    "AES-256-GCM": (AESGCM, 32),
+    "AES-128-GCM": (AESGCM, 16),
+    "CHACHA20-POLY1305": (ChaCha20Poly1305, 32),
+}
+"""OpenVPN cipher name -> (AEAD class, key length in bytes). All use a 12-byte nonce."""
+
+AEAD_NONCE_SIZE: Final = 12
+IMPLICIT_IV_SIZE: Final = AEAD_NONCE_SIZE - PACKET_ID_SIZE
+"""The nonce's fixed part, from the start of the key2 "hmac" slot (`key_ctx_update_implicit_iv`)."""
+
+PACKET_ID_MAX: Final = 0xFFFFFFFF
+"""The last usable short-form packet-id; it may not roll over (`packet_id_send_update`)."""
+PACKET_ID_WRAP_TRIGGER: Final = 0xFF000000
+"""Once the send packet-id reaches this, a stock peer starts a soft reset (`ssl.c`)."""
+
+
+def cipher_key_length(name: str) -> int:
+    """The key length of an OpenVPN AEAD cipher name; ValueError if we do not support it."""
+    try:
+        return SUPPORTED_CIPHERS[name.upper()][1]
+    except KeyError:
+        raise ValueError(
+            f"unsupported data-channel cipher {name!r}; supported: {', '.join(SUPPORTED_CIPHERS)}"
+        ) from None
+
+
+class PacketIdExhausted(RuntimeError):
+    """The send packet-id reached 0xFFFFFFFF: this key can send no more ("packet ID roll over").
+
+    The session must have renegotiated long before (`needs_renegotiation`); hitting this means it
+    did not, and the key must be retired.
+    """
+
+
+# -- one key_id's keys ----------------------------------------------------------------------
+
+
+class DataKey:
+    """One key_id's data-channel state for both directions: AEADs, nonces, counters, window."""
+
+    __slots__ = (
+        "_decrypt_into",
+        "_encrypt_into",
+        "_recv_nonce",
+        "_send_nonce",
+        "_send_pid",
+        "_v1_op",
+        "_v2_op",
+        "_v2_word",
+        "auth_failures",
+        "cipher",
+        "key_id",
+        "misrouted",
+        "opened",
+        "replay",
+        "replays",
+        "sealed",
+        "short",
+    )
+
+    def __init__(
+        self,
+        *,
+        key_id: int,
+        cipher: str,
+        encrypt: DirectionKey,
+        decrypt: DirectionKey,
+        replay: ReplayWindow,
+    ) -> None:
+        if not 0 <= key_id <= KEY_ID_MASK:
+            raise ValueError(f"key_id {key_id} outside 0..{KEY_ID_MASK}")
+        name = cipher.upper()
+        key_len = cipher_key_length(name)  # ValueError for a cipher we do not support
+        aead_class = SUPPORTED_CIPHERS[name][0]
+        for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
+            # Lengths only in the messages: never the key material.
+            if len(direction.cipher_key) != key_len:
+                raise ValueError(
+                    f"{label} key is {len(direction.cipher_key)} bytes, {name} needs {key_len}")
+            if len(direction.implicit_iv) != IMPLICIT_IV_SIZE:
+                raise ValueError(
+                    f"{label} implicit IV is {len(direction.implicit_iv)} bytes, "
+                    f"needs {IMPLICIT_IV_SIZE}")
+        self.key_id = key_id
+        self.cipher = name
+        self.replay = replay
+        # Bound methods, looked up once: the hot path calls them directly.
+        self._encrypt_into = aead_class(bytes(encrypt.cipher_key)).encrypt_into
+        self._decrypt_into = aead_class(bytes(decrypt.cipher_key)).decrypt_into
+        # nonce = packet-id || implicit IV: only the first 4 bytes change per packet, so each
+        # direction keeps one preallocated nonce and overwrites its packet-id in place.
+        self._send_nonce = bytearray(PACKET_ID_SIZE) + bytes(encrypt.implicit_iv)
+        self._recv_nonce = bytearray(PACKET_ID_SIZE) + bytes(decrypt.implicit_iv)
+        self._v1_op = (Opcode.P_DATA_V1 << OPCODE_SHIFT) | key_id
+        self._v2_op = (Opcode.P_DATA_V2 << OPCODE_SHIFT) | key_id
+        self._v2_word = self._v2_op << _PEER_ID_BITS
+        self._send_pid = 0  # the last packet-id sent; the first packet carries 1
+        self.sealed = 0
+        self.opened = 0
+        self.auth_failures = 0
+        self.replays = 0
+        self.short = 0
+        self.misrouted = 0
+
+    @property
+    def send_packet_id(self) -> int:
+        """The packet-id of the last sealed packet (0 before the first)."""
+        return self._send_pid
+
+    @property
+    def needs_renegotiation(self) -> bool:
+        """True once the send packet-id reached PACKET_ID_WRAP_TRIGGER: time for a soft reset.
+
+        (`packet_id.h: packet_id_close_to_wrapping()`; the session polls this.)
+        """
+        return self._send_pid >= PACKET_ID_WRAP_TRIGGER
+
+    def seal(self, buf: Buffer, peer_id: int | None) -> None:
+        """Turn the plaintext in `buf` into a whole datagram, in place.
+
+        P_DATA_V2 carrying `peer_id` when it is not None, else P_DATA_V1. `buf` needs
+        DATA_V2_OVERHEAD bytes of headroom and AEAD_ASSEMBLY_SIZE of tailroom (a buffer from a
+        pool whose frame went through `register_data_channel` has both). A `BoundsError` for
+        lack of room, a `ValueError` for a bad peer-id, or `PacketIdExhausted` leave `buf` and
+        the packet-id counter unchanged.
+        """
+        pid = self._send_pid + 1
+        if pid > PACKET_ID_MAX:
+            raise PacketIdExhausted("packet ID roll over: renegotiate the data channel key")
+        size = len(buf)
+        if peer_id is None:
+            ct_at = DATA_V1_OVERHEAD
+            buf.reserve_head(ct_at)  # raises before any change when the headroom is short
+        else:
+            if not 0 <= peer_id <= NO_PEER_ID:
+                raise ValueError(f"peer-id {peer_id} does not fit in 24 bits")
+            ct_at = DATA_V2_OVERHEAD
+            buf.reserve_head(ct_at)
+        try:
+            buf.inc_len(AEAD_ASSEMBLY_SIZE)  # room for encrypt_into's tag behind the payload
+        except BoundsError:
+            buf.advance(ct_at)  # a failed seal changes nothing
+            raise
+        # One view of the whole datagram-to-be; every other view is a short-lived slice of it.
+        datagram = buf.data
+        tag_at = ct_at - AEAD_TAG_SIZE
+        if peer_id is None:
+            _V1_HEADER.pack_into(datagram, 0, self._v1_op, pid)
+            aad = datagram[_V1_OPCODE_SIZE:tag_at]
+        else:
+            _V2_HEADER.pack_into(datagram, 0, self._v2_word | peer_id, pid)
+            aad = datagram[:tag_at]
+        nonce = self._send_nonce
+        _PACKET_ID.pack_into(nonce, 0, pid)
+        end = ct_at + size
+        # plaintext -> ciphertext || tag over [payload, payload + 16): one pass, in place.
+        self._encrypt_into(nonce, datagram[ct_at:end], aad, datagram[ct_at:])
+        datagram[tag_at:ct_at] = datagram[end:]  # the tag travels in front of the ciphertext
+        buf.truncate(end)
+        self._send_pid = pid
+        self.sealed += 1
+
+    def open(self, buf: Buffer, now: float) -> bool:
+        """Authenticate and decrypt the datagram in `buf` in place; True leaves the plaintext.
+
+        False means the packet must be dropped, and one counter says why: `short` (too short
+        for header, packet-id and tag, or a buffer without AEAD_ASSEMBLY_SIZE of tailroom),
+        `misrouted` (not P_DATA_V1/V2 of this key_id), `auth_failures` (the tag did not
+        verify), `replays` (authentic, but refused by the replay window, which is consulted
+        only after authentication). Never raises on any input. After False the buffer's window
+        is the datagram's again but its contents are unspecified (decryption may have run).
+        """
+        size = len(buf)
+        if size < DATA_V1_OVERHEAD:
+            self.short += 1
+            return False
+        try:
+            buf.inc_len(AEAD_ASSEMBLY_SIZE)  # room to put the tag behind the ciphertext
+        except BoundsError:  # a buffer without the frame's tailroom: drop, never raise
+            self.short += 1
+            return False
+        sealed = buf.data
+        first = sealed[0]
+        if first == self._v2_op:
+            if size < DATA_V2_OVERHEAD:
+                buf.truncate(size)
+                self.short += 1
+                return False
+            ct_at = DATA_V2_OVERHEAD
+            aad = sealed[: _V2_HEADER.size]
+        elif first == self._v1_op:
+            ct_at = DATA_V1_OVERHEAD
+            aad = sealed[_V1_OPCODE_SIZE : _V1_HEADER.size]
+        else:
+            buf.truncate(size)
+            self.misrouted += 1
+            return False
+        tag_at = ct_at - AEAD_TAG_SIZE
+        sealed[size:] = sealed[tag_at:ct_at]  # ciphertext || tag, as decrypt_into wants it
+        pid: int = _PACKET_ID.unpack_from(sealed, tag_at - PACKET_ID_SIZE)[0]
+        nonce = self._recv_nonce
+        _PACKET_ID.pack_into(nonce, 0, pid)
+        try:
+            self._decrypt_into(nonce, sealed[ct_at:], aad, sealed[ct_at:size])
+        except InvalidTag:
+            buf.truncate(size)
+            self.auth_failures += 1
+            return False
+        if not self.replay.accept(pid, now):
+            buf.truncate(size)
+            self.replays += 1
+            return False
+        buf.advance(ct_at)
+        buf.truncate(size - ct_at)
+        self.opened += 1
+        return True
+
+    def __repr__(self) -> str:
+        # Counters and identity only: key material and IVs never appear in logs.
+        return (
+            f"<DataKey key_id={self.key_id} cipher={self.cipher} send_pid={self._send_pid} "
+            f"sealed={self.sealed} opened={self.opened} auth_failures={self.auth_failures} "
+            f"replays={self.replays} short={self.short} misrouted={self.misrouted}>"
+        )
