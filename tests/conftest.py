@@ -13,6 +13,8 @@ import shutil
 
 import pytest
 
+pytest_plugins = ["tests.netns"]  # the netns_pair fixture for e2e tests
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

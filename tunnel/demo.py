@@ -10,6 +10,7 @@ import ipaddress
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import BufferPool
@@ -141,7 +142,7 @@ async def run_demo(
     server_dev = sink("to_server")
     client_dev = sink("to_client")
 
-    def on_event(side: str) -> object:
+    def on_event(side: str) -> Callable[[Event], None]:
         def handle(event: Event) -> None:
             if isinstance(event, DataChannelReady):
                 ready[side].set()
@@ -161,10 +162,10 @@ async def run_demo(
     drivers = {
         "server": Driver(
             loop, server, server_sock, server_dev, pools["server"], on_event=on_event("server")
-        ),  # type: ignore[arg-type]
+        ),
         "client": Driver(
             loop, client, client_sock, client_dev, pools["client"], on_event=on_event("client")
-        ),  # type: ignore[arg-type]
+        ),
     }
     try:
         for driver in drivers.values():

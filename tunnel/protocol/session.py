@@ -331,6 +331,12 @@ class Session:
         self.closed = SessionClosed(reason, restart, self.peer_common_name)
         self._events.append(self.closed)
 
+    @property
+    def is_closed(self) -> bool:
+        # A property, not `self.closed is not None` inline: handlers called in between may
+        # close the session, which a type checker's narrowing cannot see.
+        return self.closed is not None
+
     # -- the state machine behind every input --------------------------------------------
 
     def _service(self, now: float) -> None:
@@ -341,10 +347,10 @@ class Session:
             return
         for key in list(self.keys):
             self._service_key(key, now)
-            if self.closed is not None:
+            if self.is_closed:
                 return
         self._expire_keys(now)
-        if self.closed is not None:
+        if self.is_closed:
             return
         self._keepalive(now)
         self._maybe_renegotiate(now)
