@@ -26,6 +26,7 @@ from tunnel.runtime import Timers, make_frame, make_pool, session_settings
 
 SERVER_VIP = ipaddress.IPv4Address("10.8.0.1")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_IP_HEADER_FIXED = struct.Struct("!BBHHHBBH")  # all but the two addresses
 _SEQ = struct.Struct("!Q")
 _PATTERN = bytes((i * 131 + 17) & 0xFF for i in range(4096))
 # Packets injected but not yet delivered, per direction: keeps the in-memory devices and the
@@ -46,15 +47,17 @@ class Flow:
     received: int = 0
     corrupt: int = 0
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
+    _addresses: bytes = b""
+
+    def __post_init__(self) -> None:
+        self._addresses = self.src.packed + self.dst.packed
 
     def packet(self, seq: int) -> bytes:
         payload_len = self.size - _IP_HEADER.size
         start = seq % 1024
         body = _SEQ.pack(seq) + _PATTERN[start : start + payload_len - _SEQ.size]
-        header = _IP_HEADER.pack(
-            0x45, 0, self.size, seq & 0xFFFF, 0, 64, 17, 0, self.src.packed, self.dst.packed
-        )
-        return header + body
+        header = _IP_HEADER_FIXED.pack(0x45, 0, self.size, seq & 0xFFFF, 0, 64, 17, 0)
+        return header + self._addresses + body
 
     def on_arrival(self, data: memoryview) -> None:
         if len(data) != self.size:
