@@ -1,0 +1,242 @@
+"""The option table, TLS half: certificates, TLS knobs, data ciphers, compression, replay.
+
+Decisions worth knowing:
+
+* ``dh none`` is what an ECDHE-only server wants. A DH file is still accepted (stock 2.6 servers
+  need one of the two, so existing configs have it): it must exist and hold DH parameters, as
+  stock OpenVPN would insist, but it is not used, and a note says so. A server without any
+  ``dh`` line is accepted too (stock 2.6 refuses it); we never use DH parameters.
+* ``tls-auth``, ``tls-crypt``, ``tls-crypt-v2``, ``secret`` and ``key-direction`` are refused
+  with a clear message, whatever their arguments, and ``ignore-unknown-option`` cannot skip
+  them: they protect the control channel, and a peer that silently ran without that protection
+  would simply never interoperate (or, worse, would look like it was protected).
+* Compression: only its absence. ``comp-lzo no`` is accepted, but it is *not* a no-op on the
+  wire (OpenVPN then puts a 0xFA byte before every data payload), so it is recorded in
+  ``comp_lzo_stub`` for the data channel to honour or refuse. ``compress no`` (which stock
+  OpenVPN itself rejects as a bad algorithm) is accepted as the absence of compression, with a
+  note. Any real compression is an error.
+* ``auth`` is accepted and ignored with a note: AEAD ciphers carry their own tag, and without
+  tls-auth there is no other HMAC to configure.
+"""
+
+from __future__ import annotations
+
+from tunnel.config.ciphers import SUPPORTED_DATA_CIPHERS, canonical_cipher, read_cipher_list
+from tunnel.config.diagnostics import OptionProblem, quote
+from tunnel.config.files import CERTIFICATE, DH_PARAMETERS, PRIVATE_KEY, read_pem
+from tunnel.config.lexer import Directive
+from tunnel.config.model import TunnelConfig, X509NameType
+from tunnel.config.registry import Handler, ParseContext, flag_option, number_option, option
+from tunnel.config.values import parse_choice, parse_int
+
+__all__: list[str] = []
+
+_TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+_X509_TYPES: dict[str, X509NameType] = {
+    "subject": "subject",
+    "name": "name",
+    "name-prefix": "name-prefix",
+}
+_INT_MAX = 2**31 - 1
+_SUPPORTED = ", ".join(SUPPORTED_DATA_CIPHERS)
+
+
+# -- certificates -----------------------------------------------------------------------
+
+
+@option("ca", "FILE", inline=True)
+def _ca(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    pem = read_pem(d, ctx.base_dir, CERTIFICATE)
+    cfg.ca_pem, cfg.ca_source = pem.text, pem.source
+
+
+@option("cert", "FILE", inline=True)
+def _cert(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    pem = read_pem(d, ctx.base_dir, CERTIFICATE)
+    cfg.cert_pem, cfg.cert_source = pem.text, pem.source
+
+
+@option("key", "FILE", inline=True)
+def _key(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    pem = read_pem(d, ctx.base_dir, PRIVATE_KEY)
+    cfg.key_pem, cfg.key_source = pem.text, pem.source
+
+
+@option("dh", "none|FILE", inline=True)
+def _dh(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if d.inline is None and d.args[0] == "none":
+        cfg.dh = "none"
+        return
+    cfg.dh = read_pem(d, ctx.base_dir, DH_PARAMETERS).source
+    cfg.note("dh", "DH parameters are not used: the TLS layer offers ECDHE only ('dh none')")
+
+
+# -- peer verification and TLS ----------------------------------------------------------
+
+
+@option("remote-cert-tls", "server|client")
+def _remote_cert_tls(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    wanted = parse_choice(d, 0, ("server", "client"))
+    cfg.remote_cert_tls = "server" if wanted == "server" else "client"
+
+
+@option("verify-x509-name", "NAME [subject|name|name-prefix]")
+def _verify_x509_name(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if not d.args[0]:
+        raise OptionProblem("option 'verify-x509-name' needs a non-empty name")
+    kind = "subject"
+    if len(d.args) > 1:
+        kind = parse_choice(d, 1, ("subject", "name", "name-prefix"))
+    cfg.verify_x509_name = d.args[0]
+    cfg.verify_x509_type = _X509_TYPES[kind]
+
+
+@option("tls-version-min", "1.0|1.1|1.2|1.3 [or-highest]")
+def _tls_version_min(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    or_highest = len(d.args) > 1 and parse_choice(d, 1, ("or-highest",)) == "or-highest"
+    if or_highest and d.args[0] not in _TLS_VERSIONS:
+        cfg.tls_version_min = _TLS_VERSIONS[-1]  # ssl.c: tls_version_parse()
+        return
+    cfg.tls_version_min = parse_choice(d, 0, _TLS_VERSIONS)
+
+
+@option("tls-version-max", "1.0|1.1|1.2|1.3")
+def _tls_version_max(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    cfg.tls_version_max = parse_choice(d, 0, _TLS_VERSIONS)
+
+
+@option("reneg-sec", "SECONDS [MIN_SECONDS]")
+def _reneg_sec(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    cfg.reneg_sec = parse_int(d, 0, 0, _INT_MAX)
+    cfg.reneg_sec_min = parse_int(d, 1, 0, cfg.reneg_sec) if len(d.args) > 1 else None
+
+
+number_option("hand-window", "hand_window", 1, _INT_MAX)
+number_option("tls-timeout", "tls_timeout", 1, _INT_MAX)
+number_option("tran-window", "tran_window", 1, _INT_MAX)
+flag_option("auth-nocache", "auth_nocache")
+
+
+# -- data channel -----------------------------------------------------------------------
+
+
+def _data_ciphers(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    chosen, missing, skipped = read_cipher_list(d.args[0])
+    if missing:
+        raise OptionProblem(
+            f"option {quote(d.name)}: cipher {quote(missing[0])} is not supported "
+            f"(supported: {_SUPPORTED})"
+        )
+    if not chosen:
+        raise OptionProblem(
+            f"option {quote(d.name)} leaves no usable cipher (supported: {_SUPPORTED})"
+        )
+    # Later checks speak of 'data-ciphers', whichever spelling the file used.
+    cfg.option_lines["data-ciphers"] = d.line
+    if skipped:
+        names = ", ".join(quote(name) for name in skipped)
+        cfg.note("data-ciphers", f"optional cipher(s) {names} skipped: not supported")
+    if d.name == "ncp-ciphers":
+        cfg.note("ncp-ciphers", "'ncp-ciphers' is read as 'data-ciphers' (renamed in 2.5)")
+    cfg.data_ciphers = chosen
+
+
+option("data-ciphers", "CIPHER[:CIPHER...]")(_data_ciphers)
+option("ncp-ciphers", "CIPHER[:CIPHER...]")(_data_ciphers)
+
+
+@option("data-ciphers-fallback", "CIPHER")
+def _data_ciphers_fallback(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    name = canonical_cipher(d.args[0])
+    if name is None:
+        raise OptionProblem(
+            f"option 'data-ciphers-fallback': cipher {quote(d.args[0])} is not supported "
+            f"(supported: {_SUPPORTED})"
+        )
+    cfg.data_ciphers_fallback = name
+
+
+@option("cipher", "CIPHER")
+def _cipher(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    # Legacy: 2.6 negotiates from data-ciphers and only warns about `cipher`, so we record it
+    # (the expansion step adds a note when it is not in data-ciphers) but never fail on it.
+    cfg.cipher = canonical_cipher(d.args[0]) or d.args[0]
+
+
+@option("auth", "DIGEST")
+def _auth(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    cfg.auth = d.args[0]
+    cfg.note(
+        "auth",
+        f"option 'auth {d.args[0]}' is ignored: the AEAD data ciphers carry their own tag",
+    )
+
+
+_NO_COMPRESSION = (
+    "compression is not supported: remove the option here and on the peer "
+    "(it changes the framing of every data packet)"
+)
+
+
+@option("comp-lzo", "[no]")
+def _comp_lzo(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if not d.args or d.args[0] in ("yes", "adaptive"):
+        raise OptionProblem(f"option 'comp-lzo': {_NO_COMPRESSION}")
+    parse_choice(d, 0, ("no",))
+    cfg.comp_lzo_stub = True
+    cfg.note(
+        "comp-lzo",
+        "'comp-lzo no' compresses nothing but still adds a 0xFA byte to every data packet; "
+        "drop it on both sides if you can",
+    )
+
+
+@option("compress", "[no]")
+def _compress(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if d.args == ("no",):
+        cfg.note(
+            "compress",
+            "'compress no' accepted as no compression (stock OpenVPN rejects it; drop the line)",
+        )
+        return
+    raise OptionProblem(f"option 'compress': {_NO_COMPRESSION}")
+
+
+@option("allow-compression", "no")
+def _allow_compression(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if d.args[0] in ("yes", "asym"):
+        raise OptionProblem(f"option 'allow-compression': {_NO_COMPRESSION}")
+    parse_choice(d, 0, ("no",))  # the 2.6 default; nothing to record
+
+
+@option("replay-window", "N [SECONDS]")
+def _replay_window(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    cfg.replay_window = parse_int(d, 0, 0, 65536)  # packet_id.h: MIN/MAX_SEQ_BACKTRACK
+    if len(d.args) > 1:
+        cfg.replay_seconds = parse_int(d, 1, 0, 600)  # MIN/MAX_TIME_BACKTRACK
+
+
+flag_option("mute-replay-warnings", "mute_replay_warnings")
+
+
+# -- refused: control-channel protection and static keys --------------------------------
+
+
+def _refuse(what: str) -> Handler:
+    def handle(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+        raise OptionProblem(
+            f"option {quote(d.name)} is not supported: {what}; remove it here and on the peer "
+            "(it cannot be skipped with ignore-unknown-option)"
+        )
+
+    return handle
+
+
+for _name, _why in (
+    ("tls-auth", "this tunnel has no HMAC-protected control channel"),
+    ("tls-crypt", "this tunnel has no encrypted control channel"),
+    ("tls-crypt-v2", "this tunnel has no encrypted control channel"),
+    ("key-direction", "it only applies to tls-auth/secret keys, which are not supported"),
+    ("secret", "static-key mode is not supported, only TLS"),
+):
+    option(_name, "...", inline=True, any_arity=True)(_refuse(_why))
