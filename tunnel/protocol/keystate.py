@@ -125,8 +125,17 @@ class KeyState:
         try:
             self._advance(now)
         except HandshakeError as exc:
+            # OpenSSL may have written an alert (unknown CA, bad certificate): send it, so the
+            # peer learns why at once instead of at its hand-window.
+            self._flush_alert()
             self.fail(str(exc))
             raise
+
+    def _flush_alert(self) -> None:
+        try:
+            self._flush_tls()
+        except (HandshakeError, ProtocolError, ValueError):
+            pass
 
     def _start_if_reset_acked(self) -> None:
         if self.phase is KeyPhase.PRE_START and self.reliable.all_acked:
@@ -200,8 +209,7 @@ class KeyState:
         return messages
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
-        if self.phase is KeyPhase.ERROR:
-            return []
+        # Also in ERROR: what is queued then is the TLS alert explaining the failure.
         return self.reliable.datagrams_to_send(now)
 
     def next_deadline(self) -> float | None:

@@ -179,8 +179,12 @@ class Server:
 
     def _maybe_create_session(self, packet: ControlPacket, addr: Address, now: float) -> None:
         echoed = packet.remote_session_id
+        # Our only packet so far is the reset (pid 0), so a fresh client ACKs exactly that, and
+        # its first control packet is pid 1. Anything else (a late ACK of a session we already
+        # dropped) must not create state.
+        fresh = packet.acks == (0,) and packet.packet_id in (None, 1)
         if (
-            0 not in packet.acks
+            not fresh
             or echoed is None
             or not self.cookies.verify(addr, packet.session_id, echoed, now)
         ):
@@ -282,7 +286,8 @@ class Server:
                 self.settings.pool.release(vip)
             self._free_peer_ids.append(peer_id)
         # Flush what the session still had to say (AUTH_FAILED, RESTART) before forgetting it.
-        self._stateless_out.extend((d, session.remote_addr) for d in session.datagrams_to_send(0.0))
+        last = max(session.last_rx, session.last_tx)
+        self._stateless_out.extend((d, session.remote_addr) for d in session.datagrams_to_send(last))
 
     def _push_items_for(self, session: Session) -> list[str]:
         items = list(self.settings.push)

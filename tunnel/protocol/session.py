@@ -24,7 +24,7 @@ from tunnel.protocol.constants import (
     PING_MAGIC,
     Opcode,
 )
-from tunnel.protocol.datachannel import DataKey, cipher_key_length
+from tunnel.protocol.datachannel import DATA_V2_OVERHEAD, DataKey, cipher_key_length
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
     ControlMessageReceived,
@@ -47,6 +47,7 @@ from tunnel.protocol.messages import (
     parse_peer_info,
     parse_push_reply,
 )
+from tunnel.protocol.mssfix import clamp_mss, mss_for
 from tunnel.protocol.prf import derive_key2, split_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
@@ -108,6 +109,16 @@ class Session:
         self.ping_restart = settings.ping_restart
         self.last_rx = now
         self.last_tx = now
+        self.mssfix = settings.mssfix > 0
+        self._mss_v4, self._mss_v6 = (
+            mss_for(
+                settings.mssfix,
+                outer_overhead=settings.outer_overhead,
+                tunnel_overhead=DATA_V2_OVERHEAD,
+                inner_ipv6=v6,
+            )
+            for v6 in (False, True)
+        )
         self.closed: SessionClosed | None = None
         self.auth_failed: str | None = None
         self._close_at: float | None = None
@@ -230,6 +241,8 @@ class Session:
         key = self.send_key
         if key is None:
             return False
+        if self.mssfix:
+            clamp_mss(buf.data, self._mss_v4, self._mss_v6)
         key.seal(buf, self.tx_peer_id)
         self.last_tx = now
         return True
@@ -251,6 +264,8 @@ class Session:
         if size > 16 and buf.startswith(OCC_MAGIC):
             self._handle_occ(buf, now)
             return CONSUMED
+        if self.mssfix:
+            clamp_mss(buf.data, self._mss_v4, self._mss_v6)
         return TO_TUN
 
     # -- control output ----------------------------------------------------------------------

@@ -37,6 +37,10 @@ class SessionSettings:
     explicit_exit_notify: int = 0
     max_control_datagram: int = 1222  # tls-mtu 1250 minus IPv4+UDP headers (28)
     push_request_interval: float = 5.0
+    # --mssfix: clamp TCP MSS in SYNs both ways so the outer datagram stays within this many
+    # bytes including the outer IP/UDP headers (`outer_overhead`); 0 disables it.
+    mssfix: int = 1492
+    outer_overhead: int = 28
     # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
     # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
     push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)

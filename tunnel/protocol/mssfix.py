@@ -1,0 +1,87 @@
+"""TCP MSS clamping (OpenVPN's `--mssfix`, mss.c), in place on the packet's bytes.
+
+A full-size TCP segment inside the tunnel plus the tunnel's overhead would exceed the path MTU
+and be fragmented by the outer IP layer. OpenVPN therefore rewrites the MSS option of TCP SYNs
+passing through, in both directions, so that both ends choose segments that fit. The default
+`mssfix 1492` counts the outer IP/UDP headers ("mtu" mode): over IPv4 with AES-GCM and
+P_DATA_V2 that is 1492 - 28 - 24 - 40 = 1400 for IPv4 inside, 20 less for IPv6 inside.
+
+`clamp_mss` is on the data path: the common case (not a TCP SYN) is rejected after a few byte
+reads; only SYNs are parsed further.
+"""
+
+from __future__ import annotations
+
+_TCP = 6
+_SYN = 0x02
+_OPT_END = 0
+_OPT_NOP = 1
+_OPT_MSS = 2
+
+
+def mss_for(mssfix: int, *, outer_overhead: int, tunnel_overhead: int, inner_ipv6: bool) -> int:
+    """The MSS keeping the outer datagram within `mssfix` bytes (mss.c: frame_calculate_mssfix)."""
+    inner_headers = (40 if inner_ipv6 else 20) + 20
+    return mssfix - outer_overhead - tunnel_overhead - inner_headers
+
+
+def clamp_mss(packet: memoryview, mss_v4: int, mss_v6: int) -> bool:
+    """Lower the MSS option of a TCP SYN to the limit; True if the packet was changed."""
+    size = len(packet)
+    if size < 40:
+        return False
+    version = packet[0] >> 4
+    if version == 4:
+        if packet[9] != _TCP or packet[6] & 0x1F or packet[7]:
+            return False  # not TCP, or a fragment (only the first has the header; skip all)
+        tcp = (packet[0] & 0x0F) * 4
+        limit = mss_v4
+    elif version == 6:
+        if packet[6] != _TCP:
+            return False  # extension headers are not walked, as in mss.c
+        tcp = 40
+        limit = mss_v6
+    else:
+        return False
+    if size < tcp + 20 or not packet[tcp + 13] & _SYN:
+        return False
+    return _clamp_tcp_option(packet, tcp, limit)
+
+
+def _clamp_tcp_option(packet: memoryview, tcp: int, limit: int) -> bool:
+    header_len = (packet[tcp + 12] >> 4) * 4
+    end = min(tcp + header_len, len(packet))
+    at = tcp + 20
+    while at < end:
+        kind = packet[at]
+        if kind == _OPT_END:
+            return False
+        if kind == _OPT_NOP:
+            at += 1
+            continue
+        if at + 1 >= end:
+            return False
+        length = packet[at + 1]
+        if length < 2 or at + length > end:
+            return False  # malformed options: leave the packet alone
+        if kind == _OPT_MSS and length == 4:
+            old = (packet[at + 2] << 8) | packet[at + 3]
+            if old <= limit:
+                return False
+            packet[at + 2] = limit >> 8
+            packet[at + 3] = limit & 0xFF
+            _adjust_checksum(packet, tcp + 16, old, limit)
+            return True
+        at += length
+    return False
+
+
+def _adjust_checksum(packet: memoryview, at: int, old: int, new: int) -> None:
+    """Incremental update of the TCP checksum for one changed 16-bit word (RFC 1624, eq. 3)."""
+    checksum = (packet[at] << 8) | packet[at + 1]
+    total = (~checksum & 0xFFFF) + (~old & 0xFFFF) + new
+    total = (total & 0xFFFF) + (total >> 16)
+    total = (total & 0xFFFF) + (total >> 16)
+    checksum = ~total & 0xFFFF
+    packet[at] = checksum >> 8
+    packet[at + 1] = checksum & 0xFF
