@@ -16,6 +16,7 @@ owner through `on_remote_key` and carries on when told to.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -132,10 +133,8 @@ class KeyState:
             raise
 
     def _flush_alert(self) -> None:
-        try:
+        with contextlib.suppress(HandshakeError, ProtocolError, ValueError):
             self._flush_tls()
-        except (HandshakeError, ProtocolError, ValueError):
-            pass
 
     def _start_if_reset_acked(self) -> None:
         if self.phase is KeyPhase.PRE_START and self.reliable.all_acked:

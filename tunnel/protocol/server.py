@@ -287,7 +287,9 @@ class Server:
             self._free_peer_ids.append(peer_id)
         # Flush what the session still had to say (AUTH_FAILED, RESTART) before forgetting it.
         last = max(session.last_rx, session.last_tx)
-        self._stateless_out.extend((d, session.remote_addr) for d in session.datagrams_to_send(last))
+        self._stateless_out.extend(
+            (d, session.remote_addr) for d in session.datagrams_to_send(last)
+        )
 
     def _push_items_for(self, session: Session) -> list[str]:
         items = list(self.settings.push)
