@@ -24,7 +24,12 @@ from tunnel.protocol.constants import (
     PING_MAGIC,
     Opcode,
 )
-from tunnel.protocol.datachannel import DATA_V2_OVERHEAD, DataKey, cipher_key_length
+from tunnel.protocol.datachannel import (
+    AEAD_ASSEMBLY_SIZE,
+    DATA_V2_OVERHEAD,
+    DataKey,
+    cipher_key_length,
+)
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
     ControlMessageReceived,
@@ -34,7 +39,7 @@ from tunnel.protocol.events import (
     PushApplied,
     SessionClosed,
 )
-from tunnel.protocol.keymethod2 import KeyMethod2, new_key_method2
+from tunnel.protocol.keymethod2 import OPTIONS_MAX_LEN, KeyMethod2, new_key_method2
 from tunnel.protocol.keystate import KeyPhase, KeyState
 from tunnel.protocol.messages import (
     IV_PROTO_CC_EXIT_NOTIFY,
@@ -62,10 +67,10 @@ DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
 _PUSH_REPEAT_GUARD = 30.0
 # A session that failed authentication lingers this long so AUTH_FAILED reaches the client.
 _AUTH_FAILED_LINGER = 5.0
-# Scratch room for pings and OCC messages (control-rate traffic, not the data path).
-_SCRATCH_SIZE = 1024
-_SCRATCH_HEADROOM = 64
-_PACKET_ID_WRAP_TRIGGER = 0xFF000000
+# Scratch room for pings and OCC messages (control-rate traffic, not the data path): the
+# largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
+_SCRATCH_HEADROOM = DATA_V2_OVERHEAD
+_SCRATCH_SIZE = _SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN + AEAD_ASSEMBLY_SIZE
 
 
 def next_key_id(key_id: int) -> int:
@@ -541,7 +546,7 @@ class Session:
                     # clients at once, start the renegotiation (ssl.c: tls_session_init).
                     period -= random.uniform(0, period / 10)
                 self._reneg_at = primary.activated_at + period
-        wrap = self.send_key.send_packet_id >= _PACKET_ID_WRAP_TRIGGER
+        wrap = self.send_key.needs_renegotiation
         if wrap or (self._reneg_at is not None and now >= self._reneg_at):
             self.renegotiate(now)
 
