@@ -271,6 +271,8 @@ def _route_metric(d: Directive, index: int) -> int | None:
 @option("route", "NETWORK [NETMASK] [GATEWAY] [METRIC]")
 def _route(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     network: IPv4Address | str = d.args[0]
+    if network == "default":  # route.c: an undefined network makes the route fail
+        raise OptionProblem("option 'route' needs a destination network, got 'default'")
     if network not in _ROUTE_SPECIAL:
         if ":" in d.args[0]:
             raise OptionProblem(

@@ -8,6 +8,7 @@ string, so the message for a wrong number of arguments and the check itself cann
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +71,10 @@ OPTIONS: dict[str, OptionSpec] = {}
 
 
 def _arity(usage: str) -> tuple[int, int | None]:
-    words = usage.split()
+    words = re.findall(r'"[^"]*"|\S+', usage)  # a quoted phrase is one argument
     required = sum(1 for word in words if not word.startswith("["))
-    if any(word.rstrip("]").endswith("...") for word in words):
+    # "OPTION..." or "[OPTION...]" repeat; "CIPHER[:CIPHER...]" is still one argument.
+    if any(word.endswith("...") or (word[0] == "[" and word.endswith("...]")) for word in words):
         return required, None
     return required, len(words)
 
