@@ -25,7 +25,8 @@ _LOCATED = re.compile(r"fuzz\.conf:\d+: \S")
 _ARGUMENTS = [
     "0", "1", "2", "10", "60", "100", "1194", "1500", "65535", "65536", "-1", "99999999999999",
     "10.8.0.0", "10.8.0.1", "255.255.255.0", "255.255.255.248", "255.0.255.0", "0.0.0.0",
-    "192.0.2.1", "fd00::/64", "fd00::1/64", "fd00::2", "2001:db8::/32", "::/0", "example.com",
+    "192.0.2.1", "255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/64",
+    "fe80::1%eth0", "fd00::/64", "fd00::1/64", "fd00::2", "2001:db8::/32", "::/0", "example.com",
     "udp", "udp4", "udp6", "tcp", "tun", "tap", "tun0", "null", "subnet", "net30", "server",
     "client", "p2p", "nopool", "default", "vpn_gateway", "mtu", "fixed", "no", "yes", "none",
     "infinite", "or-highest", "1.2", "1.3", "name", "subject", "AES-256-GCM", "aes-128-gcm",

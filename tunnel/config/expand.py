@@ -54,11 +54,20 @@ def _expand_server_ipv6(cfg: TunnelConfig) -> None:
             "option 'ifconfig-ipv6-pool' conflicts with 'server-ipv6', which defines the pool",
         )
     cfg.mode, cfg.tls_server = "server", True
-    base, bits = cfg.server_ipv6.ip, cfg.server_ipv6.network.prefixlen
+    base, network = cfg.server_ipv6.ip, cfg.server_ipv6.network
+    bits = network.prefixlen
+    # helper.c: large pools start at +0x1000, small ones (/112 and longer) right after +1.
+    pool_offset = 0x1000 if bits < 112 else 2
+    # OpenVPN adds to the address as written; refuse what would leave the prefix (or wrap).
+    if int(base) + pool_offset > int(network.broadcast_address):
+        raise cfg.error(
+            "server-ipv6",
+            f"option 'server-ipv6': {cfg.server_ipv6} leaves no room for the server and pool "
+            f"addresses inside {network} (write the network address, {network})",
+        )
     cfg.ifconfig_ipv6 = IPv6Interface(f"{base + 1}/{bits}")
     cfg.ifconfig_ipv6_remote = base + 2
-    # helper.c: large pools start at +0x1000, small ones (/112 and longer) right after +1.
-    cfg.pool_ipv6 = IPv6Interface(f"{base + (0x1000 if bits < 112 else 2)}/{bits}")
+    cfg.pool_ipv6 = IPv6Interface(f"{base + pool_offset}/{bits}")
 
 
 def _expand_server(cfg: TunnelConfig, ctx: ParseContext) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from tunnel.config import options_crypto as _options_crypto  # registers the TLS half
+import tunnel.config.options_crypto  # noqa: F401  (importing it registers the TLS half)
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.files import resolve_path
 from tunnel.config.lexer import Directive
@@ -44,8 +44,6 @@ from tunnel.config.values import (
 )
 
 __all__ = ["OPTIONS", "SUPPORTED_OPTIONS", "OptionSpec", "ParseContext"]
-
-del _options_crypto
 
 _UDP = ("udp", "udp4", "udp6")
 _TCP = tuple(
@@ -294,6 +292,8 @@ def _route(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     if _defined(d, 2):
         gateway = d.args[2]
         if gateway not in _ROUTE_SPECIAL:
+            if ":" in gateway:
+                raise OptionProblem(f"option 'route' needs an IPv4 gateway, got {quote(gateway)}")
             text = parse_host(d, 2)
             try:
                 gateway = IPv4Address(text)

@@ -93,8 +93,11 @@ def parse_netmask(d: Directive, index: int) -> IPv4Address:
 
 
 def parse_ipv6(d: Directive, index: int) -> IPv6Address:
+    """An IPv6 address literal, without a %scope (OpenVPN reads these with inet_pton())."""
     value = d.args[index]
     try:
+        if "%" in value:
+            raise AddressValueError(value)
         return IPv6Address(value)
     except AddressValueError:
         raise OptionProblem(f"{_option(d)} expects an IPv6 address, got {quote(value)}") from None
@@ -110,7 +113,7 @@ def parse_ipv6_prefix(
     """
     value = d.args[index]
     expected = f"an IPv6 address with a prefix length /{min_bits}../{max_bits}"
-    if value.count("/") > 1 or not value.split("/")[0]:
+    if value.count("/") > 1 or not value.split("/")[0] or "%" in value:
         raise OptionProblem(f"{_option(d)} expects {expected}, got {quote(value)}")
     address_text, _, bits_text = value.partition("/")
     if bits_text and (not _DIGITS.fullmatch(bits_text) or len(bits_text) > 3):
