@@ -13,6 +13,7 @@ from core import BufferPool, Frame, FrameBuilder
 from tunnel import __version__
 from tunnel.protocol.datachannel import register_data_channel
 from tunnel.protocol.messages import build_peer_info, options_string
+from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
 
@@ -21,10 +22,12 @@ from tunnel.protocol.tls import TlsSettings, make_context
 DEFAULT_POOL_SIZE = 512
 
 
-def make_frame(tun_mtu: int = 1500) -> Frame:
+def make_frame(tun_mtu: int = 1500, *, comp_lzo_stub: bool = False) -> Frame:
     """The data-channel geometry: every module registers what it adds."""
     builder = FrameBuilder(tun_mtu=tun_mtu)
     register_data_channel(builder)
+    if comp_lzo_stub:
+        builder.reserve("comp-lzo-stub", headroom=COMP_LZO_STUB_SIZE)
     return builder.finalize()
 
 
@@ -54,6 +57,8 @@ def session_settings(
     explicit_exit_notify: int = 0,
     proto: str = "UDPv4",
     tun_mtu: int = 1500,
+    mssfix: int = 1492,
+    comp_lzo_stub: bool = False,
 ) -> SessionSettings:
     timers = timers or Timers()
     return SessionSettings(
@@ -80,4 +85,7 @@ def session_settings(
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
         max_control_datagram=1250 - (48 if proto == "UDPv6" else 28),
+        mssfix=mssfix,
+        outer_overhead=48 if proto == "UDPv6" else 28,
+        comp_lzo_stub=comp_lzo_stub,
     )

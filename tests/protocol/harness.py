@@ -91,6 +91,7 @@ class Pair:
         timers: Timers | None = None,
         server_timers: Timers | None = None,
         reconnect: bool = False,
+        comp_lzo_stub: bool = False,
         now: float = 1000.0,
     ) -> None:
         self.now = now
@@ -103,6 +104,7 @@ class Pair:
                     tls=server_tls or tls_settings("server"),
                     data_ciphers=server_ciphers,
                     timers=server_timers or timers,
+                    comp_lzo_stub=comp_lzo_stub,
                 ),
                 pool=AddressPool(
                     ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20")
@@ -122,12 +124,13 @@ class Pair:
                 tls=client_tls or tls_settings("client"),
                 data_ciphers=client_ciphers,
                 timers=timers,
+                comp_lzo_stub=comp_lzo_stub,
             ),
             [SERVER_ADDR],
             now,
             reconnect=reconnect,
         )
-        self.frame = make_frame()
+        self.frame = make_frame(comp_lzo_stub=comp_lzo_stub)
         self.pool: BufferPool = make_pool(self.frame, 64)
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -164,8 +166,8 @@ def test_reneg_sec_rotates_key_ids_and_wraps_to_one() -> None:
             seen.append(key.key_id)
     # Each rekey moves to the next key_id, and after 7 comes 1, never 0 again (ssl.c).
     assert len(seen) >= 9, seen
-    assert all(b == next_key_id(a) for a, b in zip(seen, seen[1:], strict=False)), seen
-    assert (7, 1) in set(zip(seen, seen[1:], strict=False)), seen
+    assert all(b == next_key_id(a) for a, b in itertools.pairwise(seen)), seen
+    assert (7, 1) in set(itertools.pairwise(seen)), seen
     assert 0 not in seen[1:]
 
 
@@ -259,3 +261,24 @@ def _garbage_pair() -> Pair:
     if not _GARBAGE_PAIR:
         _GARBAGE_PAIR.append(Pair())
     return _GARBAGE_PAIR[0]
+
+
+def test_comp_lzo_no_framing_adds_and_strips_the_stub_byte() -> None:
+    pair = Pair(comp_lzo_stub=True, timers=Timers(ping=1, ping_restart=60))
+    _connected(pair)
+    up = pair.client_sends(b"framed")
+    assert up is not None
+    assert pair.to_server(up) == TO_TUN
+    assert pair.to_server_tun[-1].endswith(b"framed")
+    assert pair.to_server_tun[-1][0] == 0x45  # the 0xFA byte is gone: an IP packet again
+    pair.run(5)  # pings are framed too and still recognised
+    assert pair.client.session.closed is None and pair.to_server_tun[-1].endswith(b"framed")
+
+
+def test_comp_lzo_mismatch_drops_instead_of_forwarding_garbage() -> None:
+    pair = Pair(comp_lzo_stub=True)
+    _connected(pair)
+    pair.server.sessions[0].comp_lzo_stub = False  # the server forgot `comp-lzo no`
+    down = pair.server_sends(b"unframed")
+    assert down is not None
+    assert pair.to_client(down) == DROPPED

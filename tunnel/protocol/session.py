@@ -63,13 +63,17 @@ TO_TUN = 1  # an IP packet: write buf.data to the device
 CONSUMED = 0  # a ping, OCC or control packet: nothing more to do
 DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
 
+# `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
+COMP_LZO_STUB_SIZE = 1
+_NO_COMPRESS_BYTE = 0xFA
+
 # A stock server ignores a second PUSH_REQUEST within 30 s of its reply (push.c).
 _PUSH_REPEAT_GUARD = 30.0
 # A session that failed authentication lingers this long so AUTH_FAILED reaches the client.
 _AUTH_FAILED_LINGER = 5.0
 # Scratch room for pings and OCC messages (control-rate traffic, not the data path): the
 # largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
-_SCRATCH_HEADROOM = DATA_V2_OVERHEAD
+_SCRATCH_HEADROOM = DATA_V2_OVERHEAD + COMP_LZO_STUB_SIZE
 _SCRATCH_SIZE = _SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN + AEAD_ASSEMBLY_SIZE
 
 
@@ -115,11 +119,12 @@ class Session:
         self.last_rx = now
         self.last_tx = now
         self.mssfix = settings.mssfix > 0
+        self.comp_lzo_stub = settings.comp_lzo_stub
         self._mss_v4, self._mss_v6 = (
             mss_for(
                 settings.mssfix,
                 outer_overhead=settings.outer_overhead,
-                tunnel_overhead=DATA_V2_OVERHEAD,
+                tunnel_overhead=DATA_V2_OVERHEAD + COMP_LZO_STUB_SIZE * settings.comp_lzo_stub,
                 inner_ipv6=v6,
             )
             for v6 in (False, True)
@@ -248,6 +253,8 @@ class Session:
             return False
         if self.mssfix:
             clamp_mss(buf.data, self._mss_v4, self._mss_v6)
+        if self.comp_lzo_stub:
+            buf.prepend_u8(_NO_COMPRESS_BYTE)
         key.seal(buf, self.tx_peer_id)
         self.last_tx = now
         return True
@@ -260,6 +267,12 @@ class Session:
             self.dropped_data += 1
             return DROPPED
         self.last_rx = now
+        if self.comp_lzo_stub:
+            # Only "not compressed" is accepted: we never announce a real compressor.
+            if len(buf) == 0 or buf.data[0] != _NO_COMPRESS_BYTE:
+                self.dropped_data += 1
+                return DROPPED
+            buf.advance(COMP_LZO_STUB_SIZE)
         if key is not self.send_key and key.key_id == self._pending_send_key_id:
             # The peer already sends on the new key, so it has derived it: switch too.
             self._switch_send_key(key)
@@ -662,6 +675,8 @@ class Session:
         scratch = self._scratch
         scratch.reset(_SCRATCH_HEADROOM)
         scratch.append(payload)
+        if self.comp_lzo_stub:
+            scratch.prepend_u8(_NO_COMPRESS_BYTE)
         self.send_key.seal(scratch, self.tx_peer_id)
         self._data_out.append(bytes(scratch.data))
         self.last_tx = now

@@ -41,6 +41,9 @@ class SessionSettings:
     # bytes including the outer IP/UDP headers (`outer_overhead`); 0 disables it.
     mssfix: int = 1492
     outer_overhead: int = 28
+    # `comp-lzo no`: nothing is compressed, but every data payload carries a 0xFA "not
+    # compressed" byte in front (comp.h NO_COMPRESS_BYTE); both peers must agree.
+    comp_lzo_stub: bool = False
     # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
     # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
     push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)
