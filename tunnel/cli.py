@@ -7,7 +7,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,21 +26,43 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="two peers in one process on 127.0.0.1 (no root needed)")
-    demo.add_argument("--packets", type=_positive_int, default=100_000,
-                      help="packets each way (default 100000)")
-    demo.add_argument("--size", type=_positive_int, default=1400,
-                      help="IPv4 packet size in bytes, 28..1500 (default 1400)")
-    demo.add_argument("--cipher", default="AES-256-GCM",
-                      choices=["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"])
+    demo.add_argument(
+        "--packets", type=_positive_int, default=100_000, help="packets each way (default 100000)"
+    )
+    demo.add_argument(
+        "--size",
+        type=_positive_int,
+        default=1400,
+        help="IPv4 packet size in bytes, 28..1500 (default 1400)",
+    )
+    demo.add_argument(
+        "--cipher",
+        default="AES-256-GCM",
+        choices=["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"],
+    )
     demo.add_argument("--quiet", action="store_true", help="no live progress line")
 
     pki = sub.add_parser("pki", help="create a CA, a server and client certificates")
     pki.add_argument("directory", type=Path)
     pki.add_argument("--server-cn", default="server")
-    pki.add_argument("--client", action="append", dest="clients", metavar="CN",
-                     help="a client certificate to issue (repeatable; default: client)")
+    pki.add_argument(
+        "--client",
+        action="append",
+        dest="clients",
+        metavar="CN",
+        help="a client certificate to issue (repeatable; default: client)",
+    )
     pki.add_argument("--days", type=_positive_int, default=3650)
     pki.add_argument("--overwrite", action="store_true")
+
+    for role, what in (
+        ("server", "run a server from an OpenVPN server config file"),
+        ("client", "run a client from an OpenVPN client config file"),
+    ):
+        run = sub.add_parser(role, help=what, description=what)
+        run.add_argument(
+            "--config", required=True, metavar="FILE", help="the OpenVPN config file"
+        )
     return parser
 
 
@@ -62,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "pki":
             return _pki(args)
+        if args.command in ("server", "client"):
+            return _run_tunnel(args)
     except KeyboardInterrupt:
         return 130
     except (OSError, ValueError, RuntimeError) as exc:
@@ -77,13 +100,38 @@ def _demo(args: argparse.Namespace) -> int:
     loop = new_event_loop()
     try:
         result = loop.run_until_complete(
-            run_demo(packets=args.packets, size=args.size, cipher=args.cipher,
-                     progress=not args.quiet and sys.stderr.isatty())
+            run_demo(
+                packets=args.packets,
+                size=args.size,
+                cipher=args.cipher,
+                progress=not args.quiet and sys.stderr.isatty(),
+            )
         )
     finally:
         loop.close()
     print(format_result(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _run_tunnel(args: argparse.Namespace) -> int:
+    import logging
+
+    from tunnel.app import StartupError, run_tunnel
+    from tunnel.app.logsetup import LOGGER_NAME
+
+    try:
+        return run_tunnel(args.config, args.command)
+    except StartupError as exc:
+        print(f"tunnel {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # A bug, not bad input: the traceback goes to the log, one line to the user.
+        logging.getLogger(LOGGER_NAME).exception("internal error")
+        print(
+            f"tunnel {args.command}: internal error: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
 
 def _pki(args: argparse.Namespace) -> int:

@@ -1,0 +1,151 @@
+"""TunnelConfig -> the sans-I/O protocol objects (settings, Server, Client), via tunnel.runtime.
+
+Nothing here opens a file descriptor or a socket: this is the translation from OpenVPN's option
+vocabulary to the protocol layer's, so it can be read (and tested) on its own. Resolving host
+names and opening the link is `link.py`'s job; the device is `device.py`'s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from core import Frame
+from tunnel.config import TunnelConfig
+from tunnel.protocol.client import Client
+from tunnel.protocol.errors import ConfigError
+from tunnel.protocol.server import AddressPool, Server, ServerSettings
+from tunnel.protocol.settings import SessionSettings
+from tunnel.protocol.tls import TlsSettings
+from tunnel.runtime import Timers, make_frame, session_settings
+
+__all__ = [
+    "PRE_PULL_PING_RESTART",
+    "TUN_MTU_MAX",
+    "Address",
+    "build_client",
+    "build_frame",
+    "build_server",
+    "build_server_settings",
+    "build_session_settings",
+    "build_timers",
+    "build_tls_settings",
+    "check_supported",
+]
+
+Address = tuple[str, int]
+
+# A pulling stock client uses ping-restart 120 until the server pushes its own values
+# (OpenVPN's PRE_PULL_INITIAL_PING_RESTART), so a dead server is noticed even before the push.
+PRE_PULL_PING_RESTART = 120
+# What our client announces as IV_MTU (runtime's peer-info): a server may push a tun-mtu up to
+# this, so the client's buffers are sized for it whatever its own tun-mtu says.
+TUN_MTU_MAX = 1600
+
+
+def check_supported(cfg: TunnelConfig) -> None:
+    """Refuse, at the offending line, what the parser accepts but this runtime cannot run."""
+    if cfg.comp_lzo_stub:
+        raise cfg.error(
+            "comp-lzo",
+            "option 'comp-lzo no' is not supported at run time: it adds a 0xFA byte to every "
+            "data packet, which this data channel does not speak; remove it here and on the peer",
+        )
+    if cfg.role == "server" and cfg.mode != "server":
+        raise cfg.error(
+            "tls-server",
+            "a point-to-point server ('tls-server' without 'server NET MASK' or 'mode server') "
+            "is not supported: use 'server NET MASK'",
+        )
+    if cfg.role == "server" and cfg.pool is None:
+        raise cfg.error(
+            "server",
+            "the server has no address pool for its clients ('server ... nopool' needs "
+            "'ifconfig-pool START END')",
+        )
+    if cfg.role == "server" and cfg.ifconfig is None:
+        raise cfg.error(
+            "server-ipv6",
+            "an IPv6-only server is not supported: add 'server NET MASK' for the IPv4 addresses",
+        )
+
+
+def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
+    assert cfg.ca_pem is not None and cfg.cert_pem is not None and cfg.key_pem is not None
+    return TlsSettings(
+        ca=cfg.ca_pem,
+        cert=cfg.cert_pem,
+        key=cfg.key_pem,
+        remote_cert_tls=cfg.remote_cert_tls,
+        verify_x509_name=(
+            (cfg.verify_x509_name, cfg.verify_x509_type) if cfg.verify_x509_name else None
+        ),
+        tls_version_min=cfg.tls_version_min or "1.2",
+        tls_version_max=cfg.tls_version_max,
+    )
+
+
+def build_timers(cfg: TunnelConfig) -> Timers:
+    ping_restart = cfg.ping_restart
+    if cfg.role == "client" and cfg.pull and ping_restart == 0 and cfg.ping_exit == 0:
+        ping_restart = PRE_PULL_PING_RESTART
+    return Timers(
+        ping=float(cfg.ping),
+        ping_restart=float(ping_restart),
+        reneg_sec=float(cfg.reneg_sec),
+        hand_window=float(cfg.hand_window),
+        tls_timeout=float(cfg.tls_timeout),
+        tran_window=float(cfg.tran_window),
+    )
+
+
+def build_frame(cfg: TunnelConfig) -> Frame:
+    """The data-channel geometry; a client leaves room for a pushed tun-mtu up to IV_MTU."""
+    mtu = max(cfg.tun_mtu, TUN_MTU_MAX) if cfg.role == "client" else cfg.tun_mtu
+    return make_frame(mtu)
+
+
+def build_session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
+    """Raises ConfigError (naming ca/cert/key) when the PEM material is unusable."""
+    return session_settings(
+        is_client=cfg.role == "client",
+        tls=build_tls_settings(cfg),
+        data_ciphers=cfg.data_ciphers,
+        data_ciphers_fallback=cfg.data_ciphers_fallback,
+        timers=build_timers(cfg),
+        replay_window=cfg.replay_window,
+        replay_seconds=float(cfg.replay_seconds),
+        explicit_exit_notify=cfg.explicit_exit_notify,
+        proto="UDPv6" if ipv6_link else "UDPv4",
+        tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
+    )
+
+
+def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> ServerSettings:
+    pool = cfg.pool
+    ifconfig = cfg.ifconfig
+    if pool is None or ifconfig is None:
+        raise ConfigError(f"{cfg.source}: a server needs 'server NET MASK' (see check_supported)")
+    # topology subnet: every client gets the server subnet's mask with its address.
+    netmask = pool.netmask or ifconfig.netmask
+    return ServerSettings(
+        session=session,
+        pool=AddressPool(
+            ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end)
+        ),
+        netmask=str(netmask),
+        push=tuple(cfg.push_list),
+        max_clients=cfg.max_clients,
+    )
+
+
+def build_server(cfg: TunnelConfig, settings: ServerSettings, now: float) -> Server:
+    return Server(settings, now)
+
+
+def build_client(
+    cfg: TunnelConfig, session: SessionSettings, remotes: Sequence[Address], now: float
+) -> Client:
+    # A client always reconnects after a ping-restart or RESTART; it ends only on signals,
+    # AUTH_FAILED, HALT or ping-exit.
+    return Client(session, list(remotes), now, reconnect=True)

@@ -1,0 +1,164 @@
+"""`tunnel client`: connect to the remotes in turn, configure the device from the push.
+
+The device is opened at start (a missing permission fails at once, in one line) but gets its
+addresses only from the server's PUSH_REPLY; the protocol `Client` reconnects by itself after
+a ping-restart or a RESTART, and the same device is kept throughout. As OpenVPN does, a client
+with `user`/`group` gives up root only after the first push has been applied, because
+configuring the device needs it.
+
+The client ends on a signal (exit 0), or when the server refuses it for good (AUTH_FAILED,
+HALT) or `ping-exit` expires (exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from ipaddress import IPv4Address
+
+from tunnel.app.accounting import CountingClient
+from tunnel.app.build import build_client, build_frame, build_session_settings
+from tunnel.app.device import (
+    DeviceConfig,
+    DeviceError,
+    config_routes,
+    pushed_addresses,
+    pushed_ipv6,
+    pushed_routes,
+)
+from tunnel.app.eventlog import ClientEventLog
+from tunnel.app.link import (
+    format_address,
+    link_name,
+    open_client_socket,
+    resolve_remotes,
+)
+from tunnel.app.mssfix import MssClamp, mss_limits
+from tunnel.app.run import EXIT_FAILED, Runtime, version_line
+from tunnel.app.status import StatusSnapshot
+from tunnel.io.driver import Driver
+from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
+from tunnel.protocol.messages import PushOptions
+from tunnel.runtime import make_pool
+
+__all__ = ["ClientRuntime"]
+
+_SPECIAL_GATEWAYS = frozenset({"dhcp", "vpn_gateway", "net_gateway", "remote_host"})
+
+
+class ClientRuntime(Runtime):
+    role = "client"
+
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+        cfg = self.cfg
+        remotes = resolve_remotes(cfg, self.log)
+        family = remotes[0].family
+        self.family = family
+        ipv6_link = family == socket.AF_INET6
+        settings = build_session_settings(cfg, ipv6_link=ipv6_link)
+        frame = build_frame(cfg)
+        self.device.max_mtu = frame.tun_mtu
+        sock = open_client_socket(cfg, family)
+        self.sock = sock
+        name = link_name(family)
+        if cfg.bind_local:
+            host, port = sock.getsockname()[:2]
+            self.log.info("%s link local (bound): %s", name, format_address((host, port), family))
+        else:
+            self.log.info("%s link local: (not bound)", name)
+        for remote in remotes:
+            self.log.info("%s link remote: %s", name, format_address(remote.address, family))
+        tun = self.device.open()
+        clamp = None
+        if cfg.mssfix:
+            clamp = MssClamp(*mss_limits(cfg.mssfix, cfg.mssfix_mode, frame, ipv6_link=ipv6_link))
+        client = build_client(cfg, settings, [r.address for r in remotes], loop.time())
+        self.client = client
+        self.endpoint = CountingClient(client, clamp)
+        self.events = ClientEventLog(self.log, family)
+        self._device_ready = False
+        self.pool = make_pool(frame)
+        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event)
+
+    def started(self) -> None:
+        if self.cfg.ping_exit > 0:
+            self.spawn(self._watch_ping_exit())
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        self.events(event, self.client.remote)
+        if isinstance(event, PushApplied):
+            self._device_ready = self._apply_push(event.options)
+        elif isinstance(event, DataChannelReady) and self._device_ready:
+            # After the push is applied, the device configured and the data keys installed:
+            # the order OpenVPN logs them in.
+            self._device_ready = False
+            self.log.info("Initialization Sequence Completed")
+        elif (
+            isinstance(event, SessionClosed)
+            and self.client.finished is not None
+            and not self.shutting_down
+        ):
+            self.log.error("Exiting: %s", self.client.finished.reason)
+            self.stop(EXIT_FAILED)
+
+    def _apply_push(self, options: PushOptions) -> bool:
+        """Configure the device from the push; False (and the exit begun) if it failed."""
+        cfg = self.cfg
+        if options.ifconfig is None:
+            self.log.warning("the server pushed no 'ifconfig': the device gets no IPv4 address")
+        addresses, extra, default_gateway = pushed_addresses(options.ifconfig, options.topology)
+        gateway = default_gateway
+        if options.route_gateway is not None and options.route_gateway not in _SPECIAL_GATEWAYS:
+            gateway = IPv4Address(options.route_gateway)
+        addresses6, routes6 = pushed_ipv6(options.ifconfig_ipv6, options.routes_ipv6)
+        routes = [
+            *extra,
+            *pushed_routes(options.routes, gateway, self.log),
+            *routes6,
+            *config_routes(cfg, gateway, self.log),
+        ]
+        if options.redirect_gateway:
+            self.log.warning("pushed 'redirect-gateway' is not applied: the default route "
+                             "stays as it is")
+        if options.dns:
+            self.log.info("pushed DNS servers %s are not applied (no resolver integration)",
+                          ", ".join(options.dns))
+        wanted = DeviceConfig(
+            options.tun_mtu or cfg.tun_mtu, tuple([*addresses, *addresses6]), tuple(routes)
+        )
+        try:
+            self.device.configure(wanted)
+            self.drop_privileges()
+        except (DeviceError, OSError) as exc:
+            self.log.error("cannot configure %s from the push: %s", self.device.name,
+                           exc.strerror or exc)
+            self.log.error("Exiting due to fatal error")
+            self.stop(EXIT_FAILED)
+            return False
+        return True
+
+    async def _watch_ping_exit(self) -> None:
+        assert self.loop is not None
+        limit = float(self.cfg.ping_exit)
+        while True:
+            silent = self.loop.time() - self.client.session.last_rx
+            if silent >= limit:
+                self.log.info("Inactivity timeout (--ping-exit), exiting")
+                self.stop(EXIT_FAILED)
+                return
+            await asyncio.sleep(max(0.5, limit - silent))
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status_snapshot(self, now: float) -> StatusSnapshot:
+        assert self.driver is not None
+        return StatusSnapshot(
+            title=version_line(),
+            now=self.wall(now),
+            traffic=self.endpoint.totals,
+            pool=self.pool.stats,
+            arena=self.arena_counters(),
+            link=self.driver.stats,
+        )

@@ -1,0 +1,120 @@
+"""What each option the config parser accepts does at run time: applied, or said to do nothing.
+
+Every option a config file sets is either applied by the runtime or named in the log as
+"accepted, no effect" with the reason, so nothing a user wrote is silently ignored.
+`APPLIED` and `NO_EFFECT` together must cover the parser's whole option table
+(`tunnel.config.SUPPORTED_OPTIONS`); a test holds them to that, and an option that is in
+neither still gets a log line rather than silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from tunnel.config import TunnelConfig
+
+__all__ = ["APPLIED", "NO_EFFECT", "no_effect_reason", "unapplied_options"]
+
+# Applied by the runtime (or refused before it starts: tls-auth & co. by the parser, comp-lzo
+# by build.check_supported). The comment says where, for a reader hunting an option down.
+APPLIED: frozenset[str] = frozenset(
+    {
+        # role and mode: build.py, run.py
+        "client", "pull", "tls-client", "tls-server", "mode", "server",
+        # device: device.py
+        "dev", "dev-type", "topology", "tun-mtu", "persist-tun", "ifconfig", "ifconfig-ipv6",
+        "route", "route-ipv6",
+        # MSS clamping: mssfix.py
+        "mssfix",
+        # link: link.py
+        "proto", "port", "lport", "rport", "local", "remote", "remote-random", "nobind",
+        "resolv-retry", "sndbuf", "rcvbuf",
+        # addresses and push: build.py (ServerSettings)
+        "ifconfig-pool", "push", "max-clients",
+        # TLS and data channel: build.py (TlsSettings, SessionSettings)
+        "ca", "cert", "key", "dh", "remote-cert-tls", "verify-x509-name", "tls-version-min",
+        "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
+        "data-ciphers", "ncp-ciphers", "data-ciphers-fallback", "replay-window",
+        "allow-compression", "compress", "comp-lzo",
+        # keepalive and exit: build.py timers, run.py (ping-exit)
+        "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
+        # process: logsetup.py, status.py, privileges.py
+        "user", "group", "verb", "mute", "status", "status-version", "log", "log-append",
+        # read by the parser itself
+        "ignore-unknown-option", "setenv",
+        # refused by the parser, whatever their arguments
+        "tls-auth", "tls-crypt", "tls-crypt-v2", "key-direction", "secret",
+    }
+)
+
+_Reason = Callable[[TunnelConfig], str | None]
+
+
+def _always(reason: str) -> _Reason:
+    return lambda cfg: reason
+
+
+def _for_role(role: str, reason: str) -> _Reason:
+    return lambda cfg: reason if cfg.role == role else None
+
+
+# Accepted but without effect here, with the reason logged. A function returning None means
+# "applied in this configuration" (some options matter for one role only).
+NO_EFFECT: dict[str, _Reason] = {
+    "auth": _always("the AEAD data ciphers carry their own tag"),
+    "auth-nocache": _always("no password is cached: authentication is by certificate only"),
+    "cipher": _always("the data cipher is negotiated from data-ciphers, as in OpenVPN 2.6"),
+    "connect-retry": _always(
+        "the reconnect back-off is fixed by the protocol client (1 s, doubling up to 60 s)"
+    ),
+    "client-to-client": _always(
+        "clients reach each other through the server's TUN device and the kernel's routing "
+        "(enable net.ipv4.ip_forward on the server)"
+    ),
+    "disable-dco": _always("this tunnel never uses data channel offload"),
+    "duplicate-cn": _always("clients sharing a common name are always accepted"),
+    "fast-io": _always("the event loop always drains the socket in batches"),
+    "float": _for_role(
+        "client", "the client accepts packets only from the address of its current remote"
+    ),
+    "ifconfig-ipv6-pool": _always(
+        "the server assigns no IPv6 addresses to clients yet (IPv4 only inside the tunnel)"
+    ),
+    "mute-replay-warnings": _always("replayed packets are counted, never logged"),
+    "persist-key": _always("keys stay in memory across reconnects anyway"),
+    "script-security": _always("no scripts are run"),
+    "server-ipv6": _always(
+        "only the server's own IPv6 address is configured; clients get no IPv6 address yet"
+    ),
+    "txqueuelen": _always("the TUN device keeps the kernel's default queue length"),
+}
+
+# Options that one role reads and the other accepts without effect.
+_CLIENT_ONLY = frozenset({"ping-exit", "remote-random", "resolv-retry"})
+_SERVER_ONLY = frozenset({"push", "max-clients", "ifconfig-pool"})
+
+
+def no_effect_reason(option: str, cfg: TunnelConfig) -> str | None:
+    """Why `option` does nothing in this configuration, or None when it is applied."""
+    if option in _CLIENT_ONLY and cfg.role == "server":
+        return "it only applies to a client"
+    if option in _SERVER_ONLY and cfg.role == "client":
+        return "it only applies to a server"
+    if option in ("ifconfig", "ifconfig-ipv6") and cfg.role == "client":
+        return "a client takes its address from the server's push"
+    if option == "reneg-sec" and cfg.reneg_sec_min is not None:
+        return "its MIN argument is not used: a server always takes up to 10 % off reneg-sec"
+    reason = NO_EFFECT.get(option)
+    if reason is not None:
+        return reason(cfg)
+    if option in APPLIED:
+        return None
+    return "not applied by this version of the tunnel"
+
+
+def unapplied_options(cfg: TunnelConfig) -> Iterator[tuple[str, int, str]]:
+    """(option, line, reason) for every option in the file that has no effect here."""
+    for option, line in sorted(cfg.option_lines.items(), key=lambda item: item[1]):
+        reason = no_effect_reason(option, cfg)
+        if reason is not None:
+            yield option, line, reason

@@ -1,0 +1,269 @@
+"""The asyncio main of `tunnel server` and `tunnel client`: config in, tunnel up, clean exit.
+
+    exit = run_tunnel("server.conf", "server")   # raises StartupError with a one-line reason
+
+`Runtime` is the part both roles share: the event loop, the Driver, signals, the status file
+and an orderly shutdown. The role-specific halves (`serve.py`, `connect.py`) open the link and
+the device and react to the protocol's events.
+
+Shutdown (SIGINT/SIGTERM): log OpenVPN's "SIGTERM[hard,] received, process exiting", tell the
+peer(s) through `Driver.close_endpoint()` (explicit-exit-notify / RESTART), write the status
+file one last time, close the socket, and put the device away (removed unless persist-tun).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+from tunnel import __version__
+from tunnel.app.build import check_supported
+from tunnel.app.device import TunnelDevice
+from tunnel.app.effects import unapplied_options
+from tunnel.app.logsetup import setup_logging
+from tunnel.app.privileges import Target, drop, lookup
+from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
+from tunnel.config import TunnelConfig, load_config
+from tunnel.io.driver import Driver
+from tunnel.io.loop import new_event_loop
+from tunnel.protocol.errors import ConfigError
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "Runtime", "StartupError", "describe_error", "run_tunnel"]
+
+Role = Literal["server", "client"]
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class StartupError(Exception):
+    """The tunnel could not start; `str()` is the one line to show the user."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an expected failure (OSError's "[Errno 13]" noise left out)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if exc.filename is not None:
+            text = f"{text}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def version_line() -> str:
+    return (
+        f"OpenVPN-compatible tunnel {__version__} [OpenVPN 2.6 UDP wire protocol] "
+        f"[Python {platform.python_version()}] [{ssl.OPENSSL_VERSION}]"
+    )
+
+
+class Runtime:
+    """One running peer. Subclasses implement `prepare` and `on_event`."""
+
+    role: Role
+
+    def __init__(self, cfg: TunnelConfig, log: logging.Logger, target: Target) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.target = target
+        self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
+        self.sock: socket.socket | None = None
+        self.driver: Driver | None = None
+        self.status: StatusWriter | None = None
+        self.privileges_dropped = False
+        self.shutting_down = False  # set before the endpoint is closed on purpose
+        self._stop: asyncio.Future[int] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+        """Open the link and the device, build the endpoint; return the (unstarted) driver."""
+        raise NotImplementedError
+
+    def started(self) -> None:
+        """Called once the driver runs."""
+
+    def status_snapshot(self, now: float) -> StatusSnapshot:
+        raise NotImplementedError
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A background task of this runtime, cancelled at shutdown."""
+        assert self.loop is not None
+        self._tasks.append(self.loop.create_task(coro))
+
+    def stop(self, code: int) -> None:
+        """End the main loop with this exit code (the first request wins)."""
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(code)
+
+    def drop_privileges(self) -> None:
+        if self.privileges_dropped or not self.target.wanted:
+            return
+        for line in drop(self.target):
+            self.log.info("%s", line)
+        self.privileges_dropped = True
+
+    # -- the main loop -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stop = loop.create_future()
+        try:
+            try:
+                if self.cfg.status_file is not None:
+                    self.status = StatusWriter(self.cfg.status_file, self.log)
+                driver = self.prepare(loop)
+            except (ConfigError, OSError) as exc:
+                raise StartupError(describe_error(exc)) from None
+            self.driver = driver
+            self._install_signals(loop)
+            driver.start()
+            try:
+                self.started()
+            except OSError as exc:
+                raise StartupError(describe_error(exc)) from None
+            if self.status is not None:
+                self.spawn(self._status_loop())
+            code = await self._stop
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._shutdown(loop)
+        return code
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_exit_signal, signum)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_status_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_exit_signal(self, signum: int) -> None:
+        if self._stop is not None and not self._stop.done():
+            self.log.info("%s[hard,] received, process exiting", signal.Signals(signum).name)
+        self.stop(EXIT_OK)
+
+    def _on_status_signal(self) -> None:
+        # OpenVPN prints its status to the log on SIGUSR2.
+        if self.loop is None:
+            return
+        for line in render_status(self.status_snapshot(self.loop.time()), 2).splitlines():
+            self.log.info("%s", line)
+
+    def _on_hup(self) -> None:
+        self.log.warning("SIGHUP received: reloading the configuration is not supported; "
+                         "restart the process to apply changes (ignored)")
+
+    async def _status_loop(self) -> None:
+        assert self.loop is not None
+        while True:
+            self._write_status()
+            await asyncio.sleep(self.cfg.status_interval)
+
+    def _write_status(self) -> None:
+        if self.status is None or self.loop is None:
+            return
+        snapshot = self.status_snapshot(self.loop.time())
+        self.status.write(render_status(snapshot, self.cfg.status_version))
+
+    def arena_counters(self) -> ArenaCounters:
+        assert self.driver is not None
+        arena = self.driver.arena
+        return ArenaCounters(
+            arena.iterations, arena.entries_freed, arena.bytes_freed, arena.detached
+        )
+
+    def wall(self, loop_time: float) -> float:
+        """A loop (monotonic) timestamp as wall-clock time."""
+        assert self.loop is not None
+        return time.time() - (self.loop.time() - loop_time)
+
+    def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        driver = self.driver
+        self.shutting_down = True
+        if driver is not None:
+            # Written before the goodbye, so the last status still lists who was connected.
+            self._write_status()
+            try:
+                driver.close_endpoint()  # explicit-exit-notify / RESTART to clients, flushed
+            except Exception:  # the exit must go on: socket and device still need closing
+                self.log.exception("while telling the peer we exit")
+            driver.stop()
+        if self.sock is not None:
+            self.sock.close()
+        self.device.close()
+        if self.status is not None:
+            self.status.close()
+
+
+def _log_config(cfg: TunnelConfig, log: logging.Logger) -> None:
+    for item in cfg.ignored:
+        log.warning("%s", item)
+    noted = {note.split(": ", 1)[0] for note in cfg.notes}
+    for note in cfg.notes:
+        log.info("%s", note)
+    for option, line, reason in unapplied_options(cfg):
+        if f"{cfg.source}:{line}" in noted:
+            continue  # the parser's note already says what happens to it
+        log.info("%s:%d: option '%s' accepted, no effect: %s", cfg.source, line, option, reason)
+
+
+def _load(config_path: str, role: Role) -> TunnelConfig:
+    try:
+        cfg = load_config(config_path)
+        check_supported(cfg)
+    except ConfigError as exc:
+        raise StartupError(describe_error(exc)) from None
+    if cfg.role != role:
+        raise StartupError(
+            f"{cfg.source}: this is a {cfg.role} configuration; run it with "
+            f"'tunnel {cfg.role} --config {config_path}'"
+        )
+    return cfg
+
+
+def run_tunnel(config_path: str, role: Role) -> int:
+    """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start."""
+    cfg = _load(config_path, role)
+    try:
+        target = lookup(cfg.user, cfg.group)
+        log = setup_logging(
+            verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=cfg.log_append
+        )
+    except OSError as exc:
+        raise StartupError(describe_error(exc)) from None
+    log.info("%s", version_line())
+    _log_config(cfg, log)
+    runtime: Runtime
+    if role == "server":
+        from tunnel.app.serve import ServerRuntime
+
+        runtime = ServerRuntime(cfg, log, target)
+    else:
+        from tunnel.app.connect import ClientRuntime
+
+        runtime = ClientRuntime(cfg, log, target)
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(runtime.run())
+    except StartupError as exc:
+        log.error("%s", exc)
+        log.error("Exiting due to fatal error")
+        raise
+    finally:
+        loop.close()

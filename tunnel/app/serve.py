@@ -1,0 +1,101 @@
+"""`tunnel server`: one UDP socket, one TUN device, many clients.
+
+Order of the privileged steps: the protocol settings first (a bad certificate fails before
+anything is opened), then the socket (a port in use fails before a device exists), then the
+device with the server's own address. Privileges are dropped as soon as both are open; the
+server never needs them again, since clients only change its routing table of sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from tunnel.app.accounting import CountingServer
+from tunnel.app.build import (
+    build_frame,
+    build_server,
+    build_server_settings,
+    build_session_settings,
+)
+from tunnel.app.device import server_device_config
+from tunnel.app.eventlog import ServerEventLog
+from tunnel.app.link import format_address, link_name, open_server_socket
+from tunnel.app.mssfix import MssClamp, mss_limits
+from tunnel.app.peers import PeerRegistry
+from tunnel.app.run import Runtime
+from tunnel.app.status import ClientRow, StatusSnapshot
+from tunnel.io.driver import Driver
+from tunnel.protocol.events import Event
+from tunnel.runtime import make_pool
+
+__all__ = ["ServerRuntime"]
+
+
+class ServerRuntime(Runtime):
+    role = "server"
+
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+        cfg = self.cfg
+        frame = build_frame(cfg)
+        self.device.max_mtu = frame.tun_mtu
+        sock = open_server_socket(cfg)
+        self.sock = sock
+        family = sock.family
+        ipv6_link = family == socket.AF_INET6
+        settings = build_server_settings(cfg, build_session_settings(cfg, ipv6_link=ipv6_link))
+        host, port = sock.getsockname()[:2]
+        self.log.info("%s link local (bound): %s", link_name(family),
+                      format_address((host, port), family))
+        tun = self.device.open()
+        self.device.configure(server_device_config(cfg, self.log))
+        clamp = None
+        if cfg.mssfix:
+            clamp = MssClamp(*mss_limits(cfg.mssfix, cfg.mssfix_mode, frame, ipv6_link=ipv6_link))
+        self.endpoint = CountingServer(build_server(cfg, settings, loop.time()), clamp)
+        self.peers = PeerRegistry(self.endpoint)
+        self.events = ServerEventLog(self.log, self.peers, family)
+        self.pool = make_pool(frame)
+        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event)
+
+    def started(self) -> None:
+        self.drop_privileges()
+        self.log.info("Initialization Sequence Completed")
+
+    def on_event(self, event: Event) -> None:
+        self.events(event)
+
+    def status_snapshot(self, now: float) -> StatusSnapshot:
+        assert self.driver is not None and self.loop is not None
+        self.peers.sync()
+        rows = []
+        for peer in sorted(self.peers.peers.values(), key=lambda p: p.client_id):
+            session = peer.session
+            traffic = self.peers.traffic(peer)
+            rows.append(ClientRow(
+                common_name=peer.common_name,
+                real_address=f"{peer.address[0]}:{peer.address[1]}",
+                virtual_address=peer.virtual_address or "",
+                bytes_received=traffic.link_rx,
+                bytes_sent=traffic.link_tx,
+                connected_since=peer.connected_since,
+                client_id=peer.client_id,
+                peer_id=session.peer_id,
+                cipher=session.cipher or "",
+                last_ref=self.wall(session.last_rx),
+            ))
+        return StatusSnapshot(
+            title=self._title(),
+            now=self.wall(now),
+            traffic=self.endpoint.totals,
+            pool=self.pool.stats,
+            arena=self.arena_counters(),
+            link=self.driver.stats,
+            clients=rows,
+        )
+
+    @staticmethod
+    def _title() -> str:
+        from tunnel.app.run import version_line
+
+        return version_line()

@@ -1,0 +1,240 @@
+"""The `status FILE [SECONDS]` file, in OpenVPN's formats, rewritten atomically.
+
+Server (`status-version` 1, 2 or 3; 2 is what monitoring tools parse):
+
+    TITLE,<version line>
+    TIME,2026-11-24 16:28:51,1795537731
+    HEADER,CLIENT_LIST,Common Name,Real Address,Virtual Address,Virtual IPv6 Address,...
+    CLIENT_LIST,client,192.0.2.7:51234,10.8.0.2,,3067,3300,2026-11-24 16:27:00,...
+    HEADER,ROUTING_TABLE,Virtual Address,Common Name,Real Address,Last Ref,Last Ref (time_t)
+    ROUTING_TABLE,10.8.0.2,client,192.0.2.7:51234,2026-11-24 16:28:50,1795537730
+    GLOBAL_STATS,Max bcast/mcast queue length,0
+    GLOBAL_STATS,dco_enabled,0
+    HEADER,POOL_STATS,... / POOL_STATS,...     (ours: the packet-buffer pool)
+    HEADER,ARENA_STATS,... / ARENA_STATS,...   (ours: the per-iteration arena)
+    HEADER,LINK_STATS,... / LINK_STATS,...     (ours: the driver's packet counters)
+    END
+
+Version 3 is the same with tabs; version 1 is OpenVPN's older sectioned layout. A client
+writes OpenVPN's "OpenVPN STATISTICS" block whatever the version, as a stock client does.
+Our extra rows use new record types (or, in the older layouts, new "name,value" lines), which
+the parsers of stock status files skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import PoolStats
+from tunnel.app.accounting import Traffic
+from tunnel.io.driver import DriverStats
+
+__all__ = ["ArenaCounters", "ClientRow", "StatusSnapshot", "StatusWriter", "render_status"]
+
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    common_name: str
+    real_address: str  # "ip:port"
+    virtual_address: str
+    bytes_received: int
+    bytes_sent: int
+    connected_since: float  # wall clock
+    client_id: int
+    peer_id: int | None
+    cipher: str
+    last_ref: float  # wall clock of the last packet from it
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaCounters:
+    iterations: int
+    entries_freed: int
+    bytes_freed: int
+    detached: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    title: str
+    now: float  # wall clock
+    traffic: Traffic
+    pool: PoolStats
+    arena: ArenaCounters
+    link: DriverStats
+    clients: list[ClientRow] | None = field(default=None)  # None: a client's status file
+
+
+def _when(wall: float) -> str:
+    return time.strftime(_TIME_FORMAT, time.localtime(wall))
+
+
+def _field(value: object, sep: str) -> str:
+    # A common name is the peer's text: it must not add columns or lines to the file.
+    text = str(value)
+    return "".join("_" if ch == sep or not ch.isprintable() else ch for ch in text)
+
+
+def _row(sep: str, *values: object) -> str:
+    return sep.join(_field(v, sep) for v in values)
+
+
+def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
+    pool, arena, link = s.pool, s.arena, s.link
+    return [
+        _row(sep, "HEADER", "POOL_STATS", "Size", "In Use", "High Water", "Acquires",
+             "Releases", "Exhaustions"),
+        _row(sep, "POOL_STATS", pool.size, pool.in_use, pool.high_water, pool.acquires,
+             pool.releases, pool.exhaustions),
+        _row(sep, "HEADER", "ARENA_STATS", "Iterations", "Entries Freed", "Bytes Freed",
+             "Detached"),
+        _row(sep, "ARENA_STATS", arena.iterations, arena.entries_freed, arena.bytes_freed,
+             arena.detached),
+        _row(sep, "HEADER", "LINK_STATS", "UDP In", "UDP Out", "UDP Out Dropped", "TUN In",
+             "TUN Out", "TUN Out Dropped", "No Route"),
+        _row(sep, "LINK_STATS", link.udp_rx, link.udp_tx, link.udp_tx_dropped, link.tun_rx,
+             link.tun_tx, link.tun_tx_dropped, link.no_route),
+    ]
+
+
+def _our_lines_v1(s: StatusSnapshot) -> list[str]:
+    pool, arena = s.pool, s.arena
+    return [
+        f"Pool size,{pool.size}", f"Pool in use,{pool.in_use}",
+        f"Pool high water,{pool.high_water}", f"Pool exhaustions,{pool.exhaustions}",
+        f"Arena iterations,{arena.iterations}", f"Arena entries freed,{arena.entries_freed}",
+        f"Arena bytes freed,{arena.bytes_freed}", f"Arena detached,{arena.detached}",
+    ]
+
+
+def _server_v2(s: StatusSnapshot, clients: list[ClientRow], sep: str) -> list[str]:
+    lines = [
+        _row(sep, "TITLE", s.title),
+        _row(sep, "TIME", _when(s.now), int(s.now)),
+        _row(sep, "HEADER", "CLIENT_LIST", "Common Name", "Real Address", "Virtual Address",
+             "Virtual IPv6 Address", "Bytes Received", "Bytes Sent", "Connected Since",
+             "Connected Since (time_t)", "Username", "Client ID", "Peer ID",
+             "Data Channel Cipher"),
+    ]
+    for c in clients:
+        lines.append(_row(
+            sep, "CLIENT_LIST", c.common_name, c.real_address, c.virtual_address, "",
+            c.bytes_received, c.bytes_sent, _when(c.connected_since), int(c.connected_since),
+            "UNDEF", c.client_id, "" if c.peer_id is None else c.peer_id, c.cipher,
+        ))
+    lines.append(_row(sep, "HEADER", "ROUTING_TABLE", "Virtual Address", "Common Name",
+                      "Real Address", "Last Ref", "Last Ref (time_t)"))
+    for c in clients:
+        lines.append(_row(sep, "ROUTING_TABLE", c.virtual_address, c.common_name,
+                          c.real_address, _when(c.last_ref), int(c.last_ref)))
+    lines.append(_row(sep, "GLOBAL_STATS", "Max bcast/mcast queue length", 0))
+    lines.append(_row(sep, "GLOBAL_STATS", "dco_enabled", 0))
+    return [*lines, *_our_rows(s, sep), "END"]
+
+
+def _server_v1(s: StatusSnapshot, clients: list[ClientRow]) -> list[str]:
+    lines = [
+        "OpenVPN CLIENT LIST",
+        f"Updated,{_when(s.now)}",
+        "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since",
+    ]
+    for c in clients:
+        lines.append(_row(",", c.common_name, c.real_address, c.bytes_received, c.bytes_sent,
+                          _when(c.connected_since)))
+    lines += ["ROUTING TABLE", "Virtual Address,Common Name,Real Address,Last Ref"]
+    for c in clients:
+        lines.append(_row(",", c.virtual_address, c.common_name, c.real_address,
+                          _when(c.last_ref)))
+    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", *_our_lines_v1(s), "END"]
+    return lines
+
+
+def _client(s: StatusSnapshot) -> list[str]:
+    t = s.traffic
+    return [
+        "OpenVPN STATISTICS",
+        f"Updated,{_when(s.now)}",
+        f"TUN/TAP read bytes,{t.tun_rx}",
+        f"TUN/TAP write bytes,{t.tun_tx}",
+        f"TCP/UDP read bytes,{t.link_rx}",
+        f"TCP/UDP write bytes,{t.link_tx}",
+        "Auth read bytes,0",
+        *_our_lines_v1(s),
+        "END",
+    ]
+
+
+def render_status(s: StatusSnapshot, version: int) -> str:
+    if s.clients is None:
+        lines = _client(s)
+    elif version == 1:
+        lines = _server_v1(s, s.clients)
+    else:
+        lines = _server_v2(s, s.clients, "\t" if version == 3 else ",")
+    return "\n".join(lines) + "\n"
+
+
+class StatusWriter:
+    """Rewrites the status file so a reader never sees half of it.
+
+    The file is opened at start, as root, so a path that cannot be written fails at once. Each
+    update then goes to a temporary file renamed over the old one; if the directory refuses
+    that (privileges dropped), the file is rewritten in place through the descriptor kept
+    from the start, which is what OpenVPN always does.
+    """
+
+    def __init__(self, path: Path, log: logging.Logger) -> None:
+        self.path = path
+        self.log = log
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._atomic = True
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        if self._atomic:
+            try:
+                self._replace(data)
+                return
+            except OSError as exc:
+                self._atomic = False
+                self.log.warning(
+                    "status file %s: cannot replace it atomically (%s); rewriting it in place",
+                    self.path, exc.strerror,
+                )
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, data)
+        except OSError as exc:
+            self.log.error("status file %s: cannot write it: %s", self.path, exc.strerror)
+
+    def _replace(self, data: bytes) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        # The descriptor from the start now points at the replaced file; follow the new one
+        # so an in-place fallback later writes the file readers see.
+        with contextlib.suppress(OSError):
+            new_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            os.close(self._fd)
+            self._fd = new_fd
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
