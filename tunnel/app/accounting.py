@@ -1,17 +1,15 @@
-"""Byte counters (and MSS clamping) around a Server or Client, as the Driver's endpoint.
+"""Byte counters around a Server or Client, as the Driver's endpoint.
 
 The protocol layer counts packets per key but no bytes per peer, and a key's counters vanish
 with the key at every renegotiation; OpenVPN's status file reports bytes per client for the
 whole connection. So the runtime wraps the endpoint the Driver drives and counts what passes:
-link bytes per session and in total, TUN bytes in total. The wrapper is also the one place on
-the data path where both directions of cleartext are in hand, which is where `mssfix` acts.
+link bytes per session and in total, TUN bytes in total.
 
 Per packet this adds one call and two dictionary lookups; no allocation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from core import Buffer
@@ -23,7 +21,6 @@ from tunnel.protocol.session import TO_TUN, Session
 __all__ = ["CountingClient", "CountingServer", "Traffic"]
 
 Address = tuple[str, int]
-Clamp = Callable[[memoryview], None]
 
 
 @dataclass(slots=True)
@@ -39,9 +36,8 @@ class Traffic:
 class CountingServer:
     """A `Server` as a Driver endpoint, counting bytes per session."""
 
-    def __init__(self, server: Server, clamp: Clamp | None = None) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.clamp = clamp
         self.totals = Traffic()
         self.per_session: dict[Session, Traffic] = {}
         self._by_addr = server.by_addr  # the same dict object for the server's lifetime
@@ -64,14 +60,10 @@ class CountingServer:
         if traffic is not None:
             traffic.link_rx += size
         if verdict == TO_TUN:
-            if self.clamp is not None:
-                self.clamp(buf.data)
             totals.tun_tx += len(buf)
         return verdict
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
-        if self.clamp is not None:
-            self.clamp(buf.data)
         size = len(buf)
         addr = self.server.encrypt(buf, now)
         if addr is None:
@@ -114,9 +106,8 @@ class CountingServer:
 class CountingClient:
     """A `Client` as a Driver endpoint, counting bytes (one peer: totals only)."""
 
-    def __init__(self, client: Client, clamp: Clamp | None = None) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
-        self.clamp = clamp
         self.totals = Traffic()
 
     def receive(self, buf: Buffer, addr: Address, now: float) -> int:
@@ -124,14 +115,10 @@ class CountingClient:
         verdict = self.client.receive(buf, addr, now)
         self.totals.link_rx += size
         if verdict == TO_TUN:
-            if self.clamp is not None:
-                self.clamp(buf.data)
             self.totals.tun_tx += len(buf)
         return verdict
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
-        if self.clamp is not None:
-            self.clamp(buf.data)
         size = len(buf)
         addr = self.client.encrypt(buf, now)
         if addr is not None:

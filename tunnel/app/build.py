@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from core import Frame
 from tunnel.config import TunnelConfig
 from tunnel.protocol.client import Client
+from tunnel.protocol.datachannel import DATA_V2_OVERHEAD
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
+from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings
 from tunnel.runtime import Timers, make_frame, session_settings
@@ -31,6 +33,7 @@ __all__ = [
     "build_timers",
     "build_tls_settings",
     "check_supported",
+    "session_mssfix",
 ]
 
 Address = tuple[str, int]
@@ -38,6 +41,8 @@ Address = tuple[str, int]
 # A pulling stock client uses ping-restart 120 until the server pushes its own values
 # (OpenVPN's PRE_PULL_INITIAL_PING_RESTART), so a dead server is noticed even before the push.
 PRE_PULL_PING_RESTART = 120
+OUTER_IPV4_UDP = 28
+OUTER_IPV6_UDP = 48
 # What our client announces as IV_MTU (runtime's peer-info): a server may push a tun-mtu up to
 # this, so the client's buffers are sized for it whatever its own tun-mtu says.
 TUN_MTU_MAX = 1600
@@ -45,12 +50,6 @@ TUN_MTU_MAX = 1600
 
 def check_supported(cfg: TunnelConfig) -> None:
     """Refuse, at the offending line, what the parser accepts but this runtime cannot run."""
-    if cfg.comp_lzo_stub:
-        raise cfg.error(
-            "comp-lzo",
-            "option 'comp-lzo no' is not supported at run time: it adds a 0xFA byte to every "
-            "data packet, which this data channel does not speak; remove it here and on the peer",
-        )
     if cfg.role == "server" and cfg.mode != "server":
         raise cfg.error(
             "tls-server",
@@ -102,7 +101,25 @@ def build_timers(cfg: TunnelConfig) -> Timers:
 def build_frame(cfg: TunnelConfig) -> Frame:
     """The data-channel geometry; a client leaves room for a pushed tun-mtu up to IV_MTU."""
     mtu = max(cfg.tun_mtu, TUN_MTU_MAX) if cfg.role == "client" else cfg.tun_mtu
-    return make_frame(mtu)
+    return make_frame(mtu, comp_lzo_stub=cfg.comp_lzo_stub)
+
+
+def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool) -> int:
+    """`mssfix N [mtu|fixed]` as the session's one unit: the whole outer IP datagram.
+
+    mtu: N already is that. payload (plain `mssfix N`): N is the UDP payload, so the outer
+    IP/UDP headers come on top. fixed: N is the inner IP packet, so the data-channel overhead
+    comes on top as well. 0 turns clamping off.
+    """
+    if cfg.mssfix is None:
+        return 0
+    outer = OUTER_IPV6_UDP if ipv6_link else OUTER_IPV4_UDP
+    if cfg.mssfix_mode == "mtu":
+        return cfg.mssfix
+    if cfg.mssfix_mode == "payload":
+        return cfg.mssfix + outer
+    tunnel = DATA_V2_OVERHEAD + (COMP_LZO_STUB_SIZE if cfg.comp_lzo_stub else 0)
+    return cfg.mssfix + outer + tunnel
 
 
 def build_session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
@@ -118,6 +135,8 @@ def build_session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSett
         explicit_exit_notify=cfg.explicit_exit_notify,
         proto="UDPv6" if ipv6_link else "UDPv4",
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
+        mssfix=session_mssfix(cfg, ipv6_link=ipv6_link),
+        comp_lzo_stub=cfg.comp_lzo_stub,
     )
 
 

@@ -33,7 +33,6 @@ from tunnel.app.link import (
     open_client_socket,
     resolve_remotes,
 )
-from tunnel.app.mssfix import MssClamp, mss_limits
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot
 from tunnel.io.driver import Driver
@@ -69,12 +68,9 @@ class ClientRuntime(Runtime):
         for remote in remotes:
             self.log.info("%s link remote: %s", name, format_address(remote.address, family))
         tun = self.device.open()
-        clamp = None
-        if cfg.mssfix:
-            clamp = MssClamp(*mss_limits(cfg.mssfix, cfg.mssfix_mode, frame, ipv6_link=ipv6_link))
         client = build_client(cfg, settings, [r.address for r in remotes], loop.time())
         self.client = client
-        self.endpoint = CountingClient(client, clamp)
+        self.endpoint = CountingClient(client)
         self.events = ClientEventLog(self.log, family)
         self._device_ready = False
         self.pool = make_pool(frame)

@@ -15,8 +15,8 @@ from tunnel.config import TunnelConfig
 
 __all__ = ["APPLIED", "NO_EFFECT", "no_effect_reason", "unapplied_options"]
 
-# Applied by the runtime (or refused before it starts: tls-auth & co. by the parser, comp-lzo
-# by build.check_supported). The comment says where, for a reader hunting an option down.
+# Applied by the runtime (or refused before it starts: tls-auth & co. by the parser). The
+# comment says where, for a reader hunting an option down.
 APPLIED: frozenset[str] = frozenset(
     {
         # role and mode: build.py, run.py
@@ -24,7 +24,7 @@ APPLIED: frozenset[str] = frozenset(
         # device: device.py
         "dev", "dev-type", "topology", "tun-mtu", "persist-tun", "ifconfig", "ifconfig-ipv6",
         "route", "route-ipv6",
-        # MSS clamping: mssfix.py
+        # MSS clamping: by the session (build.py converts the mode)
         "mssfix",
         # link: link.py
         "proto", "port", "lport", "rport", "local", "remote", "remote-random", "nobind",

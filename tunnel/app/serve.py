@@ -21,7 +21,6 @@ from tunnel.app.build import (
 from tunnel.app.device import server_device_config
 from tunnel.app.eventlog import ServerEventLog
 from tunnel.app.link import format_address, link_name, open_server_socket
-from tunnel.app.mssfix import MssClamp, mss_limits
 from tunnel.app.peers import PeerRegistry
 from tunnel.app.run import Runtime
 from tunnel.app.status import ClientRow, StatusSnapshot
@@ -49,10 +48,7 @@ class ServerRuntime(Runtime):
                       format_address((host, port), family))
         tun = self.device.open()
         self.device.configure(server_device_config(cfg, self.log))
-        clamp = None
-        if cfg.mssfix:
-            clamp = MssClamp(*mss_limits(cfg.mssfix, cfg.mssfix_mode, frame, ipv6_link=ipv6_link))
-        self.endpoint = CountingServer(build_server(cfg, settings, loop.time()), clamp)
+        self.endpoint = CountingServer(build_server(cfg, settings, loop.time()))
         self.peers = PeerRegistry(self.endpoint)
         self.events = ServerEventLog(self.log, self.peers, family)
         self.pool = make_pool(frame)
