@@ -13,11 +13,17 @@ import os
 import pwd
 from dataclasses import dataclass
 
-__all__ = ["PrivilegeError", "Target", "drop", "lookup"]
+__all__ = ["PrivilegeError", "Target", "UnknownGroup", "drop", "lookup"]
 
 
 class PrivilegeError(OSError):
-    """A user/group name does not exist, or the switch failed."""
+    """A user/group name does not exist, or the switch failed; `option` names the culprit."""
+
+    option = "user"
+
+
+class UnknownGroup(PrivilegeError):
+    option = "group"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +59,7 @@ def lookup(user: str | None, group: str | None) -> Target:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            raise PrivilegeError(f"option 'group': no such group {group!r}") from None
+            raise UnknownGroup(f"option 'group': no such group {group!r}") from None
     return Target(user, uid, group, gid)
 
 

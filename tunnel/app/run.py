@@ -29,7 +29,7 @@ from tunnel.app.build import check_supported
 from tunnel.app.device import TunnelDevice
 from tunnel.app.effects import unapplied_options
 from tunnel.app.logsetup import setup_logging
-from tunnel.app.privileges import Target, drop, lookup
+from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
 from tunnel.io.driver import Driver
@@ -242,11 +242,18 @@ def run_tunnel(config_path: str, role: Role) -> int:
     cfg = _load(config_path, role)
     try:
         target = lookup(cfg.user, cfg.group)
+    except PrivilegeError as exc:
+        raise StartupError(f"{cfg.source}:{cfg.line_of(exc.option)}: {exc}") from None
+    try:
         log = setup_logging(
             verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=cfg.log_append
         )
     except OSError as exc:
-        raise StartupError(describe_error(exc)) from None
+        option = "log-append" if cfg.log_append else "log"
+        raise StartupError(
+            f"{cfg.source}:{cfg.line_of(option)}: cannot open the log file {cfg.log_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
     log.info("%s", version_line())
     _log_config(cfg, log)
     runtime: Runtime
