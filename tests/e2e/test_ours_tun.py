@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +189,19 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:
     pair = netns_pair
-    tunnel = _start_tunnel(pair, tmp_path, server_extra="explicit-exit-notify 1")
+    routed = pair.new_subnet()
+    net6 = pair.new_subnet6()
+    pushes = (
+        f'push "route {routed.network_address} {routed.netmask}"\n'
+        # One client here, so one fixed IPv6 address pushed to all clients is enough to see
+        # the client configure a pushed ifconfig-ipv6.
+        f'push "ifconfig-ipv6 {net6[2]}/64 {net6[1]}"\n'
+    )
+    tunnel = _start_tunnel(pair, tmp_path, server_extra="explicit-exit-notify 1\n" + pushes)
+    route = pair.run(pair.ns_b, "ip", "route", "show", str(routed)).stdout
+    assert f"via {tunnel.server_vip} dev {tunnel.client_dev}" in route, route
+    addr6 = pair.run(pair.ns_b, "ip", "-6", "addr", "show", "dev", tunnel.client_dev).stdout
+    assert f"{net6[2]}/64" in addr6, addr6
 
     rtt_to_server = _ping_rtt(pair, pair.ns_b, tunnel.server_vip)
     rtt_to_client = _ping_rtt(pair, pair.ns_a, tunnel.client_vip)
@@ -240,7 +254,12 @@ def test_iperf3_across_two_renegotiations_does_not_stall(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:
     pair = netns_pair
-    tunnel = _start_tunnel(pair, tmp_path, server_extra="reneg-sec 10")
+    # The server also gives up root once its device and socket are open: renegotiations and
+    # the status file (rewritten in place then) must not need it.
+    tunnel = _start_tunnel(pair, tmp_path, server_extra="reneg-sec 10\nuser nobody\ngroup nogroup")
+    uid_line = next(line for line in Path(f"/proc/{tunnel.server.pid}/status").read_text()
+                    .splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == ["65534"] * 4, uid_line
     # The server renegotiates 9..10 s after each key became active (10 % jitter), so a 24 s
     # run starting a few seconds after the first key spans at least two renegotiations.
     report = _iperf3(pair, tunnel.server_vip, 24)
@@ -253,6 +272,9 @@ def test_iperf3_across_two_renegotiations_does_not_stall(
     # No stall: every one-second interval moved data (a lost key would show as zeros).
     assert len(rates) >= 23 and min(rates) > 0.5, (rates, tunnel.logs())
     assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3) > 0
+    assert "CLIENT_LIST,client," in tunnel.status_file.read_text()
+    assert pair.stop(tunnel.server, grace=10) == 0, tunnel.logs()
+    assert _link_gone(pair, pair.ns_a, tunnel.server_dev)
 
 
 def test_client_reconnects_to_a_restarted_server_keeping_its_device(
@@ -272,6 +294,28 @@ def test_client_reconnects_to_a_restarted_server_keeping_its_device(
         lambda: tunnel.client_log().count("Initialization Sequence Completed") >= 2, 30
     ), pair.log(server) + tunnel.client_log()
     assert "Preserving previous TUN/TAP instance" in tunnel.client_log()
+    same = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
+    assert same == index
+    assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3) > 0
+
+
+def test_client_restarts_after_ping_restart_on_the_same_device(
+    netns_pair: NetnsPair, tmp_path: Path
+) -> None:
+    pair = netns_pair
+    # keepalive 1 4: the client is pushed ping-restart 4; the server itself waits 8 s.
+    tunnel = _start_tunnel(pair, tmp_path, server_extra="keepalive 1 4")
+    index = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
+    os.kill(tunnel.server.pid, signal.SIGSTOP)  # the server goes silent, its socket stays
+    try:
+        assert _wait_log(pair, tunnel.client, "Inactivity timeout (--ping-restart)", 10), (
+            tunnel.logs()
+        )
+    finally:
+        os.kill(tunnel.server.pid, signal.SIGCONT)
+    assert wait_for(
+        lambda: tunnel.client_log().count("Initialization Sequence Completed") >= 2, 40
+    ), tunnel.logs()
     same = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
     assert same == index
     assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3) > 0

@@ -102,6 +102,9 @@ def no_effect_reason(option: str, cfg: TunnelConfig) -> str | None:
         return "it only applies to a server"
     if option in ("ifconfig", "ifconfig-ipv6") and cfg.role == "client":
         return "a client takes its address from the server's push"
+    if option == "tls-client" and cfg.role == "client" and not cfg.pull:
+        return ("without 'pull' a stock client ignores what the server pushes; this client "
+                "always asks for and applies the push")
     if option == "reneg-sec" and cfg.reneg_sec_min is not None:
         return "its MIN argument is not used: a server always takes up to 10 % off reneg-sec"
     reason = NO_EFFECT.get(option)

@@ -204,7 +204,8 @@ class StatusWriter:
                 return
             except OSError as exc:
                 self._atomic = False
-                self.log.warning(
+                # Expected after `user`/`group` when the directory belongs to root.
+                self.log.info(
                     "status file %s: cannot replace it atomically (%s); rewriting it in place",
                     self.path, exc.strerror,
                 )
