@@ -51,18 +51,20 @@ class Tunnel:
 
 
 def _write_configs(
-    pair: NetnsPair, tmp: Path, *, server_extra: str = "", client_extra: str = ""
+    pair: NetnsPair, tmp: Path, *, server_extra: str = "", client_extra: str = "",
+    link6: bool = False,
 ) -> tuple[Path, Path, ipaddress.IPv4Network, Path]:
     pki = generate_pki(tmp / "pki")
     client_cert, client_key = pki.clients["client"]
     net = pair.new_subnet()
     status = tmp / "server.status"
+    proto, server_addr = ("udp6", pair.addr6_a) if link6 else ("udp", pair.addr_a)
     server_conf = tmp / "server.conf"
     server_conf.write_text(f"""\
 dev {pair.ifname("s")}
 dev-type tun
-proto udp
-local {pair.addr_a}
+proto {proto}
+local {server_addr}
 port {PORT}
 topology subnet
 server {net.network_address} {net.netmask}
@@ -83,8 +85,8 @@ verb 4
 client
 dev {pair.ifname("c")}
 dev-type tun
-proto udp
-remote {pair.addr_a} {PORT}
+proto {proto}
+remote {server_addr} {PORT}
 nobind
 ca {pki.ca_cert}
 cert {client_cert}
@@ -113,8 +115,8 @@ def _wait_log(pair: NetnsPair, proc: subprocess.Popen[bytes], text: str, timeout
     )
 
 
-def _start_tunnel(pair: NetnsPair, tmp: Path, **extra: str) -> Tunnel:
-    server_conf, client_conf, net, status = _write_configs(pair, tmp, **extra)
+def _start_tunnel(pair: NetnsPair, tmp: Path, **extra: str | bool) -> Tunnel:
+    server_conf, client_conf, net, status = _write_configs(pair, tmp, **extra)  # type: ignore[arg-type]
     server = _spawn(pair, pair.ns_a, "server", server_conf)
     assert _wait_log(pair, server, "Initialization Sequence Completed", START_TIMEOUT), (
         pair.log(server)
@@ -131,9 +133,14 @@ def _start_tunnel(pair: NetnsPair, tmp: Path, **extra: str) -> Tunnel:
     return tunnel
 
 
-def _ping_rtt(pair: NetnsPair, ns: str, addr: ipaddress.IPv4Address, count: int = 5) -> float:
+def _ping_rtt(
+    pair: NetnsPair, ns: str, addr: ipaddress.IPv4Address, count: int = 5,
+    device: str | None = None,
+) -> float:
     """Average RTT in ms of `count` pings that must all be answered."""
     argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2", "-w", "10", str(addr)]
+    if device is not None:
+        argv[1:1] = ["-I", device]
     result = pair.run(ns, *argv, timeout=20)
     assert result.returncode == 0, result.stdout + result.stderr
     match = _RTT.search(result.stdout)
@@ -319,3 +326,49 @@ def test_client_restarts_after_ping_restart_on_the_same_device(
     same = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
     assert same == index
     assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3) > 0
+
+
+def test_two_clients_over_an_ipv6_link(netns_pair: NetnsPair, tmp_path: Path) -> None:
+    pair = netns_pair
+    client_status = tmp_path / "client.status"
+    tunnel = _start_tunnel(pair, tmp_path, link6=True,
+                           client_extra=f"status {client_status} 1")
+    assert "UDPv6 link local (bound): [AF_INET6]" in tunnel.server_log(), tunnel.logs()
+    assert "UDPv6 link remote: [AF_INET6]" in tunnel.client_log(), tunnel.logs()
+
+    # A second client with its own device (same certificate: duplicate-cn is always allowed).
+    second_conf = tmp_path / "client2.conf"
+    second_dev = pair.ifname("d")
+    second_conf.write_text((tmp_path / "client.conf").read_text()
+                           .replace(f"dev {tunnel.client_dev}\n", f"dev {second_dev}\n")
+                           .replace(str(client_status), str(tmp_path / "client2.status")))
+    second = _spawn(pair, pair.ns_b, "client", second_conf, "client2.log")
+    assert _wait_log(pair, second, "Initialization Sequence Completed", START_TIMEOUT), (
+        pair.log(second)
+    )
+    match = _CLIENT_ADDRESS.search(pair.log(second))
+    assert match, pair.log(second)
+    second_vip = ipaddress.IPv4Address(match.group(1))
+    assert second_vip != tunnel.client_vip
+
+    # Both clients share one namespace and one subnet, so each pings out of its own device
+    # (otherwise the kernel would send the second one's traffic into the first tunnel).
+    assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3, device=tunnel.client_dev) > 0
+    assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3, device=second_dev) > 0
+
+    def rows() -> list[str]:
+        text = tunnel.status_file.read_text() if tunnel.status_file.exists() else ""
+        return [line for line in text.splitlines() if line.startswith("CLIENT_LIST,")]
+
+    assert wait_for(lambda: len(rows()) == 2, 5), tunnel.status_file.read_text()
+    assert {row.split(",")[3] for row in rows()} == {str(tunnel.client_vip), str(second_vip)}
+    assert all(row.split(",")[2].startswith(str(pair.addr6_b)) for row in rows()), rows()
+
+    # A client's status file is OpenVPN's STATISTICS block.
+    assert wait_for(lambda: "TUN/TAP write bytes," in client_status.read_text(), 5)
+    stats = dict(line.split(",", 1) for line in client_status.read_text().splitlines()
+                 if "," in line)
+    assert int(stats["TUN/TAP write bytes"]) > 0 and int(stats["TCP/UDP read bytes"]) > 0
+
+    assert pair.stop(second, grace=10) == 0, pair.log(second)
+    assert wait_for(lambda: len(rows()) == 1, 5), tunnel.status_file.read_text()
