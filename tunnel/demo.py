@@ -254,8 +254,8 @@ def format_result(result: DemoResult) -> str:
         "tunnel demo: server and client on 127.0.0.1 over UDP, TLS + AEAD data channel",
         f"  cipher            {result.cipher}",
         f"  handshake         {result.handshake_ms:.1f} ms (TLS, key-method 2, push)",
-        f"  packets           {result.delivered}/{result.packets} delivered, "
-        f"{result.corrupt} corrupt, every byte verified",
+        f"  packets           {result.delivered}/{result.packets} delivered "
+        f"({result.packets // 2} each way), {result.corrupt} corrupt, every byte verified",
         f"  throughput        {result.mbit_per_s:.1f} Mbit/s over {result.seconds:.2f} s "
         f"(both directions, {result.bytes_moved / 1e6:.1f} MB)",
         f"  dropped           auth failures {result.auth_failures}, replays {result.replays}",
