@@ -245,7 +245,10 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     assert row[1] == "client" and row[3] == str(tunnel.client_vip) and row[12] == "AES-256-GCM"
     status = tunnel.status_file.read_text()
     assert status.startswith("TITLE,OpenVPN-compatible tunnel"), status
-    assert "\nPOOL_STATS," in status and "\nARENA_STATS," in status and status.endswith("END\n")
+    assert "\nARENA_STATS," in status and status.endswith("END\n")
+    pool = next(line for line in status.splitlines() if line.startswith("POOL_STATS,"))
+    _, size, in_use, _high, _acq, _rel, exhaustions = pool.split(",")
+    assert int(size) > 0 and int(in_use) == 0 and int(exhaustions) == 0, pool  # no leak
 
     # SIGTERM to the client: it tells the server (explicit-exit-notify), removes its device
     # and exits 0; the server drops the client at once instead of after ping-restart.
@@ -288,7 +291,8 @@ def test_client_reconnects_to_a_restarted_server_keeping_its_device(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:
     pair = netns_pair
-    tunnel = _start_tunnel(pair, tmp_path, server_extra="explicit-exit-notify 1")
+    tunnel = _start_tunnel(pair, tmp_path, server_extra="explicit-exit-notify 1",
+                           client_extra="persist-tun")
     index = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
 
     # The server says RESTART to its clients as it exits; the client reconnects when the
@@ -304,6 +308,24 @@ def test_client_reconnects_to_a_restarted_server_keeping_its_device(
     same = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
     assert same == index
     assert _ping_rtt(pair, pair.ns_b, tunnel.server_vip, count=3) > 0
+
+    # persist-tun: the device outlives the client, and the next client run attaches to it.
+    assert pair.stop(tunnel.client, grace=10) == 0, tunnel.logs()
+    assert "(persist-tun)" in tunnel.client_log()
+    assert not _link_gone(pair, pair.ns_b, tunnel.client_dev)
+    client = _spawn(pair, pair.ns_b, "client", tmp_path / "client.conf", "client-2.log")
+    assert _wait_log(pair, client, "Initialization Sequence Completed", START_TIMEOUT), (
+        pair.log(client)
+    )
+    again = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
+    assert again == index
+    # What the first run left on the device was replaced, not added to.
+    match = _CLIENT_ADDRESS.search(pair.log(client))
+    assert match, pair.log(client)
+    shown = pair.run(pair.ns_b, "ip", "-4", "-o", "addr", "show", "dev", tunnel.client_dev)
+    assert [line.split()[3] for line in shown.stdout.splitlines()] == [
+        f"{match.group(1)}/{tunnel.server_vip.max_prefixlen - 8}"
+    ], shown.stdout
 
 
 def test_client_restarts_after_ping_restart_on_the_same_device(

@@ -23,6 +23,7 @@ from ipaddress import (
     IPv4Network,
     IPv6Interface,
     IPv6Network,
+    ip_interface,
 )
 from typing import Any, TypeVar
 
@@ -86,6 +87,10 @@ class TunnelDevice:
         tun = TunDevice.open(wanted)
         self.tun = tun
         self.log.info("TUN/TAP device %s opened", tun.name)
+        if self._preexisting:
+            # What an earlier (persist-tun) run left on it counts as configured, so that the
+            # first configure() replaces what is not wanted any more instead of adding to it.
+            self.applied = DeviceConfig(0, _netlink(_global_addresses, tun.name))
         if self.cfg.persist_tun:
             tun.set_persist(True)
             self.log.info("Persist state set to: ON")
@@ -99,7 +104,7 @@ class TunnelDevice:
             self.log.info("Preserving previous TUN/TAP instance: %s", self.name)
             return False
         if self.applied is not None:
-            _netlink(self._unconfigure, self.applied)
+            _netlink(self._unconfigure, self.applied, wanted)
         name = self.name
         mtu = min(wanted.mtu, self.max_mtu)
         if mtu != wanted.mtu:
@@ -118,16 +123,17 @@ class TunnelDevice:
             try:
                 _netlink(add_routes, name, [route])
             except DeviceError as exc:
-                # One bad route must not take the tunnel down (OpenVPN logs and goes on).
-                self.log.error("ERROR: cannot add route %s%s: %s", network, via, exc.strerror)
-                continue
+                if exc.errno != errno.EEXIST:  # kept from before: it is there, as wanted
+                    # One bad route must not take the tunnel down (OpenVPN logs and goes on).
+                    self.log.error("ERROR: cannot add route %s%s: %s", network, via, exc.strerror)
+                    continue
             installed.append(route)
             self.log.info("net_route_v%d_add: %s%s dev %s", network.version, network, via, name)
         self.applied = DeviceConfig(mtu, wanted.addresses, tuple(installed))
         return True
 
-    def _unconfigure(self, old: DeviceConfig) -> None:
-        """Remove what an earlier push configured, before applying a different one.
+    def _unconfigure(self, old: DeviceConfig, new: DeviceConfig) -> None:
+        """Remove what an earlier push configured and the new one does not want.
 
         tunnel/io/netlink.py has no removal calls, so this speaks rtnetlink directly.
         """
@@ -136,12 +142,12 @@ class TunnelDevice:
 
         with IPRoute() as ipr:
             index = ipr.link_lookup(ifname=self.name)[0]
-            for network, gateway in old.routes:
+            for network, gateway in set(old.routes) - set(new.routes):
                 fields: dict[str, Any] = {"dst": str(network), "oif": index}
                 if gateway is not None:
                     fields["gateway"] = str(gateway)
                 self._quietly(NetlinkError, ipr.route, "del", **fields)
-            for iface in old.addresses:
+            for iface in set(old.addresses) - set(new.addresses):
                 self._quietly(
                     NetlinkError, ipr.addr, "del", index=index, address=str(iface.ip),
                     prefixlen=iface.network.prefixlen,
@@ -174,6 +180,20 @@ class TunnelDevice:
             _netlink(remove_device, name)
         except DeviceError as exc:
             self.log.debug("remove %s: %s", name, exc)
+
+
+def _global_addresses(name: str) -> tuple[Interface, ...]:
+    """The device's addresses of global scope (not the kernel's fe80:: link-local one)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        found: list[Interface] = []
+        for message in ipr.get_addr(index=index):
+            if message["scope"] == 0:  # RT_SCOPE_UNIVERSE
+                address = message.get_attr("IFA_ADDRESS")
+                found.append(ip_interface(f"{address}/{message['prefixlen']}"))
+        return tuple(found)
 
 
 # -- what to configure, from the config file and from a push --------------------------------

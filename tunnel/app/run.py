@@ -145,7 +145,16 @@ class Runtime:
             self._shutdown(loop)
         return code
 
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # An exception escaping a callback is a bug; without this asyncio would print it to
+        # stderr and carry on with a half-dead tunnel. Log it (with its traceback) and stop.
+        exc = context.get("exception")
+        self.log.error("internal error: %s", context.get("message", "unhandled exception"),
+                       exc_info=exc if isinstance(exc, BaseException) else None)
+        self.stop(EXIT_FAILED)
+
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_exception_handler(self._on_loop_error)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_exit_signal, signum)
         loop.add_signal_handler(signal.SIGUSR2, self._on_status_signal)
