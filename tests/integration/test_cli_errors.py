@@ -134,6 +134,17 @@ def test_unknown_user(tmp_path: Path, pki: PkiPaths) -> None:
     _assert_one_line_failure(result, "server", f"{conf}:11:", "no such user 'no-such-user-here'")
 
 
+@pytest.mark.parametrize("option", ["log", "status"])
+def test_log_or_status_file_in_a_missing_directory(
+    tmp_path: Path, pki: PkiPaths, option: str
+) -> None:
+    target = tmp_path / "no-such-dir" / f"tunnel.{option}"
+    text = _server_conf(pki, _free_udp_port(), f"{option} {target}")
+    conf = _write(tmp_path, "server.conf", text)
+    result = _run("server", conf)
+    _assert_one_line_failure(result, "server", f"{conf}:11:", str(target), "No such file")
+
+
 # -- the system refuses -------------------------------------------------------------------------
 
 

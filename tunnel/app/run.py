@@ -120,9 +120,8 @@ class Runtime:
         self.loop = loop
         self._stop = loop.create_future()
         try:
+            self.status = self._open_status()
             try:
-                if self.cfg.status_file is not None:
-                    self.status = StatusWriter(self.cfg.status_file, self.log)
                 driver = self.prepare(loop)
             except (ConfigError, OSError) as exc:
                 raise StartupError(describe_error(exc)) from None
@@ -152,6 +151,18 @@ class Runtime:
         self.log.error("internal error: %s", context.get("message", "unhandled exception"),
                        exc_info=exc if isinstance(exc, BaseException) else None)
         self.stop(EXIT_FAILED)
+
+    def _open_status(self) -> StatusWriter | None:
+        cfg = self.cfg
+        if cfg.status_file is None:
+            return None
+        try:
+            return StatusWriter(cfg.status_file, self.log)
+        except OSError as exc:
+            raise StartupError(
+                f"{cfg.source}:{cfg.line_of('status')}: cannot open the status file "
+                f"{cfg.status_file}: {exc.strerror or exc}"
+            ) from None
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.set_exception_handler(self._on_loop_error)
