@@ -394,3 +394,26 @@ def test_two_clients_over_an_ipv6_link(netns_pair: NetnsPair, tmp_path: Path) ->
 
     assert pair.stop(second, grace=10) == 0, pair.log(second)
     assert wait_for(lambda: len(rows()) == 1, 5), tunnel.status_file.read_text()
+
+
+def test_client_exits_1_when_the_server_refuses_it(
+    netns_pair: NetnsPair, tmp_path: Path
+) -> None:
+    pair = netns_pair
+    server_conf, client_conf, _, _ = _write_configs(
+        pair, tmp_path, server_extra="data-ciphers AES-256-GCM",
+        client_extra="data-ciphers CHACHA20-POLY1305",
+    )
+    server = _spawn(pair, pair.ns_a, "server", server_conf)
+    assert _wait_log(pair, server, "Initialization Sequence Completed", START_TIMEOUT)
+    client = _spawn(pair, pair.ns_b, "client", client_conf)
+    # No shared cipher: the server answers the push request with AUTH_FAILED, and a client
+    # told that does not retry (as a stock client without auth-retry).
+    try:
+        assert client.wait(START_TIMEOUT) == 1, pair.log(client)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the refused client did not exit:\n{pair.log(client)}")
+    log = pair.log(client)
+    assert "AUTH_FAILED" in log and "Initialization Sequence Completed" not in log, log
+    assert _link_gone(pair, pair.ns_b, pair.ifname("c"))
+    assert "no shared cipher): sending AUTH_FAILED" in pair.log(server), pair.log(server)

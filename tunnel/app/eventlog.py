@@ -76,6 +76,9 @@ class ServerEventLog:
         self.peers = peers
         self.family = family
         self.renegotiations = 0
+        self.shutting_down = False  # set by the runtime: refusals then say nothing new
+        # Peers that left the server's table, waiting for their SessionClosed (its reason).
+        self._departed: list[Peer] = []
 
     def _connected(self, peer: Peer) -> None:
         self.log.info("%s Peer Connection Initiated with %s", peer.prefix,
@@ -83,11 +86,16 @@ class ServerEventLog:
         if peer.virtual_address is not None:
             self.log.log(VERBOSE, "%s MULTI_sva: pool returned IPv4=%s", peer.prefix,
                          peer.virtual_address)
+        refusal = peer.session.auth_failed
+        if refusal is not None:
+            # Decided as the client's key-method 2 arrived; it hears it as AUTH_FAILED.
+            self.log.warning("%s %s: sending AUTH_FAILED", peer.prefix, refusal)
 
     def __call__(self, event: Event) -> None:
         arrived, left = self.peers.sync()
         for peer in arrived:
             self._connected(peer)
+        self._departed.extend(left)
         if isinstance(event, HandshakeComplete):
             if event.renegotiation:
                 self.renegotiations += 1
@@ -104,24 +112,27 @@ class ServerEventLog:
             self.log.info("%sData Channel: cipher '%s', peer-id: %s", prefix, event.cipher,
                           "none (P_DATA_V1)" if event.peer_id is None else event.peer_id)
         elif isinstance(event, SessionClosed):
-            gone = [p for p in left if p.common_name == event.peer_common_name] or left
-            if not gone:
-                self.log.log(VERBOSE, "session closed before it was established: %s",
-                             event.reason)
-            for peer in gone[:1]:
-                left.remove(peer)
-                self.log.info("%s %s, client-instance exiting", peer.prefix,
-                              _close_phrase(event.reason))
+            self._closed(event)
         elif isinstance(event, ClientRefused):
-            self.log.warning("%s:%s TLS Error: client refused: %s", event.address[0],
-                             event.address[1], event.reason)
+            if not self.shutting_down:
+                self.log.warning("%s:%s TLS Error: client refused: %s", event.address[0],
+                                 event.address[1], event.reason)
         elif isinstance(event, PacketDropped):
             self.log.debug("%s:%s dropped %d packet(s): %s", event.address[0],
                            event.address[1], event.count, event.reason)
         elif isinstance(event, ControlMessageReceived):
             self.log.info("Received control message: %s", peer_text(event.text))
-        for peer in left:  # closed without an event of their own (should not happen)
-            self.log.info("%s client-instance exiting", peer.prefix)
+
+    def _closed(self, event: SessionClosed) -> None:
+        # Several sessions can leave in one batch; the common name tells their events apart.
+        same_name = [p for p in self._departed if p.common_name == event.peer_common_name]
+        candidates = same_name or self._departed
+        if not candidates:
+            self.log.log(VERBOSE, "session closed before it was established: %s", event.reason)
+            return
+        peer = candidates[0]
+        self._departed.remove(peer)
+        self.log.info("%s %s, client-instance exiting", peer.prefix, _close_phrase(event.reason))
 
 
 class ClientEventLog:

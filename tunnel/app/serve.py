@@ -59,6 +59,7 @@ class ServerRuntime(Runtime):
         self.log.info("Initialization Sequence Completed")
 
     def on_event(self, event: Event) -> None:
+        self.events.shutting_down = self.shutting_down
         self.events(event)
 
     def status_snapshot(self, now: float) -> StatusSnapshot:
