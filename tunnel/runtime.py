@@ -85,6 +85,7 @@ def session_settings(
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
         max_control_datagram=1250 - (48 if proto == "UDPv6" else 28),
+        tun_mtu=tun_mtu,
         mssfix=mssfix,
         outer_overhead=48 if proto == "UDPv6" else 28,
         comp_lzo_stub=comp_lzo_stub,

@@ -241,3 +241,18 @@ class Pair:
             return verdict
         finally:
             self.pool.release(buf)
+
+    def to_server_from(self, datagram: bytes, addr: tuple[str, int]) -> int:
+        """A datagram reaching the server from another client's address."""
+        buf = self._buffer(datagram)
+        try:
+            return self.server.receive(buf, addr, self.now)
+        finally:
+            self.pool.release(buf)
+
+    def deliver_to(self, client: Client, datagram: bytes) -> int:
+        buf = self._buffer(datagram)
+        try:
+            return client.receive(buf, SERVER_ADDR, self.now)
+        finally:
+            self.pool.release(buf)

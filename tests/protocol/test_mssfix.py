@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +20,13 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _tcp_v4(mss: int | None, *, flags: int = 0x02, payload: bytes = b"") -> bytearray:
+def _tcp_v4(
+    mss: int | None, *, flags: int = 0x02, payload: bytes = b"", nops: int = 2
+) -> bytearray:
     options = b""
     if mss is not None:
-        options = b"\x01\x01" + struct.pack("!BBH", 2, 4, mss) + b"\x04\x02\x00\x00"
+        options = b"\x01" * nops + struct.pack("!BBH", 2, 4, mss) + b"\x04\x02"
+        options += b"\x00" * (-len(options) % 4)
     tcp_len = 20 + len(options)
     tcp = bytearray(
         struct.pack("!HHIIBBHHH", 40000, 5201, 1, 0, (tcp_len // 4) << 4, flags, 64240, 0, 0)
@@ -48,11 +52,13 @@ def test_default_mssfix_gives_openvpn_values() -> None:
     assert mss_for(1492, outer_overhead=28, tunnel_overhead=24, inner_ipv6=True) == 1380
 
 
-def test_syn_mss_is_lowered_and_checksum_stays_valid() -> None:
-    packet = _tcp_v4(1460)
+@pytest.mark.parametrize("nops", [0, 1, 2, 3])
+def test_syn_mss_is_lowered_and_checksum_stays_valid(nops: int) -> None:
+    # An odd number of NOPs puts the MSS value across two words of the checksum sum.
+    packet = _tcp_v4(1460, nops=nops)
     assert _tcp_checksum_ok(bytes(packet))
     assert clamp_mss(memoryview(packet), 1400, 1380)
-    assert struct.unpack_from("!H", packet, 20 + 20 + 4)[0] == 1400
+    assert struct.unpack_from("!H", packet, 20 + 20 + nops + 2)[0] == 1400
     assert _tcp_checksum_ok(bytes(packet))
 
 
@@ -75,9 +81,13 @@ def test_garbage_never_raises(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=536, max_value=65535), st.binary(max_size=64))
-def test_checksum_valid_after_clamping_any_mss(mss: int, payload: bytes) -> None:
-    packet = _tcp_v4(mss, payload=payload)
+@given(
+    st.integers(min_value=536, max_value=65535),
+    st.binary(max_size=64),
+    st.integers(min_value=0, max_value=5),
+)
+def test_checksum_valid_after_clamping_any_mss(mss: int, payload: bytes, nops: int) -> None:
+    packet = _tcp_v4(mss, payload=payload, nops=nops)
     changed = clamp_mss(memoryview(packet), 1400, 1380)
     assert changed == (mss > 1400)
     assert _tcp_checksum_ok(bytes(packet))

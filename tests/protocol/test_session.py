@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.protocol.harness import CLIENT_ADDR, Link, Pair, tls_settings
+from tests.protocol.harness import CLIENT_ADDR, SERVER_ADDR, Link, Pair, tls_settings
+from tunnel.protocol.client import Client
 from tunnel.protocol.events import (
     ClientRefused,
     DataChannelReady,
@@ -282,3 +283,39 @@ def test_comp_lzo_mismatch_drops_instead_of_forwarding_garbage() -> None:
     down = pair.server_sends(b"unframed")
     assert down is not None
     assert pair.to_client(down) == DROPPED
+
+
+def test_client_restarting_on_the_same_address_replaces_its_old_session_at_once() -> None:
+    pair = Pair()
+    _connected(pair)
+    old_session = pair.server.sessions[0]
+    old_vip = pair.client_vip
+    # A new client process on the same address and port (its old one died silently).
+    pair.client = Client(pair.client.settings, [SERVER_ADDR], pair.now, reconnect=False)
+    pair.client_events.clear()
+    pair.run(3)
+    assert any(isinstance(e, DataChannelReady) for e in pair.client_events), pair.client_events
+    assert old_session.closed is not None and "restarted" in old_session.closed.reason
+    assert pair.server.sessions == [s for s in pair.server.sessions if s is not old_session]
+    assert len(pair.server.sessions) == 1
+    assert pair.client_vip == old_vip  # the same CN gets its address back
+    up = pair.client_sends(b"after restart")
+    assert up is not None and pair.to_server(up) == TO_TUN
+
+
+def test_a_second_connection_with_the_same_cn_replaces_the_first() -> None:
+    pair = Pair()
+    _connected(pair)
+    first = pair.server.sessions[0]
+    other_addr = ("192.0.2.11", 40001)
+    second = Client(pair.client.settings, [SERVER_ADDR], pair.now, reconnect=False)
+    for _ in range(40):  # drive the second client by hand from another address
+        for datagram, _addr in second.datagrams_to_send(pair.now):
+            pair.to_server_from(datagram, other_addr)
+        for datagram, addr in pair.server.datagrams_to_send(pair.now):
+            if addr == other_addr:
+                pair.deliver_to(second, datagram)
+        pair.now += 0.05
+    assert second.session.send_key is not None
+    assert first.closed is not None and "new connection with CN" in first.closed.reason
+    assert [s.remote_addr for s in pair.server.sessions] == [other_addr]

@@ -70,6 +70,10 @@ def _clamp_tcp_option(packet: memoryview, tcp: int, limit: int) -> bool:
                 return False
             packet[at + 2] = limit >> 8
             packet[at + 3] = limit & 0xFF
+            if (at + 2 - tcp) & 1:
+                # After an odd number of NOPs the value straddles two 16-bit words of the
+                # checksum sum, so it contributes with its bytes swapped.
+                old, limit = _swap16(old), _swap16(limit)
             _adjust_checksum(packet, tcp + 16, old, limit)
             return True
         at += length
@@ -85,3 +89,7 @@ def _adjust_checksum(packet: memoryview, at: int, old: int, new: int) -> None:
     checksum = ~total & 0xFFFF
     packet[at] = checksum >> 8
     packet[at + 1] = checksum & 0xFF
+
+
+def _swap16(value: int) -> int:
+    return ((value & 0xFF) << 8) | (value >> 8)

@@ -21,7 +21,7 @@ from core import Buffer
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
-from tunnel.protocol.errors import ProtocolError
+from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import ClientRefused, Event, PacketDropped, SessionClosed
 from tunnel.protocol.keystate import KeyPhase
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
@@ -31,6 +31,8 @@ Address = tuple[str, int]
 
 _P_DATA_V1 = int(Opcode.P_DATA_V1)
 _P_DATA_V2 = int(Opcode.P_DATA_V2)
+_HARD_RESET_CLIENT_V2 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
+_COOKIE_ECHO_OPCODES = frozenset({int(Opcode.P_CONTROL_V1), int(Opcode.P_ACK_V1)})
 _U32 = struct.Struct(">I")
 # connect-freq-initial: a stock server answers at most 100 new resets per 10 s (mudp.c).
 _RESET_RATE_LIMIT = 100
@@ -47,11 +49,24 @@ class AddressPool:
             ipaddress.IPv4Address(a) for a in range(int(first), int(last) + 1)
         )
         self.size = len(self._free)
+        self._last_of: dict[str, ipaddress.IPv4Address] = {}
 
-    def allocate(self) -> ipaddress.IPv4Address | None:
-        return self._free.popleft() if self._free else None
+    def allocate(self, common_name: str | None = None) -> ipaddress.IPv4Address | None:
+        """A free address; a client that comes back gets its previous one if it is free, so
+        its open connections survive a reconnect (pool.c: ifconfig_pool_acquire by CN)."""
+        previous = self._last_of.get(common_name) if common_name else None
+        if previous is not None and previous in self._free:
+            self._free.remove(previous)
+            return previous
+        if not self._free:
+            return None
+        address = self._free.popleft()
+        if common_name:
+            self._last_of[common_name] = address
+        return address
 
     def release(self, address: ipaddress.IPv4Address) -> None:
+        # Released addresses go to the back, so a CN's previous address stays free longest.
         self._free.append(address)
 
 
@@ -65,6 +80,8 @@ class ServerSettings:
     push: tuple[str, ...] = ()
     max_clients: int = 1024
     max_half_open: int = 64
+    # Without duplicate-cn a new connection with a CN already connected replaces the old one.
+    duplicate_cn: bool = False
 
 
 class Server:
@@ -109,12 +126,23 @@ class Server:
         if opcode == _P_DATA_V1:
             return self._receive_data(self.by_addr.get(addr), buf, addr, now)
         session = self.by_addr.get(addr)
-        if session is not None:
+        if session is not None and not self._from_new_client(session, data):
             session.receive_control(data, now)
             self._collect(session)
             return CONSUMED
+        # Unknown source, or a client that restarted on the same address and port: it gets the
+        # stateless cookie treatment; the old session is replaced only once it echoes it.
         self._receive_stateless(data, addr, now)
         return CONSUMED
+
+    @staticmethod
+    def _from_new_client(session: Session, data: memoryview) -> bool:
+        if len(data) < 9 or session.remote_sid is None:
+            return False
+        opcode = data[0] >> 3
+        if opcode == _HARD_RESET_CLIENT_V2:
+            return True
+        return opcode in _COOKIE_ECHO_OPCODES and data[1:9] != session.remote_sid
 
     def _receive_data(self, session: Session | None, buf: Buffer, addr: Address, now: float) -> int:
         if session is None:
@@ -190,15 +218,17 @@ class Server:
         ):
             self._drop(addr, f"{packet.opcode.name} with invalid or missing session id")
             return
+        old = self.by_addr.get(addr)
+        if old is not None:
+            # The client at this address restarted (it proved it receives here): the new
+            # session replaces the old one at once instead of after its ping-restart.
+            old.close(now, "client restarted from the same address")
+            self._collect(old)
         if self.half_open >= self.settings.max_half_open:
             self._drop(addr, "too many sessions in their handshake")
             return
         if not self._free_peer_ids:
             self._drop(addr, "max-clients reached")
-            return
-        vip = self.settings.pool.allocate()
-        if vip is None:
-            self._drop(addr, "address pool exhausted")
             return
         peer_id = self._free_peer_ids.popleft()
         session = Session(
@@ -206,8 +236,6 @@ class Server:
         )
         self.by_addr[addr] = session
         self.by_peer_id[peer_id] = session
-        self.by_vip[int(vip)] = session
-        self.vip_of[peer_id] = vip
         session.accept(packet, now)
         self._collect(session)
 
@@ -292,12 +320,30 @@ class Server:
         )
 
     def _push_items_for(self, session: Session) -> list[str]:
-        items = list(self.settings.push)
+        """The push list of one client; its address is assigned here, after authentication,
+        when its common name is known (multi.c: multi_client_connect_late_setup)."""
         peer_id = session.peer_id
-        vip = self.vip_of.get(peer_id) if peer_id is not None else None
-        if vip is not None:
-            items.append(f"ifconfig {vip} {self.settings.netmask}")
-        return items
+        if peer_id is None:
+            raise HandshakeError("session without a peer-id")
+        vip = self.vip_of.get(peer_id)
+        if vip is None:
+            vip = self._assign_address(session, peer_id)
+        return [*self.settings.push, f"ifconfig {vip} {self.settings.netmask}"]
+
+    def _assign_address(self, session: Session, peer_id: int) -> ipaddress.IPv4Address:
+        cn = session.peer_common_name
+        if cn is not None and not self.settings.duplicate_cn:
+            for other in list(self.by_addr.values()):
+                if other is not session and other.peer_common_name == cn:
+                    # multi.c: without duplicate-cn the newer connection wins.
+                    other.close(session.last_rx, f"replaced by a new connection with CN {cn}")
+                    self._collect(other)
+        vip = self.settings.pool.allocate(cn)
+        if vip is None:
+            raise HandshakeError("no free address in the server's pool")
+        self.by_vip[int(vip)] = session
+        self.vip_of[peer_id] = vip
+        return vip
 
     @property
     def sessions(self) -> list[Session]:

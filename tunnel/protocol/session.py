@@ -623,14 +623,19 @@ class Session:
             return
         if self.cipher is None:
             return  # no KM2 yet: the client repeats its request
-        items = list(self.settings.push_items(self)) if self.settings.push_items else []
+        try:
+            items = list(self.settings.push_items(self)) if self.settings.push_items else []
+        except HandshakeError as exc:
+            self.auth_failed = str(exc)
+            self._send_push_reply(key, now)  # answers AUTH_FAILED
+            return
         if self.tx_peer_id is not None:
             items.append(f"peer-id {self.tx_peer_id}")
         items.append(f"cipher {self.cipher}")
         if self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
             items.append("protocol-flags cc-exit")
         if "IV_MTU" in self.peer_info:
-            items.append("tun-mtu 1500")
+            items.append(f"tun-mtu {self.settings.tun_mtu}")
         for message in build_push_reply(items):
             key.send_message(message)
         self._push_replied_at = now

@@ -39,6 +39,7 @@ class SessionSettings:
     push_request_interval: float = 5.0
     # --mssfix: clamp TCP MSS in SYNs both ways so the outer datagram stays within this many
     # bytes including the outer IP/UDP headers (`outer_overhead`); 0 disables it.
+    tun_mtu: int = 1500  # pushed to clients that announce IV_MTU
     mssfix: int = 1492
     outer_overhead: int = 28
     # `comp-lzo no`: nothing is compressed, but every data payload carries a 0xFA "not
