@@ -155,6 +155,7 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         netmask=str(netmask),
         push=tuple(cfg.push_list),
         max_clients=cfg.max_clients,
+        duplicate_cn=cfg.duplicate_cn,
     )
 
 

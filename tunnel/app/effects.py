@@ -30,7 +30,7 @@ APPLIED: frozenset[str] = frozenset(
         "proto", "port", "lport", "rport", "local", "remote", "remote-random", "nobind",
         "resolv-retry", "sndbuf", "rcvbuf",
         # addresses and push: build.py (ServerSettings)
-        "ifconfig-pool", "push", "max-clients",
+        "ifconfig-pool", "push", "max-clients", "duplicate-cn",
         # TLS and data channel: build.py (TlsSettings, SessionSettings)
         "ca", "cert", "key", "dh", "remote-cert-tls", "verify-x509-name", "tls-version-min",
         "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
@@ -72,7 +72,6 @@ NO_EFFECT: dict[str, _Reason] = {
         "(enable net.ipv4.ip_forward on the server)"
     ),
     "disable-dco": _always("this tunnel never uses data channel offload"),
-    "duplicate-cn": _always("clients sharing a common name are always accepted"),
     "fast-io": _always("the event loop always drains the socket in batches"),
     "float": _for_role(
         "client", "the client accepts packets only from the address of its current remote"
