@@ -19,10 +19,13 @@ import ipaddress
 import json
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,3 +291,71 @@ def iperf3_client(
         interval_bytes=[int(interval["sum"]["bytes"]) for interval in report["intervals"]],
         retransmits=int(end["sum_sent"].get("retransmits", 0)),
     )
+
+
+# -- what the data channel looks like on the wire ---------------------------------------------
+
+ETH_P_ALL = 0x0003  # not ETH_P_IP: a socket for one protocol only sees received packets
+ETH_P_IP = 0x0800
+P_DATA_V1 = 6
+P_DATA_V2 = 9
+CAPTURE_MAX_PACKETS = 10_000  # bound on what one capture reads back
+TO_SERVER = "to-server"
+TO_CLIENT = "to-client"
+
+
+@dataclass(frozen=True)
+class DataCapture:
+    """Data packets seen on the underlay, per direction: Counter of (opcode, key_id)."""
+
+    to_server: Counter[tuple[int, int]]
+    to_client: Counter[tuple[int, int]]
+
+    def key_ids(self, direction: str) -> set[int]:
+        seen = self.to_server if direction == TO_SERVER else self.to_client
+        return {key_id for _, key_id in seen}
+
+    def opcodes(self, direction: str) -> set[int]:
+        seen = self.to_server if direction == TO_SERVER else self.to_client
+        return {opcode for opcode, _ in seen}
+
+
+def capture_data_packets(
+    pair: NetnsPair, ns: str, ifname: str, action: Callable[[], object],
+    port: int = TUNNEL_PORT,
+) -> DataCapture:
+    """Run `action` while recording the first byte of every OpenVPN data packet on `ifname`.
+
+    No tcpdump on the test machines: an AF_PACKET socket made inside `ns` (a socket belongs to
+    the namespace it was created in) queues IPv4 packets of that device in the kernel while
+    `action` runs; they are parsed afterwards. Meant for low-rate traffic such as pings: at
+    iperf3 rates the socket buffer overflows and the kernel drops what does not fit.
+    """
+    with pair.entered(ns):
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+    with sniffer:
+        sniffer.bind((ifname, ETH_P_ALL))
+        action()
+        sniffer.setblocking(False)
+        to_server: Counter[tuple[int, int]] = Counter()
+        to_client: Counter[tuple[int, int]] = Counter()
+        for _ in range(CAPTURE_MAX_PACKETS):
+            try:
+                packet, (_, ethertype, *_) = sniffer.recvfrom(65535)
+            except BlockingIOError:
+                break
+            if ethertype != ETH_P_IP:
+                continue
+            header_len = (packet[0] & 0x0F) * 4
+            if len(packet) < header_len + 9 or packet[9] != socket.IPPROTO_UDP:
+                continue
+            src_port, dst_port = struct.unpack_from("!HH", packet, header_len)
+            first = packet[header_len + 8]
+            opcode, key_id = first >> 3, first & 0x07
+            if opcode not in (P_DATA_V1, P_DATA_V2):
+                continue
+            if dst_port == port:
+                to_server[opcode, key_id] += 1
+            elif src_port == port:
+                to_client[opcode, key_id] += 1
+    return DataCapture(to_server, to_client)

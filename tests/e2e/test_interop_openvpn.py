@@ -26,11 +26,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.openvpn_peer import (
+    P_DATA_V2,
+    TO_CLIENT,
+    TO_SERVER,
+    DataCapture,
     IperfResult,
     PeerFailed,
     PeerProcess,
     PingResult,
     Pki,
+    capture_data_packets,
     client_config,
     iperf3_client,
     iperf3_server,
@@ -155,6 +160,16 @@ def ping_both_ways(tunnel: Tunnel) -> tuple[PingResult, PingResult]:
     return to_server, to_client
 
 
+def ping_both_ways_captured(tunnel: Tunnel) -> tuple[tuple[PingResult, PingResult], DataCapture]:
+    """ping_both_ways, recording the data packets' first bytes on the server's veth."""
+    pings: list[tuple[PingResult, PingResult]] = []
+    capture = capture_data_packets(tunnel.pair, tunnel.pair.ns_a, tunnel.pair.veth_a,
+                                   lambda: pings.append(ping_both_ways(tunnel)))
+    for way in (TO_SERVER, TO_CLIENT):
+        assert capture.key_ids(way), f"no data packets {way} seen: {capture}"
+    return pings[0], capture
+
+
 def iperf3_through(tunnel: Tunnel, workdir: Path, seconds: int) -> IperfResult:
     """TCP from the client's namespace to the server's tunnel address (data client->server)."""
     pair = tunnel.pair
@@ -222,7 +237,12 @@ def test_ping_and_iperf3(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direct
     with tunnel_up(netns_pair, tmp_path, pki, kinds=DIRECTIONS[direction],
                    cipher=cipher) as tunnel:
         warm_up(tunnel)
-        pings = ping_both_ways(tunnel)
+        pings, capture = ping_both_ways_captured(tunnel)
+        # Both peers announce DATA_V2, so the server pushes a peer-id and both send P_DATA_V2;
+        # no renegotiation yet: everything on the first key.
+        for way in (TO_SERVER, TO_CLIENT):
+            assert capture.opcodes(way) == {P_DATA_V2}, capture
+            assert capture.key_ids(way) == {0}, capture
         result = iperf3_through(tunnel, tmp_path, IPERF_SECONDS)
         assert result.seconds >= IPERF_SECONDS - 0.5, result
         assert result.mbit_per_s > MIN_MBIT_PER_S, result
@@ -249,6 +269,11 @@ def test_iperf3_across_stock_renegotiations(netns_pair: NetnsPair, tmp_path: Pat
         pings = ping_both_ways(tunnel)
         result = iperf3_through(tunnel, tmp_path, RENEG_IPERF_SECONDS)
         tunnel.assert_running()
+        # After two soft resets key 0 has left the lame-duck slot on the stock side: a peer
+        # still encrypting with it would be dropped. Both directions must be on later keys.
+        _, capture = ping_both_ways_captured(tunnel)
+        for way in (TO_SERVER, TO_CLIENT):
+            assert 0 not in capture.key_ids(way), (way, capture)
         stock_log = tunnel.stock().log()
         soft_resets = len(SOFT_RESET.findall(stock_log))
         handshakes = len(TLS_HANDSHAKE.findall(stock_log))
@@ -264,4 +289,6 @@ def test_iperf3_across_stock_renegotiations(netns_pair: NetnsPair, tmp_path: Pat
         assert_clean_stock_log(tunnel)
     record(f"{direction}-reneg{RENEG_SEC}", cipher, result, pings,
            extra=f", {soft_resets} soft resets, min interval "
-                 f"{min(result.interval_bytes) * 8 / 1e6:.1f} Mbit")
+                 f"{min(result.interval_bytes) * 8 / 1e6:.1f} Mbit, data key_ids after: "
+                 f"to server {sorted(capture.key_ids(TO_SERVER))} "
+                 f"to client {sorted(capture.key_ids(TO_CLIENT))}")
