@@ -52,7 +52,7 @@ def _yaml_to_data(docker_compose: str, text: str) -> dict[str, Any]:
     Python script whose interpreter always has it (python3-yaml is its dependency).
     """
     try:
-        import yaml  # type: ignore[import-untyped]
+        import yaml  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
         pass
     else:
