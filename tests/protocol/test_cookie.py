@@ -41,9 +41,17 @@ def test_same_inputs_same_id_within_a_slot() -> None:
     assert j.server_session_id(ADDR, CSID, 59.99) != j.server_session_id(ADDR, CSID, 60.0)
 
 
-@pytest.mark.parametrize("issued_slot_offset, accepted", [
-    (-3, False), (-2, True), (-1, True), (0, True), (1, True), (2, False),
-])
+@pytest.mark.parametrize(
+    "issued_slot_offset, accepted",
+    [
+        (-3, False),
+        (-2, True),
+        (-1, True),
+        (0, True),
+        (1, True),
+        (2, False),
+    ],
+)
 def test_slot_window(issued_slot_offset: int, accepted: bool) -> None:
     """Issued in slot s + offset, checked in slot s: offsets -2..+1 pass (check_session_id_hmac)."""
     j = jar()
@@ -62,12 +70,15 @@ def test_slot_boundaries_exactly() -> None:
     assert not j.verify(ADDR, CSID, sid, 3000.0 - 30 - 0.001)  # slot 98
 
 
-@pytest.mark.parametrize("addr, csid", [
-    (("192.0.2.11", 40000), CSID),  # other IP
-    (("192.0.2.10", 40001), CSID),  # other port
-    (ADDR, bytes.fromhex("fa99b04cc87dcc2f")),  # other client sid
-    (("::ffff:192.0.2.10", 40000), CSID),  # a v4-mapped v6 address is a different sockaddr
-])
+@pytest.mark.parametrize(
+    "addr, csid",
+    [
+        (("192.0.2.11", 40000), CSID),  # other IP
+        (("192.0.2.10", 40001), CSID),  # other port
+        (ADDR, bytes.fromhex("fa99b04cc87dcc2f")),  # other client sid
+        (("::ffff:192.0.2.10", 40000), CSID),  # a v4-mapped v6 address is a different sockaddr
+    ],
+)
 def test_bound_to_address_port_and_client_sid(addr: tuple[str, int], csid: bytes) -> None:
     j = jar()
     sid = j.server_session_id(ADDR, CSID, 500.0)
@@ -89,7 +100,8 @@ def test_different_keys_give_different_ids() -> None:
     assert a != b
     # A per-process random key when none is given.
     assert CookieJar().server_session_id(ADDR, CSID, 0.0) != CookieJar().server_session_id(
-        ADDR, CSID, 0.0)
+        ADDR, CSID, 0.0
+    )
 
 
 def test_malformed_inputs() -> None:
@@ -111,6 +123,7 @@ def test_malformed_inputs() -> None:
 
 def test_never_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the HMAC to return zeros: the id must still be non-zero and still verify."""
+
     def zero_digest(key: bytes, msg: bytes, digest: object) -> bytes:
         return bytes(32)
 

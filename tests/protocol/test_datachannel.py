@@ -36,20 +36,25 @@ C2S_IV = bytes.fromhex("617da8dd3cd3ecba")
 S2C_KEY = bytes.fromhex("ee7d96e591de4b72d770fb4d7d0b6326ab540f9eccbd0bf7f9296effc2f1327e")
 S2C_IV = bytes.fromhex("9f7d20ccb953e504")
 CAPTURED_PING = bytes.fromhex(
-    "48000000" "00000001" "0f49ff9b800ffc4b97b64c8694834cc9" "5aa31a78ee2eeed7abeb3e3ccb096018"
+    "48000000000000010f49ff9b800ffc4b97b64c8694834cc95aa31a78ee2eeed7abeb3e3ccb096018"
 )
 KM2_INPUTS = {
     "client_pre_master": bytes.fromhex(
         "8532e12c92f397873bfa73e65719899c16db19401ba4349830d8e0ec3afeea0f"
-        "4daef9baedfae36d7d6901d3f8171f6e"),
+        "4daef9baedfae36d7d6901d3f8171f6e"
+    ),
     "client_random1": bytes.fromhex(
-        "da4fa4c291a67436f15dc2f1fedfe35b7349f3bad30e67dffe5ee020e2e4424b"),
+        "da4fa4c291a67436f15dc2f1fedfe35b7349f3bad30e67dffe5ee020e2e4424b"
+    ),
     "client_random2": bytes.fromhex(
-        "00fb260cddd1fa42d3cfd896b8b4eeeeb3a0ce93a7acff255b69d3a18e14a274"),
+        "00fb260cddd1fa42d3cfd896b8b4eeeeb3a0ce93a7acff255b69d3a18e14a274"
+    ),
     "server_random1": bytes.fromhex(
-        "60d1368b6ff93ea157c2d026ff0d14dfb1d2ac47dac316f50d07249d796b0b24"),
+        "60d1368b6ff93ea157c2d026ff0d14dfb1d2ac47dac316f50d07249d796b0b24"
+    ),
     "server_random2": bytes.fromhex(
-        "824fd1491dd3b7321fb5651d95139cee7bd8b368503dee14540b27bb87ed4e66"),
+        "824fd1491dd3b7321fb5651d95139cee7bd8b368503dee14540b27bb87ed4e66"
+    ),
     "client_sid": bytes.fromhex("2bb62f473956d7ad"),
     "server_sid": bytes.fromhex("4dcb24bc18fe83af"),
 }
@@ -75,13 +80,15 @@ def random_direction(cipher: str) -> DirectionKey:
     return DirectionKey(os.urandom(cipher_key_length(cipher)), os.urandom(8))
 
 
-def key_pair(cipher: str = "AES-256-GCM", key_id: int = 0,
-             replay: ReplayWindow | None = None) -> tuple[DataKey, DataKey]:
+def key_pair(
+    cipher: str = "AES-256-GCM", key_id: int = 0, replay: ReplayWindow | None = None
+) -> tuple[DataKey, DataKey]:
     """(sender, receiver): what the sender seals, the receiver opens."""
     a, b = random_direction(cipher), random_direction(cipher)
     sender = DataKey(key_id=key_id, cipher=cipher, encrypt=a, decrypt=b, replay=ReplayWindow())
-    receiver = DataKey(key_id=key_id, cipher=cipher, encrypt=b, decrypt=a,
-                       replay=replay or ReplayWindow())
+    receiver = DataKey(
+        key_id=key_id, cipher=cipher, encrypt=b, decrypt=a, replay=replay or ReplayWindow()
+    )
     return sender, receiver
 
 
@@ -146,22 +153,18 @@ def test_cipher_key_length() -> None:
 def test_constructor_validates() -> None:
     good = random_direction("AES-256-GCM")
     with pytest.raises(ValueError, match="key_id"):
-        DataKey(key_id=8, cipher="AES-256-GCM", encrypt=good, decrypt=good,
-                replay=ReplayWindow())
+        DataKey(key_id=8, cipher="AES-256-GCM", encrypt=good, decrypt=good, replay=ReplayWindow())
     with pytest.raises(ValueError, match="unsupported"):
-        DataKey(key_id=0, cipher="AES-256-CBC", encrypt=good, decrypt=good,
-                replay=ReplayWindow())
+        DataKey(key_id=0, cipher="AES-256-CBC", encrypt=good, decrypt=good, replay=ReplayWindow())
     short = DirectionKey(bytes(16), bytes(8))
     with pytest.raises(ValueError, match="16 bytes"):
-        DataKey(key_id=0, cipher="AES-256-GCM", encrypt=good, decrypt=short,
-                replay=ReplayWindow())
+        DataKey(key_id=0, cipher="AES-256-GCM", encrypt=good, decrypt=short, replay=ReplayWindow())
 
 
 def test_repr_never_shows_keys() -> None:
     enc = DirectionKey(C2S_KEY, C2S_IV)
     dec = DirectionKey(S2C_KEY, S2C_IV)
-    key = DataKey(key_id=3, cipher="AES-256-GCM", encrypt=enc, decrypt=dec,
-                  replay=ReplayWindow())
+    key = DataKey(key_id=3, cipher="AES-256-GCM", encrypt=enc, decrypt=dec, replay=ReplayWindow())
     text = repr(key)
     assert "key_id=3" in text and "AES-256-GCM" in text
     for secret in (C2S_KEY, C2S_IV, S2C_KEY, S2C_IV):
@@ -233,16 +236,17 @@ def test_each_key_id_and_direction_has_its_own_counter(pool: BufferPool) -> None
 
 
 def server_and_client_keys(c2s: DirectionKey, s2c: DirectionKey) -> tuple[DataKey, DataKey]:
-    server = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=s2c, decrypt=c2s,
-                     replay=ReplayWindow())
-    client = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=c2s, decrypt=s2c,
-                     replay=ReplayWindow())
+    server = DataKey(
+        key_id=0, cipher="AES-256-GCM", encrypt=s2c, decrypt=c2s, replay=ReplayWindow()
+    )
+    client = DataKey(
+        key_id=0, cipher="AES-256-GCM", encrypt=c2s, decrypt=s2c, replay=ReplayWindow()
+    )
     return server, client
 
 
 def test_live_vector_open_on_server_side(pool: BufferPool) -> None:
-    server, _ = server_and_client_keys(DirectionKey(C2S_KEY, C2S_IV),
-                                       DirectionKey(S2C_KEY, S2C_IV))
+    server, _ = server_and_client_keys(DirectionKey(C2S_KEY, C2S_IV), DirectionKey(S2C_KEY, S2C_IV))
     buf = filled(pool, CAPTURED_PING)
     try:
         assert server.open(buf, 0.0)
@@ -254,8 +258,7 @@ def test_live_vector_open_on_server_side(pool: BufferPool) -> None:
 
 
 def test_live_vector_seal_on_client_side(pool: BufferPool) -> None:
-    _, client = server_and_client_keys(DirectionKey(C2S_KEY, C2S_IV),
-                                       DirectionKey(S2C_KEY, S2C_IV))
+    _, client = server_and_client_keys(DirectionKey(C2S_KEY, C2S_IV), DirectionKey(S2C_KEY, S2C_IV))
     assert sealed_bytes(pool, client, PING_MAGIC, 0) == CAPTURED_PING
 
 
@@ -264,10 +267,20 @@ def test_live_vector_through_key_derivation(pool: BufferPool) -> None:
     key2 = derive_key2(**KM2_INPUTS)
     server_enc, server_dec = split_key2(key2, key_len=32, is_server=True)
     client_enc, client_dec = split_key2(key2, key_len=32, is_server=False)
-    server = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=server_enc, decrypt=server_dec,
-                     replay=ReplayWindow())
-    client = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=client_enc, decrypt=client_dec,
-                     replay=ReplayWindow())
+    server = DataKey(
+        key_id=0,
+        cipher="AES-256-GCM",
+        encrypt=server_enc,
+        decrypt=server_dec,
+        replay=ReplayWindow(),
+    )
+    client = DataKey(
+        key_id=0,
+        cipher="AES-256-GCM",
+        encrypt=client_enc,
+        decrypt=client_dec,
+        replay=ReplayWindow(),
+    )
     assert open_bytes(pool, server, CAPTURED_PING) == PING_MAGIC
     assert sealed_bytes(pool, client, PING_MAGIC, 0) == CAPTURED_PING
     reply = sealed_bytes(pool, server, PING_MAGIC, 0)
@@ -288,11 +301,9 @@ def test_tampering_any_byte_is_refused(pool: BufferPool, peer_id: int | None) ->
             before = (receiver.auth_failures, receiver.misrouted)
             assert open_bytes(pool, receiver, bytes(bad)) is None
             if pos == 0:  # another opcode or key_id: not this key's packet at all
-                assert (receiver.auth_failures, receiver.misrouted) == (before[0],
-                                                                        before[1] + 1)
+                assert (receiver.auth_failures, receiver.misrouted) == (before[0], before[1] + 1)
             else:
-                assert (receiver.auth_failures, receiver.misrouted) == (before[0] + 1,
-                                                                        before[1])
+                assert (receiver.auth_failures, receiver.misrouted) == (before[0] + 1, before[1])
     assert receiver.opened == 0 and receiver.replay.accepted == 0
     assert open_bytes(pool, receiver, datagram) is not None  # the original still opens
 
@@ -300,10 +311,8 @@ def test_tampering_any_byte_is_refused(pool: BufferPool, peer_id: int | None) ->
 def test_header_is_authenticated(pool: BufferPool) -> None:
     """A V2 packet re-labelled with another key_id fails that key's tag check (the AAD)."""
     a, b = random_direction("AES-256-GCM"), random_direction("AES-256-GCM")
-    sender = DataKey(key_id=1, cipher="AES-256-GCM", encrypt=a, decrypt=b,
-                     replay=ReplayWindow())
-    other = DataKey(key_id=2, cipher="AES-256-GCM", encrypt=b, decrypt=a,
-                    replay=ReplayWindow())
+    sender = DataKey(key_id=1, cipher="AES-256-GCM", encrypt=a, decrypt=b, replay=ReplayWindow())
+    other = DataKey(key_id=2, cipher="AES-256-GCM", encrypt=b, decrypt=a, replay=ReplayWindow())
     datagram = bytearray(sealed_bytes(pool, sender, b"payload", 0))
     datagram[0] = (9 << 3) | 2
     assert open_bytes(pool, other, bytes(datagram)) is None
@@ -357,17 +366,18 @@ def test_wrong_key_is_an_auth_failure(pool: BufferPool, cipher: str) -> None:
 
 def test_wrong_cipher_is_an_auth_failure(pool: BufferPool) -> None:
     enc = DirectionKey(os.urandom(32), os.urandom(8))
-    gcm = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=enc, decrypt=enc,
-                  replay=ReplayWindow())
-    chacha = DataKey(key_id=0, cipher="CHACHA20-POLY1305", encrypt=enc, decrypt=enc,
-                     replay=ReplayWindow())
+    gcm = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=enc, decrypt=enc, replay=ReplayWindow())
+    chacha = DataKey(
+        key_id=0, cipher="CHACHA20-POLY1305", encrypt=enc, decrypt=enc, replay=ReplayWindow()
+    )
     assert open_bytes(pool, chacha, sealed_bytes(pool, gcm, b"x" * 40, 0)) is None
     assert chacha.auth_failures == 1
 
 
 @pytest.mark.parametrize("peer_id", [None, 0])
-def test_truncated_datagrams_refused_without_exception(pool: BufferPool,
-                                                       peer_id: int | None) -> None:
+def test_truncated_datagrams_refused_without_exception(
+    pool: BufferPool, peer_id: int | None
+) -> None:
     sender, receiver = key_pair()
     datagram = sealed_bytes(pool, sender, os.urandom(30), peer_id)
     overhead = DATA_V1_OVERHEAD if peer_id is None else DATA_V2_OVERHEAD
@@ -536,8 +546,9 @@ first_bytes = st.sampled_from([(6 << 3), (9 << 3), (9 << 3) | 1, 0x20, 0x00])
 
 
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(first=first_bytes, rest=st.binary(max_size=120), peer=st.booleans(),
-       tailroom=st.integers(0, 40))
+@given(
+    first=first_bytes, rest=st.binary(max_size=120), peer=st.booleans(), tailroom=st.integers(0, 40)
+)
 def test_open_never_raises(first: int, rest: bytes, peer: bool, tailroom: int) -> None:
     _, receiver = key_pair(key_id=0 if first != (9 << 3) | 1 else 1)
     datagram = bytes([first]) + rest
@@ -545,16 +556,20 @@ def test_open_never_raises(first: int, rest: bytes, peer: bool, tailroom: int) -
     buf.append(datagram)
     assert receiver.open(buf, 0.0) is False
     assert (buf.offset, len(buf)) == (0, len(datagram))
-    counted = (receiver.short + receiver.misrouted + receiver.auth_failures
-               + receiver.replays)
+    counted = receiver.short + receiver.misrouted + receiver.auth_failures + receiver.replays
     assert counted == 1
 
 
 @settings(deadline=None, max_examples=200)
-@given(payload=st.binary(max_size=300), headroom=st.integers(0, 40), tailroom=st.integers(0, 40),
-       peer_id=st.one_of(st.none(), st.integers(0, NO_PEER_ID)))
-def test_seal_any_geometry(payload: bytes, headroom: int, tailroom: int,
-                           peer_id: int | None) -> None:
+@given(
+    payload=st.binary(max_size=300),
+    headroom=st.integers(0, 40),
+    tailroom=st.integers(0, 40),
+    peer_id=st.one_of(st.none(), st.integers(0, NO_PEER_ID)),
+)
+def test_seal_any_geometry(
+    payload: bytes, headroom: int, tailroom: int, peer_id: int | None
+) -> None:
     """Either a correct datagram or a BoundsError that left everything as it was."""
     sender, receiver = key_pair("CHACHA20-POLY1305")
     buf = Buffer(headroom + len(payload) + tailroom)

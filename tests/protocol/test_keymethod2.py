@@ -39,8 +39,14 @@ def server_msg() -> KeyMethod2:
 
 
 def client_msg(**kw: str | None) -> KeyMethod2:
-    return KeyMethod2(random1=R1, random2=R2, options=CLIENT_OPTIONS, pre_master=PM,
-                      peer_info=STOCK_PEER_INFO, **kw)
+    return KeyMethod2(
+        random1=R1,
+        random2=R2,
+        options=CLIENT_OPTIONS,
+        pre_master=PM,
+        peer_info=STOCK_PEER_INFO,
+        **kw,
+    )
 
 
 # --- sizes and layout --------------------------------------------------------------------
@@ -62,15 +68,16 @@ def test_stock_client_message_is_378_bytes() -> None:
     assert len(data) == 378
     assert data[5:53] == PM  # the pre_master comes first, client only
     assert data[53:85] == R1
-    assert data[-(len(STOCK_PEER_INFO) + 1):] == STOCK_PEER_INFO.encode() + b"\0"
+    assert data[-(len(STOCK_PEER_INFO) + 1) :] == STOCK_PEER_INFO.encode() + b"\0"
 
 
 def test_round_trip_both_roles() -> None:
     msg = client_msg(username="alice", password="s3cret")
     assert decode_key_method2(encode_key_method2(msg, from_client=True), from_client=True) == msg
     smsg = server_msg()
-    assert decode_key_method2(encode_key_method2(smsg, from_client=False),
-                              from_client=False) == smsg
+    assert (
+        decode_key_method2(encode_key_method2(smsg, from_client=False), from_client=False) == smsg
+    )
 
 
 def test_empty_strings_are_written_as_zero_length() -> None:
@@ -122,11 +129,11 @@ def test_string_terminator_handling_matches_stock() -> None:
     # Stock overwrites the last byte with NUL and treats the field as a C string.
     head = encode_key_method2(server_msg(), from_client=False)[:69]
     opts = b"abcX"  # no NUL: the X is lost
-    assert decode_key_method2(head + struct.pack("!H", 4) + opts, from_client=False).options \
-        == "abc"
+    assert (
+        decode_key_method2(head + struct.pack("!H", 4) + opts, from_client=False).options == "abc"
+    )
     opts = b"ab\0cd\0"  # embedded NUL: the string ends there
-    assert decode_key_method2(head + struct.pack("!H", 6) + opts, from_client=False).options \
-        == "ab"
+    assert decode_key_method2(head + struct.pack("!H", 6) + opts, from_client=False).options == "ab"
 
 
 def test_limits_on_decode() -> None:
@@ -234,19 +241,33 @@ def test_decode_valid_prefix_random_tail(tail: bytes, method: int, from_client: 
 
 @settings(deadline=None, max_examples=100)
 @given(
-    options=st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
-                    max_size=100),
-    username=st.none() | st.text(st.characters(blacklist_characters="\0",
-                                               blacklist_categories=["Cs"]), min_size=1,
-                                 max_size=50),
+    options=st.text(
+        st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]), max_size=100
+    ),
+    username=st.none()
+    | st.text(
+        st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
+        min_size=1,
+        max_size=50,
+    ),
     peer_info=st.none() | st.from_regex(r"(IV_[A-Z]{1,8}=[a-z0-9]{0,8}\n){1,5}", fullmatch=True),
     from_client=st.booleans(),
 )
 def test_round_trip_property(
     options: str, username: str | None, peer_info: str | None, from_client: bool
 ) -> None:
-    msg = KeyMethod2(random1=R1, random2=R2, options=options, username=username,
-                     password=username, peer_info=peer_info,
-                     pre_master=PM if from_client else None)
-    assert decode_key_method2(encode_key_method2(msg, from_client=from_client),
-                              from_client=from_client) == msg
+    msg = KeyMethod2(
+        random1=R1,
+        random2=R2,
+        options=options,
+        username=username,
+        password=username,
+        peer_info=peer_info,
+        pre_master=PM if from_client else None,
+    )
+    assert (
+        decode_key_method2(
+            encode_key_method2(msg, from_client=from_client), from_client=from_client
+        )
+        == msg
+    )

@@ -37,10 +37,12 @@ from tunnel.protocol.messages import (
 def test_stock_options_strings() -> None:
     assert options_string(role="client") == (
         "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,"
-        "key-method 2,tls-client")
+        "key-method 2,tls-client"
+    )
     assert options_string(role="server") == (
         "V4,dev-type tun,link-mtu 1541,tun-mtu 1500,proto UDPv4,auth SHA1,keysize 128,"
-        "key-method 2,tls-server")
+        "key-method 2,tls-server"
+    )
     assert len(options_string(role="server")) + 1 == 101  # the 101-byte KM2 field
 
 
@@ -57,22 +59,33 @@ def test_options_string_variants_and_errors() -> None:
 
 
 def test_our_iv_proto() -> None:
-    assert OUR_IV_PROTO == 406 == (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH
-                                   | IV_PROTO_AUTH_PENDING_KW | IV_PROTO_CC_EXIT_NOTIFY
-                                   | IV_PROTO_AUTH_FAIL_TEMP)
+    assert (
+        OUR_IV_PROTO
+        == 406
+        == (
+            IV_PROTO_DATA_V2
+            | IV_PROTO_REQUEST_PUSH
+            | IV_PROTO_AUTH_PENDING_KW
+            | IV_PROTO_CC_EXIT_NOTIFY
+            | IV_PROTO_AUTH_FAIL_TEMP
+        )
+    )
     assert not OUR_IV_PROTO & (IV_PROTO_TLS_KEY_EXPORT | IV_PROTO_DYN_TLS_CRYPT | 1)
 
 
 def test_build_peer_info_stock_shape() -> None:
     text = build_peer_info(ciphers=["AES-256-GCM", "CHACHA20-POLY1305"], version="0.1.0")
-    assert text == ("IV_VER=0.1.0\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\n"
-                    "IV_CIPHERS=AES-256-GCM:CHACHA20-POLY1305\nIV_PROTO=406\n")
+    assert text == (
+        "IV_VER=0.1.0\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\n"
+        "IV_CIPHERS=AES-256-GCM:CHACHA20-POLY1305\nIV_PROTO=406\n"
+    )
     assert "IV_NCP" not in text
 
 
 def test_build_peer_info_ncp2_only_with_both_gcm() -> None:
-    text = build_peer_info(ciphers=["aes-256-gcm", "AES-128-GCM"], version="x", tun_mtu_max=1500,
-                           platform="mac")
+    text = build_peer_info(
+        ciphers=["aes-256-gcm", "AES-128-GCM"], version="x", tun_mtu_max=1500, platform="mac"
+    )
     info = parse_peer_info(text)
     assert info["IV_NCP"] == "2"
     assert info["IV_CIPHERS"] == "AES-256-GCM:AES-128-GCM"
@@ -93,7 +106,8 @@ def test_parse_peer_info_stock_client() -> None:
     info = parse_peer_info(
         "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU=1600\n"
         "IV_CIPHERS=AES-256-GCM:CHACHA20-POLY1305\nIV_PROTO=990\n"
-        "IV_LZO_STUB=1\nIV_COMP_STUB=1\nIV_COMP_STUBv2=1\n")
+        "IV_LZO_STUB=1\nIV_COMP_STUB=1\nIV_COMP_STUBv2=1\n"
+    )
     assert info["IV_PROTO"] == "990"
     assert peer_info_int(info, "IV_PROTO") == 990
     assert info["IV_COMP_STUBv2"] == "1"
@@ -102,7 +116,8 @@ def test_parse_peer_info_stock_client() -> None:
 
 def test_parse_peer_info_is_tolerant() -> None:
     info = parse_peer_info(
-        "garbage\n=novalue\nBAD NAME=1\nIV_A=1\r\nIV_A=2\nIV_B=x\x01y\nIV_EMPTY=\nUV_X=a=b")
+        "garbage\n=novalue\nBAD NAME=1\nIV_A=1\r\nIV_A=2\nIV_B=x\x01y\nIV_EMPTY=\nUV_X=a=b"
+    )
     assert info == {"IV_A": "1", "IV_B": "x_y", "IV_EMPTY": "", "UV_X": "a=b"}
     assert parse_peer_info("") == {}
 
@@ -138,15 +153,15 @@ def test_ncp_no_shared_cipher_ignores_fallback() -> None:
 
 
 def test_ncp_legacy_iv_ncp() -> None:
-    assert negotiate_cipher(["CHACHA20-POLY1305", "AES-128-GCM"], {"IV_NCP": "2"}) \
-        == "AES-128-GCM"
+    assert negotiate_cipher(["CHACHA20-POLY1305", "AES-128-GCM"], {"IV_NCP": "2"}) == "AES-128-GCM"
     assert negotiate_cipher(["CHACHA20-POLY1305"], {"IV_NCP": "2"}) is None
 
 
 def test_ncp_fallback_only_without_any_ncp_info() -> None:
     assert negotiate_cipher(SERVER_CIPHERS, {}) is None
-    assert negotiate_cipher(SERVER_CIPHERS, {"IV_NCP": "1"}, fallback="aes-256-gcm") \
-        == "AES-256-GCM"
+    assert (
+        negotiate_cipher(SERVER_CIPHERS, {"IV_NCP": "1"}, fallback="aes-256-gcm") == "AES-256-GCM"
+    )
 
 
 # --- PUSH_REPLY parsing ----------------------------------------------------------------------
@@ -155,14 +170,17 @@ def test_ncp_fallback_only_without_any_ncp_info() -> None:
 STOCK_TO_STOCK = (
     "PUSH_REPLY,route-gateway 10.98.0.1,topology subnet,ping 10,ping-restart 60,"
     "ifconfig 10.98.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,"
-    "protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500")
+    "protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500"
+)
 STOCK_TO_PROBE = (
     "PUSH_REPLY,route-gateway 10.98.0.1,topology subnet,ping 10,ping-restart 60,"
     "ifconfig 10.98.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit,"
-    "tun-mtu 1500")
+    "tun-mtu 1500"
+)
 MINIMAL = (
     "PUSH_REPLY,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 60,"
-    "ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM")
+    "ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM"
+)
 
 
 def test_stock_reply_to_our_client() -> None:
@@ -193,9 +211,17 @@ def test_ekm_flags_are_refused() -> None:
         parse_push_reply("PUSH_REPLY,key-derivation tls-ekm")
 
 
-@pytest.mark.parametrize("option", [
-    "comp-lzo", "comp-lzo no", "comp-lzo yes", "compress", "compress lz4-v2", "compress stub-v2",
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "comp-lzo",
+        "comp-lzo no",
+        "comp-lzo yes",
+        "compress",
+        "compress lz4-v2",
+        "compress stub-v2",
+    ],
+)
 def test_compression_is_refused(option: str) -> None:
     with pytest.raises(ProtocolError, match="compression is not supported"):
         parse_push_reply(f"PUSH_REPLY,topology subnet,{option}")
@@ -209,7 +235,8 @@ def test_routes_dns_ipv6_and_extras() -> None:
         "ifconfig-ipv6 2001:db8::2/64 2001:db8::1,dhcp-option DNS 10.8.0.1,"
         "dhcp-option DNS 2001:db8::53,dhcp-option DOMAIN example.org,"
         "redirect-gateway def1 bypass-dhcp,"
-        "auth-token SECRETTOKEN,tun-ipv6,block-outside-dns,route-gateway dhcp")
+        "auth-token SECRETTOKEN,tun-ipv6,block-outside-dns,route-gateway dhcp"
+    )
     assert opts.routes == [
         ("10.1.0.0", "255.255.0.0", None),
         ("192.168.5.0", "255.255.255.0", "10.8.0.1"),
@@ -226,33 +253,36 @@ def test_routes_dns_ipv6_and_extras() -> None:
     assert "SECRETTOKEN" not in repr(opts)
 
 
-@pytest.mark.parametrize("option, name", [
-    ("ifconfig 10.8.0.300 255.255.255.0", "ifconfig"),
-    ("ifconfig 10.8.0.2", "ifconfig"),
-    ("ifconfig host.example 255.255.255.0", "ifconfig"),
-    ("ifconfig-ipv6 2001:db8::2/48 2001:db8::1", "ifconfig-ipv6"),
-    ("ifconfig-ipv6 10.0.0.1/64 2001:db8::1", "ifconfig-ipv6"),
-    ("route 10.0.0.0 255.255.0", "route"),
-    ("route 10.0.0.0 255.255.0.0 gw.example", "route"),
-    ("route 10.0.0.0 255.255.0.0 10.8.0.1 -1", "route"),
-    ("route 1 2 3 4 5", "route"),
-    ("route-ipv6 2001:db8::/129", "route-ipv6"),
-    ("route-gateway nowhere", "route-gateway"),
-    ("topology star", "topology"),
-    ("peer-id 16777216", "peer-id"),
-    ("peer-id -1", "peer-id"),
-    ("peer-id 0x10", "peer-id"),
-    ("cipher AES-256-GCM extra", "cipher"),
-    ("cipher AES/GCM", "cipher"),
-    ("ping ten", "ping"),
-    ("ping +5", "ping"),
-    ("ping-restart 99999999999", "ping-restart"),
-    ("tun-mtu 40", "tun-mtu"),
-    ("tun-mtu 70000", "tun-mtu"),
-    ("dhcp-option DNS 10.8.0", "dhcp-option"),
-    ("push-continuation 3", "push-continuation"),
-    ("auth-token", "auth-token"),
-])
+@pytest.mark.parametrize(
+    "option, name",
+    [
+        ("ifconfig 10.8.0.300 255.255.255.0", "ifconfig"),
+        ("ifconfig 10.8.0.2", "ifconfig"),
+        ("ifconfig host.example 255.255.255.0", "ifconfig"),
+        ("ifconfig-ipv6 2001:db8::2/48 2001:db8::1", "ifconfig-ipv6"),
+        ("ifconfig-ipv6 10.0.0.1/64 2001:db8::1", "ifconfig-ipv6"),
+        ("route 10.0.0.0 255.255.0", "route"),
+        ("route 10.0.0.0 255.255.0.0 gw.example", "route"),
+        ("route 10.0.0.0 255.255.0.0 10.8.0.1 -1", "route"),
+        ("route 1 2 3 4 5", "route"),
+        ("route-ipv6 2001:db8::/129", "route-ipv6"),
+        ("route-gateway nowhere", "route-gateway"),
+        ("topology star", "topology"),
+        ("peer-id 16777216", "peer-id"),
+        ("peer-id -1", "peer-id"),
+        ("peer-id 0x10", "peer-id"),
+        ("cipher AES-256-GCM extra", "cipher"),
+        ("cipher AES/GCM", "cipher"),
+        ("ping ten", "ping"),
+        ("ping +5", "ping"),
+        ("ping-restart 99999999999", "ping-restart"),
+        ("tun-mtu 40", "tun-mtu"),
+        ("tun-mtu 70000", "tun-mtu"),
+        ("dhcp-option DNS 10.8.0", "dhcp-option"),
+        ("push-continuation 3", "push-continuation"),
+        ("auth-token", "auth-token"),
+    ],
+)
 def test_bad_values_name_the_option(option: str, name: str) -> None:
     with pytest.raises(ProtocolError, match=f"'{name}'"):
         parse_push_reply(f"PUSH_REPLY,topology subnet,{option}")
@@ -275,7 +305,8 @@ def test_continuation_accumulates_in_place_and_atomically() -> None:
     first, more = parse_push_reply("PUSH_REPLY,route 10.1.0.0 255.255.0.0,push-continuation 2")
     assert more
     second, more = parse_push_reply(
-        "PUSH_REPLY,route 10.2.0.0 255.255.0.0,ping 10,push-continuation 1", first)
+        "PUSH_REPLY,route 10.2.0.0 255.255.0.0,ping 10,push-continuation 1", first
+    )
     assert not more and second is first
     assert [r[0] for r in first.routes] == ["10.1.0.0", "10.2.0.0"]
     with pytest.raises(ProtocolError):
@@ -287,8 +318,15 @@ def test_continuation_accumulates_in_place_and_atomically() -> None:
 
 
 def test_build_single_part() -> None:
-    items = ["route-gateway 10.8.0.1", "topology subnet", "ping 10", "ping-restart 60",
-             "ifconfig 10.8.0.2 255.255.255.0", "peer-id 0", "cipher AES-256-GCM"]
+    items = [
+        "route-gateway 10.8.0.1",
+        "topology subnet",
+        "ping 10",
+        "ping-restart 60",
+        "ifconfig 10.8.0.2 255.255.255.0",
+        "peer-id 0",
+        "cipher AES-256-GCM",
+    ]
     assert build_push_reply(items) == [MINIMAL]
     assert build_push_reply([]) == ["PUSH_REPLY"]
 
@@ -349,19 +387,58 @@ def test_parse_push_reply_random_text_only_protocol_error(text: str) -> None:
 
 
 @settings(deadline=None, max_examples=300)
-@given(st.lists(
-    st.tuples(
-        st.sampled_from(["ifconfig", "ifconfig-ipv6", "route", "route-ipv6", "route-gateway",
-                         "topology", "peer-id", "cipher", "ping", "ping-restart", "tun-mtu",
-                         "protocol-flags", "dhcp-option", "redirect-gateway", "auth-token",
-                         "push-continuation", "x-unknown"]),
-        st.lists(st.sampled_from(["", "0", "1", "-1", "64", "99999999999", "10.0.0.1",
-                                  "255.255.0.0", "::1", "2001:db8::/64", "::1/200", "DNS",
-                                  "vpn_gateway", "subnet", "cc-exit", "a/b", "1.2.3"]),
-                 max_size=5),
-    ),
-    max_size=8,
-))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "ifconfig",
+                    "ifconfig-ipv6",
+                    "route",
+                    "route-ipv6",
+                    "route-gateway",
+                    "topology",
+                    "peer-id",
+                    "cipher",
+                    "ping",
+                    "ping-restart",
+                    "tun-mtu",
+                    "protocol-flags",
+                    "dhcp-option",
+                    "redirect-gateway",
+                    "auth-token",
+                    "push-continuation",
+                    "x-unknown",
+                ]
+            ),
+            st.lists(
+                st.sampled_from(
+                    [
+                        "",
+                        "0",
+                        "1",
+                        "-1",
+                        "64",
+                        "99999999999",
+                        "10.0.0.1",
+                        "255.255.0.0",
+                        "::1",
+                        "2001:db8::/64",
+                        "::1/200",
+                        "DNS",
+                        "vpn_gateway",
+                        "subnet",
+                        "cc-exit",
+                        "a/b",
+                        "1.2.3",
+                    ]
+                ),
+                max_size=5,
+            ),
+        ),
+        max_size=8,
+    )
+)
 def test_parse_push_reply_known_options_random_args(options: list[tuple[str, list[str]]]) -> None:
     message = "PUSH_REPLY," + ",".join(" ".join([name, *args]) for name, args in options)
     with contextlib.suppress(ProtocolError):
@@ -420,20 +497,23 @@ def test_encode_control_message() -> None:
     assert len(encode_control_message("x" * 2047)) == 2048
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("PUSH_REQUEST", ("PUSH_REQUEST", "")),
-    ("PUSH_REPLY,ping 10,ping-restart 60", ("PUSH_REPLY", "ping 10,ping-restart 60")),
-    ("AUTH_FAILED", ("AUTH_FAILED", "")),
-    ("AUTH_FAILED,TEMP[backoff 5]:try later", ("AUTH_FAILED", "TEMP[backoff 5]:try later")),
-    ("AUTH_PENDING,timeout 30", ("AUTH_PENDING", "timeout 30")),
-    ("RESTART,[N]server going down", ("RESTART", "[N]server going down")),
-    ("HALT,bye", ("HALT", "bye")),
-    ("EXIT", ("EXIT", "")),
-    ("INFO,OPEN_URL:https://x", ("INFO", "OPEN_URL:https://x")),
-    ("INFO_PRE,WEB_AUTH::u", ("INFO_PRE", "WEB_AUTH::u")),
-    ("CR_RESPONSE,YWJj", ("CR_RESPONSE", "YWJj")),
-    ("push_request", ("PUSH_REQUEST", "")),
-    ("Something,else", ("Something", "else")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("PUSH_REQUEST", ("PUSH_REQUEST", "")),
+        ("PUSH_REPLY,ping 10,ping-restart 60", ("PUSH_REPLY", "ping 10,ping-restart 60")),
+        ("AUTH_FAILED", ("AUTH_FAILED", "")),
+        ("AUTH_FAILED,TEMP[backoff 5]:try later", ("AUTH_FAILED", "TEMP[backoff 5]:try later")),
+        ("AUTH_PENDING,timeout 30", ("AUTH_PENDING", "timeout 30")),
+        ("RESTART,[N]server going down", ("RESTART", "[N]server going down")),
+        ("HALT,bye", ("HALT", "bye")),
+        ("EXIT", ("EXIT", "")),
+        ("INFO,OPEN_URL:https://x", ("INFO", "OPEN_URL:https://x")),
+        ("INFO_PRE,WEB_AUTH::u", ("INFO_PRE", "WEB_AUTH::u")),
+        ("CR_RESPONSE,YWJj", ("CR_RESPONSE", "YWJj")),
+        ("push_request", ("PUSH_REQUEST", "")),
+        ("Something,else", ("Something", "else")),
+    ],
+)
 def test_classify(text: str, expected: tuple[str, str]) -> None:
     assert classify_control_message(text) == expected

@@ -36,13 +36,17 @@ LIVE = {
         "4daef9baedfae36d7d6901d3f8171f6e"
     ),
     "client_random1": bytes.fromhex(
-        "da4fa4c291a67436f15dc2f1fedfe35b7349f3bad30e67dffe5ee020e2e4424b"),
+        "da4fa4c291a67436f15dc2f1fedfe35b7349f3bad30e67dffe5ee020e2e4424b"
+    ),
     "client_random2": bytes.fromhex(
-        "00fb260cddd1fa42d3cfd896b8b4eeeeb3a0ce93a7acff255b69d3a18e14a274"),
+        "00fb260cddd1fa42d3cfd896b8b4eeeeb3a0ce93a7acff255b69d3a18e14a274"
+    ),
     "server_random1": bytes.fromhex(
-        "60d1368b6ff93ea157c2d026ff0d14dfb1d2ac47dac316f50d07249d796b0b24"),
+        "60d1368b6ff93ea157c2d026ff0d14dfb1d2ac47dac316f50d07249d796b0b24"
+    ),
     "server_random2": bytes.fromhex(
-        "824fd1491dd3b7321fb5651d95139cee7bd8b368503dee14540b27bb87ed4e66"),
+        "824fd1491dd3b7321fb5651d95139cee7bd8b368503dee14540b27bb87ed4e66"
+    ),
     "client_sid": bytes.fromhex("2bb62f473956d7ad"),
     "server_sid": bytes.fromhex("4dcb24bc18fe83af"),
 }
@@ -57,7 +61,7 @@ S2C_IV = bytes.fromhex("9f7d20ccb953e504")
 
 # A client->server P_DATA_V2 from that run: peer-id 0, pid 1, a keepalive ping.
 DATA_V2_PACKET = bytes.fromhex(
-    "48000000" "00000001" "0f49ff9b800ffc4b97b64c8694834cc9" "5aa31a78ee2eeed7abeb3e3ccb096018"
+    "48000000000000010f49ff9b800ffc4b97b64c8694834cc95aa31a78ee2eeed7abeb3e3ccb096018"
 )
 
 

@@ -186,8 +186,7 @@ events = st.lists(
 
 @settings(deadline=None, max_examples=300)
 @given(size=st.integers(1, 130), seconds=st.sampled_from([0.0, 1.0, 15.0]), evs=events)
-def test_matches_reference_model(size: int, seconds: float,
-                                 evs: list[tuple[int, float]]) -> None:
+def test_matches_reference_model(size: int, seconds: float, evs: list[tuple[int, float]]) -> None:
     w = ReplayWindow(size=size, seconds=seconds)
     ref = ReferenceWindow(size, seconds)
     now = 0.0
