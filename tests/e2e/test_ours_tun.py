@@ -134,7 +134,7 @@ def _start_tunnel(pair: NetnsPair, tmp: Path, **extra: str | bool) -> Tunnel:
 
 
 def _ping_rtt(
-    pair: NetnsPair, ns: str, addr: ipaddress.IPv4Address, count: int = 5,
+    pair: NetnsPair, ns: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, count: int = 5,
     device: str | None = None,
 ) -> float:
     """Average RTT in ms of `count` pings that must all be answered."""
@@ -417,3 +417,22 @@ def test_client_exits_1_when_the_server_refuses_it(
     assert "AUTH_FAILED" in log and "Initialization Sequence Completed" not in log, log
     assert _link_gone(pair, pair.ns_b, pair.ifname("c"))
     assert "no shared cipher): sending AUTH_FAILED" in pair.log(server), pair.log(server)
+
+
+@pytest.mark.root
+def test_ipv6_inside_the_tunnel_with_server_ipv6(netns_pair: NetnsPair, tmp_path: Path) -> None:
+    """`server-ipv6`: the client gets an IPv6 address pushed, and ping6 works both ways."""
+    pair = netns_pair
+    prefix = pair.new_subnet6()
+    server6 = prefix[1]
+    tunnel = _start_tunnel(pair, tmp_path, server_extra=f"server-ipv6 {prefix}")
+    match = re.search(r"ifconfig-ipv6 ([0-9a-f:]+)", tunnel.client_log())
+    assert match, tunnel.logs()
+    client6 = ipaddress.IPv6Address(match.group(1))
+    assert client6 in prefix and client6 != server6
+    # IPv6 DAD on a fresh address can take a moment: wait until a ping goes through.
+    assert wait_for(lambda: pair.ping(pair.ns_b, str(server6), count=1, timeout=2), 15), (
+        tunnel.logs()
+    )
+    assert _ping_rtt(pair, pair.ns_b, server6) > 0
+    assert _ping_rtt(pair, pair.ns_a, client6) > 0

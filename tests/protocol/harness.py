@@ -23,6 +23,7 @@ from tunnel.runtime import Timers, make_frame, make_pool, session_settings
 CLIENT_ADDR = ("192.0.2.10", 40000)
 SERVER_ADDR = ("192.0.2.1", 1194)
 SERVER_VIP = ipaddress.IPv4Address("10.8.0.1")
+SERVER_VIP6 = ipaddress.IPv6Address("fd00:8::1")
 _IP = struct.Struct("!BBHHHBBH4s4s")
 
 
@@ -92,6 +93,7 @@ class Pair:
         server_timers: Timers | None = None,
         reconnect: bool = False,
         comp_lzo_stub: bool = False,
+        ipv6: bool = False,
         now: float = 1000.0,
     ) -> None:
         self.now = now
@@ -115,6 +117,15 @@ class Pair:
                     f"ping {int(timers.ping)}",
                     f"ping-restart {int(timers.ping_restart)}",
                 ),
+                pool6=(
+                    AddressPool(
+                        ipaddress.IPv6Address("fd00:8::1000"), ipaddress.IPv6Address("fd00:8::1010")
+                    )
+                    if ipv6
+                    else None
+                ),
+                prefix6=64,
+                gateway6=SERVER_VIP6 if ipv6 else None,
             ),
             now,
         )
@@ -222,6 +233,23 @@ class Pair:
         finally:
             self.pool.release(buf)
 
+    def sealed_by_client(self, packet: bytes) -> bytes:
+        """Any inner packet sealed by the client (no address rewriting)."""
+        buf = self._buffer(packet)
+        try:
+            assert self.client.encrypt(buf, self.now) is not None
+            return bytes(buf.data)
+        finally:
+            self.pool.release(buf)
+
+    def sealed_by_server(self, packet: bytes) -> bytes | None:
+        """Any inner packet routed and sealed by the server; None if it has no route."""
+        buf = self._buffer(packet)
+        try:
+            return None if self.server.encrypt(buf, self.now) is None else bytes(buf.data)
+        finally:
+            self.pool.release(buf)
+
     def to_server(self, datagram: bytes) -> int:
         buf = self._buffer(datagram)
         try:
@@ -256,3 +284,8 @@ class Pair:
             return client.receive(buf, SERVER_ADDR, self.now)
         finally:
             self.pool.release(buf)
+
+
+def ip6_packet(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, payload: bytes) -> bytes:
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), 17, 64, src.packed, dst.packed)
+    return header + payload

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.protocol.harness import CLIENT_ADDR, SERVER_ADDR, Link, Pair, tls_settings
+from tests.protocol.harness import (
+    CLIENT_ADDR,
+    SERVER_ADDR,
+    SERVER_VIP6,
+    Link,
+    Pair,
+    ip6_packet,
+    tls_settings,
+)
 from tunnel.protocol.client import Client
 from tunnel.protocol.events import (
     ClientRefused,
@@ -319,3 +328,25 @@ def test_a_second_connection_with_the_same_cn_replaces_the_first() -> None:
     assert second.session.send_key is not None
     assert first.closed is not None and "new connection with CN" in first.closed.reason
     assert [s.remote_addr for s in pair.server.sessions] == [other_addr]
+
+
+def test_ipv6_inside_the_tunnel_is_pushed_routed_and_source_checked() -> None:
+    pair = Pair(ipv6=True)
+    _connected(pair)
+    pushed = pair.client.session.pushed
+    assert pushed is not None and pushed.ifconfig_ipv6 is not None
+    client6 = ipaddress.IPv6Address(pushed.ifconfig_ipv6[0].split("/")[0])
+    assert pushed.ifconfig_ipv6 == (f"{client6}/64", str(SERVER_VIP6))
+    # client -> server
+    buf_up = pair.sealed_by_client(ip6_packet(client6, SERVER_VIP6, b"six up"))
+    assert pair.to_server(buf_up) == TO_TUN
+    assert pair.to_server_tun[-1].endswith(b"six up")
+    # server -> client, routed by the IPv6 destination
+    down = pair.sealed_by_server(ip6_packet(SERVER_VIP6, client6, b"six down"))
+    assert down is not None and pair.to_client(down) == TO_TUN
+    assert pair.to_client_tun[-1].endswith(b"six down")
+    # a client may not send from an address it was not given
+    spoofed = pair.sealed_by_client(
+        ip6_packet(ipaddress.IPv6Address("fd00:8::dead"), SERVER_VIP6, b"x")
+    )
+    assert pair.to_server(spoofed) == DROPPED

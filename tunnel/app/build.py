@@ -147,12 +147,21 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         raise ConfigError(f"{cfg.source}: a server needs 'server NET MASK' (see check_supported)")
     # topology subnet: every client gets the server subnet's mask with its address.
     netmask = pool.netmask or ifconfig.netmask
+    pool6, gateway6 = None, None
+    if cfg.pool_ipv6 is not None:
+        # One IPv6 address per possible client, from the pool start to the end of the prefix.
+        first = cfg.pool_ipv6.ip
+        last_in_net = cfg.pool_ipv6.network.broadcast_address - 1
+        last = min(last_in_net, first + (cfg.max_clients - 1))
+        pool6 = AddressPool(first, last)
+        gateway6 = cfg.ifconfig_ipv6.ip if cfg.ifconfig_ipv6 is not None else None
     return ServerSettings(
         session=session,
-        pool=AddressPool(
-            ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end)
-        ),
+        pool=AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end)),
         netmask=str(netmask),
+        pool6=pool6,
+        prefix6=cfg.pool_ipv6.network.prefixlen if cfg.pool_ipv6 is not None else 64,
+        gateway6=gateway6,
         push=tuple(cfg.push_list),
         max_clients=cfg.max_clients,
         duplicate_cn=cfg.duplicate_cn,

@@ -30,7 +30,8 @@ APPLIED: frozenset[str] = frozenset(
         "proto", "port", "lport", "rport", "local", "remote", "remote-random", "nobind",
         "resolv-retry", "sndbuf", "rcvbuf",
         # addresses and push: build.py (ServerSettings)
-        "ifconfig-pool", "push", "max-clients", "duplicate-cn",
+        "ifconfig-pool", "push", "max-clients", "duplicate-cn", "server-ipv6",
+        "ifconfig-ipv6-pool",
         # TLS and data channel: build.py (TlsSettings, SessionSettings)
         "ca", "cert", "key", "dh", "remote-cert-tls", "verify-x509-name", "tls-version-min",
         "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
@@ -76,15 +77,9 @@ NO_EFFECT: dict[str, _Reason] = {
     "float": _for_role(
         "client", "the client accepts packets only from the address of its current remote"
     ),
-    "ifconfig-ipv6-pool": _always(
-        "the server assigns no IPv6 addresses to clients yet (IPv4 only inside the tunnel)"
-    ),
     "mute-replay-warnings": _always("replayed packets are counted, never logged"),
     "persist-key": _always("keys stay in memory across reconnects anyway"),
     "script-security": _always("no scripts are run"),
-    "server-ipv6": _always(
-        "only the server's own IPv6 address is configured; clients get no IPv6 address yet"
-    ),
     "txqueuelen": _always("the TUN device keeps the kernel's default queue length"),
 }
 

@@ -16,6 +16,7 @@ import ipaddress
 import struct
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from core import Buffer
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
@@ -39,19 +40,21 @@ _RESET_RATE_LIMIT = 100
 _RESET_RATE_PERIOD = 10.0
 
 
-class AddressPool:
-    """The client addresses of `server NET MASK` / `ifconfig-pool` (topology subnet)."""
+IP = TypeVar("IP", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
-    def __init__(self, first: ipaddress.IPv4Address, last: ipaddress.IPv4Address) -> None:
+
+class AddressPool(Generic[IP]):
+    """Client addresses: `server`/`ifconfig-pool` (IPv4), `server-ipv6` (IPv6)."""
+
+    def __init__(self, first: IP, last: IP) -> None:
         if int(last) < int(first):
             raise ValueError(f"empty address pool {first}..{last}")
-        self._free: deque[ipaddress.IPv4Address] = deque(
-            ipaddress.IPv4Address(a) for a in range(int(first), int(last) + 1)
-        )
+        kind = type(first)
+        self._free: deque[IP] = deque(kind(a) for a in range(int(first), int(last) + 1))
         self.size = len(self._free)
-        self._last_of: dict[str, ipaddress.IPv4Address] = {}
+        self._last_of: dict[str, IP] = {}
 
-    def allocate(self, common_name: str | None = None) -> ipaddress.IPv4Address | None:
+    def allocate(self, common_name: str | None = None) -> IP | None:
         """A free address; a client that comes back gets its previous one if it is free, so
         its open connections survive a reconnect (pool.c: ifconfig_pool_acquire by CN)."""
         previous = self._last_of.get(common_name) if common_name else None
@@ -65,7 +68,7 @@ class AddressPool:
             self._last_of[common_name] = address
         return address
 
-    def release(self, address: ipaddress.IPv4Address) -> None:
+    def release(self, address: IP) -> None:
         # Released addresses go to the back, so a CN's previous address stays free longest.
         self._free.append(address)
 
@@ -73,8 +76,13 @@ class AddressPool:
 @dataclass(slots=True)
 class ServerSettings:
     session: SessionSettings
-    pool: AddressPool
+    pool: AddressPool[ipaddress.IPv4Address]
     netmask: str = "255.255.255.0"
+    # server-ipv6: the clients' IPv6 pool, its prefix length and the server's own address
+    # (pushed as `ifconfig-ipv6 ADDR/BITS GATEWAY`).
+    pool6: AddressPool[ipaddress.IPv6Address] | None = None
+    prefix6: int = 64
+    gateway6: ipaddress.IPv6Address | None = None
     # Items pushed to every client before the per-client ones (route-gateway, topology,
     # ping, routes, user `push` lines), in OpenVPN's order.
     push: tuple[str, ...] = ()
@@ -96,6 +104,8 @@ class Server:
         self.by_peer_id: list[Session | None] = [None] * settings.max_clients
         self.by_vip: dict[int, Session] = {}
         self.vip_of: dict[int, ipaddress.IPv4Address] = {}  # peer-id -> assigned address
+        self.by_vip6: dict[bytes, Session] = {}
+        self.vip6_of: dict[int, ipaddress.IPv6Address] = {}
         self._free_peer_ids: deque[int] = deque(range(settings.max_clients))
         self._stateless_out: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -159,10 +169,15 @@ class Server:
     def _source_allowed(self, session: Session, buf: Buffer) -> bool:
         """A client may only send from the address we gave it (multi.c: 'bad source address')."""
         data = buf.data
-        if len(data) < 20 or data[0] >> 4 != 4:
-            return len(data) >= 40 and data[0] >> 4 == 6  # IPv6 is not source-checked yet
-        vip = self.vip_of.get(session.peer_id if session.peer_id is not None else -1)
-        return vip is not None and _U32.unpack_from(data, 12)[0] == int(vip)
+        peer_id = session.peer_id if session.peer_id is not None else -1
+        version = data[0] >> 4 if data else 0
+        if version == 4 and len(data) >= 20:
+            vip = self.vip_of.get(peer_id)
+            return vip is not None and _U32.unpack_from(data, 12)[0] == int(vip)
+        if version == 6 and len(data) >= 40:
+            vip6 = self.vip6_of.get(peer_id)
+            return vip6 is not None and data[8:24] == vip6.packed
+        return False
 
     def _float(self, session: Session, addr: Address) -> None:
         # Only reached after the packet authenticated, so the new address is the client's.
@@ -252,9 +267,14 @@ class Server:
     def route(self, buf: Buffer) -> Session | None:
         """The session an IP packet from the TUN device is for (by destination address)."""
         data = buf.data
-        if len(data) < 20 or data[0] >> 4 != 4:
+        if len(data) < 20:
             return None
-        return self.by_vip.get(_U32.unpack_from(data, 16)[0])
+        version = data[0] >> 4
+        if version == 4:
+            return self.by_vip.get(_U32.unpack_from(data, 16)[0])
+        if version == 6 and len(data) >= 40:
+            return self.by_vip6.get(bytes(data[24:40]))
+        return None
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
         """Seal a TUN packet for its client in place; the address to send it to, or None."""
@@ -312,6 +332,10 @@ class Server:
             if vip is not None:
                 self.by_vip.pop(int(vip), None)
                 self.settings.pool.release(vip)
+            vip6 = self.vip6_of.pop(peer_id, None)
+            if vip6 is not None and self.settings.pool6 is not None:
+                self.by_vip6.pop(vip6.packed, None)
+                self.settings.pool6.release(vip6)
             self._free_peer_ids.append(peer_id)
         # Flush what the session still had to say (AUTH_FAILED, RESTART) before forgetting it.
         last = max(session.last_rx, session.last_tx)
@@ -328,7 +352,13 @@ class Server:
         vip = self.vip_of.get(peer_id)
         if vip is None:
             vip = self._assign_address(session, peer_id)
-        return [*self.settings.push, f"ifconfig {vip} {self.settings.netmask}"]
+        items = list(self.settings.push)
+        vip6 = self.vip6_of.get(peer_id)
+        if vip6 is not None:
+            # Stock order: ifconfig-ipv6, then ifconfig (push.c: prepare_push_reply).
+            items.append(f"ifconfig-ipv6 {vip6}/{self.settings.prefix6} {self.settings.gateway6}")
+        items.append(f"ifconfig {vip} {self.settings.netmask}")
+        return items
 
     def _assign_address(self, session: Session, peer_id: int) -> ipaddress.IPv4Address:
         cn = session.peer_common_name
@@ -343,6 +373,13 @@ class Server:
             raise HandshakeError("no free address in the server's pool")
         self.by_vip[int(vip)] = session
         self.vip_of[peer_id] = vip
+        pool6 = self.settings.pool6
+        if pool6 is not None:
+            vip6 = pool6.allocate(cn)
+            if vip6 is None:
+                raise HandshakeError("no free address in the server's IPv6 pool")
+            self.by_vip6[vip6.packed] = session
+            self.vip6_of[peer_id] = vip6
         return vip
 
     @property
