@@ -292,3 +292,36 @@ def test_iperf3_across_stock_renegotiations(netns_pair: NetnsPair, tmp_path: Pat
                  f"{min(result.interval_bytes) * 8 / 1e6:.1f} Mbit, data key_ids after: "
                  f"to server {sorted(capture.key_ids(TO_SERVER))} "
                  f"to client {sorted(capture.key_ids(TO_CLIENT))}")
+
+
+@pytest.mark.root
+@pytest.mark.openvpn
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+def test_ipv6_inside_the_tunnel_with_server_ipv6(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
+                                                 direction: str) -> None:
+    """`server-ipv6` on the server: the pushed `ifconfig-ipv6` is applied and ping6 crosses."""
+    pair = netns_pair
+    prefix = pair.new_subnet6()
+    server6 = prefix[1]
+    with tunnel_up(pair, tmp_path, pki, kinds=DIRECTIONS[direction], cipher="AES-256-GCM",
+                   server_extra=[f"server-ipv6 {prefix}"]) as tunnel:
+        warm_up(tunnel)
+        # The client's IPv6 address, as the kernel has it on the client's tun device.
+        def client6() -> ipaddress.IPv6Address | None:
+            out = pair.run(pair.ns_b, "ip", "-6", "-o", "addr", "show", "scope", "global").stdout
+            for match in re.finditer(r"inet6 ([0-9a-f:]+)/", out):
+                address = ipaddress.IPv6Address(match.group(1))
+                if address in prefix:
+                    return address
+            return None
+
+        assert wait_for(lambda: client6() is not None, 15, 0.2), tunnel.logs()
+        address = client6()
+        assert address is not None and address != server6
+        assert wait_for(lambda: ping(pair, pair.ns_b, server6, count=1).ok, 15, 0.2), (
+            tunnel.logs())
+        to_server = ping(pair, pair.ns_b, server6, count=PING_COUNT)
+        to_client = ping(pair, pair.ns_a, address, count=PING_COUNT)
+        assert to_server.received == PING_COUNT and to_client.received == PING_COUNT, (
+            f"{to_server.output}\n{to_client.output}\n{tunnel.logs()}")
+        assert_clean_stock_log(tunnel)
