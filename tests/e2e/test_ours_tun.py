@@ -353,12 +353,13 @@ def test_client_restarts_after_ping_restart_on_the_same_device(
 def test_two_clients_over_an_ipv6_link(netns_pair: NetnsPair, tmp_path: Path) -> None:
     pair = netns_pair
     client_status = tmp_path / "client.status"
-    tunnel = _start_tunnel(pair, tmp_path, link6=True,
+    tunnel = _start_tunnel(pair, tmp_path, link6=True, server_extra="duplicate-cn",
                            client_extra=f"status {client_status} 1")
     assert "UDPv6 link local (bound): [AF_INET6]" in tunnel.server_log(), tunnel.logs()
     assert "UDPv6 link remote: [AF_INET6]" in tunnel.client_log(), tunnel.logs()
 
-    # A second client with its own device (same certificate: duplicate-cn is always allowed).
+    # A second client with its own device and the same certificate: the server allows it
+    # because of duplicate-cn (without it the newer connection would replace the first).
     second_conf = tmp_path / "client2.conf"
     second_dev = pair.ifname("d")
     second_conf.write_text((tmp_path / "client.conf").read_text()
