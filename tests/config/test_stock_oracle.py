@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.config.test_examples import WIRE_CLIENT, WIRE_SERVER
+from tests.conftest import IN_CI
 from tunnel.config import TunnelConfig, load_config
 
 pytestmark = [pytest.mark.openvpn, pytest.mark.root]
@@ -88,6 +89,8 @@ def _ours_in_stock_terms(cfg: TunnelConfig) -> dict[str, list[str]]:
 @pytest.fixture(autouse=True)
 def _needs_unshare() -> None:
     if shutil.which("unshare") is None:
+        if IN_CI:
+            pytest.fail("needs unshare(1) (util-linux): required in CI", pytrace=False)
         pytest.skip("needs unshare(1)")
 
 
