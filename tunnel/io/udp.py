@@ -31,7 +31,9 @@ def open_udp_socket(
             if exc.errno == errno.EADDRINUSE:
                 raise OSError(exc.errno, f"UDP port {host}:{port} is already in use") from None
             if exc.errno == errno.EADDRNOTAVAIL:
-                raise OSError(exc.errno, f"cannot bind {host}:{port}: no such local address") from None
+                raise OSError(
+                    exc.errno, f"cannot bind {host}:{port}: no such local address"
+                ) from None
             raise
     except BaseException:
         sock.close()
