@@ -105,63 +105,80 @@ class Driver:
     def _on_socket_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        pool = self.pool
         recvfrom_into = self.sock.recvfrom_into
         receive = self.endpoint.receive
         write = self.device.write
         stats = self.stats
         ipv6 = self._ipv6
+        rx = tun_tx = tun_dropped = 0
         try:
+            # One buffer serves the whole batch: every datagram is finished with (written to
+            # the device, which copies, or consumed) before the next read, so it is re-armed
+            # instead of taken from the pool per packet.
+            buf = arena.take(self.pool)
+            headroom = buf.offset
+            reset = buf.reset
+            room = buf.tailroom_view()
+            inc_len = buf.inc_len
             for _ in range(self.batch):
-                buf = arena.take(pool)
+                reset(headroom)
                 try:
-                    size, addr = recvfrom_into(buf.tailroom_view())
+                    size, addr = recvfrom_into(room)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
                     # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
                     continue
-                buf.inc_len(size)
-                stats.udp_rx += 1
+                inc_len(size)
+                rx += 1
                 if ipv6:
                     addr = addr[:2]
                 if receive(buf, addr, now) == TO_TUN:
                     if write(buf.data):
-                        stats.tun_tx += 1
+                        tun_tx += 1
                     else:
-                        stats.tun_tx_dropped += 1
+                        tun_dropped += 1
         finally:
             arena.free()
+            stats.udp_rx += rx
+            stats.tun_tx += tun_tx
+            stats.tun_tx_dropped += tun_dropped
         self._after_input(now)
 
     def _on_device_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        pool = self.pool
         read_into = self.device.read_into
         encrypt = self.endpoint.encrypt
         sendto = self.sock.sendto
         stats = self.stats
+        tun_rx = tx = tx_dropped = no_route = 0
         try:
+            buf = arena.take(self.pool)  # one buffer for the batch, as above: sendto copies
+            headroom = buf.offset
+            reset = buf.reset
             for _ in range(self.batch):
-                buf = arena.take(pool)
+                reset(headroom)
                 if not read_into(buf):
                     break
-                stats.tun_rx += 1
+                tun_rx += 1
                 addr = encrypt(buf, now)
                 if addr is None:
-                    stats.no_route += 1
+                    no_route += 1
                     continue
                 try:
                     sendto(buf.data, addr)
-                    stats.udp_tx += 1
-                except (BlockingIOError, InterruptedError):
-                    # UDP is a lossy link anyway: a full socket buffer drops, as a router would.
-                    stats.udp_tx_dropped += 1
+                    tx += 1
                 except OSError:
-                    stats.udp_tx_dropped += 1
+                    # UDP is a lossy link anyway: a full socket buffer (EAGAIN) drops, as a
+                    # router would.
+                    tx_dropped += 1
         finally:
             arena.free()
+            stats.tun_rx += tun_rx
+            stats.udp_tx += tx
+            stats.udp_tx_dropped += tx_dropped
+            stats.no_route += no_route
 
     def _on_timer(self) -> None:
         self._timer = None
