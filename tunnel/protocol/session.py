@@ -15,7 +15,7 @@ import random
 from collections import deque
 
 from core import Buffer
-from tunnel.protocol.codec import ControlPacket, build_control, parse_control
+from tunnel.protocol.codec import ControlPacket, parse_control
 from tunnel.protocol.constants import (
     OCC_EXIT,
     OCC_MAGIC,
@@ -703,12 +703,4 @@ def _random_session_id() -> bytes:
             return sid
 
 
-__all__ = [
-    "CONSUMED",
-    "DROPPED",
-    "TO_TUN",
-    "ControlPacket",
-    "Session",
-    "build_control",
-    "next_key_id",
-]
+__all__ = ["COMP_LZO_STUB_SIZE", "CONSUMED", "DROPPED", "TO_TUN", "Session", "next_key_id"]
