@@ -14,8 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core import Buffer, BufferPool, GcArena
+from core import BoundsError, Buffer, BufferPool, GcArena
 from tunnel.io.device import PacketDevice
+from tunnel.io.gso import (
+    GRO_BUFFER_SIZE,
+    GRO_CMSG_SPACE,
+    GsoSender,
+    enable_gro,
+    gro_segment_size,
+)
 from tunnel.protocol.events import Event
 from tunnel.protocol.session import TO_TUN
 
@@ -75,6 +82,11 @@ class Driver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._ipv6 = sock.family == socket.AF_INET6
+        # GSO: the sealed datagrams of one device batch leave in one sendmsg per destination.
+        self._gso = GsoSender(sock)
+        # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
+        enable_gro(sock)
+        self._gro_view = memoryview(bytearray(GRO_BUFFER_SIZE))
         self._running = False
 
     def start(self) -> None:
@@ -105,39 +117,48 @@ class Driver:
     def _on_socket_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        recvfrom_into = self.sock.recvfrom_into
+        recvmsg_into = self.sock.recvmsg_into
         receive = self.endpoint.receive
         write = self.device.write
         stats = self.stats
         ipv6 = self._ipv6
+        run = self._gro_view
+        runs = (run,)
         rx = tun_tx = tun_dropped = 0
         try:
             # One buffer serves the whole batch: every datagram is finished with (written to
-            # the device, which copies, or consumed) before the next read, so it is re-armed
-            # instead of taken from the pool per packet.
+            # the device, which copies, or consumed) before the next, so it is re-armed instead
+            # of taken from the pool per packet.
             buf = arena.take(self.pool)
             headroom = buf.offset
             reset = buf.reset
-            room = buf.tailroom_view()
-            inc_len = buf.inc_len
-            for _ in range(self.batch):
-                reset(headroom)
+            append = buf.append
+            while rx < self.batch:
                 try:
-                    size, addr = recvfrom_into(room)
+                    # GRO: one read returns a run of datagrams from one sender, end to end.
+                    size, ancdata, _flags, addr = recvmsg_into(runs, GRO_CMSG_SPACE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
                     # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
                     continue
-                inc_len(size)
-                rx += 1
                 if ipv6:
                     addr = addr[:2]
-                if receive(buf, addr, now) == TO_TUN:
-                    if write(buf.data):
-                        tun_tx += 1
-                    else:
-                        tun_dropped += 1
+                segment = gro_segment_size(ancdata, size) if ancdata else size
+                for start in range(0, size, segment):
+                    reset(headroom)
+                    try:
+                        # Copied into the pooled buffer: the data channel opens in place and
+                        # needs the frame's tailroom, which the run has not got.
+                        append(run[start : min(start + segment, size)])
+                    except BoundsError:
+                        continue  # larger than any datagram we accept: drop it
+                    rx += 1
+                    if receive(buf, addr, now) == TO_TUN:
+                        if write(buf.data):
+                            tun_tx += 1
+                        else:
+                            tun_dropped += 1
         finally:
             arena.free()
             stats.udp_rx += rx
@@ -150,11 +171,15 @@ class Driver:
         arena = self.arena
         read_into = self.device.read_into
         encrypt = self.endpoint.encrypt
-        sendto = self.sock.sendto
+        gso = self._gso
+        queue = gso.add
         stats = self.stats
-        tun_rx = tx = tx_dropped = no_route = 0
+        tun_rx = no_route = 0
+        sent, dropped = gso.sent, gso.dropped
         try:
-            buf = arena.take(self.pool)  # one buffer for the batch, as above: sendto copies
+            # One buffer for the batch, as above: `queue` copies the sealed datagram into the
+            # GSO run, so the buffer is free again at once.
+            buf = arena.take(self.pool)
             headroom = buf.offset
             reset = buf.reset
             for _ in range(self.batch):
@@ -166,19 +191,14 @@ class Driver:
                 if addr is None:
                     no_route += 1
                     continue
-                try:
-                    sendto(buf.data, addr)
-                    tx += 1
-                except OSError:
-                    # UDP is a lossy link anyway: a full socket buffer (EAGAIN) drops, as a
-                    # router would.
-                    tx_dropped += 1
+                queue(buf.data, addr)
+            gso.flush()
         finally:
             arena.free()
             stats.tun_rx += tun_rx
-            stats.udp_tx += tx
-            stats.udp_tx_dropped += tx_dropped
             stats.no_route += no_route
+            stats.udp_tx += gso.sent - sent
+            stats.udp_tx_dropped += gso.dropped - dropped
 
     def _on_timer(self) -> None:
         self._timer = None
