@@ -23,6 +23,8 @@ from tunnel.io.gso import (
     enable_gro,
     gro_segment_size,
 )
+from tunnel.io.offload import TcpCoalescer
+from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
 from tunnel.protocol.session import TO_TUN
 
@@ -87,6 +89,10 @@ class Driver:
         # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
         enable_gro(sock)
         self._gro_view = memoryview(bytearray(GRO_BUFFER_SIZE))
+        # TUN offload: consecutive TCP segments of a flow enter the kernel as one packet.
+        self._coalescer: TcpCoalescer | None = None
+        if isinstance(device, TunDevice) and device.vnet_hdr:
+            self._coalescer = TcpCoalescer(device.write_frame)
         self._running = False
 
     def start(self) -> None:
@@ -125,6 +131,10 @@ class Driver:
         run = self._gro_view
         runs = (run,)
         rx = tun_tx = tun_dropped = 0
+        coalescer = self._coalescer
+        coalesce = coalescer.write if coalescer is not None else None
+        packets = coalescer.packets if coalescer is not None else 0
+        dropped = coalescer.dropped if coalescer is not None else 0
         try:
             # One buffer serves the whole batch: every datagram is finished with (written to
             # the device, which copies, or consumed) before the next, so it is re-armed instead
@@ -155,11 +165,17 @@ class Driver:
                         continue  # larger than any datagram we accept: drop it
                     rx += 1
                     if receive(buf, addr, now) == TO_TUN:
-                        if write(buf.data):
+                        if coalesce is not None:
+                            coalesce(buf)
+                        elif write(buf.data):
                             tun_tx += 1
                         else:
                             tun_dropped += 1
         finally:
+            if coalescer is not None:
+                coalescer.flush()
+                tun_tx += coalescer.packets - packets - (coalescer.dropped - dropped)
+                tun_dropped += coalescer.dropped - dropped
             arena.free()
             stats.udp_rx += rx
             stats.tun_tx += tun_tx

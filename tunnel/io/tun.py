@@ -1,7 +1,12 @@
 """The Linux TUN device: IP packets between the kernel's network stack and this process.
 
 One fd per queue, opened non-blocking and close-on-exec, in IFF_TUN | IFF_NO_PI mode: each
-read(2) returns exactly one IP packet with no extra header, each write(2) injects one.
+read(2) returns exactly one IP packet, each write(2) injects one. By default the device is
+also opened with IFF_VNET_HDR: the kernel then puts a 10-byte virtio-net header in front of
+every packet, which `read_into` and `write` take off and put on, so callers still see bare IP
+packets; what the header buys is `write_frame`, which can hand the kernel one coalesced TCP
+packet for many segments (tunnel/io/offload.py). No offload is asked for on reads
+(TUNSETOFFLOAD), so every packet read is a plain one with its checksum complete.
 Configuration (addresses, MTU, link state) is tunnel/io/netlink.py's job, not this file's.
 """
 
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from core import BoundsError
 from tunnel.io.device import DeviceError
+from tunnel.io.offload import GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
 
 if TYPE_CHECKING:
     from core import Buffer
@@ -30,6 +36,7 @@ TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
 
 IFNAMSIZ = 16  # includes the terminating NUL: names have at most 15 bytes
 _IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")  # struct ifreq: name, ifr_flags, padding to 40
@@ -44,11 +51,22 @@ _WRITE_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno
 class TunDevice:
     """One queue of a TUN interface. Implements `tunnel.io.device.PacketDevice`."""
 
-    __slots__ = ("_file", "name", "rx_dropped", "rx_packets", "tx_dropped", "tx_packets")
+    __slots__ = (
+        "_fd",
+        "_file",
+        "name",
+        "rx_dropped",
+        "rx_packets",
+        "tx_dropped",
+        "tx_packets",
+        "vnet_hdr",
+    )
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False) -> None:
         """Wrap an fd already attached with TUNSETIFF; use `TunDevice.open` instead."""
         self.name = name
+        self.vnet_hdr = vnet_hdr  # every read and write carries a virtio-net header
+        self._fd = fd
         # FileIO gives readinto/write that return None on EAGAIN instead of raising, so the
         # common "drained" outcome costs no exception; it also owns (and closes) the fd.
         self._file = io.FileIO(fd, "r+", closefd=True)
@@ -58,27 +76,35 @@ class TunDevice:
         self.tx_dropped = 0
 
     @classmethod
-    def open(cls, name: str = "tun%d", *, multi_queue: bool = False) -> TunDevice:
+    def open(
+        cls, name: str = "tun%d", *, multi_queue: bool = False, vnet_hdr: bool = True
+    ) -> TunDevice:
         """Create (or attach to) the TUN interface `name`; "%d" lets the kernel number it.
 
         With `multi_queue`, opening the same name again adds a queue (one fd per reader).
+        With `vnet_hdr` (the default) the fd carries virtio-net headers, so `write_frame` can
+        pass coalesced TCP packets; a kernel that refuses it gets a plain fd instead.
         The device lives while an fd is open, unless made persistent.
         """
         encoded = _encode_name(name)
-        try:
-            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _open_error(exc) from exc
         flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
-        ifreq = bytearray(_IFREQ.pack(encoded, flags))
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, ifreq)
-        except OSError as exc:
-            os.close(fd)
-            raise _setiff_error(name, multi_queue, exc) from exc
-        # The kernel writes the chosen name back (it expands "%d").
-        chosen = bytes(ifreq[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
-        return cls(fd, chosen)
+        for extra in (IFF_VNET_HDR, 0) if vnet_hdr else (0,):
+            try:
+                fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _open_error(exc) from exc
+            ifreq = bytearray(_IFREQ.pack(encoded, flags | extra))
+            try:
+                fcntl.ioctl(fd, TUNSETIFF, ifreq)
+            except OSError as exc:
+                os.close(fd)
+                if extra and exc.errno == errno.EINVAL:
+                    continue  # no IFF_VNET_HDR here: plain packets then
+                raise _setiff_error(name, multi_queue, exc) from exc
+            # The kernel writes the chosen name back (it expands "%d").
+            chosen = bytes(ifreq[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
+            return cls(fd, chosen, vnet_hdr=bool(extra))
+        raise AssertionError("unreachable: the plain open either returns or raises")
 
     def fileno(self) -> int:
         return self._file.fileno()  # after close(), FileIO raises ValueError on any use
@@ -96,6 +122,8 @@ class TunDevice:
         if not buf.tailroom:
             # A zero-length read would consume (and lose) a packet; this is a caller's bug.
             raise BoundsError(f"read_into {self.name}: the buffer has no tailroom")
+        if self.vnet_hdr:
+            return self._read_vnet(buf)
         file = self._file
         while True:
             room = buf.tailroom_view()
@@ -111,16 +139,78 @@ class TunDevice:
                 return True
             self.rx_dropped += 1
 
-    def write(self, data: memoryview) -> bool:
-        """Write one packet; False (counted in `tx_dropped`) when the kernel refused it."""
+    def _read_vnet(self, buf: Buffer) -> bool:
+        """read_into with the virtio-net header: read it into the 10 bytes in front of where
+        the packet goes (headroom of an empty buffer), check it, step over it."""
+        if len(buf) or buf.headroom < VNET_HDR_SIZE:
+            return self._read_vnet_scattered(buf)
+        start = buf.offset
+        buf.reset(start - VNET_HDR_SIZE)
         file = self._file
         try:
-            written = file.write(data)
+            while True:
+                room = buf.tailroom_view()
+                n = file.readinto(room)
+                if n is None:  # EAGAIN: drained
+                    return False
+                size = n - VNET_HDR_SIZE
+                if size > 0 and _plain(room) and (
+                    n < len(room) or (size >= 20 and _ip_length(room[VNET_HDR_SIZE:]) <= size)
+                ):
+                    buf.inc_len(n)
+                    buf.advance(VNET_HDR_SIZE)
+                    self.rx_packets += 1
+                    return True
+                self.rx_dropped += 1
+        finally:
+            if not len(buf):
+                buf.reset(start)
+
+    def _read_vnet_scattered(self, buf: Buffer) -> bool:
+        """The header into a scratch array, the packet behind the buffer's contents (rare)."""
+        header = bytearray(VNET_HDR_SIZE)
+        while True:
+            room = buf.tailroom_view()
+            try:
+                n = os.readv(self._fd, (header, room))
+            except BlockingIOError:
+                return False
+            n -= VNET_HDR_SIZE
+            if n > 0 and _plain(memoryview(header)) and (
+                n < len(room) or (n >= 20 and _ip_length(room) <= n)
+            ):
+                buf.inc_len(n)
+                self.rx_packets += 1
+                return True
+            self.rx_dropped += 1
+
+    def write(self, data: memoryview) -> bool:
+        """Write one packet; False (counted in `tx_dropped`) when the kernel refused it."""
+        if self.vnet_hdr:
+            return self._writev((ZERO_VNET_HDR, data))
+        return self.write_frame(data)
+
+    def write_frame(self, frame: memoryview) -> bool:
+        """Write one frame as is: with `vnet_hdr`, a virtio-net header and its packet."""
+        file = self._file
+        try:
+            written = file.write(frame)
         except OSError as exc:
             if exc.errno not in _WRITE_DROP_ERRNOS:
                 raise
             written = None
         if written is None:
+            self.tx_dropped += 1
+            return False
+        self.tx_packets += 1
+        return True
+
+    def _writev(self, parts: tuple[bytes, memoryview]) -> bool:
+        try:
+            os.writev(self._fd, parts)
+        except OSError as exc:
+            if exc.errno not in _WRITE_DROP_ERRNOS:
+                raise
             self.tx_dropped += 1
             return False
         self.tx_packets += 1
@@ -147,6 +237,15 @@ class TunDevice:
     def __repr__(self) -> str:
         state = "closed" if self._file.closed else f"fd={self._file.fileno()}"
         return f"<TunDevice {self.name} {state}>"
+
+
+def _plain(header: memoryview) -> bool:
+    """A virtio-net header of a packet we can use as is: no segmentation, checksum done.
+
+    Without TUNSETOFFLOAD the kernel never sends anything else; refusing the rest keeps a
+    partial checksum from ever being forwarded as if it were complete.
+    """
+    return header[1] == GSO_NONE and not header[0] & VNET_F_NEEDS_CSUM
 
 
 def _ip_length(packet: memoryview) -> int:
