@@ -350,3 +350,28 @@ def test_ipv6_inside_the_tunnel_is_pushed_routed_and_source_checked() -> None:
         ip6_packet(ipaddress.IPv6Address("fd00:8::dead"), SERVER_VIP6, b"x")
     )
     assert pair.to_server(spoofed) == DROPPED
+
+
+def test_a_replaced_key_with_unacked_control_packets_does_not_block_later_rekeys() -> None:
+    pair = Pair(timers=Timers(ping=2, ping_restart=100, reneg_sec=6, hand_window=10))
+    pair.run(3)  # connected, well before the first rekey
+    session = pair.client.session
+    assert session.send_key is not None
+    old = session.primary
+    assert old is not None and old.key_id == 0
+    # From now on the server never sees a control packet of key 0 again, so a message sent
+    # on it stays unACKed after key 1 takes over.
+    send = pair.link.send
+
+    def drop_key0_control(datagram: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
+        if dst == SERVER_ADDR and datagram[0] & 7 == 0 and datagram[0] >> 3 not in (6, 9):
+            return
+        send(datagram, src, dst)
+
+    pair.link.send = drop_key0_control  # type: ignore[method-assign]
+    old.send_message("INFO,never acknowledged")
+    pair.run(40, step=0.25)
+    assert not old.reliable.all_acked
+    assert old not in session.keys  # reaped after hand-window
+    key = session.send_key
+    assert key is not None and key.key_id >= 3, (key, [(k.key_id, k.phase) for k in session.keys])

@@ -77,6 +77,8 @@ class KeyState:
         self.started_at = now
         self.deadline = now + hand_window
         self.activated_at: float | None = None
+        self.replaced_at: float | None = None  # when a newer key took over sending
+        self.data_key_installed = False
         self.local_key_sent = False
         self.error: str | None = None
         self.messages = ControlMessageReader()

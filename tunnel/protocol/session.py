@@ -391,7 +391,7 @@ class Session:
     def _service_key(self, key: KeyState, now: float) -> None:
         if key.phase is KeyPhase.ERROR:
             return
-        if key.handshake_done and self.data_keys[key.key_id] is None and self.cipher is not None:
+        if key.handshake_done and not key.data_key_installed and self.cipher is not None:
             self._install_data_key(key, now)
         for text in key.take_messages():
             self._handle_control_message(text, now)
@@ -484,6 +484,9 @@ class Session:
             replay=ReplayWindow(self.settings.replay_window, self.settings.replay_seconds),
         )
         self.data_keys[key.key_id] = data_key
+        # Once only: a retired key state must never bring its data key back after the lame
+        # duck expired (that would switch sending back to an old key).
+        key.data_key_installed = True
         if self.send_key is None:
             self._switch_send_key(data_key)
             self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id))
@@ -504,9 +507,20 @@ class Session:
         # renegotiation began (ssl.c: lame_duck_must_die), so no packet in flight is lost.
         self._lame_duck = (old, began + self.settings.tran_window)
         self.primary = new_state if new_state is not None else self.primary
-        # Control packets for the old key_id are refused once the new key is primary.
-        self.keys = [k for k in self.keys if k.key_id != old.key_id or not k.reliable.all_acked]
         self.renegotiations += 1
+
+    def _retired(self, key: KeyState, now: float) -> bool:
+        send_key = self.send_key
+        if (
+            key is self.primary
+            or key.phase is not KeyPhase.ACTIVE
+            or send_key is None
+            or key.key_id in (send_key.key_id, self._pending_send_key_id)
+        ):
+            return False
+        if key.replaced_at is None:
+            key.replaced_at = now
+        return key.reliable.all_acked or now - key.replaced_at >= self.settings.hand_window
 
     def _key_state(self, key_id: int) -> KeyState | None:
         for key in self.keys:
@@ -521,7 +535,12 @@ class Session:
                 self.data_keys[old.key_id] = None
             self._lame_duck = None
         for key in list(self.keys):
-            if key.phase is KeyPhase.ERROR or key.expired(now):
+            if self._retired(key, now):
+                # A replaced key: its handshake state goes once its last control packets are
+                # ACKed, or after hand-window if they never are (stock drops it at once); its
+                # data key lives on as the lame duck until tran-window.
+                self.keys.remove(key)
+            elif key.phase is KeyPhase.ERROR or key.expired(now):
                 reason = key.error or "TLS key negotiation failed to occur within hand-window"
                 self.keys.remove(key)
                 if key is self.primary and self.send_key is None:
