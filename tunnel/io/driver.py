@@ -26,7 +26,7 @@ from tunnel.io.gso import (
 from tunnel.io.offload import TcpCoalescer
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
-from tunnel.protocol.session import TO_TUN
+from tunnel.protocol.session import CONSUMED, TO_TUN
 
 Address = tuple[str, int]
 
@@ -131,6 +131,7 @@ class Driver:
         run = self._gro_view
         runs = (run,)
         rx = tun_tx = tun_dropped = 0
+        control = False  # a control, ping or OCC packet: state that needs servicing
         coalescer = self._coalescer
         coalesce = coalescer.write if coalescer is not None else None
         packets = coalescer.packets if coalescer is not None else 0
@@ -164,13 +165,16 @@ class Driver:
                     except BoundsError:
                         continue  # larger than any datagram we accept: drop it
                     rx += 1
-                    if receive(buf, addr, now) == TO_TUN:
+                    verdict = receive(buf, addr, now)
+                    if verdict == TO_TUN:
                         if coalesce is not None:
                             coalesce(buf)
                         elif write(buf.data):
                             tun_tx += 1
                         else:
                             tun_dropped += 1
+                    elif verdict == CONSUMED:
+                        control = True
         finally:
             if coalescer is not None:
                 coalescer.flush()
@@ -180,7 +184,11 @@ class Driver:
             stats.udp_rx += rx
             stats.tun_tx += tun_tx
             stats.tun_tx_dropped += tun_dropped
-        self._after_input(now)
+        if control:
+            # Data packets queue nothing to send and raise no event; the keepalive deadlines
+            # they push back are re-read when the timer fires. So a data-only batch skips the
+            # control work (datagrams_to_send, events, get_timer over every session).
+            self._after_input(now)
 
     def _on_device_readable(self) -> None:
         now = self.loop.time()
