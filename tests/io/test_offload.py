@@ -1,4 +1,4 @@
-"""TcpCoalescer: what it merges, what it leaves alone, and that the kernel's segmentation of a
+"""TunCoalescer: what it merges, what it leaves alone, and that the kernel's segmentation of a
 merged frame gives back the original segments (checked with a model of that segmentation)."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from core import Buffer
 from tunnel.io.offload import (
     GSO_NONE,
     GSO_TCPV4,
+    GSO_UDP_L4,
     VNET_F_NEEDS_CSUM,
     VNET_HDR,
     VNET_HDR_SIZE,
-    TcpCoalescer,
+    TunCoalescer,
 )
 
 SRC = bytes([10, 0, 0, 1])
@@ -48,11 +49,14 @@ def tcp4(
     return ip + tcp + payload
 
 
-def udp4(payload: bytes) -> bytes:
+def udp4(payload: bytes, *, sport: int = 1, ident: int = 9) -> bytes:
     total = 28 + len(payload)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 9, 0, 64, 17, 0, SRC, DST)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, ident, 0x4000, 64, 17, 0, SRC, DST)
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return ip + struct.pack("!HHHH", 1, 2, 8 + len(payload), 0) + payload
+    udp = struct.pack("!HHHH", sport, 2, 8 + len(payload), 0)
+    pseudo = SRC + DST + struct.pack("!BBH", 0, 17, 8 + len(payload))
+    csum = checksum(pseudo + udp + payload) or 0xFFFF
+    return ip + udp[:6] + struct.pack("!H", csum) + payload
 
 
 def segment(frame: bytes) -> list[bytes]:
@@ -63,6 +67,8 @@ def segment(frame: bytes) -> list[bytes]:
     if gso_type == GSO_NONE:
         assert flags == 0
         return [packet]
+    if gso_type == GSO_UDP_L4:
+        return segment_udp(packet, flags, hdr_len, gso_size, csum_start, csum_offset)
     assert gso_type == GSO_TCPV4 and flags == VNET_F_NEEDS_CSUM
     assert (csum_start, csum_offset) == (20, 16)
     assert checksum(packet[:20]) == 0, "IPv4 header checksum"
@@ -94,6 +100,26 @@ def segment(frame: bytes) -> list[bytes]:
     return out
 
 
+def segment_udp(
+    packet: bytes, flags: int, hdr_len: int, gso_size: int, csum_start: int, csum_offset: int
+) -> list[bytes]:
+    assert flags == VNET_F_NEEDS_CSUM and (hdr_len, csum_start, csum_offset) == (28, 20, 6)
+    assert checksum(packet[:20]) == 0, "IPv4 header checksum"
+    (total,) = struct.unpack_from("!H", packet, 2)
+    (ulen,) = struct.unpack_from("!H", packet, 24)
+    assert total == len(packet) and ulen == total - 20
+    pseudo = packet[12:20] + struct.pack("!BBH", 0, 17, ulen)
+    assert struct.unpack_from("!H", packet, 26)[0] == (~checksum(pseudo) & 0xFFFF)
+    (ident,) = struct.unpack_from("!H", packet, 4)
+    data = packet[28:]
+    out = []
+    for i, start in enumerate(range(0, len(data), gso_size)):
+        chunk = data[start : start + gso_size]
+        sport = struct.unpack_from("!H", packet, 20)[0]
+        out.append(udp4(chunk, sport=sport, ident=(ident + i) & 0xFFFF))
+    return out
+
+
 class Sink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -103,9 +129,9 @@ class Sink:
         return True
 
 
-def feed(packets: list[bytes]) -> list[bytes]:
+def feed(packets: list[bytes], *, udp: bool = True) -> list[bytes]:
     sink = Sink()
-    coalescer = TcpCoalescer(sink)
+    coalescer = TunCoalescer(sink, udp=udp)
     for packet in packets:
         buf = Buffer(64 + len(packet))
         buf.reset(40)
@@ -182,3 +208,37 @@ def test_a_run_stops_below_the_ip_length_limit() -> None:
 def test_sequence_numbers_wrap() -> None:
     packets = stream(5, seq=0xFFFFFFFF - 2000)
     assert resegmented(feed(packets)) == packets
+
+
+def test_udp_datagrams_of_one_flow_merge_and_split_back_at_their_boundaries() -> None:
+    flow = [udp4(bytes([i]) * 64, ident=10 + i) for i in range(70)] + [udp4(b"end", ident=80)]
+    other = udp4(b"o" * 64, sport=7, ident=90)
+    packets = [*flow[:5], other, *flow[5:]]
+    frames = feed(packets)
+    kinds = [VNET_HDR.unpack_from(f)[1] for f in frames]
+    # 5, the other flow alone, then 64 (the segment limit) and 2 of 64 + the short one.
+    assert kinds == [GSO_UDP_L4, GSO_NONE, GSO_UDP_L4, GSO_UDP_L4]
+    assert resegmented(frames) == packets
+
+
+def test_udp_merging_can_be_off_and_turns_itself_off_when_refused() -> None:
+    packets = [udp4(bytes([i]) * 100, ident=i) for i in range(5)]
+    frames = feed(packets, udp=False)
+    assert [VNET_HDR.unpack_from(f)[1] for f in frames] == [GSO_NONE] * 5
+    refused: list[bytes] = []
+
+    def refuse_gso(frame: memoryview) -> bool:
+        refused.append(bytes(frame))
+        return bool(VNET_HDR.unpack_from(frame)[1] == GSO_NONE)
+
+    coalescer = TunCoalescer(refuse_gso, udp=True)
+    for _ in range(2):
+        for packet in packets:
+            buf = Buffer(64 + len(packet))
+            buf.reset(40)
+            buf.append(packet)
+            coalescer.write(buf)
+        coalescer.flush()
+        assert coalescer.udp is False  # the first merged run was refused (and lost)
+    assert coalescer.dropped == 5
+    assert [VNET_HDR.unpack_from(f)[1] for f in refused[1:]] == [GSO_NONE] * 5

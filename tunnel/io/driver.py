@@ -23,7 +23,7 @@ from tunnel.io.gso import (
     enable_gro,
     gro_segment_size,
 )
-from tunnel.io.offload import TcpCoalescer
+from tunnel.io.offload import TunCoalescer
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
 from tunnel.protocol.session import CONSUMED, TO_TUN
@@ -89,10 +89,11 @@ class Driver:
         # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
         enable_gro(sock)
         self._gro_view = memoryview(bytearray(GRO_BUFFER_SIZE))
-        # TUN offload: consecutive TCP segments of a flow enter the kernel as one packet.
-        self._coalescer: TcpCoalescer | None = None
+        # TUN offload: consecutive TCP segments (UDP datagrams) of a flow enter the kernel as
+        # one packet.
+        self._coalescer: TunCoalescer | None = None
         if isinstance(device, TunDevice) and device.vnet_hdr:
-            self._coalescer = TcpCoalescer(device.write_frame)
+            self._coalescer = TunCoalescer(device.write_frame, udp=False)
         self._running = False
 
     def start(self) -> None:
@@ -185,15 +186,14 @@ class Driver:
             stats.tun_tx += tun_tx
             stats.tun_tx_dropped += tun_dropped
         if control:
-            # Data packets queue nothing to send and raise no event; the keepalive deadlines
-            # they push back are re-read when the timer fires. So a data-only batch skips the
-            # control work (datagrams_to_send, events, get_timer over every session).
+            # Data packets queue nothing and raise no event; the keepalive deadlines they push
+            # back are re-read when the timer fires. So a data-only batch skips the control
+            # work (measured: ~30 us a callback, which on an idle tunnel is latency).
             self._after_input(now)
 
     def _on_device_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        read_into = self.device.read_into
         encrypt = self.endpoint.encrypt
         gso = self._gso
         queue = gso.add
@@ -206,16 +206,38 @@ class Driver:
             buf = arena.take(self.pool)
             headroom = buf.offset
             reset = buf.reset
-            for _ in range(self.batch):
-                reset(headroom)
-                if not read_into(buf):
-                    break
-                tun_rx += 1
-                addr = encrypt(buf, now)
-                if addr is None:
-                    no_route += 1
-                    continue
-                queue(buf.data, addr)
+            device = self.device
+            if isinstance(device, TunDevice):
+                # The fast path: one view for the whole batch, the packet read straight to
+                # `headroom` behind the TUN's virtio-net header.
+                read_packet = device.read_packet
+                reset(headroom - device.read_offset)
+                room = buf.tailroom_view()
+                inc_len = buf.inc_len
+                for _ in range(self.batch):
+                    size = read_packet(room)
+                    if not size:
+                        break
+                    reset(headroom)
+                    inc_len(size)
+                    tun_rx += 1
+                    addr = encrypt(buf, now)
+                    if addr is None:
+                        no_route += 1
+                        continue
+                    queue(buf.data, addr)
+            else:
+                read_into = device.read_into
+                for _ in range(self.batch):
+                    reset(headroom)
+                    if not read_into(buf):
+                        break
+                    tun_rx += 1
+                    addr = encrypt(buf, now)
+                    if addr is None:
+                        no_route += 1
+                        continue
+                    queue(buf.data, addr)
             gso.flush()
         finally:
             arena.free()

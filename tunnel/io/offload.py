@@ -1,23 +1,28 @@
-"""TUN offloads: the virtio-net header, and coalescing TCP segments before they enter the kernel.
+"""TUN offloads: the virtio-net header, and coalescing packets before they enter the kernel.
 
 With `IFF_VNET_HDR` every packet read from or written to a TUN device is preceded by a
-`struct virtio_net_hdr` (10 bytes). On writes it lets us hand the kernel one large TCP packet
-that stands for many segments (`gso_type` TCPV4, `gso_size` = the segment size), exactly what
-the kernel's own GRO would have built from them: the receiving TCP stack then runs once per
-run of segments instead of once per segment, which is where most of a receiving peer's CPU
-went (the write's system call runs the whole inner TCP receive path). The header says the
-checksum is still to be completed (`NEEDS_CSUM`, the TCP field holds the pseudo-header sum),
-which a locally delivered packet never has to pay for; a forwarded one gets it computed by the
-kernel on its way out. wireguard-go does the same (`tun/offload_linux.go`, `tcpGRO`).
+`struct virtio_net_hdr` (10 bytes). On writes it lets us hand the kernel one large packet that
+stands for many (`gso_type` TCPV4 or UDP_L4, `gso_size` = the segment size), exactly what the
+kernel's own GRO would have built: the receiving peer's kernel then runs its input path once
+per run instead of once per packet, which is where most of a receiving peer's CPU went (the
+write's system call runs the whole inner receive path, TCP included). The header says the
+checksum is still to be completed (`NEEDS_CSUM`, the checksum field holds the pseudo-header
+sum), which a locally delivered packet never pays for; a forwarded one gets it computed by the
+kernel on its way out, segment by segment. wireguard-go does the same
+(`tun/offload_linux.go`: `tcpGRO`, `udpGRO`).
 
-Only what Linux GRO itself would merge is merged (`tcp_gro_receive`): IPv4 without options
-and not fragmented, the same addresses, ports, TOS, TTL, DF bit, ACK number, TCP header length
-and options; consecutive sequence numbers; flags ACK (PSH allowed on the last segment); every
-segment the size of the first except the last, which may be shorter.
+TCP: only what Linux GRO itself would merge is merged (`tcp_gro_receive`): IPv4 without
+options and not fragmented, the same addresses, ports, TOS, TTL, DF bit, ACK number, TCP
+header length and options; consecutive sequence numbers; flags ACK (PSH allowed on the last
+segment); every segment the size of the first except the last, which may be shorter.
+UDP (`udp_gro_receive`, kernel 6.2+ for TUN): the same flow, TOS, TTL and DF bit, every
+datagram the size of the first except the last, which may be shorter. Datagram boundaries
+survive: the kernel cuts the run at `gso_size` again before any socket sees it.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -27,10 +32,13 @@ from core import Buffer
 __all__ = [
     "GSO_NONE",
     "GSO_TCPV4",
+    "GSO_UDP_L4",
     "VNET_F_NEEDS_CSUM",
     "VNET_HDR",
     "VNET_HDR_SIZE",
-    "TcpCoalescer",
+    "ZERO_VNET_HDR",
+    "TunCoalescer",
+    "kernel_has_tun_udp_gso",
 ]
 
 # <linux/virtio_net.h>: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (host order)
@@ -39,26 +47,47 @@ VNET_HDR_SIZE: Final = VNET_HDR.size
 VNET_F_NEEDS_CSUM: Final = 1
 GSO_NONE: Final = 0
 GSO_TCPV4: Final = 1
+GSO_UDP_L4: Final = 5
 ZERO_VNET_HDR: Final = bytes(VNET_HDR_SIZE)
 
-# The IPv4 + TCP fields the merge rules look at (IPv4 header without options: 20 bytes).
-# tos, total length, frag (flags+offset), ttl, protocol, src+dst, ports, seq, ack, data offset,
-# TCP flags.
-_TCP4: Final = struct.Struct("!xBH2xHBB2xQIIIBB")
+# The IPv4 (no options: 20 bytes) + TCP fields the merge rules look at: tos, total length,
+# frag (flags+offset), ttl, src+dst, ports, seq, ack, data offset, TCP flags.
+_TCP4: Final = struct.Struct("!xBH2xHB3xQIIIBB")
+# IPv4 + UDP: tos, total length, frag, ttl, src+dst, ports.
+_UDP4: Final = struct.Struct("!xBH2xHB3xQI")
 _U16: Final = struct.Struct("!H")
-_IP4_MIN: Final = 20
+_IP4: Final = 20
 _TCP_MIN: Final = 20
+_UDP_HDR: Final = 8
 _TCP: Final = 6
+_UDP: Final = 17
 _ACK: Final = 0x10
 _PSH: Final = 0x08
 _MAX_IP_PACKET: Final = 0xFFFF  # the IPv4 total-length field
-_CSUM_OFFSET: Final = 16  # TCP checksum, from the start of the TCP header
+_RUN_LIMIT: Final = VNET_HDR_SIZE + _MAX_IP_PACKET
+_MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS on older kernels; TCP has no such limit
+_TCP_CSUM: Final = 16  # checksum offsets from the start of the transport header
+_UDP_CSUM: Final = 6
 
 Writer = Callable[[memoryview], bool]
 
 
-class TcpCoalescer:
-    """Merges consecutive TCP segments of one flow into one GSO packet for a TUN device.
+def kernel_has_tun_udp_gso() -> bool:
+    """UDP_L4 in a TUN write's virtio-net header is understood from Linux 6.2 on."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 2)
+
+
+def _fold(s: int) -> int:
+    s = (s & 0xFFFF) + (s >> 16)
+    return (s & 0xFFFF) + (s >> 16)
+
+
+class TunCoalescer:
+    """Merges consecutive TCP segments, or UDP datagrams, of one flow into one GSO packet.
 
     `write(buf)` takes one cleartext IP packet (with at least VNET_HDR_SIZE bytes of headroom,
     which every decrypted packet has) and either appends it to the run being built (a copy of
@@ -78,6 +107,7 @@ class TcpCoalescer:
         "_orig_len",
         "_ports",
         "_pos",
+        "_proto",
         "_thl",
         "_tos",
         "_ttl",
@@ -86,15 +116,22 @@ class TcpCoalescer:
         "coalesced",
         "dropped",
         "packets",
+        "udp",
         "writes",
     )
 
-    def __init__(self, write: Writer) -> None:
-        """`write` hands one frame (virtio-net header + packet) to the device; False = dropped."""
+    def __init__(self, write: Writer, *, udp: bool | None = None) -> None:
+        """`write` hands one frame (virtio-net header + packet) to the device; False = dropped.
+
+        `udp`: merge UDP datagrams too (default: when the kernel is new enough). A run the
+        device refuses turns it off, as the kernel's TUN then does not understand UDP_L4.
+        """
         self._write = write
-        self._view = memoryview(bytearray(VNET_HDR_SIZE + _MAX_IP_PACKET))
-        self._count = 0  # segments in the pending run (0: none)
+        self.udp = kernel_has_tun_udp_gso() if udp is None else udp
+        self._view = memoryview(bytearray(_RUN_LIMIT))
+        self._count = 0  # packets in the pending run (0: none)
         self._pos = 0  # end of the pending run in _view
+        self._proto = 0
         self._addrs = self._ports = self._next_seq = self._ack = 0
         self._tos = self._ttl = self._frag = self._thl = self._mss = self._orig_len = 0
         self._opts = b""
@@ -107,72 +144,113 @@ class TcpCoalescer:
         data = buf.data
         size = len(data)
         self.packets += 1
-        if size >= _IP4_MIN + _TCP_MIN and data[0] == 0x45 and data[9] == _TCP:
-            tos, total, frag, ttl, _proto, addrs, ports, seq, ack, doff, flags = (
-                _TCP4.unpack_from(data)
-            )
-            thl = (doff >> 4) * 4
-            hlen = _IP4_MIN + thl
-            payload = size - hlen
-            if (
-                total == size
-                and frag & 0x3FFF == 0  # neither a fragment nor more to come
-                and flags & ~_PSH == _ACK
-                and payload > 0
-                and thl >= _TCP_MIN
-            ):
-                if self._count:
-                    if (
-                        seq == self._next_seq
-                        and addrs == self._addrs
-                        and ports == self._ports
-                        and ack == self._ack
-                        and thl == self._thl
-                        and tos == self._tos
-                        and ttl == self._ttl
-                        and frag == self._frag
-                        and payload <= self._mss
-                        and self._pos + payload <= VNET_HDR_SIZE + _MAX_IP_PACKET
-                        and (thl == _TCP_MIN or data[40:hlen] == self._opts)
-                    ):
-                        self._append(data, hlen, payload, size, flags)
-                        return
-                    self.flush()
-                if not flags & _PSH:  # a PSH segment ends a run: nothing could follow it
-                    self._start(data, size, addrs, ports, seq, ack, thl, tos, ttl, frag, payload)
+        if size > _IP4 + _UDP_HDR and data[0] == 0x45:
+            proto = data[9]
+            if proto == _TCP and size > _IP4 + _TCP_MIN:
+                if self._tcp(data, size):
                     return
+            elif proto == _UDP and self.udp and self._udp(data, size):
+                return
         if self._count:
             self.flush()
         # Not mergeable: out on its own, behind whatever was pending.
         buf.prepend(ZERO_VNET_HDR)
-        self._emit(buf.data, 1)
+        self.writes += 1
+        if not self._write(buf.data):
+            self.dropped += 1
+
+    def _tcp(self, data: memoryview, size: int) -> bool:
+        """Append a TCP segment to the run, or start a run with it; False: write it alone."""
+        tos, total, frag, ttl, addrs, ports, seq, ack, doff, flags = _TCP4.unpack_from(data)
+        thl = (doff >> 4) * 4
+        hlen = _IP4 + thl
+        payload = size - hlen
+        if (
+            total != size
+            or frag & 0x3FFF  # a fragment, or more to come
+            or flags & ~_PSH != _ACK
+            or payload <= 0
+            or thl < _TCP_MIN
+        ):
+            return False
+        if self._count:
+            if (
+                self._proto == _TCP
+                and seq == self._next_seq
+                and addrs == self._addrs
+                and ports == self._ports
+                and ack == self._ack
+                and thl == self._thl
+                and tos == self._tos
+                and ttl == self._ttl
+                and frag == self._frag
+                and payload <= self._mss
+                and self._pos + payload <= _RUN_LIMIT
+                and (thl == _TCP_MIN or data[40:hlen] == self._opts)
+            ):
+                pos = self._pos
+                end = pos + payload
+                self._view[pos:end] = data[hlen:size]
+                self._pos = end
+                self._count += 1
+                self._next_seq = (seq + payload) & 0xFFFFFFFF
+                if flags & _PSH or payload < self._mss:
+                    if flags & _PSH:
+                        self._view[VNET_HDR_SIZE + 33] |= _PSH  # the run keeps the last PSH
+                    self.flush()  # a short or pushed segment is the last of a run
+                return True
+            self.flush()
+        if flags & _PSH:
+            return False  # nothing may follow a PSH segment: no run to start
+        self._start(data, size, _TCP, addrs, ports, tos, ttl, frag, payload)
+        self._next_seq = (seq + payload) & 0xFFFFFFFF
+        self._ack = ack
+        self._thl = thl
+        self._opts = bytes(data[40:hlen]) if thl > _TCP_MIN else b""
+        return True
+
+    def _udp(self, data: memoryview, size: int) -> bool:
+        """Append a UDP datagram to the run, or start a run with it; False: write it alone."""
+        tos, total, frag, ttl, addrs, ports = _UDP4.unpack_from(data)
+        payload = size - _IP4 - _UDP_HDR
+        if total != size or frag & 0x3FFF or payload <= 0:
+            return False
+        if self._count:
+            if (
+                self._proto == _UDP
+                and addrs == self._addrs
+                and ports == self._ports
+                and tos == self._tos
+                and ttl == self._ttl
+                and frag == self._frag
+                and payload <= self._mss
+                and self._pos + payload <= _RUN_LIMIT
+            ):
+                pos = self._pos
+                end = pos + payload
+                self._view[pos:end] = data[_IP4 + _UDP_HDR : size]
+                self._pos = end
+                self._count += 1
+                if payload < self._mss or self._count >= _MAX_SEGMENTS:
+                    self.flush()
+                return True
+            self.flush()
+        self._start(data, size, _UDP, addrs, ports, tos, ttl, frag, payload)
+        return True
 
     def _start(
-        self, data: memoryview, size: int, addrs: int, ports: int, seq: int, ack: int,
-        thl: int, tos: int, ttl: int, frag: int, payload: int,
+        self, data: memoryview, size: int, proto: int, addrs: int, ports: int, tos: int,
+        ttl: int, frag: int, payload: int,
     ) -> None:
         end = VNET_HDR_SIZE + size
         self._view[VNET_HDR_SIZE:end] = data
         self._pos = end
         self._count = 1
-        self._addrs, self._ports, self._ack = addrs, ports, ack
-        self._next_seq = (seq + payload) & 0xFFFFFFFF
-        self._thl, self._tos, self._ttl, self._frag = thl, tos, ttl, frag
+        self._proto = proto
+        self._addrs, self._ports = addrs, ports
+        self._tos, self._ttl, self._frag = tos, ttl, frag
         self._mss = payload
         self._orig_len = size
-        self._opts = bytes(data[40 : _IP4_MIN + thl]) if thl > _TCP_MIN else b""
-
-    def _append(self, data: memoryview, hlen: int, payload: int, size: int, flags: int) -> None:
-        pos = self._pos
-        end = pos + payload
-        self._view[pos:end] = data[hlen:size]
-        self._pos = end
-        self._count += 1
-        self._next_seq = (self._next_seq + payload) & 0xFFFFFFFF
-        if flags & _PSH or payload < self._mss:
-            if flags & _PSH:
-                self._view[VNET_HDR_SIZE + 33] |= _PSH  # the merged packet keeps the last PSH
-            self.flush()  # a short or pushed segment is the last of a run
 
     def flush(self) -> None:
         """Write the pending run: as it came if it is one packet, else as one GSO frame."""
@@ -184,39 +262,48 @@ class TcpCoalescer:
         frame = view[: self._pos]
         if count == 1:
             view[:VNET_HDR_SIZE] = ZERO_VNET_HDR
-            self._emit(frame, 1)
+            self.writes += 1
+            if not self._write(frame):
+                self.dropped += 1
             return
         ip = VNET_HDR_SIZE
         total = self._pos - ip
         # IPv4 total length, and the header checksum updated for it (RFC 1624, eqn. 3).
         _U16.pack_into(view, ip + 2, total)
         (check,) = _U16.unpack_from(view, ip + 10)
-        s = (~check & 0xFFFF) + (~self._orig_len & 0xFFFF) + total
-        s = (s & 0xFFFF) + (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16)
-        _U16.pack_into(view, ip + 10, ~s & 0xFFFF)
-        # NEEDS_CSUM: the TCP checksum field holds the pseudo-header sum, not complemented.
+        _U16.pack_into(
+            view, ip + 10, ~_fold((~check & 0xFFFF) + (~self._orig_len & 0xFFFF) + total) & 0xFFFF
+        )
+        # NEEDS_CSUM: the checksum field holds the pseudo-header sum, not complemented.
         addrs = self._addrs
-        s = (
+        proto = self._proto
+        pseudo = _fold(
             (addrs >> 48)
             + ((addrs >> 32) & 0xFFFF)
             + ((addrs >> 16) & 0xFFFF)
             + (addrs & 0xFFFF)
-            + _TCP
+            + proto
             + total
-            - _IP4_MIN
+            - _IP4
         )
-        s = (s & 0xFFFF) + (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16)
-        _U16.pack_into(view, ip + _IP4_MIN + _CSUM_OFFSET, s)
-        VNET_HDR.pack_into(
-            view, 0, VNET_F_NEEDS_CSUM, GSO_TCPV4, _IP4_MIN + self._thl, self._mss,
-            _IP4_MIN, _CSUM_OFFSET,
-        )
-        self.coalesced += count
-        self._emit(frame, count)
-
-    def _emit(self, frame: memoryview, count: int) -> None:
+        transport = ip + _IP4
+        if proto == _TCP:
+            _U16.pack_into(view, transport + _TCP_CSUM, pseudo)
+            VNET_HDR.pack_into(
+                view, 0, VNET_F_NEEDS_CSUM, GSO_TCPV4, _IP4 + self._thl, self._mss, _IP4,
+                _TCP_CSUM,
+            )
+        else:
+            _U16.pack_into(view, transport + 4, total - _IP4)  # the UDP length of the run
+            _U16.pack_into(view, transport + _UDP_CSUM, pseudo)
+            VNET_HDR.pack_into(
+                view, 0, VNET_F_NEEDS_CSUM, GSO_UDP_L4, _IP4 + _UDP_HDR, self._mss, _IP4,
+                _UDP_CSUM,
+            )
         self.writes += 1
-        if not self._write(frame):
-            self.dropped += count
+        if self._write(frame):
+            self.coalesced += count
+            return
+        self.dropped += count
+        if proto == _UDP:
+            self.udp = False  # this kernel's TUN does not take UDP_L4: plain packets from now
