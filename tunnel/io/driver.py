@@ -93,7 +93,7 @@ class Driver:
         # one packet.
         self._coalescer: TunCoalescer | None = None
         if isinstance(device, TunDevice) and device.vnet_hdr:
-            self._coalescer = TunCoalescer(device.write_frame, udp=False)
+            self._coalescer = TunCoalescer(device.write_frame)
         self._running = False
 
     def start(self) -> None:
