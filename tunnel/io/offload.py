@@ -68,6 +68,7 @@ _RUN_LIMIT: Final = VNET_HDR_SIZE + _MAX_IP_PACKET
 _MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS on older kernels; TCP has no such limit
 _TCP_CSUM: Final = 16  # checksum offsets from the start of the transport header
 _UDP_CSUM: Final = 6
+_OPTS: Final = VNET_HDR_SIZE + _IP4 + _TCP_MIN  # where the run's first TCP options are
 
 Writer = Callable[[memoryview], bool]
 
@@ -103,7 +104,6 @@ class TunCoalescer:
         "_frag",
         "_mss",
         "_next_seq",
-        "_opts",
         "_orig_len",
         "_ports",
         "_pos",
@@ -134,7 +134,6 @@ class TunCoalescer:
         self._proto = 0
         self._addrs = self._ports = self._next_seq = self._ack = 0
         self._tos = self._ttl = self._frag = self._thl = self._mss = self._orig_len = 0
-        self._opts = b""
         self.packets = 0  # packets taken
         self.writes = 0  # frames written
         self.coalesced = 0  # packets that went out as part of a merged frame
@@ -186,7 +185,8 @@ class TunCoalescer:
                 and frag == self._frag
                 and payload <= self._mss
                 and self._pos + payload <= _RUN_LIMIT
-                and (thl == _TCP_MIN or data[40:hlen] == self._opts)
+                # Options (timestamps): against the run's first header, kept in the run.
+                and (thl == _TCP_MIN or data[40:hlen] == self._view[_OPTS:_OPTS - 40 + hlen])
             ):
                 pos = self._pos
                 end = pos + payload
@@ -206,7 +206,6 @@ class TunCoalescer:
         self._next_seq = (seq + payload) & 0xFFFFFFFF
         self._ack = ack
         self._thl = thl
-        self._opts = bytes(data[40:hlen]) if thl > _TCP_MIN else b""
         return True
 
     def _udp(self, data: memoryview, size: int) -> bool:
