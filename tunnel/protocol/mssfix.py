@@ -30,7 +30,10 @@ def clamp_mss(packet: memoryview, mss_v4: int, mss_v6: int) -> bool:
     size = len(packet)
     if size < 40:
         return False
-    version = packet[0] >> 4
+    first = packet[0]
+    if first == 0x45 and (packet[9] != _TCP or not packet[33] & _SYN):
+        return False  # the common case, IPv4 without options that is not a TCP SYN: one look
+    version = first >> 4
     if version == 4:
         if packet[9] != _TCP or packet[6] & 0x1F or packet[7]:
             return False  # not TCP, or a fragment (only the first has the header; skip all)

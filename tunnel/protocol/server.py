@@ -278,7 +278,11 @@ class Server:
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
         """Seal a TUN packet for its client in place; the address to send it to, or None."""
-        session = self.route(buf)
+        data = buf.data
+        if len(data) >= 20 and data[0] >> 4 == 4:  # route() inlined for IPv4: a call less
+            session = self.by_vip.get(_U32.unpack_from(data, 16)[0])
+        else:
+            session = self.route(buf)
         if session is None or not session.encrypt(buf, now):
             return None
         return session.remote_addr

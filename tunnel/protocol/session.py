@@ -67,6 +67,9 @@ DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
 COMP_LZO_STUB_SIZE = 1
 _NO_COMPRESS_BYTE = 0xFA
 
+_PING_SIZE = len(PING_MAGIC)
+_OCC_SIZE = len(OCC_MAGIC)
+_OCC_FIRST = OCC_MAGIC[0]  # never an IP version nibble: rules OCC out with one byte compare
 # A stock server ignores a second PUSH_REQUEST within 30 s of its reply (push.c).
 _PUSH_REPEAT_GUARD = 30.0
 # A session that failed authentication lingers this long so AUTH_FAILED reaches the client.
@@ -276,14 +279,17 @@ class Session:
         if key is not self.send_key and key.key_id == self._pending_send_key_id:
             # The peer already sends on the new key, so it has derived it: switch too.
             self._switch_send_key(key)
-        size = len(buf)
-        if size == 16 and buf.data == PING_MAGIC:
-            return CONSUMED
-        if size > 16 and buf.startswith(OCC_MAGIC):
+        # One view of the payload for the three checks (each Buffer call costs per packet).
+        payload = buf.data
+        size = len(payload)
+        if size == _PING_SIZE:
+            if payload == PING_MAGIC:
+                return CONSUMED
+        elif size > _OCC_SIZE and payload[0] == _OCC_FIRST and payload[:_OCC_SIZE] == OCC_MAGIC:
             self._handle_occ(buf, now)
             return CONSUMED
         if self.mssfix:
-            clamp_mss(buf.data, self._mss_v4, self._mss_v6)
+            clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
 
     # -- control output ----------------------------------------------------------------------
