@@ -31,8 +31,9 @@ from tunnel.protocol.session import CONSUMED, TO_TUN
 Address = tuple[str, int]
 
 # Packets drained per readiness callback: large enough to amortise the callback, small enough
-# that the other direction and the timers are not starved.
-DEFAULT_BATCH = 64
+# that the other direction and the timers are not starved. Measured (bench_netns, one run):
+# 32 -> 64 -> 128 gave TCP-1 2142 -> 2183 -> 2294 Mbit/s; UDP-64 within noise.
+DEFAULT_BATCH = 128
 
 
 class Endpoint(Protocol):
