@@ -193,34 +193,28 @@ class ReliableLayer:
             entry.timeout *= 2
             entry.n_acks = 0
             acks = self._ack_block(MAX_ACKS_PIGGYBACK)
-            out.append(
-                build_control(
-                    ControlPacket(
-                        opcode=entry.opcode,
-                        key_id=self.key_id,
-                        session_id=self.local_sid,
-                        acks=acks,
-                        remote_session_id=self.remote_sid if acks else None,
-                        packet_id=entry.pid,
-                        payload=entry.payload,
-                    )
-                )
-            )
+            out.append(self._build(entry.opcode, acks, entry.pid, entry.payload))
         # ssl.c: tls_process_state(): ACKs with nothing to ride on go out in P_ACK_V1.
         while self._ack_ready():
             acks = self._ack_block(self.max_acks_per_ack_packet)
-            out.append(
-                build_control(
-                    ControlPacket(
-                        opcode=Opcode.P_ACK_V1,
-                        key_id=self.key_id,
-                        session_id=self.local_sid,
-                        acks=acks,
-                        remote_session_id=self.remote_sid,
-                    )
-                )
-            )
+            out.append(self._build(Opcode.P_ACK_V1, acks, None, b""))
         return out
+
+    def _build(
+        self, opcode: Opcode, acks: tuple[int, ...], pid: int | None, payload: bytes
+    ) -> bytes:
+        """One datagram of this key_id; the peer's sid rides along only behind ACKs."""
+        return build_control(
+            ControlPacket(
+                opcode=opcode,
+                key_id=self.key_id,
+                session_id=self.local_sid,
+                acks=acks,
+                remote_session_id=self.remote_sid if acks else None,
+                packet_id=pid,
+                payload=payload,
+            )
+        )
 
     def next_deadline(self) -> float | None:
         """When ``datagrams_to_send`` next has something to do; ``None`` if never (idle).
