@@ -24,8 +24,11 @@ CLIENT_HEAD = "client\ndev tun\nremote 192.0.2.1\n"  # 3 lines; TLS lines follow
 
 CASES: list[tuple[str, str, int, tuple[str, ...]]] = [
     # (id, config text, line, fragments)
-    ("unknown", C + "fragment 1300\n", 7,
-     ("unsupported option 'fragment'", "(use 'ignore-unknown-option fragment' to skip it)")),
+    ("unknown", C + "future-option 1300\n", 7,
+     ("unsupported option 'future-option'",
+      "(use 'ignore-unknown-option future-option' to skip it)")),
+    ("stock-option", C + "fragment 1300\n", 7,
+     ("unsupported option 'fragment': OpenVPN applies it, so it is never skipped",)),
     ("unknown-dashes", "--\n" + C, 1, ("unsupported option '--'",)),
     ("port-text", "port abc\n" + C, 1, ("option 'port' expects a number 1..65535, got 'abc'",)),
     ("port-zero", "port 0\n" + C, 1, ("option 'port' expects a number 1..65535, got '0'",)),
@@ -211,10 +214,10 @@ def test_missing_option_errors_point_at_the_end_of_the_file(parse_error: ParseEr
 def test_the_brief_examples_verbatim(parse_error: ParseError) -> None:
     error = parse_error("port abc\n" + C, 1)
     assert str(error) == "test.conf:1: option 'port' expects a number 1..65535, got 'abc'"
-    error = parse_error(C + "fragment 1300\n", 7)
+    error = parse_error(C + "fragmentation 1300\n", 7)
     assert str(error) == (
-        "test.conf:7: unsupported option 'fragment' (use 'ignore-unknown-option fragment' to "
-        "skip it)"
+        "test.conf:7: unsupported option 'fragmentation' (use 'ignore-unknown-option "
+        "fragmentation' to skip it)"
     )
 
 

@@ -207,17 +207,13 @@ def test_openvpn_sample_server(parse: Parse, parse_error: ParseError, pki_dir: P
     (pki_dir / "dh2048.pem").write_text(
         "-----BEGIN DH PARAMETERS-----\nMIIBCAKCAQEA\n-----END DH PARAMETERS-----\n"
     )
+    # ifconfig-pool-persist is an OpenVPN option: ignore-unknown-option cannot skip it.
     parse_error(
-        SAMPLE_SERVER,
-        10,
-        "unsupported option 'ifconfig-pool-persist'",
-        "ignore-unknown-option ifconfig-pool-persist",
+        "ignore-unknown-option ifconfig-pool-persist\n" + SAMPLE_SERVER,
+        11,
+        "unsupported option 'ifconfig-pool-persist': OpenVPN applies it",
     )
-
-    cfg = parse("ignore-unknown-option ifconfig-pool-persist\n" + SAMPLE_SERVER)
-    assert [str(item) for item in cfg.ignored] == [
-        "test.conf:11: ignoring unsupported option 'ifconfig-pool-persist' (ignore-unknown-option)"
-    ]
+    cfg = parse(SAMPLE_SERVER.replace("ifconfig-pool-persist", "#ifconfig-pool-persist"))
     assert (cfg.ping, cfg.ping_restart, cfg.push_ping, cfg.push_ping_restart) == (10, 240, 10, 120)
     assert cfg.dh == str(pki_dir / "dh2048.pem")
     assert any("DH parameters are not used" in note for note in cfg.notes)

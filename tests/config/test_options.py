@@ -15,6 +15,7 @@ from tests.config.conftest import (
     ParseError,
 )
 from tunnel.config import SUPPORTED_OPTIONS, AddressPool, Remote, Route, RouteIPv6
+from tunnel.protocol.errors import ConfigError
 
 P2P_SERVER = "tls-server\ndev tun\nifconfig 10.9.0.1 255.255.255.0\n" + SERVER_TLS
 
@@ -339,24 +340,24 @@ def test_process_options(parse: Parse) -> None:
 
 def test_ignore_unknown_option(parse: Parse) -> None:
     cfg = parse(
-        "ignore-unknown-option fragment --block-outside-dns\n"
+        "ignore-unknown-option future-thing --block-outside-dns\n"
         + MINIMAL_CLIENT
-        + "fragment 1300\nblock-outside-dns\n<fragment>\nx\n</fragment>\n"
+        + "future-thing 1300\nblock-outside-dns\n<future-thing>\nx\n</future-thing>\n"
     )
-    assert cfg.ignore_unknown_options == ["fragment", "block-outside-dns"]
+    assert cfg.ignore_unknown_options == ["future-thing", "block-outside-dns"]
     assert [(item.line, item.name, item.reason) for item in cfg.ignored] == [
-        (8, "fragment", "ignore-unknown-option"),
-        (9, "block-outside-dns", "ignore-unknown-option"),
-        (10, "fragment", "ignore-unknown-option"),
+        (8, "future-thing", "ignore-unknown-option"),
+        (9, "block-outside-dns", "ignore-unknown-option"),  # Windows-only: unknown on Linux
+        (10, "future-thing", "ignore-unknown-option"),
     ]
 
 
 def test_ignore_unknown_option_only_covers_later_lines(parse_error: ParseError) -> None:
     # As in OpenVPN: the option is checked when it is read.
     parse_error(
-        MINIMAL_CLIENT + "fragment 1300\nignore-unknown-option fragment\n",
+        MINIMAL_CLIENT + "future-thing 1300\nignore-unknown-option future-thing\n",
         7,
-        "unsupported option 'fragment'",
+        "unsupported option 'future-thing'",
     )
 
 
@@ -387,3 +388,65 @@ def test_supported_options_cover_the_brief() -> None:
     compress""".split()  # noqa: SIM905 (a word list reads better as text)
     )
     assert wanted <= set(SUPPORTED_OPTIONS)
+
+
+# -- the lenient paths never skip an option OpenVPN knows (issue 11, item 9) ---------------
+
+LENIENT_PREFIXES = [
+    pytest.param("setenv FORWARD_COMPATIBLE 1\n", "", id="forward-compatible"),
+    pytest.param("ignore-unknown-option ns-cert-type auth-user-pass fragment\n", "",
+                 id="ignore-unknown-option"),
+    pytest.param("", "setenv opt ", id="setenv-opt"),
+]
+
+
+@pytest.mark.parametrize(("prefix", "wrap"), LENIENT_PREFIXES)
+@pytest.mark.parametrize(
+    "line", ["fragment 1300", "http-proxy 192.0.2.9 8080", "pkcs11-id x"]
+)
+def test_lenient_paths_never_skip_an_openvpn_option(
+    parse_error: ParseError, prefix: str, wrap: str, line: str
+) -> None:
+    # Stock applies a known option whatever FORWARD_COMPATIBLE / ignore-unknown-option /
+    # `setenv opt` say: skipping `ns-cert-type server` would lose the server-identity check.
+    text = prefix + MINIMAL_CLIENT + wrap + line + "\n"
+    error = parse_error(text, text.count("\n"), f"unsupported option {line.split()[0]!r}")
+    assert "never skipped" in str(error)
+
+
+@pytest.mark.parametrize(("prefix", "wrap"), LENIENT_PREFIXES)
+@pytest.mark.parametrize("line", ["ns-cert-type server", "auth-user-pass"])
+def test_lenient_paths_apply_or_refuse_the_security_options(
+    parse: Parse, prefix: str, wrap: str, line: str
+) -> None:
+    # The issue's example: FORWARD_COMPATIBLE used to drop these two silently. Whether or not
+    # this tunnel implements them yet, they are applied (recorded as set) or the file refused.
+    text = prefix + MINIMAL_CLIENT + wrap + line + "\n"
+    try:
+        cfg = parse(text)
+    except ConfigError as error:
+        assert "never skipped" in str(error) or "not supported" in str(error), error
+        return
+    name = line.split()[0]
+    assert name not in [item.name for item in cfg.ignored]
+    assert name in cfg.option_lines
+
+
+@pytest.mark.parametrize(("prefix", "wrap"), LENIENT_PREFIXES)
+def test_lenient_paths_still_skip_what_openvpn_does_not_know(
+    parse: Parse, prefix: str, wrap: str
+) -> None:
+    prefix = prefix.replace("ns-cert-type", "a-future-option")
+    cfg = parse(prefix + MINIMAL_CLIENT + wrap + "a-future-option x\nblock-outside-dns\n"
+                .replace("\nblock", "\n" + (wrap or "setenv opt ") + "block"))
+    assert [item.name for item in cfg.ignored] == ["a-future-option", "block-outside-dns"]
+
+
+def test_stock_option_names_cover_the_security_options() -> None:
+    from tunnel.config.stock_options import STOCK_OPTION_NAMES
+
+    security = {"ns-cert-type", "auth-user-pass", "tls-auth", "tls-crypt", "verify-x509-name",
+                "remote-cert-tls", "remote-cert-eku", "remote-cert-ku", "crl-verify",
+                "tls-verify", "peer-fingerprint", "auth", "cipher", "fragment", "compress"}
+    assert security <= STOCK_OPTION_NAMES
+    assert "block-outside-dns" not in STOCK_OPTION_NAMES  # Windows-only: unknown on Linux

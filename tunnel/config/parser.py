@@ -19,6 +19,7 @@ from tunnel.config.lexer import Directive, count_lines, lex_config
 from tunnel.config.model import IgnoredOption, TunnelConfig
 from tunnel.config.options import OPTIONS, ParseContext
 from tunnel.config.registry import check_arity
+from tunnel.config.stock_options import STOCK_OPTION_NAMES
 
 __all__ = ["load_config", "parse_config"]
 
@@ -85,6 +86,17 @@ def _apply(cfg: TunnelConfig, ctx: ParseContext, d: Directive) -> None:
     spec = OPTIONS.get(d.name)
     if spec is None:
         reason = _skip_reason(ctx, d.name, unwrapped is not None)
+        if d.name in STOCK_OPTION_NAMES:
+            # Stock applies an option it knows whatever ignore-unknown-option or
+            # FORWARD_COMPATIBLE say; skipping it could drop a certificate check, a credential
+            # or a change of wire format, so an OpenVPN option we do not implement is an error.
+            raise config_error(
+                ctx.source,
+                d.line,
+                f"unsupported option {quote(d.name)}: OpenVPN applies it, so it is never "
+                "skipped (ignore-unknown-option, 'setenv opt' and FORWARD_COMPATIBLE only cover "
+                "options OpenVPN does not know)",
+            )
         if reason is None:
             raise config_error(
                 ctx.source,
