@@ -74,7 +74,8 @@ class ClientRuntime(Runtime):
         self.events = ClientEventLog(self.log, family)
         self._device_ready = False
         self.pool = make_pool(frame)
-        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event)
+        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
+                      log=self.log)
 
     def started(self) -> None:
         if self.cfg.ping_exit > 0:

@@ -145,12 +145,18 @@ class Runtime:
         return code
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # An exception escaping a callback is a bug; without this asyncio would print it to
-        # stderr and carry on with a half-dead tunnel. Log it (with its traceback) and stop.
+        # An exception that escaped a callback or task is a bug, but nothing that arrives from
+        # the network may stop the tunnel: log it with its traceback (rate-limited), count it,
+        # carry on. (The driver already catches its own callbacks' exceptions per packet.)
         exc = context.get("exception")
-        self.log.error("internal error: %s", context.get("message", "unhandled exception"),
-                       exc_info=exc if isinstance(exc, BaseException) else None)
-        self.stop(EXIT_FAILED)
+        if not isinstance(exc, Exception):
+            exc = RuntimeError(str(context.get("message", "unhandled exception")))
+        if self.driver is not None:
+            self.driver.stats.errors += 1
+            self.driver.faults.record(str(context.get("message", "a callback")), exc)
+        else:
+            self.log.error("internal error: %s", context.get("message", "unhandled exception"),
+                           exc_info=(type(exc), exc, exc.__traceback__))
 
     def _open_status(self) -> StatusWriter | None:
         cfg = self.cfg

@@ -52,7 +52,8 @@ class ServerRuntime(Runtime):
         self.peers = PeerRegistry(self.endpoint)
         self.events = ServerEventLog(self.log, self.peers, family)
         self.pool = make_pool(frame)
-        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event)
+        return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
+                      log=self.log)
 
     def started(self) -> None:
         self.drop_privileges()

@@ -98,9 +98,9 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
         _row(sep, "ARENA_STATS", arena.iterations, arena.entries_freed, arena.bytes_freed,
              arena.detached),
         _row(sep, "HEADER", "LINK_STATS", "UDP In", "UDP Out", "UDP Out Dropped", "TUN In",
-             "TUN Out", "TUN Out Dropped", "No Route"),
+             "TUN Out", "TUN Out Dropped", "No Route", "Malformed", "Internal Errors"),
         _row(sep, "LINK_STATS", link.udp_rx, link.udp_tx, link.udp_tx_dropped, link.tun_rx,
-             link.tun_tx, link.tun_tx_dropped, link.no_route),
+             link.tun_tx, link.tun_tx_dropped, link.no_route, link.malformed, link.errors),
     ]
 
 

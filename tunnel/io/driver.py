@@ -9,6 +9,7 @@ protocol, and frees the whole arena at once when the batch ends (OpenVPN's per-h
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Protocol
 
 from core import BoundsError, Buffer, BufferPool, GcArena
 from tunnel.io.device import PacketDevice
+from tunnel.io.faults import CallbackFaults
 from tunnel.io.gso import (
     GRO_BUFFER_SIZE,
     GRO_CMSG_SPACE,
@@ -34,6 +36,9 @@ Address = tuple[str, int]
 # that the other direction and the timers are not starved. Measured (bench_netns, one run):
 # 32 -> 64 -> 128 gave TCP-1 2142 -> 2183 -> 2294 Mbit/s; UDP-64 within noise.
 DEFAULT_BATCH = 128
+# After an exception in the timer or the control round, the timer comes back no sooner than
+# this: a bug that fails every time costs a log line now and then, not a busy loop.
+_FAULT_BACKOFF = 0.5
 
 
 class Endpoint(Protocol):
@@ -57,6 +62,11 @@ class DriverStats:
     tun_tx: int = 0
     tun_tx_dropped: int = 0
     no_route: int = 0
+    # Inputs dropped here before the protocol saw them: empty datagrams (and empty packets
+    # from the device), datagrams larger than any we accept, truncated reads.
+    malformed: int = 0
+    # Exceptions caught inside a callback (a bug, logged with its traceback; survived).
+    errors: int = 0
 
 
 class Driver:
@@ -72,6 +82,7 @@ class Driver:
         *,
         on_event: Callable[[Event], None] | None = None,
         batch: int = DEFAULT_BATCH,
+        log: logging.Logger | None = None,
     ) -> None:
         self.loop = loop
         self.endpoint = endpoint
@@ -82,6 +93,7 @@ class Driver:
         self.batch = batch
         self.on_event = on_event
         self.stats = DriverStats()
+        self.faults = CallbackFaults(log or logging.getLogger("tunnel"))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._ipv6 = sock.family == socket.AF_INET6
@@ -99,8 +111,10 @@ class Driver:
 
     def start(self) -> None:
         self._running = True
-        self.loop.add_reader(self.sock.fileno(), self._on_socket_readable)
-        self.loop.add_reader(self.device.fileno(), self._on_device_readable)
+        self.loop.add_reader(self.sock.fileno(), self._guarded(
+            self._on_socket_readable, "reading from the link"))
+        self.loop.add_reader(self.device.fileno(), self._guarded(
+            self._on_device_readable, "reading from the device"))
         self._after_input(self.loop.time())
 
     def stop(self) -> None:
@@ -132,7 +146,7 @@ class Driver:
         ipv6 = self._ipv6
         run = self._gro_view
         runs = (run,)
-        rx = tun_tx = tun_dropped = 0
+        rx = tun_tx = tun_dropped = malformed = 0
         control = False  # a control, ping or OCC packet: state that needs servicing
         coalescer = self._coalescer
         coalesce = coalescer.write if coalescer is not None else None
@@ -146,14 +160,21 @@ class Driver:
             headroom = buf.offset
             reset = buf.reset
             append = buf.append
-            while rx < self.batch:
+            reads = 0
+            while rx < self.batch and reads < self.batch:
+                reads += 1
                 try:
                     # GRO: one read returns a run of datagrams from one sender, end to end.
-                    size, ancdata, _flags, addr = recvmsg_into(runs, GRO_CMSG_SPACE)
+                    size, ancdata, flags, addr = recvmsg_into(runs, GRO_CMSG_SPACE)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
                     # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
+                    continue
+                if not size or flags & socket.MSG_TRUNC:
+                    # An empty datagram is a valid UDP datagram and nothing we speak; a cut
+                    # one cannot authenticate. Both are one more dropped input.
+                    malformed += 1
                     continue
                 if ipv6:
                     addr = addr[:2]
@@ -165,18 +186,23 @@ class Driver:
                         # needs the frame's tailroom, which the run has not got.
                         append(run[start : min(start + segment, size)])
                     except BoundsError:
-                        continue  # larger than any datagram we accept: drop it
+                        malformed += 1  # larger than any datagram we accept: drop it
+                        continue
                     rx += 1
-                    verdict = receive(buf, addr, now)
-                    if verdict == TO_TUN:
-                        if coalesce is not None:
-                            coalesce(buf)
-                        elif write(buf.data):
-                            tun_tx += 1
-                        else:
-                            tun_dropped += 1
-                    elif verdict == CONSUMED:
-                        control = True
+                    try:
+                        verdict = receive(buf, addr, now)
+                        if verdict == TO_TUN:
+                            if coalesce is not None:
+                                coalesce(buf)
+                            elif write(buf.data):
+                                tun_tx += 1
+                            else:
+                                tun_dropped += 1
+                        elif verdict == CONSUMED:
+                            control = True
+                    except Exception as exc:  # a bug: this datagram is lost, nothing else
+                        self._fault("the handling of a datagram from the link", exc)
+                        control = True  # the state it left may have something to send
         finally:
             if coalescer is not None:
                 coalescer.flush()
@@ -184,6 +210,7 @@ class Driver:
                 tun_dropped += coalescer.dropped - dropped
             arena.free()
             stats.udp_rx += rx
+            stats.malformed += malformed
             stats.tun_tx += tun_tx
             stats.tun_tx_dropped += tun_dropped
         if control:
@@ -199,7 +226,7 @@ class Driver:
         gso = self._gso
         queue = gso.add
         stats = self.stats
-        tun_rx = no_route = 0
+        tun_rx = no_route = malformed = 0
         sent, dropped = gso.sent, gso.dropped
         try:
             # One buffer for the batch, as above: `queue` copies the sealed datagram into the
@@ -222,27 +249,37 @@ class Driver:
                     reset(headroom)
                     inc_len(size)
                     tun_rx += 1
-                    addr = encrypt(buf, now)
-                    if addr is None:
-                        no_route += 1
-                        continue
-                    queue(buf.data, addr)
+                    try:
+                        addr = encrypt(buf, now)
+                        if addr is None:
+                            no_route += 1
+                            continue
+                        queue(buf.data, addr)
+                    except Exception as exc:  # a bug: this packet is lost, nothing else
+                        self._fault("the handling of a packet from the device", exc)
             else:
                 read_into = device.read_into
                 for _ in range(self.batch):
                     reset(headroom)
                     if not read_into(buf):
                         break
-                    tun_rx += 1
-                    addr = encrypt(buf, now)
-                    if addr is None:
-                        no_route += 1
+                    if not len(buf):
+                        malformed += 1  # an empty packet: nothing to send
                         continue
-                    queue(buf.data, addr)
+                    tun_rx += 1
+                    try:
+                        addr = encrypt(buf, now)
+                        if addr is None:
+                            no_route += 1
+                            continue
+                        queue(buf.data, addr)
+                    except Exception as exc:  # a bug: this packet is lost, nothing else
+                        self._fault("the handling of a packet from the device", exc)
             gso.flush()
         finally:
             arena.free()
             stats.tun_rx += tun_rx
+            stats.malformed += malformed
             stats.no_route += no_route
             stats.udp_tx += gso.sent - sent
             stats.udp_tx_dropped += gso.dropped - dropped
@@ -251,16 +288,49 @@ class Driver:
         self._timer = None
         self._timer_at = None
         now = self.loop.time()
-        self.endpoint.handle_timer(now)
+        try:
+            self.endpoint.handle_timer(now)
+        except Exception as exc:  # a bug; the timer must go on, or every session stalls
+            self._fault("the timer", exc)
+            # A timer that fails again at once must not spin: come back a little later.
+            self._after_input(now, timer_floor=now + _FAULT_BACKOFF)
+            return
         self._after_input(now)
+
+    def _guarded(self, callback: Callable[[], None], where: str) -> Callable[[], None]:
+        """`callback` as a readiness callback that survives any exception it raises."""
+
+        def run() -> None:
+            try:
+                callback()
+            except Exception as exc:
+                self._fault(where, exc)
+
+        return run
+
+    def _fault(self, where: str, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.faults.record(where, exc)
 
     # -- after every input: control datagrams, events, the timer ---------------------------
 
-    def _after_input(self, now: float) -> None:
-        self._flush_control(now)
-        self._drain_events()
+    def _after_input(self, now: float, timer_floor: float | None = None) -> None:
+        try:
+            self._flush_control(now)
+        except Exception as exc:
+            self._fault("sending control datagrams", exc)
+            timer_floor = now + _FAULT_BACKOFF
+        try:
+            self._drain_events()
+        except Exception as exc:
+            self._fault("handling an event", exc)
         if self._running:
-            self._arm_timer()
+            try:
+                self._arm_timer(timer_floor)
+            except Exception as exc:
+                self._fault("arming the timer", exc)
+                self._timer = self.loop.call_at(now + _FAULT_BACKOFF, self._on_timer)
+                self._timer_at = now + _FAULT_BACKOFF
 
     def _flush_control(self, now: float) -> None:
         for datagram, addr in self.endpoint.datagrams_to_send(now):
@@ -273,10 +343,15 @@ class Driver:
     def _drain_events(self) -> None:
         while (event := self.endpoint.next_event()) is not None:
             if self.on_event is not None:
-                self.on_event(event)
+                try:
+                    self.on_event(event)
+                except Exception as exc:  # one event's handler failing loses only that one
+                    self._fault(f"handling the event {type(event).__name__}", exc)
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, floor: float | None = None) -> None:
         deadline = self.endpoint.get_timer()
+        if floor is not None and deadline is not None and deadline < floor:
+            deadline = floor
         if deadline == self._timer_at:
             return
         if self._timer is not None:
