@@ -1,35 +1,30 @@
-"""Shared test policy.
+"""Shared test policy: requirement markers (tests/tools.py) and the netns fixture.
 
-Tests that need root (network namespaces, TUN) or the stock `openvpn` binary are marked
-`root` / `openvpn`. On a developer machine without them they skip with the reason; under CI
-(`CI=true`) a missing requirement is a failure, never a skip, so CI cannot pass without
-running them.
+Every test that needs root or an external tool says so with a marker:
+
+    root            namespaces, TUN devices           openvpn   the stock peer
+    iperf3, ping    traffic through the tunnel        nft       loss on a veth
+    ip              namespaces/veth (iproute2)        unshare, setpriv (util-linux)
+    tcpdump, sockperf, openssl                        docker_compose (compose file only)
+    docker          a Docker engine + compose         debootstrap
+
+(the full table, with the Debian package of each, is TOOLS in tests/tools.py; markers are
+strict, so a misspelt one is an error). Tests using the `netns_pair` fixture get `root` and
+`ip` automatically. On a developer machine a missing requirement skips with the reason, and the
+end of the run lists what was missing plus the one `apt-get install` line that brings it;
+under CI (`CI=true`) a missing requirement is a failure, never a skip, so CI cannot pass
+without running them. A fixture that learns at run time that it needs a tool calls
+`tests.tools.require_tool(name)`.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-pytest_plugins = ["tests.netns"]  # the netns_pair fixture for e2e tests
+pytest.register_assert_rewrite("tests.tools")  # imported here before pytest loads it as a plugin
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.tools import IN_CI  # noqa: E402  (re-exported: tests import it from here)
 
+__all__ = ["IN_CI"]
 
-def _missing(item: pytest.Item) -> str | None:
-    if item.get_closest_marker("root") and os.geteuid() != 0:
-        return "needs root"
-    if item.get_closest_marker("openvpn") and shutil.which("openvpn") is None:
-        return "needs the openvpn binary (apt-get install openvpn)"
-    return None
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    reason = _missing(item)
-    if reason is None:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason}: required in CI", pytrace=False)
-    pytest.skip(reason)
+pytest_plugins = ["tests.netns", "tests.tools"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import stat
 import subprocess
@@ -181,7 +180,7 @@ def test_files_load_into_ssl_contexts_and_handshake(written: PkiPaths) -> None:
     assert peer["subject"] == ((("commonName", "laptop"),),)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+@pytest.mark.openssl
 def test_openssl_verify_accepts_chain(written: PkiPaths) -> None:
     for leaf, purpose in [
         (written.server_cert, "sslserver"),

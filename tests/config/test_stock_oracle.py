@@ -10,17 +10,15 @@ a throwaway network namespace, so nothing on the host is touched.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.config.test_examples import WIRE_CLIENT, WIRE_SERVER
-from tests.conftest import IN_CI
 from tunnel.config import TunnelConfig, load_config
 
-pytestmark = [pytest.mark.openvpn, pytest.mark.root]
+pytestmark = [pytest.mark.openvpn, pytest.mark.root, pytest.mark.unshare]
 
 _DUMP_LINE = re.compile(r"^\S+ \S+ (?:us=\d+ )?\s+([a-z0-9_]+) = (.*)$")
 
@@ -84,14 +82,6 @@ def _ours_in_stock_terms(cfg: TunnelConfig) -> dict[str, list[str]]:
     if cfg.pool_ipv6 is not None:
         view["ifconfig_ipv6_pool_base"] = [str(cfg.pool_ipv6.ip)]
     return view
-
-
-@pytest.fixture(autouse=True)
-def _needs_unshare() -> None:
-    if shutil.which("unshare") is None:
-        if IN_CI:
-            pytest.fail("needs unshare(1) (util-linux): required in CI", pytrace=False)
-        pytest.skip("needs unshare(1)")
 
 
 @pytest.mark.parametrize("text", SERVER_VARIANTS + CLIENT_VARIANTS)

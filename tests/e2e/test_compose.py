@@ -6,7 +6,8 @@ file, so they see what compose itself sees. The configs under deploy/ go through
 config parser with a real PKI, and the entrypoint runs here under /bin/sh (dash on Debian, as
 in the python:*-slim image) for the parts that need no container.
 
-Missing docker-compose is a failure under CI=true (CI installs it) and a skip elsewhere.
+The tests using the `docker_compose` fixture are marked `docker_compose` by it: missing
+docker-compose is a failure under CI=true (CI installs it) and a skip elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
 from tests.netns import REPO_ROOT
+from tests.tools import which
 from tunnel.config.parser import parse_config
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -36,12 +36,10 @@ IMAGE = "pyovpn-tunnel:latest"
 
 @pytest.fixture(scope="module")
 def docker_compose() -> str:
-    path = shutil.which("docker-compose")
-    if path is None:
-        reason = "needs docker-compose (apt-get install docker-compose)"
-        if IN_CI:
-            pytest.fail(f"{reason}: required in CI", pytrace=False)
-        pytest.skip(reason)
+    # A test using this fixture is marked `docker_compose` (tests/tools.py FIXTURE_MARKERS),
+    # so it skips or fails before it gets here without one.
+    path = which("docker-compose")
+    assert path is not None
     return path
 
 

@@ -47,7 +47,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
 
 CIPHERS = ["AES-256-GCM", "CHACHA20-POLY1305"]
 
@@ -206,6 +206,7 @@ def record(case: str, cipher: str, result: IperfResult,
 # -- the harness itself, against the reference ------------------------------------------------
 
 
+@pytest.mark.iperf3
 def test_harness_with_stock_on_both_sides(netns_pair: NetnsPair, tmp_path: Path,
                                           pki: Pki) -> None:
     """Not a product test: stock client against stock server through this module's helpers.
@@ -230,6 +231,7 @@ def test_harness_with_stock_on_both_sides(netns_pair: NetnsPair, tmp_path: Path,
 # -- interop ------------------------------------------------------------------------------------
 
 
+@pytest.mark.iperf3
 @pytest.mark.parametrize("cipher", CIPHERS)
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 def test_ping_and_iperf3(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direction: str,
@@ -253,6 +255,7 @@ def test_ping_and_iperf3(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direct
     record(direction, cipher, result, pings)
 
 
+@pytest.mark.iperf3
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 def test_iperf3_across_stock_renegotiations(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,

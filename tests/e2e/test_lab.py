@@ -19,7 +19,8 @@ import pytest
 
 from tests.netns import REPO_ROOT
 
-pytestmark = pytest.mark.root
+# The lab itself checks for ip, ss, iperf3 and ping and stops if one is missing.
+pytestmark = [pytest.mark.root, pytest.mark.ip, pytest.mark.iperf3, pytest.mark.ping]
 
 LAB = REPO_ROOT / "scripts" / "lab"
 NAMESPACES = re.compile(r"namespaces (\S+) \(\S+\) and (\S+) \(")

@@ -23,7 +23,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.nft, pytest.mark.ping]
 
 LOSS_PERCENT = 20
 # Retransmits back off 2, 4, 8 s: a handshake through 20 % loss normally takes a few seconds,

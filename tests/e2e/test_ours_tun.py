@@ -21,7 +21,7 @@ import pytest
 from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
 from tunnel.pki import generate_pki
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.ping]
 
 PORT = 1194
 START_TIMEOUT = 30.0  # handshake + push + device setup; seconds in practice
@@ -192,6 +192,7 @@ def _link_gone(pair: NetnsPair, ns: str, name: str) -> bool:
 # -- the tests ---------------------------------------------------------------------------------
 
 
+@pytest.mark.iperf3
 def test_ping_both_ways_iperf3_status_and_clean_exit(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:
@@ -260,6 +261,7 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     assert _link_gone(pair, pair.ns_a, tunnel.server_dev)
 
 
+@pytest.mark.iperf3
 def test_iperf3_across_two_renegotiations_does_not_stall(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:

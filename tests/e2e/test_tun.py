@@ -74,6 +74,7 @@ def _finish(pair: NetnsPair, proc: subprocess.Popen[bytes]) -> str:
 
 
 @root
+@pytest.mark.ping
 def test_ping_ipv4_through_tun_and_a_route(netns_pair: NetnsPair) -> None:
     pair = netns_pair
     net = pair.new_subnet()
@@ -97,6 +98,7 @@ def test_ping_ipv4_through_tun_and_a_route(netns_pair: NetnsPair) -> None:
 
 
 @root
+@pytest.mark.ping
 def test_ping_ipv6_through_tun(netns_pair: NetnsPair) -> None:
     pair = netns_pair
     net6 = pair.new_subnet6()
@@ -243,6 +245,7 @@ def test_open_as_non_root_fails_with_clear_error(netns_pair: NetnsPair) -> None:
 
 
 @root
+@pytest.mark.setpriv
 def test_open_without_cap_net_admin_fails_with_clear_error(netns_pair: NetnsPair) -> None:
     # Still root (so /dev/net/tun opens) but without CAP_NET_ADMIN: TUNSETIFF says EPERM.
     script = (
@@ -317,6 +320,8 @@ def test_configure_device_is_idempotent_and_enables_ipv6(netns_pair: NetnsPair) 
 
 
 @root
+@pytest.mark.ip
+@pytest.mark.ping
 def test_harness_pair_is_connected() -> None:
     with NetnsPair() as pair:
         assert pair.ping(pair.ns_a, pair.addr_b, count=1)
@@ -327,6 +332,7 @@ def test_harness_pair_is_connected() -> None:
 
 
 @root
+@pytest.mark.ip
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_harness_cleans_up_when_the_body_raises(error: type[BaseException]) -> None:
     with pytest.raises(error), NetnsPair() as pair:
@@ -339,6 +345,7 @@ def test_harness_cleans_up_when_the_body_raises(error: type[BaseException]) -> N
 
 
 @root
+@pytest.mark.ip
 def test_harness_cleans_up_on_sigterm(tmp_path: Path) -> None:
     # A separate interpreter creates a pair and waits; SIGTERM must still remove everything.
     script = (
@@ -366,6 +373,7 @@ def test_harness_cleans_up_on_sigterm(tmp_path: Path) -> None:
 
 
 @root
+@pytest.mark.ip
 def test_harness_removes_leftovers_of_a_killed_run() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -7,7 +7,6 @@ it fails at start with a single line that names the problem, and never with a tr
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import which
 from tunnel.app.effects import APPLIED, NO_EFFECT
 from tunnel.config import SUPPORTED_OPTIONS
 from tunnel.pki import PkiPaths, generate_pki
@@ -158,13 +158,14 @@ def test_port_in_use(tmp_path: Path, pki: PkiPaths) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.setpriv
 @pytest.mark.parametrize("role", ["server", "client"])
 def test_no_permission_for_tun(tmp_path: Path, pki: PkiPaths, role: str) -> None:
     # A config that works as root, run as user nobody. The interpreter lives under /root
     # (mode 0700) here, so nobody keeps exactly one capability, CAP_DAC_READ_SEARCH, to be able
     # to start it and read the test's files; it has no CAP_NET_ADMIN, so no TUN device.
-    setpriv = shutil.which("setpriv")
-    assert setpriv is not None, "setpriv (util-linux) is needed"
+    setpriv = which("setpriv")
+    assert setpriv is not None
     text = (_server_conf(pki, _free_udp_port()) if role == "server"
             else _client_conf(pki, "127.0.0.1"))
     conf = _write(tmp_path, f"{role}.conf", text)
@@ -186,11 +187,12 @@ def test_unresolvable_remote(tmp_path: Path, pki: PkiPaths) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.unshare
 def test_unreachable_remote(tmp_path: Path, pki: PkiPaths) -> None:
     # In a fresh network namespace (unshare: it vanishes with the process) there is no route
     # at all, so the kernel refuses to send to the remote: fail at start, not retry forever.
-    unshare = shutil.which("unshare")
-    assert unshare is not None, "unshare (util-linux) is needed"
+    unshare = which("unshare")
+    assert unshare is not None
     conf = _write(tmp_path, "client.conf", _client_conf(pki, "192.0.2.1"))
     result = _run("client", conf, prefix=(unshare, "--net", "--"))
     _assert_one_line_failure(result, "client", "remote 192.0.2.1", "unreachable")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import random
-import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -541,7 +540,7 @@ def test_openvpn_subject_simple_and_empty() -> None:
     assert openvpn_subject(x509.Name([])) == ""
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+@pytest.mark.openssl
 def test_openvpn_subject_matches_openssl_cli(pki: Pems, tmp_path: Path) -> None:
     """Same flags as ssl_verify_openssl.c: x509_get_subject(), through the openssl CLI."""
     cert, _ = _issue(pki, ODD_SUBJECT)
