@@ -122,8 +122,26 @@ def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool) -> int:
     return cfg.mssfix + outer + tunnel
 
 
+def located(cfg: TunnelConfig, exc: ConfigError) -> ConfigError:
+    """A ConfigError from below the config layer ("key: ...") at the FILE:LINE of its option."""
+    text = str(exc)
+    if text.startswith(f"{cfg.source}:"):
+        return exc
+    option = text.split(":", 1)[0].split(" ", 1)[0]
+    # "cert/key: rejected by OpenSSL": the key is what the user most likely has to change
+    option = {"cert/key": "key"}.get(option, option)
+    return cfg.error(option, text)
+
+
 def build_session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
-    """Raises ConfigError (naming ca/cert/key) when the PEM material is unusable."""
+    """Raises ConfigError at FILE:LINE of ca/cert/key when the PEM material is unusable."""
+    try:
+        return _session_settings(cfg, ipv6_link=ipv6_link)
+    except ConfigError as exc:
+        raise located(cfg, exc) from None
+
+
+def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
     return session_settings(
         is_client=cfg.role == "client",
         tls=build_tls_settings(cfg),

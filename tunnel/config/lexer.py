@@ -22,9 +22,15 @@ file stock OpenVPN splits one way is split the same way here:
 
 Deliberate differences, all of them "error instead of something surprising": a backslash at the
 very end of a line is an error (OpenVPN would put the newline into the word), and a stray closing
-tag ``</ca>`` is reported as such (OpenVPN would report a missing ``<//ca>``). OpenVPN's length
-limits (255-character lines, 256-character words, 16 words a line; longer lines make stock
-OpenVPN fail and extra words are dropped) are not enforced.
+tag ``</ca>`` is reported as such (OpenVPN would report a missing ``<//ca>``).
+
+Line length is bounded as stock bounds it (``read_config_file()``: ``fgets`` into 257 bytes,
+"Maximum option line length (256) exceeded" when a read fills 256): a line of 256 bytes or
+more, its newline included, is an error, whatever it holds (a comment too). Lines inside an
+inline block are exempt, as in stock (``read_inline_file()`` reads them in pieces). So a
+multi-megabyte ``push`` line is refused when the file is read, never when a client arrives.
+Stock's other limits (256-character words, 16 words a line; extra words are dropped) are not
+enforced.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from enum import Enum, auto
 
 from tunnel.config.diagnostics import config_error, quote
 
-__all__ = ["Directive", "count_lines", "lex_config", "split_words"]
+__all__ = [
+    "OPTION_LINE_SIZE", "Directive", "check_line_length", "count_lines", "lex_config",
+    "split_words",
+]
 
 # isspace() in the C locale; Python's str.isspace() would also accept Unicode spaces.
 _C_SPACE = frozenset(" \t\n\v\f\r")
@@ -42,6 +51,8 @@ _COMMENT_START = frozenset("#;")
 # What a backslash may escape outside single quotes (OpenVPN: '\\', '"' or space()).
 _ESCAPABLE = frozenset('\\"') | _C_SPACE
 _BOM = "\ufeff"
+# OPTION_LINE_SIZE in options.h: a line (with its newline) must stay below it.
+OPTION_LINE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +172,42 @@ def count_lines(text: str) -> int:
     return text.count("\n") + (0 if text.endswith("\n") else 1)
 
 
+def check_line_length(
+    line: str, *, newline: bool, source: str, lineno: int, extra: int = 0
+) -> None:
+    """Stock's limit: the line's bytes (its newline and `extra` bytes counted) below 256."""
+    if len(line) < OPTION_LINE_SIZE - 1 - extra:
+        return  # the common case, without encoding (a character is at least one byte)
+    size = len(line.encode("utf-8", "surrogateescape")) + newline + extra
+    if size < OPTION_LINE_SIZE:
+        return
+    first = line.split(None, 1)[0][:40] if line.split(None, 1) else ""
+    subject = "a comment line" if first[:1] in _COMMENT_START else f"option {quote(first)}"
+    raise config_error(
+        source, lineno,
+        f"{subject}: maximum option line length ({OPTION_LINE_SIZE}) exceeded: the line is "
+        f"{size} bytes with its newline (OpenVPN refuses lines of {OPTION_LINE_SIZE} bytes or "
+        "more; put long values in a file)",
+    )
+
+
 def lex_config(text: str, *, source: str) -> list[Directive]:
     """All directives of a config text, in order, with their line numbers."""
+    bom = 0
     if text.startswith(_BOM):
         text = text[len(_BOM) :]
+        bom = len(_BOM.encode())
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    final_newline = bool(lines) and lines[-1] == ""
+    if final_newline:
         lines.pop()  # the empty string after a final newline is not a line
+    last = len(lines) - 1
     directives: list[Directive] = []
     index = 0
     while index < len(lines):
         lineno = index + 1
+        check_line_length(lines[index], newline=index < last or final_newline, source=source,
+                          lineno=lineno, extra=bom if index == 0 else 0)
         words = split_words(lines[index], source=source, lineno=lineno)
         index += 1
         if not words:

@@ -42,6 +42,7 @@ from tunnel.config.values import (
     parse_netmask,
     parse_port,
 )
+from tunnel.protocol.messages import max_pushed_option
 
 __all__ = ["OPTIONS", "SUPPORTED_OPTIONS", "OptionSpec", "ParseContext"]
 
@@ -321,6 +322,14 @@ def _push(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
         raise OptionProblem("option 'push' needs a non-empty option to push")
     if "," in item:  # push.c: commas separate the options of PUSH_REPLY
         raise OptionProblem(f"option 'push': a pushed option cannot contain ',': {quote(item)}")
+    if not item.isprintable():
+        raise OptionProblem(f"option 'push': a pushed option must be printable: {quote(item)}")
+    size = len(item.encode())
+    if size > max_pushed_option():
+        raise OptionProblem(
+            f"option 'push': the pushed option is {size} bytes, longer than one PUSH_REPLY "
+            f"part can carry ({max_pushed_option()} bytes)"
+        )
     first = item.split()[0]
     if first in _NOT_PUSHABLE:
         raise OptionProblem(

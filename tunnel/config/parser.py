@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunnel.config.diagnostics import OptionProblem, config_error, quote
 from tunnel.config.expand import expand
-from tunnel.config.lexer import Directive, count_lines, lex_config
+from tunnel.config.lexer import Directive, check_line_length, count_lines, lex_config
 from tunnel.config.model import IgnoredOption, TunnelConfig
 from tunnel.config.options import OPTIONS, ParseContext
 from tunnel.config.registry import check_arity
@@ -40,7 +40,18 @@ def load_config(path: str | os.PathLike[str]) -> TunnelConfig:
         reason = exc.strerror or type(exc).__name__
         raise config_error(source, 0, f"cannot read the config file: {reason}") from None
     if len(data) > _MAX_CONFIG_BYTES:
-        raise config_error(source, 0, f"the config file is larger than {_MAX_CONFIG_BYTES} bytes")
+        # Located where the limit was crossed: usually one absurd line, reported as such.
+        start = data.rfind(b"\n", 0, _MAX_CONFIG_BYTES) + 1
+        line = data.count(b"\n", 0, start) + 1
+        end = data.find(b"\n", start)
+        check_line_length(
+            data[start : end if end >= 0 else len(data)].decode("utf-8", "surrogateescape"),
+            newline=end >= 0, source=source, lineno=line,
+        )
+        raise config_error(
+            source, line, f"the config file is larger than {_MAX_CONFIG_BYTES} bytes "
+            f"(line {line} is where it crosses the limit; a config file is a few KB)"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -40,6 +40,7 @@ __all__ = [
     "build_push_reply",
     "classify_control_message",
     "encode_control_message",
+    "max_pushed_option",
     "negotiate_cipher",
     "options_string",
     "parse_peer_info",
@@ -432,6 +433,11 @@ def parse_push_reply(message: str, into: PushOptions | None = None) -> tuple[Pus
     for f in fields(PushOptions):
         setattr(into, f.name, getattr(opts, f.name))
     return into, continuation == 2
+
+
+def max_pushed_option(max_part: int = PUSH_BUNDLE_SIZE) -> int:
+    """The longest option (in bytes) one PUSH_REPLY part of `max_part` bytes can carry."""
+    return max_part - 1 - len(_CONTINUE_MORE) - len(_PUSH_REPLY) - 1  # NUL, the comma
 
 
 def build_push_reply(options: Sequence[str], *, max_part: int = PUSH_BUNDLE_SIZE) -> list[str]:

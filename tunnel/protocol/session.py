@@ -661,7 +661,15 @@ class Session:
             items.append("protocol-flags cc-exit")
         if "IV_MTU" in self.peer_info:
             items.append(f"tun-mtu {self.settings.tun_mtu}")
-        for message in build_push_reply(items):
+        try:
+            messages = build_push_reply(items)
+        except ValueError as exc:
+            # Only reachable from per-client pushes (the config's are bounded when it is
+            # read): stock logs "--push option is too long" and sends no reply either.
+            self.auth_failed = f"cannot push the options: {exc}"
+            self._send_push_reply(key, now)  # answers AUTH_FAILED
+            return
+        for message in messages:
             key.send_message(message)
         self._push_replied_at = now
 

@@ -513,11 +513,32 @@ def _remap_name(text: str) -> str:
 def _parse_certificates(item: str, pem: str) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(pem.encode("utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"{item}: not valid PEM certificate text ({exc})") from None
+    except ValueError:
+        # In our words: the library's text is a parser's repr ("ParseError { kind: ... }").
+        raise ConfigError(f"{item}: {_which_certificate_is_bad(pem)}") from None
     if not certs:  # the loader raises on no certificates; kept for clarity
         raise ConfigError(f"{item}: no PEM certificate found")
     return certs
+
+
+_PEM_CERT = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S
+)
+
+
+def _which_certificate_is_bad(pem: str) -> str:
+    blocks = _PEM_CERT.findall(pem)
+    for number, block in enumerate(blocks, 1):
+        try:
+            x509.load_pem_x509_certificate(block.encode("utf-8"))
+        except ValueError:
+            which = f"certificate {number} of {len(blocks)}" if len(blocks) > 1 else (
+                "the certificate")
+            return (f"{which} is not a valid X.509 certificate (its base64 text is cut short, "
+                    "altered or not a certificate)")
+    if pem.count("-----BEGIN CERTIFICATE-----") != len(blocks):
+        return "a '-----BEGIN CERTIFICATE-----' block has no matching END line"
+    return "not valid PEM certificate text"
 
 
 def _parse_private_key(pem: str, password: str | None) -> PrivateKeyTypes:
