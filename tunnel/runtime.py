@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core import BufferPool, Frame, FrameBuilder
 from tunnel import __version__
+from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.datachannel import register_data_channel
 from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
@@ -22,9 +23,14 @@ from tunnel.protocol.tls import TlsSettings, make_context
 DEFAULT_POOL_SIZE = 512
 
 
-def make_frame(tun_mtu: int = 1500, *, comp_lzo_stub: bool = False) -> Frame:
-    """The data-channel geometry: every module registers what it adds."""
+def make_frame(
+    tun_mtu: int = 1500, *, comp_lzo_stub: bool = False, stream: bool = False
+) -> Frame:
+    """The data-channel geometry: every module registers what it adds (`stream`: the TCP
+    transport's 16-bit length prefix)."""
     builder = FrameBuilder(tun_mtu=tun_mtu)
+    if stream:
+        register_stream_framing(builder)
     register_data_channel(builder)
     if comp_lzo_stub:
         builder.reserve("comp-lzo-stub", headroom=COMP_LZO_STUB_SIZE)
@@ -55,7 +61,7 @@ def session_settings(
     replay_window: int = 64,
     replay_seconds: float = 15.0,
     explicit_exit_notify: int = 0,
-    proto: str = "UDPv4",
+    proto: str = "UDPv4",  # as in the options string: UDPv4, UDPv6, TCPv4_CLIENT, ...
     tun_mtu: int = 1500,
     mssfix: int = 1492,
     comp_lzo_stub: bool = False,
@@ -84,9 +90,16 @@ def session_settings(
         replay_window=replay_window,
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
-        max_control_datagram=1250 - (48 if proto == "UDPv6" else 28),
+        max_control_datagram=1250 - _outer_overhead(proto),
         tun_mtu=tun_mtu,
         mssfix=mssfix,
-        outer_overhead=48 if proto == "UDPv6" else 28,
+        outer_overhead=_outer_overhead(proto),
         comp_lzo_stub=comp_lzo_stub,
     )
+
+
+def _outer_overhead(proto: str) -> int:
+    """Outer IP + UDP/TCP headers (+ TCP's length prefix) of the link a session runs on."""
+    if proto.startswith("TCP"):
+        return (60 if proto.startswith("TCPv6") else 40) + 2
+    return 48 if proto == "UDPv6" else 28

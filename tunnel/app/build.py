@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from core import Frame
 from tunnel.config import TunnelConfig
+from tunnel.config.model import is_tcp
 from tunnel.protocol.client import Client
 from tunnel.protocol.datachannel import DATA_V2_OVERHEAD
 from tunnel.protocol.errors import ConfigError
@@ -98,13 +99,25 @@ def build_timers(cfg: TunnelConfig) -> Timers:
     )
 
 
+def uses_tcp(cfg: TunnelConfig) -> bool:
+    """Whether any link of this config is a TCP one (the server's, or one of the remotes)."""
+    return is_tcp(cfg.proto) or any(is_tcp(remote.proto) for remote in cfg.remotes)
+
+
 def build_frame(cfg: TunnelConfig) -> Frame:
     """The data-channel geometry; a client leaves room for a pushed tun-mtu up to IV_MTU."""
     mtu = max(cfg.tun_mtu, TUN_MTU_MAX) if cfg.role == "client" else cfg.tun_mtu
-    return make_frame(mtu, comp_lzo_stub=cfg.comp_lzo_stub)
+    return make_frame(mtu, comp_lzo_stub=cfg.comp_lzo_stub, stream=uses_tcp(cfg))
 
 
-def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool) -> int:
+def link_proto(cfg: TunnelConfig, *, tcp: bool, ipv6_link: bool) -> str:
+    """The proto word of the options string for a link (socket.c: proto_remote)."""
+    if tcp:
+        return "TCPv4_CLIENT" if cfg.role == "client" else "TCPv4_SERVER"
+    return "UDPv6" if ipv6_link else "UDPv4"
+
+
+def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool = False) -> int:
     """`mssfix N [mtu|fixed]` as the session's one unit: the whole outer IP datagram.
 
     mtu: N already is that. payload (plain `mssfix N`): N is the UDP payload, so the outer
@@ -114,6 +127,8 @@ def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool) -> int:
     if cfg.mssfix is None:
         return 0
     outer = OUTER_IPV6_UDP if ipv6_link else OUTER_IPV4_UDP
+    if tcp:  # TCP's header is 12 bytes more than UDP's, and the length prefix 2 more
+        outer += 12 + 2
     if cfg.mssfix_mode == "mtu":
         return cfg.mssfix
     if cfg.mssfix_mode == "payload":
@@ -133,15 +148,20 @@ def located(cfg: TunnelConfig, exc: ConfigError) -> ConfigError:
     return cfg.error(option, text)
 
 
-def build_session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
-    """Raises ConfigError at FILE:LINE of ca/cert/key when the PEM material is unusable."""
+def build_session_settings(
+    cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool | None = None
+) -> SessionSettings:
+    """Raises ConfigError at FILE:LINE of ca/cert/key when the PEM material is unusable.
+
+    `tcp`: the link is TCP (default: the config's `proto`)."""
     try:
-        return _session_settings(cfg, ipv6_link=ipv6_link)
+        return _session_settings(cfg, ipv6_link=ipv6_link, tcp=is_tcp(cfg.proto) if tcp is None
+                                 else tcp)
     except ConfigError as exc:
         raise located(cfg, exc) from None
 
 
-def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
+def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> SessionSettings:
     return session_settings(
         is_client=cfg.role == "client",
         tls=build_tls_settings(cfg),
@@ -151,9 +171,9 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool) -> SessionSettings:
         replay_window=cfg.replay_window,
         replay_seconds=float(cfg.replay_seconds),
         explicit_exit_notify=cfg.explicit_exit_notify,
-        proto="UDPv6" if ipv6_link else "UDPv4",
+        proto=link_proto(cfg, tcp=tcp, ipv6_link=ipv6_link),
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
-        mssfix=session_mssfix(cfg, ipv6_link=ipv6_link),
+        mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),
         comp_lzo_stub=cfg.comp_lzo_stub,
     )
 
@@ -180,7 +200,10 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         pool6=pool6,
         prefix6=cfg.pool_ipv6.network.prefixlen if cfg.pool_ipv6 is not None else 64,
         gateway6=gateway6,
-        push=tuple(cfg.push_list),
+        push=tuple(cfg.push_list) + (
+            # helper.c: helper_tcp_nodelay pushes the flag to the clients.
+            ("socket-flags TCP_NODELAY",) if cfg.tcp_nodelay else ()
+        ),
         max_clients=cfg.max_clients,
         duplicate_cn=cfg.duplicate_cn,
     )
@@ -191,8 +214,15 @@ def build_server(cfg: TunnelConfig, settings: ServerSettings, now: float) -> Ser
 
 
 def build_client(
-    cfg: TunnelConfig, session: SessionSettings, remotes: Sequence[Address], now: float
+    cfg: TunnelConfig, session: SessionSettings, remotes: Sequence[Address], now: float,
+    *, per_remote: Sequence[SessionSettings] | None = None,
 ) -> Client:
     # A client always reconnects after a ping-restart or RESTART; it ends only on signals,
-    # AUTH_FAILED, HALT or ping-exit.
-    return Client(session, list(remotes), now, reconnect=True)
+    # AUTH_FAILED, HALT, ping-exit or connect-retry-max.
+    return Client(
+        session, list(remotes), now, reconnect=True,
+        retry=(float(cfg.connect_retry), float(cfg.connect_retry_max)),
+        poll_timeout=float(cfg.connect_timeout),
+        max_tries=cfg.connect_retry_tries,
+        per_remote=per_remote,
+    )

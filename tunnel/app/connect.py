@@ -28,6 +28,8 @@ from tunnel.app.device import (
 )
 from tunnel.app.eventlog import ClientEventLog
 from tunnel.app.link import (
+    ResolvedRemote,
+    client_bind_address,
     format_address,
     link_name,
     open_client_socket,
@@ -35,6 +37,7 @@ from tunnel.app.link import (
 )
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot
+from tunnel.io.client_link import ClientLinkDriver, RemoteLink
 from tunnel.io.driver import Driver
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
 from tunnel.protocol.messages import PushOptions
@@ -48,9 +51,11 @@ _SPECIAL_GATEWAYS = frozenset({"dhcp", "vpn_gateway", "net_gateway", "remote_hos
 class ClientRuntime(Runtime):
     role = "client"
 
-    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | ClientLinkDriver:
         cfg = self.cfg
         remotes = resolve_remotes(cfg, self.log)
+        if any(remote.tcp for remote in remotes):
+            return self._prepare_links(loop, remotes)
         family = remotes[0].family
         self.family = family
         ipv6_link = family == socket.AF_INET6
@@ -76,6 +81,48 @@ class ClientRuntime(Runtime):
         self.pool = make_pool(frame)
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)
+
+    def _prepare_links(
+        self, loop: asyncio.AbstractEventLoop, remotes: list[ResolvedRemote]
+    ) -> ClientLinkDriver:
+        """A profile with TCP remotes: one link per session, of its remote's transport."""
+        cfg = self.cfg
+        self.family = remotes[0].family
+        per_remote = [
+            build_session_settings(cfg, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp)
+            for r in remotes
+        ]
+        frame = build_frame(cfg)
+        self.device.max_mtu = frame.tun_mtu
+        links = [
+            RemoteLink(r.tcp, r.family, client_bind_address(cfg, r.family)) for r in remotes
+        ]
+        tun = self.device.open()
+        client = build_client(cfg, per_remote[0], [r.address for r in remotes], loop.time(),
+                              per_remote=per_remote)
+        self.client = client
+        self.endpoint = CountingClient(client)
+        self.events = ClientEventLog(self.log, self.family)
+        self._device_ready = False
+        self.pool = make_pool(frame)
+        log = self.log
+
+        def on_link(link: RemoteLink, addr: tuple[str, int]) -> None:
+            where = format_address(addr, link.family)
+            if link.tcp:
+                log.info("Attempting to establish TCP connection with %s", where)
+            else:
+                log.info("%s link remote: %s", link_name(link.family), where)
+
+        def on_connected(addr: tuple[str, int]) -> None:
+            log.info("TCP connection established with %s",
+                     format_address(addr, self.family))
+
+        return ClientLinkDriver(
+            loop, self.endpoint, client, links, tun, self.pool, queue_limit=cfg.tcp_queue_limit,
+            nodelay=cfg.tcp_nodelay or cfg.socket_flags_nodelay, on_event=self.on_event,
+            on_link=on_link, on_connected=on_connected,
+        )
 
     def started(self) -> None:
         if self.cfg.ping_exit > 0:

@@ -29,6 +29,12 @@ APPLIED: frozenset[str] = frozenset(
         # link: link.py
         "proto", "port", "lport", "rport", "local", "remote", "remote-random", "nobind",
         "resolv-retry", "sndbuf", "rcvbuf",
+        # transport: options_transport.py, build.py (Client), tunnel/io (TCP drivers)
+        "connect-retry", "connect-retry-max", "connect-timeout", "server-poll-timeout",
+        "tcp-nodelay", "tcp-queue-limit", "socket-flags",
+        # refused by the parser (options_transport.py), whatever their arguments
+        "port-share", "http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user-pass",
+        "http-proxy-override", "http-proxy-retry", "http-proxy-timeout", "socks-proxy-retry",
         # addresses and push: build.py (ServerSettings)
         "ifconfig-pool", "push", "max-clients", "duplicate-cn", "server-ipv6",
         "ifconfig-ipv6-pool",
@@ -65,9 +71,6 @@ NO_EFFECT: dict[str, _Reason] = {
     "auth": _always("the AEAD data ciphers carry their own tag"),
     "auth-nocache": _always("no password is cached: authentication is by certificate only"),
     "cipher": _always("the data cipher is negotiated from data-ciphers, as in OpenVPN 2.6"),
-    "connect-retry": _always(
-        "the reconnect back-off is fixed by the protocol client (1 s, doubling up to 60 s)"
-    ),
     "client-to-client": _always(
         "clients reach each other through the server's TUN device and the kernel's routing "
         "(enable net.ipv4.ip_forward on the server)"

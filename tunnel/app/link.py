@@ -46,9 +46,16 @@ class ResolvedRemote:
     host: str  # as written in the config
     address: Address
     family: int
+    proto: str = "udp"  # the remote's proto (udp/udp4/udp6/tcp/tcp4/tcp6)
+
+    @property
+    def tcp(self) -> bool:
+        return self.proto.startswith("tcp")
 
 
-def link_name(family: int) -> str:
+def link_name(family: int, tcp: bool = False) -> str:
+    if tcp:
+        return "TCPv6" if family == socket.AF_INET6 else "TCPv4"
     return "UDPv6" if family == socket.AF_INET6 else "UDPv4"
 
 
@@ -59,12 +66,17 @@ def format_address(address: Address, family: int) -> str:
 
 
 def _family_of(proto: str) -> int:
-    return {"udp4": socket.AF_INET, "udp6": socket.AF_INET6}.get(proto, socket.AF_UNSPEC)
+    families = {"udp4": socket.AF_INET, "udp6": socket.AF_INET6,
+                "tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
+    return families.get(proto, socket.AF_UNSPEC)
 
 
 def _resolve_one(remote: Remote) -> list[tuple[int, Address]]:
+    tcp = remote.proto.startswith("tcp")
     infos = socket.getaddrinfo(
-        remote.host, remote.port, _family_of(remote.proto), socket.SOCK_DGRAM, socket.IPPROTO_UDP
+        remote.host, remote.port, _family_of(remote.proto),
+        socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM,
+        socket.IPPROTO_TCP if tcp else socket.IPPROTO_UDP,
     )
     return [(family, (str(sockaddr[0]), int(sockaddr[1]))) for family, _, _, _, sockaddr in infos]
 
@@ -130,7 +142,7 @@ def _resolve_all(
             )
             continue
         family = cand_family
-        resolved.append(ResolvedRemote(remote.host, address, cand_family))
+        resolved.append(ResolvedRemote(remote.host, address, cand_family, remote.proto))
     for problem in problems if resolved else ():
         log.warning("%s; skipping it", problem)
     return resolved, problems
@@ -150,9 +162,9 @@ def _local_address(cfg: TunnelConfig, family: int) -> str:
 
 
 def _server_family(cfg: TunnelConfig) -> int:
-    if cfg.proto == "udp6":
+    if cfg.proto in ("udp6", "tcp6"):
         return socket.AF_INET6
-    if cfg.proto == "udp" and cfg.local is not None and ":" in cfg.local:
+    if cfg.proto in ("udp", "tcp") and cfg.local is not None and ":" in cfg.local:
         return socket.AF_INET6
     return socket.AF_INET
 
@@ -178,7 +190,31 @@ def _bind(cfg: TunnelConfig, family: int, port: int) -> socket.socket:
 
 
 def open_server_socket(cfg: TunnelConfig) -> socket.socket:
+    if cfg.proto.startswith("tcp"):
+        return _listen(cfg, _server_family(cfg), cfg.lport)
     return _bind(cfg, _server_family(cfg), cfg.lport)
+
+
+def _listen(cfg: TunnelConfig, family: int, port: int) -> socket.socket:
+    from tunnel.io.tcp_server import open_tcp_listener
+
+    host = _local_address(cfg, family)
+    try:
+        sock = open_tcp_listener(host, port, family)
+    except OSError as exc:
+        message = exc.strerror or str(exc)
+        if exc.errno == errno.EACCES:
+            message = f"cannot bind TCP port {port}: permission denied (ports below 1024 need root)"
+        raise LinkError(exc.errno or errno.EIO, message) from None
+    _tune(sock, cfg)
+    return sock
+
+
+def client_bind_address(cfg: TunnelConfig, family: int) -> Address | None:
+    """Where a client link binds (local/lport), or None for an ephemeral port (nobind)."""
+    if not cfg.bind_local:
+        return None
+    return _local_address(cfg, family), cfg.lport
 
 
 def open_client_socket(cfg: TunnelConfig, family: int) -> socket.socket:

@@ -32,8 +32,8 @@ from tunnel.app.logsetup import setup_logging
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
-from tunnel.io.driver import Driver
 from tunnel.io.loop import new_event_loop
+from tunnel.io.transport import Transport
 from tunnel.protocol.errors import ConfigError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "Runtime", "StartupError", "describe_error", "run_tunnel"]
@@ -76,7 +76,7 @@ class Runtime:
         self.target = target
         self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
         self.sock: socket.socket | None = None
-        self.driver: Driver | None = None
+        self.driver: Transport | None = None
         self.status: StatusWriter | None = None
         self.privileges_dropped = False
         self.shutting_down = False  # set before the endpoint is closed on purpose
@@ -86,7 +86,7 @@ class Runtime:
 
     # -- for subclasses ----------------------------------------------------------------------
 
-    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Transport:
         """Open the link and the device, build the endpoint; return the (unstarted) driver."""
         raise NotImplementedError
 

@@ -24,7 +24,9 @@ from tunnel.app.link import format_address, link_name, open_server_socket
 from tunnel.app.peers import PeerRegistry
 from tunnel.app.run import Runtime
 from tunnel.app.status import ClientRow, StatusSnapshot
+from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
+from tunnel.io.tcp_server import TcpServerDriver
 from tunnel.protocol.events import Event
 from tunnel.runtime import make_pool
 
@@ -34,7 +36,7 @@ __all__ = ["ServerRuntime"]
 class ServerRuntime(Runtime):
     role = "server"
 
-    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver:
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | TcpServerDriver:
         cfg = self.cfg
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
@@ -44,14 +46,25 @@ class ServerRuntime(Runtime):
         ipv6_link = family == socket.AF_INET6
         settings = build_server_settings(cfg, build_session_settings(cfg, ipv6_link=ipv6_link))
         host, port = sock.getsockname()[:2]
-        self.log.info("%s link local (bound): %s", link_name(family),
+        tcp = is_tcp(cfg.proto)
+        self.log.info("%s link local (bound): %s", link_name(family, tcp),
                       format_address((host, port), family))
         tun = self.device.open()
         self.device.configure(server_device_config(cfg, self.log))
-        self.endpoint = CountingServer(build_server(cfg, settings, loop.time()))
+        server = build_server(cfg, settings, loop.time())
+        self.endpoint = CountingServer(server)
         self.peers = PeerRegistry(self.endpoint)
         self.events = ServerEventLog(self.log, self.peers, family)
         self.pool = make_pool(frame)
+        if tcp:
+            self.log.info("Listening for incoming TCP connection on %s",
+                          format_address((host, port), family))
+            return TcpServerDriver(
+                loop, self.endpoint, server, sock, tun, self.pool,
+                max_connections=cfg.max_clients, hand_window=float(cfg.hand_window),
+                queue_limit=cfg.tcp_queue_limit,
+                nodelay=cfg.tcp_nodelay or cfg.socket_flags_nodelay, on_event=self.on_event,
+            )
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)
 

@@ -140,6 +140,10 @@ def _check_server(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "remote", "option 'remote' cannot be used in a server ('server' / 'mode server')"
         )
+    if cfg.proto_tcp_role == "client":
+        raise cfg.error(
+            "proto", "a server listens: use 'proto tcp-server' (or 'tcp'), not a tcp-client proto"
+        )
     if cfg.nobind:
         raise cfg.error(
             "nobind", "option 'nobind' cannot be used in a server ('server' / 'mode server')"
@@ -169,6 +173,10 @@ def _check_client(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "client" if "client" in cfg.option_lines else "tls-client",
             "a client needs at least one 'remote HOST [PORT]'",
+        )
+    if cfg.proto_tcp_role == "server":
+        raise cfg.error(
+            "proto", "a client connects: use 'proto tcp-client' (or 'tcp'), not a tcp-server proto"
         )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "RouteIPv6",
     "TunnelConfig",
     "X509NameType",
+    "is_tcp",
 ]
 
 _HOST_NETMASK = IPv4Address("255.255.255.255")
@@ -51,8 +52,13 @@ Role = Literal["server", "client"]
 # "server": one socket, many clients (OpenVPN --mode server, set by `server`/`server-ipv6`);
 # "p2p": exactly one peer (OpenVPN's default mode, also with tls-server/tls-client).
 Mode = Literal["server", "p2p"]
-# "udp" = dual stack, "udp4"/"udp6" = one address family only.
-Proto = Literal["udp", "udp4", "udp6"]
+# "udp"/"tcp" = dual stack, "udp4"/"udp6"/"tcp4"/"tcp6" = one address family only. TCP's
+# -client/-server suffix is implied by the role (checked against it in checks.py).
+Proto = Literal["udp", "udp4", "udp6", "tcp", "tcp4", "tcp6"]
+
+
+def is_tcp(proto: str) -> bool:
+    return proto.startswith("tcp")
 # How `mssfix` counts (OpenVPN mss.c): "mtu" = the whole outer IP datagram (the default 1492);
 # "payload" = the OpenVPN UDP payload, without outer IP/UDP headers (`mssfix N`);
 # "fixed" = the inner IP packet, so MSS = value - 40 (`mssfix N fixed`).
@@ -155,8 +161,9 @@ class TunnelConfig:
     persist_tun: bool = False
     persist_key: bool = False
 
-    # -- UDP link --------------------------------------------------------------------------
+    # -- link ------------------------------------------------------------------------------
     proto: Proto = "udp"
+    proto_tcp_role: Literal["client", "server"] | None = None  # `proto tcp-client|tcp-server`
     local: str | None = None  # local address to bind
     lport: int = 1194  # local port (`port` sets lport and rport)
     rport: int = 1194  # default port of remotes
@@ -169,6 +176,12 @@ class TunnelConfig:
     resolv_retry: int | None = None  # seconds; None = infinite (OpenVPN's default)
     connect_retry: int = 1
     connect_retry_max: int = 300
+    # TCP transport and connection profiles (options_transport.py)
+    connect_timeout: int = 120  # connect-timeout / server-poll-timeout (OpenVPN: 120)
+    connect_retry_tries: int = 0  # connect-retry-max: tries per remote, 0 = unlimited
+    tcp_nodelay: bool = False
+    socket_flags_nodelay: bool = False  # socket-flags TCP_NODELAY
+    tcp_queue_limit: int = 64  # packets queued per TCP connection (OpenVPN: 64)
     sndbuf: int | None = None
     rcvbuf: int | None = None
     fast_io: bool = False

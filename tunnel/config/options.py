@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-import tunnel.config.options_crypto  # noqa: F401  (importing it registers the TLS half)
+import tunnel.config.options_crypto
+import tunnel.config.options_transport  # noqa: F401  (TCP and connection-profile options)
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.files import resolve_path
 from tunnel.config.lexer import Directive
@@ -129,20 +130,21 @@ flag_option("disable-dco", "disable_dco")  # accepted: we never use DCO anyway
 # -- UDP link ---------------------------------------------------------------------------
 
 
+_PROTOS: dict[str, Proto] = {"udp": "udp", "udp4": "udp4", "udp6": "udp6",
+                             "tcp": "tcp", "tcp4": "tcp4", "tcp6": "tcp6"}
+
+
 def _parse_proto(d: Directive, index: int) -> Proto:
-    value = d.args[index]
-    if value in _TCP:
-        raise OptionProblem(
-            f"option {quote(d.name)}: TCP is not supported ({quote(value)}); use 'udp', 'udp4' "
-            "or 'udp6'"
-        )
-    proto = parse_choice(d, index, _UDP)
-    return "udp4" if proto == "udp4" else "udp6" if proto == "udp6" else "udp"
+    """udp|udp4|udp6|tcp|tcp4|tcp6, with tcp's -client/-server suffix taken off."""
+    value = parse_choice(d, index, _UDP + _TCP)
+    return _PROTOS[value.split("-")[0]]
 
 
-@option("proto", "udp|udp4|udp6")
+@option("proto", "udp|udp4|udp6|tcp|tcp4|tcp6|tcp-client|tcp-server|tcp4-client|...")
 def _proto(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     cfg.proto = _parse_proto(d, 0)
+    suffix = d.args[0].partition("-")[2]
+    cfg.proto_tcp_role = "client" if suffix == "client" else "server" if suffix else None
 
 
 @option("port", "PORT")
@@ -170,6 +172,11 @@ def _remote(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     host = parse_host(d, 0)
     port = parse_port(d, 1) if len(d.args) > 1 else None
     proto = _parse_proto(d, 2) if len(d.args) > 2 else None
+    if len(d.args) > 2 and d.args[2].endswith("-server"):
+        raise OptionProblem(
+            f"option 'remote': {quote(d.args[2])} makes no sense for a remote, which is always "
+            "connected to (use 'tcp' or 'tcp-client')"
+        )
     ctx.remotes.append(PendingRemote(d.line, host, port, proto))
 
 

@@ -23,6 +23,8 @@ _P_DATA_V2 = int(Opcode.P_DATA_V2)
 # connect-retry: OpenVPN waits 1 s, doubling to 300 s (here capped lower: a test-bed default).
 _RETRY_INITIAL = 1.0
 _RETRY_MAX = 60.0
+# init.c socket_restart_pause: the back-off starts after 5 unsuccessful tries per remote.
+_TRIES_BEFORE_BACKOFF = 5
 
 
 class Client:
@@ -35,14 +37,29 @@ class Client:
         now: float,
         *,
         reconnect: bool = True,
+        retry: tuple[float, float] | None = None,
+        poll_timeout: float = 0.0,
+        max_tries: int = 0,
+        per_remote: Sequence[SessionSettings] | None = None,
     ) -> None:
         if not remotes:
             raise ValueError("a client needs at least one remote")
         self.settings = settings
         self.remotes = list(remotes)
+        # Settings per remote when they differ (a TCP remote's options string and MSS).
+        self.per_remote = list(per_remote) if per_remote is not None else None
+        if self.per_remote is not None and len(self.per_remote) != len(self.remotes):
+            raise ValueError("per_remote needs one SessionSettings per remote")
         self.reconnect = reconnect
         self._remote_index = 0
         self._retry_delay = _RETRY_INITIAL
+        # connect-retry N MAX / server-poll-timeout / connect-retry-max, OpenVPN's semantics
+        # (None: the older fixed back-off above, which callers without a config rely on).
+        self.retry = retry
+        self.poll_timeout = poll_timeout
+        self.max_tries = max_tries
+        self.unsuccessful = 0  # attempts since the last one that worked
+        self._poll_expired = False
         self._reconnect_at: float | None = None
         self._events: deque[Event] = deque()
         self.finished: SessionClosed | None = None
@@ -54,8 +71,27 @@ class Client:
     def remote(self) -> Address:
         return self.session.remote_addr
 
+    @property
+    def remote_index(self) -> int:
+        """Which of `remotes` the current session talks to (the transport follows it)."""
+        return self._remote_index
+
+    def connection_lost(self, now: float, reason: str) -> None:
+        """The transport lost (or could not make) the connection: restart on the next remote."""
+        self.session.link_lost(now, reason)
+        self._collect(now)
+
+    def _poll_deadline(self) -> float | None:
+        # server-poll-timeout: no packet at all from this remote since we started talking.
+        session = self.session
+        if self.poll_timeout <= 0 or session.remote_sid is not None or session.closed:
+            return None
+        return session.created_at + self.poll_timeout
+
     def _start(self, now: float) -> Session:
-        session = Session(self.settings, remote_addr=self.remotes[self._remote_index], now=now)
+        index = self._remote_index
+        settings = self.per_remote[index] if self.per_remote is not None else self.settings
+        session = Session(settings, remote_addr=self.remotes[index], now=now)
         session.connect(now)
         self.connects += 1
         return session
@@ -91,13 +127,23 @@ class Client:
     def get_timer(self) -> float | None:
         if self._reconnect_at is not None:
             return self._reconnect_at
-        return self.session.get_timer()
+        timer = self.session.get_timer()
+        poll = self._poll_deadline()
+        if poll is not None and (timer is None or poll < timer):
+            return poll
+        return timer
 
     def handle_timer(self, now: float) -> None:
         if self._reconnect_at is not None:
             if now >= self._reconnect_at:
                 self._reconnect_at = None
                 self.session = self._start(now)
+            return
+        poll = self._poll_deadline()
+        if poll is not None and now >= poll:
+            self._poll_expired = True
+            self.session.link_lost(now, "Server poll timeout, restarting")
+            self._collect(now)
             return
         self.session.handle_timer(now)
         self._collect(now)
@@ -117,15 +163,40 @@ class Client:
                 self._session_closed(event, now)
 
     def _session_closed(self, event: SessionClosed, now: float) -> None:
-        if self.session.send_key is not None:
+        worked = self.session.send_key is not None
+        if worked:
             self._retry_delay = _RETRY_INITIAL  # it had worked: reconnect promptly
+            self.unsuccessful = 0
+        else:
+            self.unsuccessful += 1
         if not (event.restart and self.reconnect):
             self.finished = event
             return
+        if self.max_tries and self.unsuccessful >= self.max_tries * len(self.remotes):
+            self.finished = SessionClosed(
+                f"All connections have been connect-retry-max ({self.max_tries}) times "
+                "unsuccessful, exiting", False, event.peer_common_name,
+            )
+            self._events.append(self.finished)
+            return
         self._remote_index = (self._remote_index + 1) % len(self.remotes)
         # The timer (get_timer) fires the reconnect after the back-off.
-        self._reconnect_at = now + self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        self._reconnect_at = now + self._pause()
+        self._poll_expired = False
+
+    def _pause(self) -> float:
+        if self.retry is None:
+            delay = self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+            return delay
+        if self._poll_expired:
+            return 0.0  # init.c: after a server poll timeout the next remote is tried at once
+        initial, maximum = self.retry
+        backoff = self.unsuccessful // len(self.remotes) - (_TRIES_BEFORE_BACKOFF - 1)
+        delay = initial
+        if backoff > 0:
+            delay = max(initial, 1.0) * (1 << min(backoff, 15))
+        return min(delay, maximum) if backoff > 0 else delay
 
     def active(self) -> bool:
         return self.session.send_key is not None and self.session.closed is None

@@ -52,7 +52,8 @@ __all__ = [
 
 _ROLE_WORDS = {"client": "tls-client", "server": "tls-server",
                "tls-client": "tls-client", "tls-server": "tls-server"}
-_PROTOS = ("UDPv4", "UDPv6")
+# socket.c: proto_remote(); TCP is "TCPv4_*" whatever the family, as stock writes it.
+_PROTOS = ("UDPv4", "UDPv6", "TCPv4_CLIENT", "TCPv4_SERVER")
 
 
 def options_string(

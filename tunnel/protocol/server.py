@@ -254,6 +254,14 @@ class Server:
         session.accept(packet, now)
         self._collect(session)
 
+    def connection_lost(self, addr: Address, now: float, reason: str) -> None:
+        """A connection-oriented transport lost the link to `addr`: its session ends (stock:
+        a TCP client instance is torn down with its connection)."""
+        session = self.by_addr.get(addr)
+        if session is not None:
+            session.close(now, reason)
+            self._collect(session)
+
     def _drop(self, addr: Address, reason: str) -> None:
         self.dropped += 1
         self._events.append(PacketDropped(addr, reason))

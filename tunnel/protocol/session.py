@@ -364,6 +364,10 @@ class Session:
                 )
         self._close(reason, restart=False, now=now)
 
+    def link_lost(self, now: float, reason: str) -> None:
+        """The transport lost the connection (TCP): end without a word, as a restart."""
+        self._close(reason, restart=self.is_client, now=now)
+
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
             return
