@@ -121,7 +121,7 @@ class ClientRuntime(Runtime):
         return ClientLinkDriver(
             loop, self.endpoint, client, links, tun, self.pool, queue_limit=cfg.tcp_queue_limit,
             nodelay=cfg.tcp_nodelay or cfg.socket_flags_nodelay, on_event=self.on_event,
-            on_link=on_link, on_connected=on_connected,
+            on_link=on_link, on_connected=on_connected, log=self.log,
         )
 
     def started(self) -> None:

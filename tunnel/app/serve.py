@@ -64,6 +64,7 @@ class ServerRuntime(Runtime):
                 max_connections=cfg.max_clients, hand_window=float(cfg.hand_window),
                 queue_limit=cfg.tcp_queue_limit,
                 nodelay=cfg.tcp_nodelay or cfg.socket_flags_nodelay, on_event=self.on_event,
+                log=self.log,
             )
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -61,8 +62,9 @@ class ClientLinkDriver(ConnDriver):
         on_event: Callable[[Event], None] | None = None,
         on_link: Callable[[RemoteLink, tuple[str, int]], None] | None = None,
         on_connected: Callable[[tuple[str, int]], None] | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
-        super().__init__(loop, endpoint, device, pool, on_event=on_event)
+        super().__init__(loop, endpoint, device, pool, on_event=on_event, log=log)
         if len(links) != len(client.remotes):
             raise ValueError("one RemoteLink per remote")
         self.client = client
@@ -106,7 +108,8 @@ class ClientLinkDriver(ConnDriver):
         self.conn = conn
         self.add_connection(conn)
         if not conn.connected:
-            self.loop.add_writer(conn.fileno(), self._on_connected, conn)
+            self.loop.add_writer(conn.fileno(), self.safe, "a TCP connect",
+                                 self._on_connected, conn)
             conn.writer_armed = True
 
     def _open(self, link: RemoteLink, addr: tuple[str, int], now: float) -> LinkConnection:

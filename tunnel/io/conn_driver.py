@@ -22,13 +22,16 @@ Outbound flow (`_on_device_readable`):
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core import BoundsError, Buffer, BufferPool, GcArena
 from tunnel.io.device import PacketDevice
 from tunnel.io.driver import DEFAULT_BATCH, DriverStats, Endpoint
+from tunnel.io.faults import CallbackFaults
 from tunnel.io.link_conn import LinkConnection, queue_sealed
 from tunnel.io.offload import TunCoalescer
 from tunnel.io.stream import SCRATCH_SIZE, FramingError
@@ -39,6 +42,8 @@ from tunnel.protocol.session import CONSUMED, TO_TUN
 Address = tuple[str, int]
 
 __all__ = ["ConnDriver", "ConnStats"]
+
+_FAULT_BACKOFF = 0.5
 
 
 @dataclass(slots=True)
@@ -66,8 +71,10 @@ class ConnDriver:
         *,
         on_event: Callable[[Event], None] | None = None,
         batch: int = DEFAULT_BATCH,
+        log: logging.Logger | None = None,
     ) -> None:
         self.loop = loop
+        self.faults = CallbackFaults(log or logging.getLogger("tunnel"))
         self.endpoint = endpoint
         self.device = device
         self.pool = pool
@@ -88,7 +95,8 @@ class ConnDriver:
 
     def start(self) -> None:
         self._running = True
-        self.loop.add_reader(self.device.fileno(), self._on_device_readable)
+        self.loop.add_reader(self.device.fileno(), self.safe, "the device",
+                             self._on_device_readable)
         self._after_input(self.loop.time())
 
     def stop(self) -> None:
@@ -112,7 +120,8 @@ class ConnDriver:
 
     def add_connection(self, conn: LinkConnection) -> None:
         self.conns[conn.addr] = conn
-        self.loop.add_reader(conn.fileno(), self._on_connection_readable, conn)
+        self.loop.add_reader(conn.fileno(), self.safe, "a link connection",
+                             self._on_connection_readable, conn)
 
     def _drop_connection(self, conn: LinkConnection, *, count: bool = True) -> None:
         """Forget a connection at once (its output is discarded)."""
@@ -148,7 +157,8 @@ class ConnDriver:
             if conn.closing:
                 self._drop_connection(conn)
         elif not conn.writer_armed:
-            self.loop.add_writer(conn.fileno(), self._flush_conn, conn)
+            self.loop.add_writer(conn.fileno(), self.safe, "a link connection (send)",
+                                 self._flush_conn, conn)
             conn.writer_armed = True
 
     # -- readiness callbacks -------------------------------------------------------------------
@@ -176,7 +186,12 @@ class ConnDriver:
                 except BoundsError:
                     return  # larger than the frame: cannot be ours (framing checked before)
                 counts[0] += 1
-                verdict = receive(buf, addr, now)
+                try:
+                    verdict = receive(buf, addr, now)
+                except Exception as exc:  # a bug: this packet is lost, the stream goes on
+                    self.stats.errors += 1
+                    self.faults.record("a packet from a link connection", exc)
+                    return
                 if verdict == TO_TUN:
                     if coalesce is not None:
                         coalesce(buf)
@@ -272,12 +287,27 @@ class ConnDriver:
         touched.add(conn)
         return (1, 0) if queue_sealed(conn, buf) else (0, 1)
 
+    def safe(self, where: str, callback: Callable[..., None], *args: Any) -> None:
+        """Run a readiness callback; an exception (a bug) is logged, counted and survived."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self.stats.errors += 1
+            self.faults.record(where, exc)
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         now = self.loop.time()
-        self.endpoint.handle_timer(now)
-        self._after_input(now)
+        try:
+            self.endpoint.handle_timer(now)
+            self._after_input(now)
+        except Exception as exc:
+            self.stats.errors += 1
+            self.faults.record("the timer", exc)
+            if self._running and self._timer is None:  # never stall: come back soon
+                self._timer_at = now + _FAULT_BACKOFF
+                self._timer = self.loop.call_at(self._timer_at, self._on_timer)
 
     # -- after every input ---------------------------------------------------------------------
 

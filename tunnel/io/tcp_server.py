@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 from collections.abc import Callable
 
@@ -79,8 +80,9 @@ class TcpServerDriver(ConnDriver):
         queue_limit: int = 64,
         nodelay: bool = False,
         on_event: Callable[[Event], None] | None = None,
+        log: logging.Logger | None = None,
     ) -> None:
-        super().__init__(loop, endpoint, device, pool, on_event=on_event)
+        super().__init__(loop, endpoint, device, pool, on_event=on_event, log=log)
         self.server = server
         self.sock = listener
         self.max_connections = max_connections
@@ -93,7 +95,8 @@ class TcpServerDriver(ConnDriver):
         self._session_closed = False
 
     def start(self) -> None:
-        self.loop.add_reader(self.sock.fileno(), self._on_listener_readable)
+        self.loop.add_reader(self.sock.fileno(), self.safe, "the TCP listener",
+                             self._on_listener_readable)
         super().start()
 
     def stop(self) -> None:

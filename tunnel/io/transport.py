@@ -19,12 +19,14 @@ from typing import Protocol
 
 from core import GcArena
 from tunnel.io.driver import DriverStats
+from tunnel.io.faults import CallbackFaults
 
 __all__ = ["Transport"]
 
 
 class Transport(Protocol):
     arena: GcArena
+    faults: CallbackFaults
 
     @property
     def stats(self) -> DriverStats: ...
