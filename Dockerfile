@@ -1,10 +1,16 @@
 # The tunnel in a container: `tunnel server|client --config FILE` plus the tools the
-# docker-compose.yml topology uses (ip for the TUN device, ping and iperf3 for traffic).
-# Debian bookworm's Python 3.11, as on the test machines.
-FROM python:3.11-slim-bookworm
+# docker-compose.yml topology uses (ip for the TUN device, ping and iperf3 for traffic, and
+# Debian's stock openvpn for the interop peer).
+#
+# BASE_IMAGE: Debian bookworm's Python 3.11, as on the test machines. Override it only where no
+# image registry is reachable, with a local image that has python3 and pip on bookworm
+# (tests/e2e/compose_engine.py builds such a stand-in with debootstrap); what a user builds
+# with the default is the image.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iproute2 iputils-ping iperf3 \
+    && apt-get install -y --no-install-recommends iproute2 iputils-ping iperf3 openvpn \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -195,7 +195,20 @@ def missing_summary() -> list[str]:
     return lines
 
 
+_results: list[str] = []
+
+
+def report_result(line: str) -> None:
+    """A measured result (say, iperf3 through the tunnel) for the end of the run: under
+    `pytest -q` a passing test's prints are not shown, these are."""
+    _results.append(line)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _results:
+        terminalreporter.section("results")
+        for line in _results:
+            terminalreporter.line(line)
     lines = missing_summary()
     if not lines:
         return

@@ -30,7 +30,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DEPLOY = REPO_ROOT / "deploy"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
-SERVICES = {"pki", "server", "iperf3-server", "client", "iperf3"}
+SERVICES = {"pki", "server", "iperf3-server", "client", "iperf3", "openvpn",
+            "iperf3-openvpn"}
 IMAGE = "pyovpn-tunnel:latest"
 
 
@@ -121,15 +122,29 @@ def test_ordering_and_shared_namespaces(compose: dict[str, Any]) -> None:
     assert services["iperf3"]["environment"]["SERVER_TUN_ADDR"] == "10.8.0.1"
     assert _command(services["pki"]) == "init-pki"
     assert "pki" in compose["volumes"]
+    # The stock openvpn: the same client config with its own certificate, its own traffic
+    # after ours (one iperf3 server).
+    assert _command(services["openvpn"]).startswith("openvpn --config /deploy/client.conf ")
+    assert services["openvpn"]["depends_on"]["server"]["condition"] == "service_healthy"
+    assert services["iperf3-openvpn"]["network_mode"] == "service:openvpn"
+    assert services["iperf3-openvpn"]["depends_on"]["iperf3"]["condition"] == (
+        "service_completed_successfully")
+
+
+def test_tools_need_no_pki(compose: dict[str, Any]) -> None:
+    # The iperf3 server runs without the PKI volume: the entrypoint must not wait for one.
+    assert "volumes" not in compose["services"]["iperf3-server"]
 
 
 def test_dockerfile_installs_the_package_and_the_deploy_dir() -> None:
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.1[1-9]", text, re.M)
+    # The base is a build argument whose default is the official Python image.
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.1[1-9]", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
     assert re.search(r"^RUN pip install .*\.", text, re.M)
     assert re.search(r"^COPY deploy/ /deploy/$", text, re.M)
     assert 'ENTRYPOINT ["/deploy/entrypoint.sh"]' in text
-    for tool in ("iproute2", "iputils-ping", "iperf3"):
+    for tool in ("iproute2", "iputils-ping", "iperf3", "openvpn"):
         assert tool in text
 
 
@@ -170,22 +185,26 @@ def _entrypoint(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_entrypoint_makes_the_pki_once_then_runs_commands(tmp_path: Path) -> None:
-    # Before the PKI exists a peer's command waits for it, and gives up after WAIT_SECONDS.
-    waiting = _entrypoint(tmp_path, "true")
+    # Before the PKI exists a peer waits for it, and gives up after WAIT_SECONDS; a tool that
+    # needs no PKI (iperf3 -s) runs at once.
+    waiting = _entrypoint(tmp_path, "tunnel", "--help")
     assert waiting.returncode == 1 and "waiting for the PKI" in waiting.stderr
+    at_once = _entrypoint(tmp_path, "sh", "-c", "echo at once")
+    assert at_once.returncode == 0 and at_once.stdout.strip() == "at once"
 
     first = _entrypoint(tmp_path, "init-pki")
     assert first.returncode == 0, first.stderr
     names = {path.name for path in (tmp_path / "pki").iterdir()}
-    assert {"ca.crt", "server.crt", "server.key", "client.crt", "client.key"} <= names
+    assert {"ca.crt", "server.crt", "server.key", "client.crt", "client.key",
+            "stock-client.crt", "stock-client.key"} <= names
     ca_before = (tmp_path / "pki" / "ca.crt").read_bytes()
 
     second = _entrypoint(tmp_path, "init-pki")  # a restart keeps the certificates
     assert second.returncode == 0 and "keeping it" in second.stderr
     assert (tmp_path / "pki" / "ca.crt").read_bytes() == ca_before
 
-    ran = _entrypoint(tmp_path, "sh", "-c", "echo ran $0", "x")
-    assert ran.returncode == 0 and ran.stdout.strip() == "ran x"
+    ran = _entrypoint(tmp_path, "tunnel", "--help")  # the PKI is there: the peer runs
+    assert ran.returncode == 0 and "server" in ran.stdout, ran.stderr
 
 
 def test_entrypoint_without_arguments_is_a_usage_error(tmp_path: Path) -> None:
