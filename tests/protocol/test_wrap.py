@@ -1,0 +1,207 @@
+"""Control-channel wraps against datagrams captured from the stock openvpn (wrap_vectors.py):
+exact bytes in (open + parse), exact bytes out (seal with the captured packet-id and time)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import Buffer
+from tunnel.protocol.codec import parse_control
+from tunnel.protocol.constants import Opcode
+from tunnel.protocol.wrap import (
+    PLAIN,
+    ControlWrap,
+    KeyFileError,
+    LongReplayWindow,
+    TlsAuthWrap,
+    TlsCryptWrap,
+    format_static_key,
+    parse_static_key,
+)
+from tunnel.protocol.wrap.base import control_frame
+
+from . import wrap_vectors as v
+
+AUTH1_KEY = parse_static_key(v.TLS_AUTH_SHA1_KEY_FILE)
+AUTH512_KEY = parse_static_key(v.TLS_AUTH_SHA512_NODIR_KEY_FILE)
+CRYPT_KEY = parse_static_key(v.TLS_CRYPT_KEY_FILE)
+
+
+def pairs() -> list[tuple[str, ControlWrap, ControlWrap, list[bytes], list[bytes]]]:
+    """(name, server wrap, client wrap, client->server datagrams, server->client datagrams)."""
+    return [
+        ("tls-auth-sha1", TlsAuthWrap(AUTH1_KEY, 0), TlsAuthWrap(AUTH1_KEY, 1),
+         [v.TLS_AUTH_SHA1_CLIENT_RESET, v.TLS_AUTH_SHA1_CLIENT_HELLO],
+         [v.TLS_AUTH_SHA1_SERVER_RESET, v.TLS_AUTH_SHA1_SERVER_SECOND]),
+        ("tls-auth-sha512", TlsAuthWrap(AUTH512_KEY, None, "SHA512"),
+         TlsAuthWrap(AUTH512_KEY, None, "sha-512"),
+         [v.TLS_AUTH_SHA512_NODIR_CLIENT_RESET, v.TLS_AUTH_SHA512_NODIR_CLIENT_HELLO],
+         [v.TLS_AUTH_SHA512_NODIR_SERVER_RESET, v.TLS_AUTH_SHA512_NODIR_SERVER_SECOND]),
+        ("tls-crypt", TlsCryptWrap.from_key(CRYPT_KEY, server=True),
+         TlsCryptWrap.from_key(CRYPT_KEY, server=False),
+         [v.TLS_CRYPT_CLIENT_RESET, v.TLS_CRYPT_CLIENT_HELLO],
+         [v.TLS_CRYPT_SERVER_RESET, v.TLS_CRYPT_SERVER_SECOND]),
+    ]
+
+
+CASES = pairs()
+IDS = [case[0] for case in CASES]
+
+
+def buffer_of(wrap: ControlWrap, datagram: bytes) -> Buffer:
+    frame = control_frame(wrap)
+    buf = Buffer(frame.buffer_size)
+    buf.reset(frame.headroom)
+    buf.append(datagram)
+    return buf
+
+
+def roundtrip(receiver: ControlWrap, sender: ControlWrap, datagram: bytes) -> bytes:
+    """Open a captured datagram, check it parses, seal it again; returns the plain packet."""
+    buf = buffer_of(receiver, datagram)
+    opened = receiver.open(buf)
+    assert opened is not None, "the stock datagram failed our check"
+    plain = bytes(buf.data)
+    parse_control(plain)
+    assert plain[0] == datagram[0] and plain[1:9] == datagram[1:9]  # op|kid and sid in clear
+    again = buffer_of(sender, plain)
+    sender.seal(again, opened.packet_id, opened.timestamp)
+    assert bytes(again.data) == datagram
+    return plain
+
+
+@pytest.mark.parametrize(("name", "server", "client", "up", "down"), CASES, ids=IDS)
+def test_stock_datagrams_open_and_seal_byte_for_byte(
+    name: str, server: ControlWrap, client: ControlWrap, up: list[bytes], down: list[bytes]
+) -> None:
+    reset = roundtrip(server, client, up[0])
+    assert parse_control(reset).opcode is Opcode.P_CONTROL_HARD_RESET_CLIENT_V2
+    hello = parse_control(roundtrip(server, client, up[1]))
+    assert hello.opcode is Opcode.P_CONTROL_V1 and hello.payload[:1] == b"\x16"  # TLS handshake
+    answer = parse_control(roundtrip(client, server, down[0]))
+    assert answer.opcode is Opcode.P_CONTROL_HARD_RESET_SERVER_V2 and answer.acks == (0,)
+    roundtrip(client, server, down[1])
+
+
+@pytest.mark.parametrize(("name", "server", "client", "up", "down"), CASES, ids=IDS)
+def test_stock_packet_ids(
+    name: str, server: ControlWrap, client: ControlWrap, up: list[bytes], down: list[bytes]
+) -> None:
+    """Long-form packet-ids: the client counts from 1; the 2.6 server's stateless reset is 1."""
+    ids = []
+    for receiver, datagram in ((server, up[0]), (server, up[1]), (client, down[0])):
+        opened = receiver.open(buffer_of(receiver, datagram))
+        assert opened is not None
+        ids.append(opened.packet_id)
+        assert opened.timestamp > 1_700_000_000  # Unix time of the capture
+    assert ids == [1, 2, 1]
+
+
+@pytest.mark.parametrize(("name", "server", "client", "up", "down"), CASES, ids=IDS)
+def test_wrong_direction_or_corrupt_bytes_are_refused(
+    name: str, server: ControlWrap, client: ControlWrap, up: list[bytes], down: list[bytes]
+) -> None:
+    if name != "tls-auth-sha512":  # the bidirectional key is the same both ways
+        assert client.open(buffer_of(client, up[0])) is None
+        assert server.open(buffer_of(server, down[0])) is None
+    for index in (0, 9, 20, len(up[1]) - 1):
+        bad = bytearray(up[1])
+        bad[index] ^= 0x01
+        assert server.open(buffer_of(server, bytes(bad))) is None, index
+    for cut in (0, 9, server.overhead + 8, len(up[0]) - 1):
+        assert server.open(buffer_of(server, up[0][:cut])) is None, cut
+
+
+def test_other_key_refused() -> None:
+    other = TlsAuthWrap(CRYPT_KEY, 0)
+    assert other.open(buffer_of(other, v.TLS_AUTH_SHA1_CLIENT_RESET)) is None
+    crypt = TlsCryptWrap.from_key(AUTH1_KEY, server=True)
+    assert crypt.open(buffer_of(crypt, v.TLS_CRYPT_CLIENT_RESET)) is None
+    sha256 = TlsAuthWrap(AUTH1_KEY, 0, "SHA256")
+    assert sha256.open(buffer_of(sha256, v.TLS_AUTH_SHA1_CLIENT_RESET)) is None
+
+
+def test_channel_refuses_a_replayed_datagram() -> None:
+    server = TlsAuthWrap(AUTH1_KEY, 0)
+    channel = server.channel()
+    assert channel.open(buffer_of(server, v.TLS_AUTH_SHA1_CLIENT_RESET), 10.0)
+    assert channel.open(buffer_of(server, v.TLS_AUTH_SHA1_CLIENT_HELLO), 10.0)
+    assert not channel.open(buffer_of(server, v.TLS_AUTH_SHA1_CLIENT_HELLO), 10.1)
+    assert not channel.open(buffer_of(server, v.TLS_AUTH_SHA1_CLIENT_RESET), 10.2)
+    assert channel.replayed == 2 and channel.dropped == 0
+
+
+def test_long_replay_window() -> None:
+    window = LongReplayWindow(64, 15)
+    assert window.accept(2, 100, 0.0)
+    assert window.accept(1, 100, 0.0)  # reordered, still in the window
+    assert not window.accept(1, 100, 0.0)
+    assert not window.accept(5, 99, 0.0)  # time went back
+    assert window.accept(1, 101, 0.0)  # a new time starts a new window
+    assert not window.accept(0, 101, 0.0)  # id 0 is never valid
+
+
+def test_channel_sends_long_packet_ids_from_one() -> None:
+    client = TlsAuthWrap(AUTH1_KEY, 1)
+    server = TlsAuthWrap(AUTH1_KEY, 0)
+    channel = client.channel(clock_offset=1_700_000_000.0)
+    plain = roundtrip(server, client, v.TLS_AUTH_SHA1_CLIENT_RESET)
+    seen = []
+    for now in (5.0, 9.0):
+        buf = buffer_of(client, plain)
+        channel.seal(buf, now)
+        opened = server.open(buf)
+        assert opened is not None
+        seen.append((opened.packet_id, opened.timestamp))
+    # The time is taken once, at the first packet (packet_id_send_update()).
+    assert seen == [(1, 1_700_000_005), (2, 1_700_000_005)]
+
+
+def test_plain_wrap_changes_nothing() -> None:
+    buf = buffer_of(PLAIN, b"\x38" + bytes(range(1, 9)) + b"\x00" + bytes(4))
+    before = bytes(buf.data)
+    PLAIN.seal(buf, 1, 1)
+    assert bytes(buf.data) == before and PLAIN.open(buf) is not None
+
+
+def test_frame_registers_the_wrap_headroom() -> None:
+    frame = control_frame(TlsAuthWrap(AUTH512_KEY, None, "SHA512"))
+    assert frame.overhead == 64 + 8
+    assert [r.name for r in frame.registrations] == ["control-wrap tls-auth SHA512"]
+    assert frame.headroom >= 72
+
+
+# -- key files ---------------------------------------------------------------------------------
+
+
+def test_key_file_written_as_stock_writes_it() -> None:
+    for text in (v.TLS_AUTH_SHA1_KEY_FILE, v.TLS_CRYPT_KEY_FILE):
+        assert format_static_key(parse_static_key(text)) == text
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    ("hello\n", 0, "not an OpenVPN static key"),
+    ("\n".join(v.TLS_CRYPT_KEY_FILE.splitlines()[:10]) + "\n", 10, "truncated"),
+    (v.TLS_CRYPT_KEY_FILE.replace(v.TLS_CRYPT_KEY_FILE.splitlines()[6],
+                                  "zz" + v.TLS_CRYPT_KEY_FILE.splitlines()[6][2:]), 7, "non-hex"),
+    ("\n".join(v.TLS_CRYPT_KEY_FILE.splitlines()[:12] + v.TLS_CRYPT_KEY_FILE.splitlines()[-1:])
+     + "\n", 13, "8 bytes, 256 expected"),
+])
+def test_bad_key_files(text: str, line: int, words: str) -> None:
+    with pytest.raises(KeyFileError) as info:
+        parse_static_key(text)
+    assert info.value.line == line
+    assert words in info.value.reason
+
+
+def test_largest_datagrams_match_stock() -> None:
+    """Stock's largest control datagrams (the certificate flight): 1222 bytes with tls-auth
+    (captured: TLS_AUTH_SHA1 run), 1206 with tls-crypt (it reserves a cipher block more)."""
+    from tunnel.runtime import session_settings
+
+    from .harness import tls_settings
+
+    for wrap, largest in ((TlsAuthWrap(AUTH1_KEY, 0), 1222),
+                          (TlsCryptWrap.from_key(CRYPT_KEY, server=True), 1206)):
+        s = session_settings(is_client=False, tls=tls_settings("server"), control_wrap=wrap)
+        assert s.max_control_datagram + wrap.overhead == largest
