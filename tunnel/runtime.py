@@ -6,6 +6,7 @@ together, so the demo and the config-file path cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
+from tunnel.protocol.wrap import PLAIN, ControlWrap
 
 # Buffers in flight at once: a batch per direction and per arena, plus slack for the
 # control path; bounded so a leak shows up as exhaustion instead of growth.
@@ -65,6 +67,7 @@ def session_settings(
     tun_mtu: int = 1500,
     mssfix: int = 1492,
     comp_lzo_stub: bool = False,
+    control_wrap: ControlWrap = PLAIN,
 ) -> SessionSettings:
     timers = timers or Timers()
     return SessionSettings(
@@ -90,11 +93,14 @@ def session_settings(
         replay_window=replay_window,
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
-        max_control_datagram=1250 - _outer_overhead(proto),
+        # tls-mtu holds the wrapped datagram (ssl.c: calc_control_channel_frame_overhead()).
+        max_control_datagram=1250 - _outer_overhead(proto) - control_wrap.reserved,
         tun_mtu=tun_mtu,
         mssfix=mssfix,
         outer_overhead=_outer_overhead(proto),
         comp_lzo_stub=comp_lzo_stub,
+        control_wrap=control_wrap,
+        clock_offset=time.time() - time.monotonic(),
     )
 
 

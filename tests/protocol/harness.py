@@ -18,6 +18,7 @@ from tunnel.protocol.events import Event
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
 from tunnel.protocol.session import TO_TUN
 from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.wrap import PLAIN, ControlWrap
 from tunnel.runtime import Timers, make_frame, make_pool, session_settings
 
 CLIENT_ADDR = ("192.0.2.10", 40000)
@@ -95,6 +96,8 @@ class Pair:
         comp_lzo_stub: bool = False,
         ipv6: bool = False,
         now: float = 1000.0,
+        client_wrap: ControlWrap = PLAIN,
+        server_wrap: ControlWrap = PLAIN,
     ) -> None:
         self.now = now
         self.link = link or Link()
@@ -107,6 +110,7 @@ class Pair:
                     data_ciphers=server_ciphers,
                     timers=server_timers or timers,
                     comp_lzo_stub=comp_lzo_stub,
+                    control_wrap=server_wrap,
                 ),
                 pool=AddressPool(
                     ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20")
@@ -136,6 +140,7 @@ class Pair:
                 data_ciphers=client_ciphers,
                 timers=timers,
                 comp_lzo_stub=comp_lzo_stub,
+                control_wrap=client_wrap,
             ),
             [SERVER_ADDR],
             now,

@@ -110,7 +110,7 @@ class Client:
         opcode = data[0] >> 3
         if opcode in (_P_DATA_V2, _P_DATA_V1):
             return session.decrypt(buf, now)
-        session.receive_control(data, now)
+        session.receive_wrapped(buf, now)
         self._collect(now)
         return CONSUMED
 

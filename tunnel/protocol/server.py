@@ -27,6 +27,7 @@ from tunnel.protocol.events import ClientRefused, Event, PacketDropped, SessionC
 from tunnel.protocol.keystate import KeyPhase
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
 from tunnel.protocol.settings import SessionSettings
+from tunnel.protocol.wrap.base import Opened
 
 Address = tuple[str, int]
 
@@ -137,12 +138,12 @@ class Server:
             return self._receive_data(self.by_addr.get(addr), buf, addr, now)
         session = self.by_addr.get(addr)
         if session is not None and not self._from_new_client(session, data):
-            session.receive_control(data, now)
+            session.receive_wrapped(buf, now)
             self._collect(session)
             return CONSUMED
         # Unknown source, or a client that restarted on the same address and port: it gets the
         # stateless cookie treatment; the old session is replaced only once it echoes it.
-        self._receive_stateless(data, addr, now)
+        self._receive_stateless(buf, addr, now)
         return CONSUMED
 
     @staticmethod
@@ -185,9 +186,16 @@ class Server:
         session.remote_addr = addr
         self.by_addr[addr] = session
 
-    def _receive_stateless(self, data: memoryview, addr: Address, now: float) -> None:
+    def _receive_stateless(self, buf: Buffer, addr: Address, now: float) -> None:
+        # The wrap's tag check (tls-auth/tls-crypt/-v2) comes first and keeps no state: a
+        # packet with the wrong key costs the check and nothing else (ssl_pkt.c:
+        # tls_pre_decrypt_lite()). Replay is checked by the session it may create.
+        opened = self.settings.session.control_wrap.open(buf)
+        if opened is None:
+            self._drop(addr, "control packet failed the control-channel wrap check")
+            return
         try:
-            packet = parse_control(data)
+            packet = parse_control(buf.data)
         except ProtocolError as exc:
             self._drop(addr, str(exc))
             return
@@ -197,7 +205,7 @@ class Server:
         if packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V2:
             self._answer_reset(packet, addr, now)
         elif packet.opcode in (Opcode.P_CONTROL_V1, Opcode.P_ACK_V1):
-            self._maybe_create_session(packet, addr, now)
+            self._maybe_create_session(packet, addr, now, opened)
         else:
             self._drop(addr, f"{packet.opcode.name} from an unknown source")
 
@@ -218,9 +226,23 @@ class Server:
             remote_session_id=packet.session_id,
             packet_id=0,
         )
-        self._stateless_out.append((build_control(answer), addr))
+        self._stateless_out.append((self._seal_stateless(build_control(answer), now), addr))
 
-    def _maybe_create_session(self, packet: ControlPacket, addr: Address, now: float) -> None:
+    def _seal_stateless(self, datagram: bytes, now: float) -> bytes:
+        """Wrap our stateless reset: packet-id 1, as stock's reset_packet_id_send() + write."""
+        wrap = self.settings.session.control_wrap
+        if not wrap.has_packet_id:
+            return datagram
+        buf = Buffer(wrap.frame.buffer_size)
+        buf.reset(wrap.frame.headroom)
+        buf.append(datagram)
+        offset = self.settings.session.clock_offset
+        wrap.seal(buf, 1, int(now + offset) & 0xFFFFFFFF)
+        return bytes(buf.data)
+
+    def _maybe_create_session(
+        self, packet: ControlPacket, addr: Address, now: float, opened: Opened
+    ) -> None:
         echoed = packet.remote_session_id
         # Our only packet so far is the reset (pid 0), so a fresh client ACKs exactly that, and
         # its first control packet is pid 1. Anything else (a late ACK of a session we already
@@ -245,9 +267,20 @@ class Server:
         if not self._free_peer_ids:
             self._drop(addr, "max-clients reached")
             return
+        s = self.settings.session
+        channel = s.control_wrap.channel(
+            replay_window=s.replay_window, replay_seconds=s.replay_seconds,
+            clock_offset=s.clock_offset,
+        )
+        # The proving packet counts in the new session's replay window, and our stateless
+        # reset used send packet-id 1 (ssl.c: session_skip_to_pre_start()).
+        channel.skip_send(1)
+        if not channel.accept(opened, now):
+            self._drop(addr, "replayed control packet")
+            return
         peer_id = self._free_peer_ids.popleft()
         session = Session(
-            self.settings.session, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id
+            s, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id, wrap_channel=channel
         )
         self.by_addr[addr] = session
         self.by_peer_id[peer_id] = session

@@ -57,6 +57,7 @@ from tunnel.protocol.prf import derive_key2, split_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
+from tunnel.protocol.wrap.base import WrapChannel
 
 # What `decrypt` tells the I/O layer to do with the buffer.
 TO_TUN = 1  # an IP packet: write buf.data to the device
@@ -96,6 +97,7 @@ class Session:
         now: float,
         local_sid: bytes | None = None,
         peer_id: int | None = None,
+        wrap_channel: WrapChannel | None = None,
     ) -> None:
         self.settings = settings
         self.is_client = settings.is_client
@@ -138,6 +140,15 @@ class Session:
         self._events: deque[Event] = deque()
         self._data_out: list[bytes] = []
         self._scratch = Buffer(_SCRATCH_SIZE)
+        # The control wrap (tls-auth/tls-crypt/-v2): our send packet-id and the peer's replay
+        # window; control datagrams are wrapped in place in a buffer of the wrap's frame.
+        self.wrap_channel = wrap_channel or settings.control_wrap.channel(
+            replay_window=settings.replay_window,
+            replay_seconds=settings.replay_seconds,
+            clock_offset=settings.clock_offset,
+        )
+        self._control_frame = settings.control_wrap.frame
+        self._control_buf = Buffer(self._control_frame.buffer_size)
         # client push state
         self.pushed: PushOptions | None = None
         self._push_parts: PushOptions | None = None
@@ -196,6 +207,15 @@ class Session:
         return key
 
     # -- control input ---------------------------------------------------------------------
+
+    def receive_wrapped(self, buf: Buffer, now: float) -> None:
+        """One wrapped control datagram: tag and replay check, unwrapped in place, processed."""
+        if self.closed is not None:
+            return
+        if not self.wrap_channel.open(buf, now):
+            self.dropped_control += 1
+            return
+        self.receive_control(buf.data, now)
 
     def receive_control(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """One control datagram from the peer's address. Bad input is counted, never raised."""
@@ -298,10 +318,20 @@ class Session:
         out = self._data_out
         self._data_out = []
         for key in self.keys:
-            out.extend(key.datagrams_to_send(now))
+            for datagram in key.datagrams_to_send(now):
+                out.append(self._wrap(datagram, now))
         if out:
             self.last_tx = now
         return out
+
+    def _wrap(self, datagram: bytes, now: float) -> bytes:
+        if not self.wrap_channel.wrap.has_packet_id:
+            return datagram
+        buf = self._control_buf
+        buf.reset(self._control_frame.headroom)
+        buf.append(datagram)
+        self.wrap_channel.seal(buf, now)
+        return bytes(buf.data)
 
     def send_control_message(self, text: str) -> None:
         key = self._control_key()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.wrap.base import PLAIN, ControlWrap
 
 if TYPE_CHECKING:
     from tunnel.protocol.session import Session
@@ -48,5 +49,9 @@ class SessionSettings:
     # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
     # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
     push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)
+    # tls-auth / tls-crypt / tls-crypt-v2 (tunnel/protocol/wrap/); plain by default. The
+    # long-form packet-id carries Unix time: now + clock_offset (the app sets the offset).
+    control_wrap: ControlWrap = field(default=PLAIN, repr=False)
+    clock_offset: float = 0.0
     username: str | None = None
     password: str | None = field(default=None, repr=False)

@@ -1,0 +1,110 @@
+"""The wraps in the server and the session: the stateless cookie path with a stock client's
+captured reset, wrong-key packets that leave no state, renegotiation through the wrap."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+from core import Buffer
+from tunnel.protocol.codec import parse_control
+from tunnel.protocol.constants import Opcode
+from tunnel.protocol.wrap import ControlWrap, TlsAuthWrap, TlsCryptWrap, parse_static_key
+
+from . import wrap_vectors as v
+from .harness import CLIENT_ADDR, Pair
+
+KEY = parse_static_key(v.TLS_AUTH_SHA1_KEY_FILE)
+CRYPT_KEY = parse_static_key(v.TLS_CRYPT_KEY_FILE)
+
+
+def buf_of(datagram: bytes) -> Buffer:
+    buf = Buffer(2048)
+    buf.reset(128)
+    buf.append(datagram)
+    return buf
+
+
+def test_stateless_answer_to_a_stock_reset() -> None:
+    """A stock client's tls-auth reset (captured): answered, wrapped, with packet-id 1, and no
+    state kept; what we send opens with the stock client's key direction."""
+    pair = Pair(client_wrap=TlsAuthWrap(KEY, 1), server_wrap=TlsAuthWrap(KEY, 0))
+    server = pair.server
+    server.receive(buf_of(v.TLS_AUTH_SHA1_CLIENT_RESET), CLIENT_ADDR, pair.now)
+    assert server.sessions == []
+    out = server.datagrams_to_send(pair.now)
+    assert len(out) == 1 and out[0][1] == CLIENT_ADDR
+    client_wrap = TlsAuthWrap(KEY, 1)
+    answer = buf_of(out[0][0])
+    opened = client_wrap.open(answer)
+    assert opened is not None and opened.packet_id == 1
+    packet = parse_control(answer.data)
+    assert packet.opcode is Opcode.P_CONTROL_HARD_RESET_SERVER_V2
+    assert packet.acks == (0,) and packet.remote_session_id == v.TLS_AUTH_SHA1_CLIENT_RESET[1:9]
+
+
+def wrong_key_flood(server_wrap: ControlWrap, client_wrap: ControlWrap, attacker: ControlWrap,
+                    count: int) -> None:
+    pair = Pair(client_wrap=client_wrap, server_wrap=server_wrap)
+    server = pair.server
+    plain = Buffer(2048)
+    attacker_channel = attacker.channel()
+    datagrams = []
+    for i in range(64):
+        plain.reset(128)
+        # A reset, and a cookie echo with ACK 0 - what would create a session if it verified.
+        if i % 2:
+            plain.append(bytes([Opcode.P_CONTROL_HARD_RESET_CLIENT_V2 << 3]) + os.urandom(8)
+                         + b"\x00" + bytes(4))
+        else:
+            plain.append(bytes([Opcode.P_CONTROL_V1 << 3]) + os.urandom(8) + b"\x01"
+                         + bytes(4) + os.urandom(8) + (1).to_bytes(4, "big") + b"\x16" * 100)
+        attacker_channel.seal(plain, pair.now)
+        datagrams.append(bytes(plain.data))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(count):
+        addr = (f"198.51.{i % 250}.{i % 200 + 1}", 1024 + i % 60000)
+        server.receive(buf_of(datagrams[i % len(datagrams)]), addr, pair.now)
+        while server.next_event() is not None:
+            pass
+        assert server.datagrams_to_send(pair.now) == []
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert server.sessions == [] and server.half_open == 0
+    assert server.dropped == count
+    assert grown < 64 * 1024, grown
+    # ... and a client with the right key still connects.
+    pair.connect(10)
+    assert pair.client.session.send_key is not None
+
+
+def test_wrong_key_flood_keeps_no_state_tls_auth() -> None:
+    wrong_key_flood(TlsAuthWrap(KEY, 0), TlsAuthWrap(KEY, 1), TlsAuthWrap(CRYPT_KEY, 1), 3000)
+
+
+def test_wrong_key_flood_keeps_no_state_tls_crypt() -> None:
+    wrong_key_flood(TlsCryptWrap.from_key(KEY, server=True),
+                    TlsCryptWrap.from_key(KEY, server=False),
+                    TlsCryptWrap.from_key(CRYPT_KEY, server=False), 3000)
+
+
+def test_renegotiation_and_replay_through_the_wrap() -> None:
+    pair = Pair(client_wrap=TlsCryptWrap.from_key(KEY, server=False),
+                server_wrap=TlsCryptWrap.from_key(KEY, server=True))
+    pair.connect(10)
+    session = pair.server.sessions[0]
+    assert pair.client.session.renegotiate(pair.now)
+    pair.run(5)
+    assert pair.client.session.renegotiations == 1 and session.renegotiations == 1
+    # A datagram the server already accepted comes again: refused by the replay window.
+    sent = []
+    pair.client.session.send_control_message("HELLO")
+    for datagram, _addr in pair.client.datagrams_to_send(pair.now):
+        sent.append(datagram)
+    assert sent
+    before = session.wrap_channel.replayed
+    for datagram in sent:
+        pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
+        pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
+    assert session.wrap_channel.replayed == before + len(sent)
