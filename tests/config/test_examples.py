@@ -28,7 +28,7 @@ dh none                              # ECDHE only; 2.6 needs either a dh file or
 keepalive 10 60                      # pushes "ping 10", "ping-restart 60"
 data-ciphers AES-256-GCM:CHACHA20-POLY1305
 tls-version-min 1.2                  # already the default; listed for clarity
-# do NOT add: tls-auth, tls-crypt, comp-lzo, compress, allow-compression yes
+# do NOT add: comp-lzo, compress, allow-compression yes
 verb 4                               # 7 = key material, 9 = every packet
 """
 

@@ -20,6 +20,7 @@ from tunnel.protocol.server import AddressPool, Server, ServerSettings
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.wrap import PLAIN, ControlWrap, TlsAuthWrap, TlsCryptWrap, canonical_digest
 from tunnel.runtime import Timers, make_frame, session_settings
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "TUN_MTU_MAX",
     "Address",
     "build_client",
+    "build_control_wrap",
     "build_frame",
     "build_server",
     "build_server_settings",
@@ -137,6 +139,30 @@ def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool = False) -> 
     return cfg.mssfix + outer + tunnel
 
 
+def build_control_wrap(cfg: TunnelConfig) -> ControlWrap:
+    """tls-auth / tls-crypt from the config (keys were read and checked by the parser)."""
+    kind = cfg.control_wrap
+    if kind is None:
+        return PLAIN
+    key = cfg.control_key
+    if key is None:
+        raise cfg.error(kind, f"'{kind} [inline]' needs an inline <{kind}> block with the key")
+    if kind == "tls-auth":
+        digest = canonical_digest(cfg.auth or "SHA1")
+        if digest is None:
+            raise cfg.error(
+                "auth", f"option 'auth {cfg.auth}': not a digest tls-auth can use "
+                "(SHA1, SHA224, SHA256, SHA384, SHA512)"
+            )
+        direction = cfg.tls_auth_direction
+        if direction is None:
+            direction = cfg.key_direction
+        return TlsAuthWrap(key, direction, digest)
+    if kind == "tls-crypt":
+        return TlsCryptWrap.from_key(key, server=cfg.role == "server")
+    raise cfg.error(kind, f"option '{kind}' is not supported yet")
+
+
 def located(cfg: TunnelConfig, exc: ConfigError) -> ConfigError:
     """A ConfigError from below the config layer ("key: ...") at the FILE:LINE of its option."""
     text = str(exc)
@@ -175,6 +201,7 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
         mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),
         comp_lzo_stub=cfg.comp_lzo_stub,
+        control_wrap=build_control_wrap(cfg),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.lexer import Directive
 
-__all__ = ["PemKind", "PemText", "read_pem", "resolve_path"]
+__all__ = ["PemKind", "PemText", "read_pem", "read_text", "resolve_path"]
 
 # Large enough for any certificate chain or DH parameters; small enough that `ca /dev/zero`
 # fails at once instead of eating memory.
@@ -67,6 +67,14 @@ def _read_text(d: Directive, path: Path) -> str:
         raise OptionProblem(
             f"{quote(d.name)} file {path} is not text; PEM (-----BEGIN ...) expected"
         ) from None
+
+
+def read_text(d: Directive, base_dir: Path) -> tuple[str, str]:
+    """(text, source) of an option given as a file name or an inline block (source "inline")."""
+    if d.inline is not None:
+        return d.inline, "inline"
+    path = resolve_path(base_dir, d.args[0])
+    return _read_text(d, path), str(path)
 
 
 def read_pem(d: Directive, base_dir: Path, kind: PemKind) -> PemText:

@@ -221,6 +221,12 @@ class TunnelConfig:
     tls_timeout: int = 2
     tran_window: int = 3600
     auth_nocache: bool = False
+    # Control-channel wrap (options_wrap.py): which one, its key, where it came from.
+    control_wrap: Literal["tls-auth", "tls-crypt", "tls-crypt-v2"] | None = None
+    control_key: bytes | None = field(default=None, repr=False)
+    control_key_source: str | None = None
+    tls_auth_direction: int | None = None  # `tls-auth FILE DIR`
+    key_direction: int | None = None  # `key-direction DIR` (applies when tls-auth has none)
 
     # -- data channel ----------------------------------------------------------------------
     data_ciphers: list[str] = field(default_factory=lambda: list(DEFAULT_DATA_CIPHERS))

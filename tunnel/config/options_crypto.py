@@ -6,17 +6,16 @@ Decisions worth knowing:
   need one of the two, so existing configs have it): it must exist and hold DH parameters, as
   stock OpenVPN would insist, but it is not used, and a note says so. A server without any
   ``dh`` line is accepted too (stock 2.6 refuses it); we never use DH parameters.
-* ``tls-auth``, ``tls-crypt``, ``tls-crypt-v2``, ``secret`` and ``key-direction`` are refused
-  with a clear message, whatever their arguments, and ``ignore-unknown-option`` cannot skip
-  them: they protect the control channel, and a peer that silently ran without that protection
-  would simply never interoperate (or, worse, would look like it was protected).
+* ``secret`` (static-key mode) is refused with a clear message, whatever its arguments, and
+  ``ignore-unknown-option`` cannot skip it. ``tls-auth``, ``tls-crypt``, ``tls-crypt-v2`` and
+  ``key-direction`` are in ``options_wrap.py``.
 * Compression: only its absence. ``comp-lzo no`` is accepted, but it is *not* a no-op on the
   wire (OpenVPN then puts a 0xFA byte before every data payload), so it is recorded in
   ``comp_lzo_stub`` for the data channel to honour or refuse. ``compress no`` (which stock
   OpenVPN itself rejects as a bad algorithm) is accepted as the absence of compression, with a
   note. Any real compression is an error.
-* ``auth`` is accepted and ignored with a note: AEAD ciphers carry their own tag, and without
-  tls-auth there is no other HMAC to configure.
+* ``auth`` chooses the tls-auth HMAC (checked when the control wrap is built); AEAD data ciphers
+  carry their own tag.
 """
 
 from __future__ import annotations
@@ -168,7 +167,8 @@ def _auth(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     cfg.auth = d.args[0]
     cfg.note(
         "auth",
-        f"option 'auth {d.args[0]}' is ignored: the AEAD data ciphers carry their own tag",
+        f"option 'auth {d.args[0]}' applies to tls-auth only: the AEAD data ciphers carry "
+        "their own tag",
     )
 
 
@@ -233,10 +233,6 @@ def _refuse(what: str) -> Handler:
 
 
 for _name, _why in (
-    ("tls-auth", "this tunnel has no HMAC-protected control channel"),
-    ("tls-crypt", "this tunnel has no encrypted control channel"),
-    ("tls-crypt-v2", "this tunnel has no encrypted control channel"),
-    ("key-direction", "it only applies to tls-auth/secret keys, which are not supported"),
     ("secret", "static-key mode is not supported, only TLS"),
 ):
     option(_name, "...", inline=True, any_arity=True)(_refuse(_why))
