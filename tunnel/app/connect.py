@@ -132,6 +132,7 @@ class ClientRuntime(Runtime):
 
     def on_event(self, event: Event) -> None:
         self.events(event, self.client.remote)
+        self.management_event(event)
         if isinstance(event, PushApplied):
             self._device_ready = self._apply_push(event.options)
         elif isinstance(event, DataChannelReady) and self._device_ready:

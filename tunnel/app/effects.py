@@ -47,6 +47,12 @@ APPLIED: frozenset[str] = frozenset(
         "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
         # process: logsetup.py, status.py, privileges.py
         "user", "group", "verb", "mute", "status", "status-version", "log", "log-append",
+        # the management interface: app/management/ (metrics-listen: app/metrics.py)
+        "management", "management-hold", "management-query-passwords", "management-up-down",
+        "management-client-auth", "management-forget-disconnect", "management-signal",
+        "management-log-cache", "management-client-user", "management-client-group",
+        "management-client", "management-external-key", "management-external-cert",
+        "metrics-listen",
         # read by the parser itself
         "ignore-unknown-option", "setenv",
         # refused by the parser, whatever their arguments

@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["LOGGER_NAME", "VERBOSE", "level_for_verb", "setup_logging"]
+__all__ = [
+    "LOGGER_NAME", "VERBOSE", "get_mute", "get_verb", "level_for_verb", "set_mute", "set_verb",
+    "setup_logging",
+]
 
 LOGGER_NAME = "tunnel"
 VERBOSE = 15  # between DEBUG (10) and INFO (20): what OpenVPN prints at verb 4
@@ -107,5 +110,39 @@ def setup_logging(
         handler.addFilter(_MuteFilter(mute))
     logger.addHandler(handler)
     logger.setLevel(level_for_verb(verb))
+    _current["verb"] = verb
     logger.propagate = False  # the root logger (pytest, libraries) must not print it twice
     return logger
+
+
+# -- changed at run time (the management interface's `verb N` / `mute N`) ---------------------
+
+_current = {"verb": 1}
+
+
+def set_verb(verb: int) -> None:
+    _current["verb"] = verb
+    logging.getLogger(LOGGER_NAME).setLevel(level_for_verb(verb))
+
+
+def get_verb() -> int:
+    return _current["verb"]
+
+
+def _mute_filters() -> list[_MuteFilter]:
+    return [f for h in logging.getLogger(LOGGER_NAME).handlers for f in h.filters
+            if isinstance(f, _MuteFilter)]
+
+
+def get_mute() -> int:
+    filters = _mute_filters()
+    return filters[0].limit if filters else 0
+
+
+def set_mute(mute: int) -> None:
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in logger.handlers:
+        for f in [f for f in handler.filters if isinstance(f, _MuteFilter)]:
+            handler.removeFilter(f)
+        if mute > 0:
+            handler.addFilter(_MuteFilter(mute))

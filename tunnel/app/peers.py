@@ -43,6 +43,8 @@ class PeerRegistry:
         self.clock = clock
         self.peers: dict[Session, Peer] = {}
         self._next_client_id = 0
+        # Told ("arrived" | "left", peer) as sync() finds them (the management interface).
+        self.listeners: list[Callable[[str, Peer], None]] = []
 
     def sync(self) -> tuple[list[Peer], list[Peer]]:
         """Reconcile with the server's table: (peers that arrived, peers that left)."""
@@ -73,6 +75,11 @@ class PeerRegistry:
                 left.append(peer)
             elif session.remote_addr != peer.address:
                 peer.address = session.remote_addr  # floated, after authenticating
+        for listener in self.listeners:
+            for peer in arrived:
+                listener("arrived", peer)
+            for peer in left:
+                listener("left", peer)
         return arrived, left
 
     def by_peer_id(self, peer_id: int | None) -> Peer | None:

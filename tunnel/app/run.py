@@ -29,12 +29,15 @@ from tunnel.app.build import check_supported
 from tunnel.app.device import TunnelDevice
 from tunnel.app.effects import unapplied_options
 from tunnel.app.logsetup import setup_logging
+from tunnel.app.management import Management, ManagementError
+from tunnel.app.management.runtime_host import RuntimeHost, host_for
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
 from tunnel.io.loop import new_event_loop
 from tunnel.io.transport import Transport
 from tunnel.protocol.errors import ConfigError
+from tunnel.protocol.events import Event
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "Runtime", "StartupError", "describe_error", "run_tunnel"]
 
@@ -70,8 +73,14 @@ class Runtime:
 
     role: Role
 
-    def __init__(self, cfg: TunnelConfig, log: logging.Logger, target: Target) -> None:
+    def __init__(
+        self, cfg: TunnelConfig, log: logging.Logger, target: Target,
+        management: Management | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.management = management
+        self.mgmt_host: RuntimeHost | None = None
+        self.restart: str | None = None  # "SIGHUP" (re-read the config) / "SIGUSR1"
         self.log = log
         self.target = target
         self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
@@ -120,18 +129,25 @@ class Runtime:
         self.loop = loop
         self._stop = loop.create_future()
         try:
+            self._install_signals(loop)
             self.status = self._open_status()
+            if self.management is not None and not await self._hold():
+                return EXIT_OK
             try:
                 driver = self.prepare(loop)
             except (ConfigError, OSError) as exc:
                 raise StartupError(describe_error(exc)) from None
             self.driver = driver
-            self._install_signals(loop)
+            if self.management is not None:
+                self.mgmt_host = host_for(self, self.management)
+                self.management.host = self.mgmt_host
             driver.start()
             try:
                 self.started()
             except OSError as exc:
                 raise StartupError(describe_error(exc)) from None
+            if self.mgmt_host is not None:
+                self.mgmt_host.started()
             if self.status is not None:
                 self.spawn(self._status_loop())
             code = await self._stop
@@ -143,6 +159,24 @@ class Runtime:
                     await task
             self._shutdown(loop)
         return code
+
+    async def _hold(self) -> bool:
+        """management-hold: wait for `hold release`; False if a signal ended the wait."""
+        assert self.management is not None and self._stop is not None
+        hold = asyncio.ensure_future(self.management.hold())
+        waiting: list[asyncio.Future[Any]] = [hold, self._stop]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not hold.done():
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
+            return False
+        return True
+
+    def management_event(self, event: Event) -> None:
+        """Every protocol event, for the management interface's notifications."""
+        if self.mgmt_host is not None:
+            self.mgmt_host.on_event(event)
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # An exception that escaped a callback or task is a bug, but nothing that arrives from
@@ -175,7 +209,8 @@ class Runtime:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_exit_signal, signum)
         loop.add_signal_handler(signal.SIGUSR2, self._on_status_signal)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGHUP, self._on_restart_signal, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_restart_signal, signal.SIGUSR1)
 
     def _on_exit_signal(self, signum: int) -> None:
         if self._stop is not None and not self._stop.done():
@@ -189,9 +224,15 @@ class Runtime:
         for line in render_status(self.status_snapshot(self.loop.time()), 2).splitlines():
             self.log.info("%s", line)
 
-    def _on_hup(self) -> None:
-        self.log.warning("SIGHUP received: reloading the configuration is not supported; "
-                         "restart the process to apply changes (ignored)")
+    def _on_restart_signal(self, signum: int) -> None:
+        # Stock: SIGHUP re-reads the config and restarts, SIGUSR1 restarts with the same one.
+        if self._stop is None or self._stop.done():
+            return
+        name = signal.Signals(signum).name
+        self.log.info("%s[%s,] received, process restarting", name,
+                      "hard" if signum == signal.SIGHUP else "soft")
+        self.restart = name
+        self.stop(EXIT_OK)
 
     async def _status_loop(self) -> None:
         assert self.loop is not None
@@ -218,10 +259,13 @@ class Runtime:
         return time.time() - (self.loop.time() - loop_time)
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP,
+                       signal.SIGUSR1):
             loop.remove_signal_handler(signum)
         driver = self.driver
         self.shutting_down = True
+        if self.mgmt_host is not None:
+            self.mgmt_host.exiting(self.restart or "SIGTERM")
         if driver is not None:
             # Written before the goodbye, so the last status still lists who was connected.
             self._write_status()
@@ -263,6 +307,51 @@ def _load(config_path: str, role: Role) -> TunnelConfig:
     return cfg
 
 
+def _new_runtime(cfg: TunnelConfig, log: logging.Logger, target: Target,
+                 management: Management | None) -> Runtime:
+    if cfg.role == "server":
+        from tunnel.app.serve import ServerRuntime
+
+        return ServerRuntime(cfg, log, target, management)
+    from tunnel.app.connect import ClientRuntime
+
+    return ClientRuntime(cfg, log, target, management)
+
+
+async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
+                          log: logging.Logger, target: Target) -> int:
+    """One runtime after another while SIGHUP/SIGUSR1 ask for a restart.
+
+    The management interface is opened once, before anything else (a held start waits on
+    it), and stays up across restarts, as stock's does.
+    """
+    management: Management | None = None
+    if cfg.management is not None:
+        try:
+            management = Management(cfg.management, log, version_line())
+            await management.open()
+        except ManagementError as exc:
+            raise StartupError(f"{cfg.source}:{cfg.line_of('management')}: {exc}") from None
+    try:
+        while True:
+            runtime = _new_runtime(cfg, log, target, management)
+            code = await runtime.run()
+            if runtime.restart is None:
+                return code
+            if runtime.restart == "SIGHUP":
+                try:
+                    cfg = _load(config_path, role)
+                except StartupError as exc:
+                    log.error("SIGHUP: the configuration cannot be used: %s", exc)
+                    log.error("Exiting due to fatal error")
+                    return EXIT_FAILED
+            log.info("Restart pause, 1 second(s)")
+            await asyncio.sleep(1.0)
+    finally:
+        if management is not None:
+            await management.close()
+
+
 def run_tunnel(config_path: str, role: Role) -> int:
     """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start."""
     cfg = _load(config_path, role)
@@ -282,18 +371,9 @@ def run_tunnel(config_path: str, role: Role) -> int:
         ) from None
     log.info("%s", version_line())
     _log_config(cfg, log)
-    runtime: Runtime
-    if role == "server":
-        from tunnel.app.serve import ServerRuntime
-
-        runtime = ServerRuntime(cfg, log, target)
-    else:
-        from tunnel.app.connect import ClientRuntime
-
-        runtime = ClientRuntime(cfg, log, target)
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(runtime.run())
+        return loop.run_until_complete(_run_restarting(config_path, role, cfg, log, target))
     except StartupError as exc:
         log.error("%s", exc)
         log.error("Exiting due to fatal error")

@@ -76,6 +76,7 @@ class ServerRuntime(Runtime):
     def on_event(self, event: Event) -> None:
         self.events.shutting_down = self.shutting_down
         self.events(event)
+        self.management_event(event)
 
     def status_snapshot(self, now: float) -> StatusSnapshot:
         assert self.driver is not None and self.loop is not None

@@ -114,7 +114,9 @@ def _our_lines_v1(s: StatusSnapshot) -> list[str]:
     ]
 
 
-def _server_v2(s: StatusSnapshot, clients: list[ClientRow], sep: str) -> list[str]:
+def _server_v2(
+    s: StatusSnapshot, clients: list[ClientRow], sep: str, extras: bool = True
+) -> list[str]:
     lines = [
         _row(sep, "TITLE", s.title),
         _row(sep, "TIME", _when(s.now), int(s.now)),
@@ -136,10 +138,10 @@ def _server_v2(s: StatusSnapshot, clients: list[ClientRow], sep: str) -> list[st
                           c.real_address, _when(c.last_ref), int(c.last_ref)))
     lines.append(_row(sep, "GLOBAL_STATS", "Max bcast/mcast queue length", 0))
     lines.append(_row(sep, "GLOBAL_STATS", "dco_enabled", 0))
-    return [*lines, *_our_rows(s, sep), "END"]
+    return [*lines, *(_our_rows(s, sep) if extras else []), "END"]
 
 
-def _server_v1(s: StatusSnapshot, clients: list[ClientRow]) -> list[str]:
+def _server_v1(s: StatusSnapshot, clients: list[ClientRow], extras: bool = True) -> list[str]:
     lines = [
         "OpenVPN CLIENT LIST",
         f"Updated,{_when(s.now)}",
@@ -152,11 +154,12 @@ def _server_v1(s: StatusSnapshot, clients: list[ClientRow]) -> list[str]:
     for c in clients:
         lines.append(_row(",", c.virtual_address, c.common_name, c.real_address,
                           _when(c.last_ref)))
-    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", *_our_lines_v1(s), "END"]
+    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0",
+              *(_our_lines_v1(s) if extras else []), "END"]
     return lines
 
 
-def _client(s: StatusSnapshot) -> list[str]:
+def _client(s: StatusSnapshot, extras: bool = True) -> list[str]:
     t = s.traffic
     return [
         "OpenVPN STATISTICS",
@@ -166,18 +169,19 @@ def _client(s: StatusSnapshot) -> list[str]:
         f"TCP/UDP read bytes,{t.link_rx}",
         f"TCP/UDP write bytes,{t.link_tx}",
         "Auth read bytes,0",
-        *_our_lines_v1(s),
+        *(_our_lines_v1(s) if extras else []),
         "END",
     ]
 
 
-def render_status(s: StatusSnapshot, version: int) -> str:
+def render_status(s: StatusSnapshot, version: int, *, extras: bool = True) -> str:
+    """`extras=False`: stock's rows only (the management `status` command's answer)."""
     if s.clients is None:
-        lines = _client(s)
+        lines = _client(s, extras)
     elif version == 1:
-        lines = _server_v1(s, s.clients)
+        lines = _server_v1(s, s.clients, extras)
     else:
-        lines = _server_v2(s, s.clients, "\t" if version == 3 else ",")
+        lines = _server_v2(s, s.clients, "\t" if version == 3 else ",", extras)
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tunnel.config.ciphers import SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import quote
+from tunnel.config.mgmt_model import check_management
 
 if TYPE_CHECKING:
     from tunnel.config.model import TunnelConfig
@@ -42,6 +43,7 @@ def check_config(cfg: TunnelConfig) -> None:
         _check_client(cfg)
     _check_server_only_options(cfg)
     _check_binding(cfg)
+    check_management(cfg)
 
 
 def _check_role(cfg: TunnelConfig) -> None:

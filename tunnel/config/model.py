@@ -27,6 +27,7 @@ from typing import Literal
 from tunnel.config.checks import check_config
 from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS, SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import config_error, quote
+from tunnel.config.mgmt_model import ManagementOptions
 from tunnel.protocol.errors import ConfigError
 
 __all__ = [
@@ -261,6 +262,8 @@ class TunnelConfig:
     log_append: bool = False
     script_security: int = 1
     disable_dco: bool = False
+    management: ManagementOptions | None = None  # the management* options (options_mgmt.py)
+    metrics_listen: tuple[str, int] | None = None  # ours: the Prometheus endpoint
 
     # -- bookkeeping -----------------------------------------------------------------------
     ignore_unknown_options: list[str] = field(default_factory=list)  # names given

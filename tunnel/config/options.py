@@ -21,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import tunnel.config.options_crypto
 import tunnel.config.options_transport  # TCP and connection-profile options
 import tunnel.config.options_wrap  # noqa: F401  (tls-auth, tls-crypt, tls-crypt-v2)
+from tunnel.config import options_mgmt as _options_mgmt  # noqa: F401  (management*)
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.files import resolve_path
 from tunnel.config.lexer import Directive

@@ -134,6 +134,11 @@ class Driver:
         self._flush_control(now)
         self._drain_events()
 
+    def kick(self) -> None:
+        """Something outside the driver changed the endpoint (a management command): send
+        what it queued, hand out its events and re-arm the timer now."""
+        self._after_input(self.loop.time())
+
     # -- readiness callbacks -----------------------------------------------------------------
 
     def _on_socket_readable(self) -> None:

@@ -355,6 +355,14 @@ class Server:
             session.close(now, "server shutting down")
             self._collect(session)
 
+    def kill(self, session: Session, message: str | None, reason: str, now: float) -> None:
+        """End one client at once (management `kill`/`client-kill`); its last words flushed."""
+        if message is None:
+            session.close(now, reason)  # RESTART only with explicit-exit-notify, as stock
+        else:
+            session.kill(message, reason, now)
+        self._collect(session)
+
     def _collect(self, session: Session) -> None:
         while (event := session.next_event()) is not None:
             if isinstance(event, SessionClosed):

@@ -398,6 +398,14 @@ class Session:
         """The transport lost the connection (TCP): end without a word, as a restart."""
         self._close(reason, restart=self.is_client, now=now)
 
+    def kill(self, message: str | None, reason: str, now: float) -> None:
+        """Server: end this client now (management `kill`), telling it `message` first."""
+        if self.closed is not None:
+            return
+        if message:
+            self.send_control_message(message)
+        self._close(reason, restart=False, now=now)
+
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
             return

@@ -1,0 +1,177 @@
+"""The management socket on loopback, with a stand-in for the tunnel: password, bounds, clients.
+
+Real sockets on 127.0.0.1 and a real event loop; the host is a small object answering the
+questions the interface asks of a tunnel (what the e2e tests ask of the real one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from tunnel.app.management import AuthDecision, ByteCount, Management
+from tunnel.app.management.connection import MAX_LINE, MAX_PENDING
+from tunnel.config.mgmt_model import ManagementOptions
+
+
+class Host:
+    role = "client"
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+
+    def status_text(self, version: int) -> str:
+        return "OpenVPN STATISTICS\nUpdated,2026-01-01 00:00:00\nEND\n"
+
+    def load_stats(self) -> tuple[int, int, int]:
+        return 0, 10, 20
+
+    def bytecounts(self) -> list[ByteCount]:
+        return [ByteCount(None, 10, 20)]
+
+    def kill_by_common_name(self, name: str) -> int:
+        return 0
+
+    def kill_by_address(self, ip: str, port: int) -> int:
+        return 0
+
+    def client_kill(self, client_id: int, message: str) -> bool:
+        return False
+
+    def client_auth(self, decision: AuthDecision) -> bool:
+        return False
+
+    def throw_signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+async def start(tmp_path: Path, **options: object) -> Management:
+    opts = ManagementOptions(host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+    m = Management(opts, logging.getLogger("tunnel"), "test")
+    await m.open()
+    m.host = Host()
+    return m
+
+
+async def connect(m: Management) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert m.address is not None
+    return await asyncio.open_connection(*m.address)
+
+
+async def line(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+
+
+async def test_password_as_stock(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\nignored second line\n")
+    m = await start(tmp_path, password_file=pw)
+    try:
+        reader, writer = await connect(m)
+        assert await asyncio.wait_for(reader.readexactly(15), 5) == b"ENTER PASSWORD:"
+        writer.write(b"wrong\n")
+        assert await line(reader) == b"ERROR: bad password\r\n"
+        assert await asyncio.wait_for(reader.readexactly(15), 5) == b"ENTER PASSWORD:"
+        writer.write(b"s3cret\r\n")
+        assert await line(reader) == b"SUCCESS: password is correct\r\n"
+        assert (await line(reader)).startswith(b">INFO:OpenVPN Management Interface Version 5")
+        writer.write(b"pid\n")
+        assert (await line(reader)).startswith(b"SUCCESS: pid=")
+        # three wrong passwords close the connection
+        r2, w2 = await connect(m)
+        for _ in range(3):
+            w2.write(b"nope\n")
+        data = await asyncio.wait_for(r2.read(), 5)
+        assert data.count(b"ERROR: bad password") == 3
+        writer.close()
+        w2.close()
+    finally:
+        await m.close()
+
+
+async def test_bad_input_is_bounded_and_answered(tmp_path: Path) -> None:
+    m = await start(tmp_path)
+    try:
+        reader, writer = await connect(m)
+        await line(reader)  # >INFO
+        writer.write(b"x" * (MAX_LINE * 4) + b"\n")  # a long line: one error, dropped whole
+        assert await line(reader) == b"ERROR: command line too long\r\n"
+        writer.write(bytes(b for b in range(256) if b != 10) * 4 + b"\n")  # binary garbage
+        assert (await line(reader)).startswith(b"ERROR:")
+        writer.write(b"\xff\xfe\x00status\n")
+        assert (await line(reader)).startswith(b"ERROR: unknown command")
+        writer.write(b"load-stats\n")  # still served
+        assert await line(reader) == b"SUCCESS: nclients=0,bytesin=10,bytesout=20\r\n"
+        writer.close()
+    finally:
+        await m.close()
+
+
+async def test_a_client_that_never_reads_is_dropped(tmp_path: Path) -> None:
+    m = await start(tmp_path, log_cache=10)
+    try:
+        assert m.address is not None
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+        stuck.connect(m.address)
+        stuck.sendall(b"log on\n")
+        other_reader, other = await connect(m)  # several clients at once, as a GUI + a script
+        await line(other_reader)
+        await asyncio.sleep(0.2)
+        # Flood the real-time log it asked for and never reads: cut off, bounded.
+        log = logging.getLogger("tunnel.flood")
+        log.propagate = False
+        log.addHandler(m._bridge)
+        text = "y" * 8000
+        for _ in range(8 * MAX_PENDING // 8000):
+            log.warning("%s", text)
+            if len(m.connections) == 1:
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.2)
+        log.removeHandler(m._bridge)
+        assert len(m.connections) == 1  # the stuck one went; the reader stays
+        other.write(b"pid\n")
+        assert (await line(other_reader)).startswith(b"SUCCESS: pid=")
+        stuck.close()
+        other.close()
+    finally:
+        await m.close()
+
+
+async def test_hold_waits_for_release(tmp_path: Path) -> None:
+    m = await start(tmp_path, hold=True)
+    try:
+        held = asyncio.ensure_future(m.hold())
+        reader, writer = await connect(m)
+        assert (await line(reader)).startswith(b">INFO:")
+        assert await line(reader) == b">HOLD:Waiting for hold release:0\r\n"
+        await asyncio.sleep(0.2)
+        assert not held.done()
+        writer.write(b"hold\nhold release\n")
+        assert await line(reader) == b"SUCCESS: hold=1\r\n"
+        assert await line(reader) == b"SUCCESS: hold release succeeded\r\n"
+        await asyncio.wait_for(held, 5)
+        writer.close()
+    finally:
+        await m.close()
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:9100", "[::1]:9100"])
+def test_metrics_listen_parses(text: str) -> None:
+    from tunnel.config.options_mgmt import parse_listen
+
+    assert parse_listen(text)[1] == 9100
+
+
+@pytest.mark.parametrize("text", ["9100", "localhost:9100", "127.0.0.1:0", "1.2.3.4:99999"])
+def test_metrics_listen_refuses(text: str) -> None:
+    from tunnel.config.diagnostics import OptionProblem
+    from tunnel.config.options_mgmt import parse_listen
+
+    with pytest.raises(OptionProblem, match="metrics-listen"):
+        parse_listen(text)

@@ -1,0 +1,229 @@
+"""The running tunnel as the management interface sees it (ManagementHost), per role.
+
+It also turns the protocol's events into stock's state changes and client notifications:
+
+    client: CONNECTING, WAIT, AUTH, GET_CONFIG, ASSIGN_IP, ADD_ROUTES, CONNECTED, RECONNECTING,
+            EXITING (the order a stock client reports them in)
+    server: CONNECTING, ASSIGN_IP, CONNECTED; >CLIENT:ESTABLISHED/DISCONNECT per client
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Literal
+
+from tunnel.app.management.host import AuthDecision, ByteCount, Unsupported
+from tunnel.app.management.server import Management
+from tunnel.app.status import render_status
+from tunnel.protocol.events import (
+    DataChannelReady,
+    Event,
+    HandshakeComplete,
+    PushApplied,
+    SessionClosed,
+)
+
+if TYPE_CHECKING:
+    from tunnel.app.connect import ClientRuntime
+    from tunnel.app.peers import Peer
+    from tunnel.app.run import Runtime
+    from tunnel.app.serve import ServerRuntime
+
+__all__ = ["ClientHost", "RuntimeHost", "ServerHost", "host_for"]
+
+
+class RuntimeHost:
+    role: Literal["server", "client"]
+
+    def __init__(self, runtime: Runtime, management: Management) -> None:
+        self.runtime = runtime
+        self.management = management
+
+    def _now(self) -> float:
+        assert self.runtime.loop is not None
+        return self.runtime.loop.time()
+
+    def status_text(self, version: int) -> str:
+        snapshot = self.runtime.status_snapshot(self._now())
+        return render_status(snapshot, version, extras=False)
+
+    def load_stats(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def bytecounts(self) -> list[ByteCount]:
+        raise NotImplementedError
+
+    def throw_signal(self, signum: int) -> None:
+        # The same path as a signal from outside: the runtime's handlers decide.
+        os.kill(os.getpid(), signum)
+
+    def kill_by_common_name(self, name: str) -> int:
+        raise Unsupported
+
+    def kill_by_address(self, ip: str, port: int) -> int:
+        raise Unsupported
+
+    def client_kill(self, client_id: int, message: str) -> bool:
+        raise Unsupported
+
+    def client_auth(self, decision: AuthDecision) -> bool:
+        raise Unsupported
+
+    # -- notifications from the runtime -------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def started(self) -> None:
+        pass
+
+    def exiting(self, reason: str) -> None:
+        self.management.state("EXITING", reason)
+
+
+class ClientHost(RuntimeHost):
+    role = "client"
+
+    def __init__(self, runtime: ClientRuntime, management: Management) -> None:
+        super().__init__(runtime, management)
+        self.client_runtime = runtime
+        self._local_ip = ""
+        self._pushed = False
+
+    def load_stats(self) -> tuple[int, int, int]:
+        totals = self.client_runtime.endpoint.totals
+        return 0, totals.link_rx, totals.link_tx
+
+    def bytecounts(self) -> list[ByteCount]:
+        totals = self.client_runtime.endpoint.totals
+        return [ByteCount(None, totals.link_rx, totals.link_tx)]
+
+    def started(self) -> None:
+        self.management.state("CONNECTING")
+        self.management.state("WAIT")
+
+    def on_event(self, event: Event) -> None:
+        m = self.management
+        if isinstance(event, HandshakeComplete) and not event.renegotiation:
+            m.state("AUTH")
+        elif isinstance(event, PushApplied):
+            ifconfig = event.options.ifconfig
+            self._local_ip = ifconfig[0] if ifconfig is not None else ""
+            m.state("ASSIGN_IP", local_ip=self._local_ip)
+            if event.options.routes or event.options.routes_ipv6:
+                m.state("ADD_ROUTES")
+            self._pushed = True
+        elif isinstance(event, DataChannelReady) and self._pushed:
+            self._pushed = False
+            m.state("CONNECTED", "SUCCESS", local_ip=self._local_ip,
+                    remote=self.client_runtime.client.remote)
+        elif isinstance(event, SessionClosed) and event.restart:
+            m.state("RECONNECTING", "ping-restart" if event.reason.startswith("ping-restart")
+                    else "connection-reset")
+            m.state("CONNECTING")
+            m.state("WAIT")
+
+
+class ServerHost(RuntimeHost):
+    role = "server"
+
+    def __init__(self, runtime: ServerRuntime, management: Management) -> None:
+        super().__init__(runtime, management)
+        self.server_runtime = runtime
+        runtime.peers.listeners.append(self._peer_changed)
+
+    def load_stats(self) -> tuple[int, int, int]:
+        r = self.server_runtime
+        r.peers.sync()
+        totals = r.endpoint.totals
+        return len(r.peers.peers), totals.link_rx, totals.link_tx
+
+    def bytecounts(self) -> list[ByteCount]:
+        r = self.server_runtime
+        r.peers.sync()
+        out = []
+        for peer in sorted(r.peers.peers.values(), key=lambda p: p.client_id):
+            traffic = r.peers.traffic(peer)
+            out.append(ByteCount(peer.client_id, traffic.link_rx, traffic.link_tx))
+        return out
+
+    def _kill(self, peers: list[Peer], message: str | None, reason: str) -> int:
+        r = self.server_runtime
+        for peer in peers:
+            r.endpoint.server.kill(peer.session, message, reason, self._now())
+        if peers and r.driver is not None:
+            r.driver.kick()
+        return len(peers)
+
+    def kill_by_common_name(self, name: str) -> int:
+        r = self.server_runtime
+        r.peers.sync()
+        found = [p for p in r.peers.peers.values() if p.common_name == name]
+        return self._kill(found, None, "killed by the management interface")
+
+    def kill_by_address(self, ip: str, port: int) -> int:
+        r = self.server_runtime
+        r.peers.sync()
+        found = [p for p in r.peers.peers.values() if p.address == (ip, port)]
+        return self._kill(found, None, "killed by the management interface")
+
+    def client_kill(self, client_id: int, message: str) -> bool:
+        r = self.server_runtime
+        r.peers.sync()
+        found = [p for p in r.peers.peers.values() if p.client_id == client_id]
+        return self._kill(found, message, f"client-kill: {message}") > 0
+
+    def client_auth(self, decision: AuthDecision) -> bool:
+        return False  # nothing waits for a verdict without management-client-auth
+
+    def started(self) -> None:
+        r = self.server_runtime
+        m = self.management
+        m.state("CONNECTING")
+        local_ip = str(r.cfg.ifconfig.ip) if r.cfg.ifconfig is not None else ""
+        if local_ip:
+            m.state("ASSIGN_IP", local_ip=local_ip)
+        local = None
+        if r.sock is not None:
+            host, port = r.sock.getsockname()[:2]
+            local = (host, port)
+        m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=local)
+
+    def _peer_changed(self, what: str, peer: Peer) -> None:
+        m = self.management
+        if what == "arrived":
+            m.broadcast(f">CLIENT:ESTABLISHED,{peer.client_id}",
+                        *client_env(peer, len(self.server_runtime.peers.peers)))
+        elif what == "left":
+            m.broadcast(f">CLIENT:DISCONNECT,{peer.client_id}", *client_env(peer, None))
+
+
+def client_env(peer: Peer, n_clients: int | None) -> list[str]:
+    """A >CLIENT:ENV block: the variables stock sets for a client, then ENV,END."""
+    env: list[tuple[str, object]] = []
+    if n_clients is not None:
+        env.append(("n_clients", n_clients))
+    env += [("common_name", peer.common_name), ("untrusted_ip", peer.address[0]),
+            ("untrusted_port", peer.address[1]), ("trusted_ip", peer.address[0]),
+            ("trusted_port", peer.address[1])]
+    if peer.virtual_address:
+        env.append(("ifconfig_pool_remote_ip", peer.virtual_address))
+    for name, value in sorted(peer.session.peer_info.items()):
+        env.append((name, value))
+    lines = [f">CLIENT:ENV,{name}={_clean(str(value))}" for name, value in env]
+    return [*lines, ">CLIENT:ENV,END"]
+
+
+def _clean(text: str) -> str:
+    # A peer's text must not add lines to the management stream.
+    return "".join(ch if ch.isprintable() else "_" for ch in text[:256])
+
+
+def host_for(runtime: Runtime, management: Management) -> RuntimeHost:
+    from tunnel.app.connect import ClientRuntime
+    from tunnel.app.serve import ServerRuntime
+
+    if isinstance(runtime, ServerRuntime):
+        return ServerHost(runtime, management)
+    assert isinstance(runtime, ClientRuntime)
+    return ClientHost(runtime, management)
