@@ -110,6 +110,10 @@ class ConnDriver:
             self._timer.cancel()
             self._timer = None
 
+    def kick(self) -> None:
+        """The endpoint changed from outside (a management command): act on it now."""
+        self._after_input(self.loop.time())
+
     def close_endpoint(self) -> None:
         now = self.loop.time()
         self.endpoint.close(now)
