@@ -22,7 +22,7 @@ from tests.e2e.test_ours_tun import (
 )
 from tests.netns import NetnsPair, netns_pair_fixture  # noqa: F401  (netns_pair)
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.ping]
 
 
 def _hostile(pair: NetnsPair, ns: str, host: str, port: int) -> None:

@@ -36,7 +36,7 @@ from tunnel.app.link import (
     resolve_remotes,
 )
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
-from tunnel.app.status import StatusSnapshot
+from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink
 from tunnel.io.driver import Driver
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
@@ -76,7 +76,8 @@ class ClientRuntime(Runtime):
         client = build_client(cfg, settings, [r.address for r in remotes], loop.time())
         self.client = client
         self.endpoint = CountingClient(client)
-        self.events = ClientEventLog(self.log, family)
+        self.events = ClientEventLog(
+            self.log, family, mute_replay_warnings=self.cfg.mute_replay_warnings)
         self._device_ready = False
         self.pool = make_pool(frame)
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
@@ -206,4 +207,5 @@ class ClientRuntime(Runtime):
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
+            drops=drop_counts(self.endpoint.client.drops.counts, self.driver.stats),
         )

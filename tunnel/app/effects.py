@@ -46,7 +46,8 @@ APPLIED: frozenset[str] = frozenset(
         # keepalive and exit: build.py timers, run.py (ping-exit)
         "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
         # process: logsetup.py, status.py, privileges.py
-        "user", "group", "verb", "mute", "status", "status-version", "log", "log-append",
+        "user", "group", "verb", "mute", "mute-replay-warnings", "status", "status-version",
+        "log", "log-append",
         # the management interface: app/management/ (metrics-listen: app/metrics.py)
         "management", "management-hold", "management-query-passwords", "management-up-down",
         "management-client-auth", "management-forget-disconnect", "management-signal",
@@ -86,7 +87,6 @@ NO_EFFECT: dict[str, _Reason] = {
     "float": _for_role(
         "client", "the client accepts packets only from the address of its current remote"
     ),
-    "mute-replay-warnings": _always("replayed packets are counted, never logged"),
     "persist-key": _always("keys stay in memory across reconnects anyway"),
     "script-security": _always("no scripts are run"),
     "txqueuelen": _always("the TUN device keeps the kernel's default queue length"),

@@ -16,6 +16,14 @@ import logging
 from tunnel.app.link import format_address
 from tunnel.app.logsetup import VERBOSE
 from tunnel.app.peers import Peer, PeerRegistry
+from tunnel.protocol.drops import (
+    AUTH_FAILED,
+    BAD_SOURCE,
+    MALFORMED,
+    NO_SESSION,
+    RATE_LIMITED,
+    REPLAY,
+)
 from tunnel.protocol.events import (
     ClientRefused,
     ControlMessageReceived,
@@ -64,6 +72,38 @@ def describe_push(options: PushOptions) -> list[str]:
     return lines
 
 
+# The level of a drop report by cause: stock logs decrypt failures and replays at verb 1
+# (D_CRYPT_ERRORS, D_REPLAY_ERRORS), refusals for load at the default level; stray garbage
+# and packets for no session only when asked for detail.
+_DROP_LEVEL = {
+    AUTH_FAILED: logging.INFO,
+    REPLAY: logging.INFO,
+    RATE_LIMITED: logging.WARNING,
+    BAD_SOURCE: logging.WARNING,
+    MALFORMED: VERBOSE,
+    NO_SESSION: VERBOSE,
+}
+_REPLAY_HINT = (" -- see the man page entry for --no-replay and --replay-window for more info "
+                "or silence this warning with --mute-replay-warnings")
+
+
+def log_drop(log: logging.Logger, event: PacketDropped, address: str, *,
+             mute_replay_warnings: bool) -> None:
+    """One (rate-limited) drop report; `mute` then applies to it as to any message."""
+    level = _DROP_LEVEL.get(event.cause, VERBOSE)
+    hint = ""
+    if event.cause == REPLAY:
+        if mute_replay_warnings:
+            level = logging.DEBUG
+        else:
+            hint = _REPLAY_HINT
+    more = ""
+    if event.count > 1:
+        more = f" ({event.count - 1} more dropped for this cause, not logged)"
+    # The cause is part of the format string, so `mute` counts each cause as its own kind.
+    log.log(level, f"%s {event.cause}: %s%s%s", address, event.reason, hint, more)
+
+
 def _close_phrase(reason: str) -> str:
     if reason.startswith("ping-restart"):
         return "Inactivity timeout (--ping-restart)"
@@ -71,8 +111,10 @@ def _close_phrase(reason: str) -> str:
 
 
 class ServerEventLog:
-    def __init__(self, log: logging.Logger, peers: PeerRegistry, family: int) -> None:
+    def __init__(self, log: logging.Logger, peers: PeerRegistry, family: int,
+                 *, mute_replay_warnings: bool = False) -> None:
         self.log = log
+        self.mute_replay_warnings = mute_replay_warnings
         self.peers = peers
         self.family = family
         self.renegotiations = 0
@@ -118,8 +160,8 @@ class ServerEventLog:
                 self.log.warning("%s:%s TLS Error: client refused: %s", event.address[0],
                                  event.address[1], event.reason)
         elif isinstance(event, PacketDropped):
-            self.log.debug("%s:%s dropped %d packet(s): %s", event.address[0],
-                           event.address[1], event.count, event.reason)
+            log_drop(self.log, event, format_address(event.address, self.family),
+                     mute_replay_warnings=self.mute_replay_warnings)
         elif isinstance(event, ControlMessageReceived):
             self.log.info("Received control message: %s", peer_text(event.text))
 
@@ -136,8 +178,10 @@ class ServerEventLog:
 
 
 class ClientEventLog:
-    def __init__(self, log: logging.Logger, family: int) -> None:
+    def __init__(self, log: logging.Logger, family: int,
+                 *, mute_replay_warnings: bool = False) -> None:
         self.log = log
+        self.mute_replay_warnings = mute_replay_warnings
         self.family = family
         self.renegotiations = 0
 
@@ -173,5 +217,5 @@ class ClientEventLog:
         elif isinstance(event, ControlMessageReceived):
             self.log.info("Received control message: %s", peer_text(event.text))
         elif isinstance(event, PacketDropped):
-            self.log.debug("dropped %d packet(s) from %s:%s: %s", event.count,
-                           event.address[0], event.address[1], event.reason)
+            log_drop(self.log, event, format_address(event.address, self.family),
+                     mute_replay_warnings=self.mute_replay_warnings)

@@ -23,7 +23,7 @@ from tunnel.app.eventlog import ServerEventLog
 from tunnel.app.link import format_address, link_name, open_server_socket
 from tunnel.app.peers import PeerRegistry
 from tunnel.app.run import Runtime
-from tunnel.app.status import ClientRow, StatusSnapshot
+from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
 from tunnel.io.tcp_server import TcpServerDriver
@@ -54,7 +54,8 @@ class ServerRuntime(Runtime):
         server = build_server(cfg, settings, loop.time())
         self.endpoint = CountingServer(server)
         self.peers = PeerRegistry(self.endpoint)
-        self.events = ServerEventLog(self.log, self.peers, family)
+        self.events = ServerEventLog(
+            self.log, self.peers, family, mute_replay_warnings=self.cfg.mute_replay_warnings)
         self.pool = make_pool(frame)
         if tcp:
             self.log.info("Listening for incoming TCP connection on %s",
@@ -105,6 +106,7 @@ class ServerRuntime(Runtime):
             arena=self.arena_counters(),
             link=self.driver.stats,
             clients=rows,
+            drops=drop_counts(self.endpoint.server.drops.counts, self.driver.stats),
         )
 
     @staticmethod

@@ -33,8 +33,11 @@ from pathlib import Path
 from core import PoolStats
 from tunnel.app.accounting import Traffic
 from tunnel.io.driver import DriverStats
+from tunnel.protocol.drops import CAUSES, MALFORMED
 
-__all__ = ["ArenaCounters", "ClientRow", "StatusSnapshot", "StatusWriter", "render_status"]
+__all__ = [
+    "ArenaCounters", "ClientRow", "StatusSnapshot", "StatusWriter", "drop_counts", "render_status",
+]
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -70,6 +73,15 @@ class StatusSnapshot:
     arena: ArenaCounters
     link: DriverStats
     clients: list[ClientRow] | None = field(default=None)  # None: a client's status file
+    # Dropped input by cause (tunnel.protocol.drops.CAUSES), the link's malformed included.
+    drops: dict[str, int] = field(default_factory=dict)
+
+
+def drop_counts(endpoint_drops: dict[str, int], link: DriverStats) -> dict[str, int]:
+    """The endpoint's drops by cause plus what the driver refused before it (malformed)."""
+    counts = {cause: endpoint_drops.get(cause, 0) for cause in CAUSES}
+    counts[MALFORMED] += link.malformed
+    return counts
 
 
 def _when(wall: float) -> str:
@@ -101,6 +113,8 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
              "TUN Out", "TUN Out Dropped", "No Route", "Malformed", "Internal Errors"),
         _row(sep, "LINK_STATS", link.udp_rx, link.udp_tx, link.udp_tx_dropped, link.tun_rx,
              link.tun_tx, link.tun_tx_dropped, link.no_route, link.malformed, link.errors),
+        _row(sep, "HEADER", "DROP_STATS", *(c.title() for c in CAUSES)),
+        _row(sep, "DROP_STATS", *(s.drops.get(c, 0) for c in CAUSES)),
     ]
 
 
@@ -111,6 +125,8 @@ def _our_lines_v1(s: StatusSnapshot) -> list[str]:
         f"Pool high water,{pool.high_water}", f"Pool exhaustions,{pool.exhaustions}",
         f"Arena iterations,{arena.iterations}", f"Arena entries freed,{arena.entries_freed}",
         f"Arena bytes freed,{arena.bytes_freed}", f"Arena detached,{arena.detached}",
+        *(f"Dropped {c},{s.drops.get(c, 0)}" for c in CAUSES),
+        f"Internal errors,{s.link.errors}",
     ]
 
 

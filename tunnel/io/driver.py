@@ -28,7 +28,7 @@ from tunnel.io.gso import (
 from tunnel.io.offload import TunCoalescer
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
-from tunnel.protocol.session import CONSUMED, TO_TUN
+from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN
 
 Address = tuple[str, int]
 
@@ -153,6 +153,7 @@ class Driver:
         runs = (run,)
         rx = tun_tx = tun_dropped = malformed = 0
         control = False  # a control, ping or OCC packet: state that needs servicing
+        refused = False  # a dropped datagram: its (rate-limited) PacketDropped event waits
         coalescer = self._coalescer
         coalesce = coalescer.write if coalescer is not None else None
         packets = coalescer.packets if coalescer is not None else 0
@@ -205,6 +206,8 @@ class Driver:
                                 tun_dropped += 1
                         elif verdict == CONSUMED:
                             control = True
+                        elif verdict == DROPPED:
+                            refused = True
                     except Exception as exc:  # a bug: this datagram is lost, nothing else
                         self._fault("the handling of a datagram from the link", exc)
                         control = True  # the state it left may have something to send
@@ -223,6 +226,11 @@ class Driver:
             # back are re-read when the timer fires. So a data-only batch skips the control
             # work (measured: ~30 us a callback, which on an idle tunnel is latency).
             self._after_input(now)
+        elif refused:
+            try:
+                self._drain_events()  # the drop reports only: no control work
+            except Exception as exc:
+                self._fault("handling an event", exc)
 
     def _on_device_readable(self) -> None:
         now = self.loop.time()

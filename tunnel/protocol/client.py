@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
+from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.session import CONSUMED, DROPPED, Session
 from tunnel.protocol.settings import SessionSettings
@@ -64,7 +65,7 @@ class Client:
         self._events: deque[Event] = deque()
         self.finished: SessionClosed | None = None
         self.connects = 0
-        self.dropped = 0
+        self.drops = DropLog(self._events)
         self.session = self._start(now)
 
     @property
@@ -101,16 +102,23 @@ class Client:
     def receive(self, buf: Buffer, addr: Address, now: float) -> int:
         session = self.session
         if addr != session.remote_addr:
-            self.dropped += 1
+            self.drops.drop(NO_SESSION, addr, "packet from an address that is not the server's",
+                            now)
             return DROPPED
         data = buf.data
         if not data:
-            self.dropped += 1
+            self.drops.drop(MALFORMED, addr, "empty datagram", now)
             return DROPPED
         opcode = data[0] >> 3
         if opcode in (_P_DATA_V2, _P_DATA_V1):
-            return session.decrypt(buf, now)
+            verdict = session.decrypt(buf, now)
+            if verdict == DROPPED:
+                self.drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
+            return verdict
+        refused = session.dropped_control
         session.receive_wrapped(buf, now)
+        if session.dropped_control != refused:
+            self.drops.drop(MALFORMED, addr, "control packet not valid for its session", now)
         self._collect(now)
         return CONSUMED
 
@@ -147,6 +155,10 @@ class Client:
             return
         self.session.handle_timer(now)
         self._collect(now)
+
+    @property
+    def dropped(self) -> int:
+        return self.drops.total
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None

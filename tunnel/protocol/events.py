@@ -68,7 +68,8 @@ class PacketDropped:
 
     address: tuple[str, int]
     reason: str
-    count: int = field(default=1)
+    count: int = field(default=1)  # this one and those not reported before it (rate limit)
+    cause: str = field(default="malformed")  # one of tunnel.protocol.drops.CAUSES
 
 
 Event = (

@@ -22,8 +22,18 @@ from core import Buffer
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
+from tunnel.protocol.drops import (
+    AUTH_FAILED,
+    BAD_SOURCE,
+    DATA_DROP_TEXT,
+    MALFORMED,
+    NO_SESSION,
+    RATE_LIMITED,
+    REPLAY,
+    DropLog,
+)
 from tunnel.protocol.errors import HandshakeError, ProtocolError
-from tunnel.protocol.events import ClientRefused, Event, PacketDropped, SessionClosed
+from tunnel.protocol.events import ClientRefused, Event, SessionClosed
 from tunnel.protocol.keystate import KeyPhase
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
 from tunnel.protocol.settings import SessionSettings
@@ -112,7 +122,7 @@ class Server:
         self._events: deque[Event] = deque()
         self._reset_window_start = now
         self._resets_in_window = 0
-        self.dropped = 0
+        self.drops = DropLog(self._events)
         self.refused = 0
         session_settings = settings.session
         if session_settings.push_items is None:
@@ -124,12 +134,12 @@ class Server:
         """One datagram: TO_TUN (buf now holds an IP packet), CONSUMED or DROPPED."""
         data = buf.data
         if not data:
-            self.dropped += 1
+            self.drops.drop(MALFORMED, addr, "empty datagram", now)
             return DROPPED
         opcode = data[0] >> 3
         if opcode == _P_DATA_V2:
             if len(data) < 4:
-                self.dropped += 1
+                self.drops.drop(MALFORMED, addr, "data packet shorter than its header", now)
                 return DROPPED
             peer_id = (data[1] << 16) | (data[2] << 8) | data[3]
             session = self.by_peer_id[peer_id] if peer_id < len(self.by_peer_id) else None
@@ -138,7 +148,11 @@ class Server:
             return self._receive_data(self.by_addr.get(addr), buf, addr, now)
         session = self.by_addr.get(addr)
         if session is not None and not self._from_new_client(session, data):
+            refused = session.dropped_control
             session.receive_wrapped(buf, now)
+            if session.dropped_control != refused:
+                self.drops.drop(session.control_drop, addr,
+                                "control packet not valid for its session", now)
             self._collect(session)
             return CONSUMED
         # Unknown source, or a client that restarted on the same address and port: it gets the
@@ -157,13 +171,17 @@ class Server:
 
     def _receive_data(self, session: Session | None, buf: Buffer, addr: Address, now: float) -> int:
         if session is None:
-            self.dropped += 1
+            self.drops.drop(NO_SESSION, addr, "data packet for no session", now)
             return DROPPED
         verdict = session.decrypt(buf, now)
-        if verdict == TO_TUN and not self._source_allowed(session, buf):
-            self.dropped += 1
+        if verdict == DROPPED:
+            self.drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
             return DROPPED
-        if verdict != DROPPED and session.remote_addr != addr:
+        if verdict == TO_TUN and not self._source_allowed(session, buf):
+            self.drops.drop(BAD_SOURCE, addr, "packet with a source address not the client's",
+                            now)
+            return DROPPED
+        if session.remote_addr != addr:
             self._float(session, addr)
         return verdict
 
@@ -192,29 +210,30 @@ class Server:
         # tls_pre_decrypt_lite()). Replay is checked by the session it may create.
         opened = self.settings.session.control_wrap.open(buf)
         if opened is None:
-            self._drop(addr, "control packet failed the control-channel wrap check")
+            self._drop(addr, "control packet failed the control-channel wrap check", now,
+                       AUTH_FAILED)
             return
         try:
             packet = parse_control(buf.data)
         except ProtocolError as exc:
-            self._drop(addr, str(exc))
+            self._drop(addr, str(exc), now)
             return
         if packet.key_id != 0:
-            self._drop(addr, "unknown source sent a packet for key_id > 0")
+            self._drop(addr, "unknown source sent a packet for key_id > 0", now, NO_SESSION)
             return
         if packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V2:
             self._answer_reset(packet, addr, now)
         elif packet.opcode in (Opcode.P_CONTROL_V1, Opcode.P_ACK_V1):
             self._maybe_create_session(packet, addr, now, opened)
         else:
-            self._drop(addr, f"{packet.opcode.name} from an unknown source")
+            self._drop(addr, f"{packet.opcode.name} from an unknown source", now, NO_SESSION)
 
     def _answer_reset(self, packet: ControlPacket, addr: Address, now: float) -> None:
         if now - self._reset_window_start >= _RESET_RATE_PERIOD:
             self._reset_window_start = now
             self._resets_in_window = 0
         if self._resets_in_window >= _RESET_RATE_LIMIT:
-            self._drop(addr, "connect-freq-initial exceeded")
+            self._drop(addr, "connect-freq-initial exceeded", now, RATE_LIMITED)
             return
         self._resets_in_window += 1
         server_sid = self.cookies.server_session_id(addr, packet.session_id, now)
@@ -253,7 +272,8 @@ class Server:
             or echoed is None
             or not self.cookies.verify(addr, packet.session_id, echoed, now)
         ):
-            self._drop(addr, f"{packet.opcode.name} with invalid or missing session id")
+            self._drop(addr, f"{packet.opcode.name} with invalid or missing session id", now,
+                       NO_SESSION)
             return
         old = self.by_addr.get(addr)
         if old is not None:
@@ -262,10 +282,10 @@ class Server:
             old.close(now, "client restarted from the same address")
             self._collect(old)
         if self.half_open >= self.settings.max_half_open:
-            self._drop(addr, "too many sessions in their handshake")
+            self._drop(addr, "too many sessions in their handshake", now, RATE_LIMITED)
             return
         if not self._free_peer_ids:
-            self._drop(addr, "max-clients reached")
+            self._drop(addr, "max-clients reached", now, RATE_LIMITED)
             return
         s = self.settings.session
         channel = s.control_wrap.channel(
@@ -276,7 +296,7 @@ class Server:
         # reset used send packet-id 1 (ssl.c: session_skip_to_pre_start()).
         channel.skip_send(1)
         if not channel.accept(opened, now):
-            self._drop(addr, "replayed control packet")
+            self._drop(addr, "replayed control packet", now, REPLAY)
             return
         peer_id = self._free_peer_ids.popleft()
         session = Session(
@@ -295,9 +315,12 @@ class Server:
             session.close(now, reason)
             self._collect(session)
 
-    def _drop(self, addr: Address, reason: str) -> None:
-        self.dropped += 1
-        self._events.append(PacketDropped(addr, reason))
+    def _drop(self, addr: Address, reason: str, now: float, cause: str = MALFORMED) -> None:
+        self.drops.drop(cause, addr, reason, now)
+
+    @property
+    def dropped(self) -> int:
+        return self.drops.total
 
     @property
     def half_open(self) -> int:

@@ -30,6 +30,7 @@ from tunnel.protocol.datachannel import (
     DataKey,
     cipher_key_length,
 )
+from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
     ControlMessageReceived,
@@ -160,6 +161,10 @@ class Session:
         # counters
         self.dropped_control = 0
         self.dropped_data = 0
+        # Why the last decrypt() said DROPPED (a drops.CAUSES name), for the endpoint's count.
+        self.last_drop = MALFORMED
+        self.control_drop = MALFORMED  # the same for the last refused control packet
+        self._drop_seen: dict[int, tuple[DataKey, int, int]] = {}
         self.renegotiations = 0
 
     # -- starting --------------------------------------------------------------------------
@@ -214,7 +219,9 @@ class Session:
             return
         if not self.wrap_channel.open(buf, now):
             self.dropped_control += 1
+            self.control_drop = AUTH_FAILED  # the wrap's tag (or its replay check) refused it
             return
+        self.control_drop = MALFORMED
         self.receive_control(buf.data, now)
 
     def receive_control(self, data: bytes | bytearray | memoryview, now: float) -> None:
@@ -287,13 +294,13 @@ class Session:
         data = buf.data
         key = self.data_keys[data[0] & 7]
         if key is None or not key.open(buf, now):
-            self.dropped_data += 1
-            return DROPPED
+            return self._data_dropped(key)
         self.last_rx = now
         if self.comp_lzo_stub:
             # Only "not compressed" is accepted: we never announce a real compressor.
             if len(buf) == 0 or buf.data[0] != _NO_COMPRESS_BYTE:
                 self.dropped_data += 1
+                self.last_drop = MALFORMED
                 return DROPPED
             buf.advance(COMP_LZO_STUB_SIZE)
         if key is not self.send_key and key.key_id == self._pending_send_key_id:
@@ -311,6 +318,25 @@ class Session:
         if self.mssfix:
             clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
+
+    def _data_dropped(self, key: DataKey | None) -> int:
+        """Count a refused data packet and note why (off the hot path: drops only)."""
+        self.dropped_data += 1
+        if key is None:
+            self.last_drop = NO_SESSION  # no data key for its key_id (stock: keys out of sync)
+            return DROPPED
+        # The key counts why it refused; what changed since its last refusal says which.
+        auth, replay = getattr(key, "auth_failures", 0), getattr(key, "replays", 0)
+        seen = self._drop_seen.get(key.key_id)
+        before = (seen[1], seen[2]) if seen is not None and seen[0] is key else (0, 0)
+        self._drop_seen[key.key_id] = (key, auth, replay)
+        if auth > before[0]:
+            self.last_drop = AUTH_FAILED
+        elif replay > before[1]:
+            self.last_drop = REPLAY
+        else:
+            self.last_drop = MALFORMED
+        return DROPPED
 
     # -- control output ----------------------------------------------------------------------
 

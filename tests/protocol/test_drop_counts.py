@@ -1,0 +1,76 @@
+"""Every refused datagram is counted by cause, and reported as rate-limited events."""
+
+from __future__ import annotations
+
+from tests.protocol.harness import SERVER_VIP, Pair, ip_packet
+from tunnel.protocol.drops import (
+    AUTH_FAILED,
+    BAD_SOURCE,
+    EVENT_BURST,
+    MALFORMED,
+    NO_SESSION,
+    REPLAY,
+)
+from tunnel.protocol.events import PacketDropped
+from tunnel.protocol.session import DROPPED, TO_TUN
+
+
+def _dropped_events(pair: Pair, side: str = "server") -> list[PacketDropped]:
+    pair.flush()
+    events = pair.server_events if side == "server" else pair.client_events
+    return [e for e in events if isinstance(e, PacketDropped)]
+
+
+def test_replays_tampering_garbage_and_strangers_are_counted_by_cause() -> None:
+    pair = Pair()
+    pair.connect()
+    sealed = [pair.client_sends(b"x%03d" % i) for i in range(10)]
+    assert all(s is not None for s in sealed)
+    for datagram in sealed:
+        assert datagram is not None and pair.to_server(datagram) == TO_TUN
+    for _ in range(30):  # 300 replays
+        for datagram in sealed:
+            assert datagram is not None and pair.to_server(datagram) == DROPPED
+    for i, datagram in enumerate(sealed * 50):  # 500 tampered
+        assert datagram is not None
+        bad = bytearray(datagram)
+        bad[-1 - i % 16] ^= 0x40
+        assert pair.to_server(bytes(bad)) == DROPPED
+    stranger = ip_packet(SERVER_VIP, SERVER_VIP, b"spoofed")  # not the client's address
+    assert pair.to_server(pair.sealed_by_client(stranger)) == DROPPED
+    head = bytes([(9 << 3)]) + (4242).to_bytes(3, "big")
+    for datagram in (b"", b"\x48\x00", head + bytes(40)):
+        pair.to_server(datagram)
+    counts = pair.server.drops.counts
+    assert counts[REPLAY] == 300, counts
+    assert counts[AUTH_FAILED] == 500, counts
+    assert counts[BAD_SOURCE] == 1, counts
+    assert counts[MALFORMED] == 2, counts
+    assert counts[NO_SESSION] == 1, counts
+    assert pair.server.dropped == 804
+
+    # Reported, but rate-limited: a burst per cause, the rest folded into the next report.
+    events = _dropped_events(pair)
+    by_cause = {c: [e for e in events if e.cause == c] for c in (REPLAY, AUTH_FAILED)}
+    assert len(by_cause[REPLAY]) == EVENT_BURST
+    assert len(by_cause[AUTH_FAILED]) == EVENT_BURST
+    pair.run(11)  # the next period: one more replay reports the 290 not reported
+    assert sealed[0] is not None and pair.to_server(sealed[0]) == DROPPED
+    late = [e for e in _dropped_events(pair) if e.cause == REPLAY][-1]
+    assert late.count == 300 - EVENT_BURST + 1
+    assert "bad packet ID" in late.reason
+
+
+def test_the_client_counts_its_drops_too() -> None:
+    pair = Pair()
+    pair.connect()
+    sealed = pair.server_sends(b"down")
+    assert sealed is not None and pair.to_client(sealed) == TO_TUN
+    for _ in range(5):
+        assert pair.to_client(sealed) == DROPPED
+    bad = bytearray(sealed)
+    bad[-1] ^= 1
+    assert pair.to_client(bytes(bad)) == DROPPED
+    assert pair.to_client(b"") == DROPPED
+    counts = pair.client.drops.counts
+    assert (counts[REPLAY], counts[AUTH_FAILED], counts[MALFORMED]) == (5, 1, 1), counts
