@@ -118,7 +118,8 @@ class Client:
         refused = session.dropped_control
         session.receive_wrapped(buf, now)
         if session.dropped_control != refused:
-            self.drops.drop(MALFORMED, addr, "control packet not valid for its session", now)
+            self.drops.drop(session.control_drop, addr, "control packet not valid for its session",
+                            now)
         self._collect(now)
         return CONSUMED
 
