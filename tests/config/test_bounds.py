@@ -3,7 +3,6 @@ is read, oversized files located, PEM/key problems as FILE:LINE: option: ours, n
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tests.config.conftest import (
     ParseError,
     assert_config_error,
 )
+from tests.tools import which
 from tunnel.app.build import build_session_settings
 from tunnel.config import load_config
 from tunnel.protocol.errors import ConfigError
@@ -87,7 +87,7 @@ def test_a_huge_single_line_is_reported_as_the_long_line_it_is(tmp_path: Path) -
 def test_stock_draws_the_line_at_the_same_byte(tmp_path: Path, size: int) -> None:
     conf = tmp_path / "c.conf"
     conf.write_text(_setenv_line(size) + "verb 3\n")
-    openvpn = shutil.which("openvpn")
+    openvpn = which("openvpn")  # in /usr/sbin, which a user's PATH may lack
     assert openvpn is not None
     stock = subprocess.run([openvpn, "--config", str(conf)], capture_output=True, text=True,
                            timeout=10)
