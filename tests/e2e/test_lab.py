@@ -93,3 +93,23 @@ def test_lab_keep_until_ctrl_c_then_cleans_up(tmp_path: Path) -> None:
     assert "interrupted" in output and "cleaned up" in output, output
     assert not namespaces & _netns_names(), output
     assert not Path(workdir.group(1)).exists(), output
+
+
+def test_lab_uses_the_project_venv_and_says_each_step() -> None:
+    # No PYTHON: the lab brings up (or reuses) the repo's .venv itself, as `make` does.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    result = subprocess.run([str(LAB), "--seconds", "1"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = re.findall(r"step (\d)/6: ", result.stderr)
+    assert steps == ["1", "2", "3", "4", "5", "6"], result.stderr
+    assert f"step 1/6: the project's Python environment ({REPO_ROOT}/.venv)" in result.stderr
+    assert (REPO_ROOT / ".venv" / ".installed").is_file()
+
+
+@pytest.mark.setpriv
+def test_lab_help_needs_no_root() -> None:
+    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                             str(LAB), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("scripts/lab -- ") and "--stock-server" in result.stdout
