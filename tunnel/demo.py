@@ -6,9 +6,9 @@ checked on arrival. No root needed: in-memory packet devices stand in for TUN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,14 +184,17 @@ async def run_demo(
         flows["to_server"] = Flow(vip, SERVER_VIP, size, packets)
         flows["to_client"] = Flow(SERVER_VIP, vip, size, packets)
         t0 = time.perf_counter()
-        reporter = asyncio.create_task(_report(flows, t0)) if progress else None
-        await asyncio.gather(
-            _feed(flows["to_server"], client_dev), _feed(flows["to_client"], server_dev)
-        )
-        seconds = time.perf_counter() - t0
-        if reporter is not None:
-            reporter.cancel()
-            print(file=sys.stderr)
+        reporter = asyncio.create_task(_report(flows, size, packets)) if progress else None
+        try:
+            await asyncio.gather(
+                _feed(flows["to_server"], client_dev), _feed(flows["to_client"], server_dev)
+            )
+        finally:
+            seconds = time.perf_counter() - t0
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter  # the line is drawn once more, final, before the summary
         delivered = sum(f.received for f in flows.values())
         corrupt = sum(f.corrupt for f in flows.values())
         keys = [k for s in [client.session, *server.sessions] for k in s.data_keys if k is not None]
@@ -234,19 +237,17 @@ async def _feed(flow: Flow, device: MemoryDevice) -> None:
             return  # lost packets: the summary reports delivered < sent
 
 
-async def _report(flows: dict[str, Flow], t0: float) -> None:
-    while True:
-        await asyncio.sleep(0.25)
-        moved = sum(f.received for f in flows.values())
-        total = sum(f.total for f in flows.values())
-        size = next(iter(flows.values())).size
-        rate = moved * size * 8 / max(time.perf_counter() - t0, 1e-9) / 1e6
-        print(
-            f"\r  {moved:>8}/{total} packets verified  {rate:7.1f} Mbit/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+async def _report(flows: dict[str, Flow], size: int, packets: int) -> None:
+    """The live progress line until cancelled (imported here: only a terminal needs rich)."""
+    from tunnel.demo_progress import REFRESH_SECONDS, DemoProgress
+
+    with DemoProgress(packets, size) as line:
+        try:
+            while True:
+                line.update(flows["to_server"].received, flows["to_client"].received)
+                await asyncio.sleep(REFRESH_SECONDS)
+        finally:
+            line.update(flows["to_server"].received, flows["to_client"].received)
 
 
 def format_result(result: DemoResult) -> str:
