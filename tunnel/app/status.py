@@ -32,6 +32,7 @@ from pathlib import Path
 
 from core import PoolStats
 from tunnel.app.accounting import Traffic
+from tunnel.io.conn_driver import ConnStats
 from tunnel.io.driver import DriverStats
 from tunnel.protocol.drops import CAUSES, MALFORMED
 
@@ -115,6 +116,20 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
              link.tun_tx, link.tun_tx_dropped, link.no_route, link.malformed, link.errors),
         _row(sep, "HEADER", "DROP_STATS", *(c.title() for c in CAUSES)),
         _row(sep, "DROP_STATS", *(s.drops.get(c, 0) for c in CAUSES)),
+        *_tcp_rows(link, sep),
+    ]
+
+
+def _tcp_rows(link: DriverStats, sep: str) -> list[str]:
+    """The TCP transport's connection counters (LINK_STATS' UDP columns count its packets)."""
+    if not isinstance(link, ConnStats):
+        return []
+    return [
+        _row(sep, "HEADER", "TCP_STATS", "Open", "Accepted", "Refused (max-clients)", "Closed",
+             "Framing Errors", "Half-Open Closed", "Connect Failures"),
+        _row(sep, "TCP_STATS", link.connections_open, link.connections_accepted,
+             link.connections_refused, link.connections_closed, link.framing_errors,
+             link.half_open_closed, link.connect_failures),
     ]
 
 

@@ -57,6 +57,7 @@ class ConnStats(DriverStats):
     framing_errors: int = 0  # length prefix out of range: connection closed
     half_open_closed: int = 0  # no session within hand-window: connection closed
     connect_failures: int = 0  # client: a connect() that failed or timed out
+    connections_open: int = 0
 
 
 class ConnDriver:
@@ -124,6 +125,7 @@ class ConnDriver:
 
     def add_connection(self, conn: LinkConnection) -> None:
         self.conns[conn.addr] = conn
+        self.stats.connections_open = len(self.conns)
         self.loop.add_reader(conn.fileno(), self.safe, "a link connection",
                              self._on_connection_readable, conn)
 
@@ -131,6 +133,7 @@ class ConnDriver:
         """Forget a connection at once (its output is discarded)."""
         if self.conns.get(conn.addr) is conn:
             del self.conns[conn.addr]
+            self.stats.connections_open = len(self.conns)
         try:
             fd = conn.fileno()
         except OSError:
