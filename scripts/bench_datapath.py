@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Data-channel benchmark: DataKey.seal + DataKey.open against bare AEAD, and allocations.
+"""Data-channel benchmark: seal + open of each cipher kind against its bare crypto, and allocations.
+
+Both kinds go through the cipher seam (`tunnel.protocol.datacipher.make_data_key`): AEAD
+(`DataKey`, default AES-256-GCM) and CBC + HMAC (`CbcHmacKey`, default AES-256-CBC with SHA256),
+printed one after the other. The CBC floor is one persistent AES-CBC context per direction
+(`update_into`) plus one `hmac.digest` per direction; CBC is slower by nature (two passes over
+the data, one of them a hash), which the numbers show side by side.
 
 1. Speed. 1400-byte packets (an MSS-clamped TCP segment's IP packet), sealed and opened in
    place in a pooled buffer through `DataKey`, against the floor: `encrypt_into` + `decrypt_into`
@@ -32,18 +38,18 @@ try:
 except ImportError:  # run from a checkout without installing: use the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from core import Buffer, BufferPool, Frame, FrameBuilder
-from tunnel.protocol.datachannel import (
-    AEAD_TAG_SIZE,
-    DATA_V2_OVERHEAD,
-    SUPPORTED_CIPHERS,
-    DataKey,
-    register_data_channel,
-)
-from tunnel.protocol.prf import DirectionKey
+from tunnel.protocol.cbc import CBC_CIPHERS, HMAC_DIGESTS
+from tunnel.protocol.datachannel import AEAD_TAG_SIZE, DATA_V2_OVERHEAD, SUPPORTED_CIPHERS
+from tunnel.protocol.datacipher import DataCipherKey, make_data_key, register_data_ciphers
 from tunnel.protocol.replay import ReplayWindow
+
+CBC_AUTH = "SHA256"
 
 PACKET_SIZE = 1400
 SMALL_PACKET_SIZE = 300  # > 256: its lengths are heap ints too, as at PACKET_SIZE
@@ -57,22 +63,25 @@ RETAINED_LIMIT = 0.01
 
 def make_frame() -> Frame:
     builder = FrameBuilder(tun_mtu=1500)
-    register_data_channel(builder)
+    register_data_ciphers(builder, [*SUPPORTED_CIPHERS, *CBC_CIPHERS], "SHA512")
     return builder.finalize()
 
 
-def make_pair(cipher: str) -> tuple[DataKey, DataKey]:
-    """Two peers' keys for one key_id: what `sender` seals, `receiver` opens."""
-    key_len = SUPPORTED_CIPHERS[cipher][1]
-    c2s = DirectionKey(os.urandom(key_len), os.urandom(8))
-    s2c = DirectionKey(os.urandom(key_len), os.urandom(8))
+def make_pair(cipher: str) -> tuple[DataCipherKey, DataCipherKey]:
+    """Two peers' keys for one key_id: what `sender` (client) seals, `receiver` opens."""
+    key2 = os.urandom(256)
     # The replay window is sized so that nothing in the run is refused by time.
-    sender = DataKey(key_id=0, cipher=cipher, encrypt=c2s, decrypt=s2c, replay=ReplayWindow())
-    receiver = DataKey(key_id=0, cipher=cipher, encrypt=s2c, decrypt=c2s, replay=ReplayWindow())
+    sender, receiver = (
+        make_data_key(cipher=cipher, auth=CBC_AUTH, key2=key2, is_server=server, key_id=0,
+                      replay=ReplayWindow())
+        for server in (False, True)
+    )
     return sender, receiver
 
 
-def time_datakey(sender: DataKey, receiver: DataKey, buf: Buffer, packets: int) -> float:
+def time_datakey(
+    sender: DataCipherKey, receiver: DataCipherKey, buf: Buffer, packets: int
+) -> float:
     """Seconds per packet for seal + open; the buffer ends where it started (open undoes seal)."""
     seal = sender.seal
     open_ = receiver.open
@@ -83,8 +92,31 @@ def time_datakey(sender: DataKey, receiver: DataKey, buf: Buffer, packets: int) 
     return (time.perf_counter() - start) / packets
 
 
+def time_floor_cbc(cipher: str, buf: Buffer, payload: bytes, packets: int) -> float:
+    """Seconds per packet for bare CBC update_into + HMAC, both directions, views prepared."""
+    key = os.urandom(CBC_CIPHERS[cipher])
+    mac_key = os.urandom(HMAC_DIGESTS[CBC_AUTH])
+    digest = CBC_AUTH.lower()
+    enc = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor().update_into
+    dec = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).decryptor().update_into
+    view = buf.tailroom_view()
+    size = -(-(PACKET_SIZE + 4 + 1) // 16) * 16 + 16  # IV block + packet-id + payload + pad
+    data = view[:size]
+    out = view[: size + 15]
+    data[16 : 16 + PACKET_SIZE] = payload
+    start = time.perf_counter()
+    for _ in range(packets):
+        enc(data, out)
+        hmac.digest(mac_key, data, digest)
+        hmac.digest(mac_key, data, digest)
+        dec(data, out)
+    return (time.perf_counter() - start) / packets
+
+
 def time_floor(cipher: str, buf: Buffer, payload: bytes, packets: int) -> float:
     """Seconds per packet for bare encrypt_into + decrypt_into, every view prepared in advance."""
+    if cipher in CBC_CIPHERS:
+        return time_floor_cbc(cipher, buf, payload, packets)
     aead_class, key_len = SUPPORTED_CIPHERS[cipher]
     aead: AESGCM | ChaCha20Poly1305 = aead_class(os.urandom(key_len))
     encrypt_into = aead.encrypt_into
@@ -104,6 +136,7 @@ def time_floor(cipher: str, buf: Buffer, payload: bytes, packets: int) -> float:
 
 
 def bench_speed(cipher: str, pool: BufferPool, packets: int, reps: int) -> float:
+    """Prints the timing; returns our median microseconds per packet (seal + open)."""
     sender, receiver = make_pair(cipher)
     payload = os.urandom(PACKET_SIZE)
     buf = pool.acquire()
@@ -125,19 +158,22 @@ def bench_speed(cipher: str, pool: BufferPool, packets: int, reps: int) -> float
     ours_us = statistics.median(ours) * 1e6
     floor_us = statistics.median(floor) * 1e6
     ratio = ours_us / floor_us
-    print(f"{cipher}: {reps} repetitions x {packets} packets of {PACKET_SIZE} bytes, medians")
-    print(f"  DataKey seal+open      {ours_us:7.3f} us/packet  "
+    name = f"{cipher}/HMAC-{CBC_AUTH}" if cipher in CBC_CIPHERS else cipher
+    print(f"{name}: {reps} repetitions x {packets} packets of {PACKET_SIZE} bytes, medians")
+    print(f"  seal+open (seam)       {ours_us:7.3f} us/packet  "
           f"(min {min(ours) * 1e6:.3f}, max {max(ours) * 1e6:.3f})")
-    print(f"  floor encrypt+decrypt  {floor_us:7.3f} us/packet  "
+    print(f"  floor (bare crypto)    {floor_us:7.3f} us/packet  "
           f"(min {min(floor) * 1e6:.3f}, max {max(floor) * 1e6:.3f})")
     print(f"  ratio to floor         {ratio:7.2f}x  (goal <= 2.00x)"
           f"{'' if ratio <= 2.0 else '  [above goal]'}")
     print(f"  ratio of the minima    {min(ours) / min(floor):7.2f}x  (the least disturbed runs)")
     print(f"  data-channel overhead  {ours_us - floor_us:7.3f} us/packet")
-    return ratio
+    return ours_us
 
 
-def one_packet(pool: BufferPool, sender: DataKey, receiver: DataKey, payload: bytes) -> None:
+def one_packet(
+    pool: BufferPool, sender: DataCipherKey, receiver: DataCipherKey, payload: bytes
+) -> None:
     """The whole life of one packet in memory: pool -> fill -> seal -> open -> pool."""
     buf = pool.acquire()
     buf.append(payload)
@@ -199,22 +235,29 @@ def bench_allocations(cipher: str, pool: BufferPool, packets: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few-second run")
-    parser.add_argument("--cipher", choices=sorted(SUPPORTED_CIPHERS), action="append",
-                        help="cipher(s) to time (default: AES-256-GCM)")
+    parser.add_argument("--cipher", choices=sorted([*SUPPORTED_CIPHERS, *CBC_CIPHERS]),
+                        action="append",
+                        help="cipher(s) to time (default: AES-256-GCM and AES-256-CBC)")
     parser.add_argument("--packets", type=int, help="packets per timed repetition")
     parser.add_argument("--reps", type=int, help="timed repetitions per side")
     args = parser.parse_args(argv)
     packets = args.packets or (20_000 if args.quick else 200_000)
     reps = args.reps or (3 if args.quick else 9)
     alloc_packets = 20_000 if args.quick else 100_000
-    ciphers = args.cipher or ["AES-256-GCM"]
+    ciphers = args.cipher or ["AES-256-GCM", "AES-256-CBC"]
 
     frame = make_frame()
     pool = BufferPool(frame, POOL_BLOCKS)
     print(f"frame: {frame.describe().splitlines()[0]}")
     print(f"python {sys.version.split()[0]}, pool of {POOL_BLOCKS} x {frame.buffer_size} bytes")
-    for cipher in ciphers:
-        bench_speed(cipher, pool, packets, reps)
+    speeds = {cipher: bench_speed(cipher, pool, packets, reps) for cipher in ciphers}
+    aead = [c for c in speeds if c in SUPPORTED_CIPHERS]
+    for cipher in (c for c in speeds if c in CBC_CIPHERS and aead):
+        base = aead[0]
+        print(f"CBC vs AEAD: {cipher}/HMAC-{CBC_AUTH} {speeds[cipher]:.3f} us/packet = "
+              f"{speeds[cipher] / speeds[base]:.2f}x {base} {speeds[base]:.3f} us/packet "
+              f"({1e6 / speeds[cipher] * PACKET_SIZE * 8 / 1e9:.2f} vs "
+              f"{1e6 / speeds[base] * PACKET_SIZE * 8 / 1e9:.2f} Gbit/s of seal+open, one core)")
     ok = all(bench_allocations(cipher, pool, alloc_packets) for cipher in ciphers)
     print("RESULT: " + ("PASS (no per-packet allocation, pool clean)" if ok else "FAIL"))
     return 0 if ok else 1

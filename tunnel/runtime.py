@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from core import BufferPool, Frame, FrameBuilder
 from tunnel import __version__
 from tunnel.io.stream import register_stream_framing
-from tunnel.protocol.datachannel import register_data_channel
+from tunnel.protocol.cbc import CBC_CIPHERS
+from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
+from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_ciphers
 from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
@@ -26,14 +28,19 @@ DEFAULT_POOL_SIZE = 512
 
 
 def make_frame(
-    tun_mtu: int = 1500, *, comp_lzo_stub: bool = False, stream: bool = False
+    tun_mtu: int = 1500,
+    *,
+    comp_lzo_stub: bool = False,
+    ciphers: Sequence[str] = DEFAULT_DATA_CIPHERS,
+    auth: str = DEFAULT_AUTH,
+    stream: bool = False,
 ) -> Frame:
-    """The data-channel geometry: every module registers what it adds (`stream`: the TCP
-    transport's 16-bit length prefix)."""
+    """The data-channel geometry: every module registers what it adds (for every cipher kind
+    that `ciphers` may negotiate; `stream`: the TCP transport's 16-bit length prefix)."""
     builder = FrameBuilder(tun_mtu=tun_mtu)
     if stream:
         register_stream_framing(builder)
-    register_data_channel(builder)
+    register_data_ciphers(builder, ciphers, auth)
     if comp_lzo_stub:
         builder.reserve("comp-lzo-stub", headroom=COMP_LZO_STUB_SIZE)
     return builder.finalize()
@@ -53,6 +60,24 @@ class Timers:
     tran_window: float = 3600.0
 
 
+def occ_cipher(
+    data_ciphers: Sequence[str], ciphername: str | None, auth: str
+) -> tuple[str | None, str, int]:
+    """(cipher, auth, keysize) for the options string, as `options_string()` words them.
+
+    `ciphername` is the configured `cipher`/`data-ciphers-fallback` (None: stock's placeholder
+    BF-CBC, announced as no cipher, the `auth` digest and keysize 128).
+    """
+    name = ciphername.upper() if ciphername else None
+    if name is None or name == "BF-CBC":
+        return None, auth, 128
+    announced = name if name in (c.upper() for c in data_ciphers) else None
+    if name in SUPPORTED_CIPHERS:
+        return announced, "[null-digest]", SUPPORTED_CIPHERS[name][1] * 8
+    bits = CBC_CIPHERS[name] * 8 if name in CBC_CIPHERS else 128
+    return announced, auth, bits
+
+
 def session_settings(
     *,
     is_client: bool,
@@ -68,18 +93,31 @@ def session_settings(
     mssfix: int = 1492,
     comp_lzo_stub: bool = False,
     control_wrap: ControlWrap = PLAIN,
+    auth: str = DEFAULT_AUTH,
+    ciphername: str | None = None,
+    peer_info: str | None = None,
 ) -> SessionSettings:
+    """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests)."""
     timers = timers or Timers()
+    occ_name, occ_auth, keysize = occ_cipher(
+        data_ciphers, ciphername or data_ciphers_fallback, auth
+    )
     return SessionSettings(
         is_client=is_client,
         tls_context=make_context(tls, server_side=not is_client),
         tls_settings=tls,
         options_string=options_string(
-            role="tls-client" if is_client else "tls-server", proto=proto, tun_mtu=tun_mtu
+            role="tls-client" if is_client else "tls-server",
+            proto=proto,
+            tun_mtu=tun_mtu,
+            cipher=occ_name,
+            auth=occ_auth,
+            keysize=keysize,
         ),
         data_ciphers=tuple(c.upper() for c in data_ciphers),
         data_ciphers_fallback=data_ciphers_fallback,
-        peer_info=(
+        auth=auth.upper(),
+        peer_info=peer_info if peer_info is not None else (
             build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__)
             if is_client
             else None

@@ -257,28 +257,47 @@ def test_pushes_are_kept_in_order(parse: Parse) -> None:
 
 def test_data_ciphers(parse: Parse) -> None:
     cfg = parse(
-        MINIMAL_CLIENT + "data-ciphers chacha20-poly1305:AES-128-GCM:?AES-256-CBC:AES-128-gcm\n"
+        MINIMAL_CLIENT
+        + "data-ciphers chacha20-poly1305:AES-128-GCM:?BF-CBC:AES-128-gcm:aes-256-cbc\n"
     )
-    assert cfg.data_ciphers == ["CHACHA20-POLY1305", "AES-128-GCM"]
-    assert cfg.notes == ["test.conf:7: optional cipher(s) 'AES-256-CBC' skipped: not supported"]
+    assert cfg.data_ciphers == ["CHACHA20-POLY1305", "AES-128-GCM", "AES-256-CBC"]
+    assert cfg.notes == ["test.conf:7: Unsupported optional cipher in --data-ciphers: BF-CBC"]
 
 
 def test_ncp_ciphers_alias_and_fallback(parse: Parse) -> None:
-    cfg = parse(MINIMAL_CLIENT + "ncp-ciphers AES-128-GCM\ndata-ciphers-fallback aes-256-gcm\n")
-    assert (cfg.data_ciphers, cfg.data_ciphers_fallback) == (["AES-128-GCM"], "AES-256-GCM")
-    assert any("'ncp-ciphers' is read as 'data-ciphers'" in note for note in cfg.notes)
+    cfg = parse(MINIMAL_CLIENT + "ncp-ciphers AES-128-GCM\ndata-ciphers-fallback aes-256-cbc\n")
+    assert (cfg.data_ciphers, cfg.data_ciphers_fallback) == (["AES-128-GCM"], "AES-256-CBC")
+    assert cfg.cipher == "AES-256-CBC"  # options.c: the fallback sets --cipher too
+    assert any("Treating option '--ncp-ciphers' as  '--data-ciphers'" in note
+               or "Treating option '--ncp-ciphers' as '--data-ciphers'" in note
+               for note in cfg.notes)
+
+
+def test_cipher_after_fallback_renames_the_fallback(parse: Parse) -> None:
+    cfg = parse(MINIMAL_CLIENT + "data-ciphers-fallback AES-256-CBC\ncipher AES-128-CBC\n")
+    assert (cfg.cipher, cfg.data_ciphers_fallback) == ("AES-128-CBC", "AES-128-CBC")
+    assert cfg.notes == []  # with a fallback, stock does not warn about --cipher
 
 
 def test_default_data_ciphers(parse: Parse) -> None:
     cfg = parse(MINIMAL_CLIENT)
     assert cfg.data_ciphers == ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"]
+    assert cfg.auth is None  # SHA1 at run time, as in stock
 
 
-def test_legacy_cipher_and_auth_are_recorded_with_notes(parse: Parse) -> None:
-    cfg = parse(MINIMAL_CLIENT + "cipher AES-256-CBC\nauth SHA256\n")
+def test_legacy_cipher_warns_as_stock_and_auth_is_applied(parse: Parse) -> None:
+    cfg = parse(MINIMAL_CLIENT + "cipher AES-256-CBC\nauth sha256\n")
     assert (cfg.cipher, cfg.auth) == ("AES-256-CBC", "SHA256")
-    assert len(cfg.notes) == 2
+    assert cfg.notes == [
+        "test.conf:7: DEPRECATED OPTION: --cipher set to 'AES-256-CBC' but missing in "
+        "--data-ciphers (DEFAULT). OpenVPN ignores --cipher for cipher negotiations."
+    ]
     assert parse(MINIMAL_CLIENT + "cipher aes-256-gcm\n").notes == []  # in data-ciphers
+    cfg = parse(MINIMAL_CLIENT + "data-ciphers AES-256-GCM:AES-256-CBC\ncipher AES-256-CBC\n")
+    assert cfg.notes == []
+    # BF-CBC (2.3's default) is accepted as a --cipher nobody negotiates, with the warning.
+    cfg = parse(MINIMAL_CLIENT + "cipher BF-CBC\n")
+    assert cfg.cipher == "BF-CBC" and "DEPRECATED OPTION" in cfg.notes[0]
 
 
 def test_comp_lzo_no_is_recorded_because_it_frames_packets(parse: Parse) -> None:

@@ -10,6 +10,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from core import Buffer, BufferPool
 from tunnel.pki import generate_pki_in_memory
@@ -98,6 +99,8 @@ class Pair:
         now: float = 1000.0,
         client_wrap: ControlWrap = PLAIN,
         server_wrap: ControlWrap = PLAIN,
+        client_settings: dict[str, Any] | None = None,
+        server_settings: dict[str, Any] | None = None,
     ) -> None:
         self.now = now
         self.link = link or Link()
@@ -111,6 +114,7 @@ class Pair:
                     timers=server_timers or timers,
                     comp_lzo_stub=comp_lzo_stub,
                     control_wrap=server_wrap,
+                    **(server_settings or {}),
                 ),
                 pool=AddressPool(
                     ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20")
@@ -141,12 +145,16 @@ class Pair:
                 timers=timers,
                 comp_lzo_stub=comp_lzo_stub,
                 control_wrap=client_wrap,
+                **(client_settings or {}),
             ),
             [SERVER_ADDR],
             now,
             reconnect=reconnect,
         )
-        self.frame = make_frame(comp_lzo_stub=comp_lzo_stub)
+        # Room for every cipher kind either side may negotiate, with the largest HMAC.
+        self.frame = make_frame(
+            comp_lzo_stub=comp_lzo_stub, ciphers=(*client_ciphers, *server_ciphers), auth="SHA512"
+        )
         self.pool: BufferPool = make_pool(self.frame, 64)
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []

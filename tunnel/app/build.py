@@ -14,7 +14,7 @@ from core import Frame
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.protocol.client import Client
-from tunnel.protocol.datachannel import DATA_V2_OVERHEAD
+from tunnel.protocol.datacipher import DEFAULT_AUTH, data_overhead
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
@@ -109,7 +109,19 @@ def uses_tcp(cfg: TunnelConfig) -> bool:
 def build_frame(cfg: TunnelConfig) -> Frame:
     """The data-channel geometry; a client leaves room for a pushed tun-mtu up to IV_MTU."""
     mtu = max(cfg.tun_mtu, TUN_MTU_MAX) if cfg.role == "client" else cfg.tun_mtu
-    return make_frame(mtu, comp_lzo_stub=cfg.comp_lzo_stub, stream=uses_tcp(cfg))
+    return make_frame(
+        mtu,
+        comp_lzo_stub=cfg.comp_lzo_stub,
+        ciphers=_possible_ciphers(cfg),
+        auth=cfg.auth or DEFAULT_AUTH,
+        stream=uses_tcp(cfg),
+    )
+
+
+def _possible_ciphers(cfg: TunnelConfig) -> list[str]:
+    """Every cipher the negotiation may pick: data-ciphers and the fallback."""
+    fallback = [cfg.data_ciphers_fallback] if cfg.data_ciphers_fallback else []
+    return [*cfg.data_ciphers, *fallback]
 
 
 def link_proto(cfg: TunnelConfig, *, tcp: bool, ipv6_link: bool) -> str:
@@ -135,7 +147,9 @@ def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool = False) -> 
         return cfg.mssfix
     if cfg.mssfix_mode == "payload":
         return cfg.mssfix + outer
-    tunnel = DATA_V2_OVERHEAD + (COMP_LZO_STUB_SIZE if cfg.comp_lzo_stub else 0)
+    # The largest overhead any cipher we may negotiate adds (CBC's exceeds AEAD's).
+    tunnel = max(data_overhead(c, cfg.auth or DEFAULT_AUTH) for c in _possible_ciphers(cfg))
+    tunnel += COMP_LZO_STUB_SIZE if cfg.comp_lzo_stub else 0
     return cfg.mssfix + outer + tunnel
 
 
@@ -202,6 +216,8 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),
         comp_lzo_stub=cfg.comp_lzo_stub,
         control_wrap=build_control_wrap(cfg),
+        auth=cfg.auth or DEFAULT_AUTH,
+        ciphername=cfg.cipher,
     )
 
 

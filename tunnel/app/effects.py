@@ -42,7 +42,7 @@ APPLIED: frozenset[str] = frozenset(
         "ca", "cert", "key", "dh", "remote-cert-tls", "verify-x509-name", "tls-version-min",
         "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
         "data-ciphers", "ncp-ciphers", "data-ciphers-fallback", "replay-window",
-        "allow-compression", "compress", "comp-lzo",
+        "allow-compression", "compress", "comp-lzo", "cipher", "auth",
         # keepalive and exit: build.py timers, run.py (ping-exit)
         "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
         # process: logsetup.py, status.py, privileges.py
@@ -75,9 +75,7 @@ def _for_role(role: str, reason: str) -> _Reason:
 # Accepted but without effect here, with the reason logged. A function returning None means
 # "applied in this configuration" (some options matter for one role only).
 NO_EFFECT: dict[str, _Reason] = {
-    "auth": _always("the AEAD data ciphers carry their own tag"),
     "auth-nocache": _always("no password is cached: authentication is by certificate only"),
-    "cipher": _always("the data cipher is negotiated from data-ciphers, as in OpenVPN 2.6"),
     "client-to-client": _always(
         "clients reach each other through the server's TUN device and the kernel's routing "
         "(enable net.ipv4.ip_forward on the server)"

@@ -8,15 +8,21 @@ skipped, with a note, when the library lacks it (``ssl_ncp.c: mutate_ncp_cipher_
 from __future__ import annotations
 
 __all__ = [
+    "AUTH_DIGESTS",
     "DEFAULT_DATA_CIPHERS",
     "SUPPORTED_DATA_CIPHERS",
     "canonical_cipher",
     "read_cipher_list",
 ]
 
-# The AEAD ciphers our data channel implements, in OpenVPN 2.6's default preference order.
-SUPPORTED_DATA_CIPHERS: tuple[str, ...] = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
-DEFAULT_DATA_CIPHERS: tuple[str, ...] = SUPPORTED_DATA_CIPHERS
+# The ciphers our data channel implements: the AEAD ones in OpenVPN 2.6's default preference
+# order, then CBC + HMAC (tunnel/protocol/cbc.py). The default list is 2.6's: AEAD only.
+SUPPORTED_DATA_CIPHERS: tuple[str, ...] = (
+    "AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305", "AES-128-CBC", "AES-192-CBC", "AES-256-CBC",
+)
+DEFAULT_DATA_CIPHERS: tuple[str, ...] = SUPPORTED_DATA_CIPHERS[:3]
+# `auth` digests a CBC data channel can use (OpenSSL names, upper-case as OpenVPN prints them).
+AUTH_DIGESTS: tuple[str, ...] = ("SHA1", "SHA224", "SHA256", "SHA384", "SHA512")
 
 _BY_UPPER = {name.upper(): name for name in SUPPORTED_DATA_CIPHERS}
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from ipaddress import IPv4Interface, IPv6Interface
 
 from tunnel.config.checks import device_type_of
+from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS
 from tunnel.config.model import AddressPool, Remote, TunnelConfig
 from tunnel.config.registry import ParseContext
 
@@ -30,11 +31,25 @@ def expand(cfg: TunnelConfig, ctx: ParseContext) -> None:
     _settle_mssfix(cfg, ctx)
     if cfg.dev is not None and cfg.dev_type is None and device_type_of(cfg.dev, None) == "tun":
         cfg.dev_type = "tun"
-    if cfg.cipher is not None and cfg.cipher not in cfg.data_ciphers:
+    _cipher_notes(cfg)
+
+
+def _cipher_notes(cfg: TunnelConfig) -> None:
+    """Stock's words about `cipher` (options.c: options_postprocess_cipher()), pull/server only."""
+    if not (cfg.pull or cfg.mode == "server"):
+        return
+    conf = "DEFAULT" if cfg.data_ciphers == list(DEFAULT_DATA_CIPHERS) else ":".join(
+        cfg.data_ciphers
+    )
+    # (Stock's info line for a config without --cipher suggests BF-CBC, which this tunnel
+    # does not implement, so it is not repeated here.)
+    if cfg.cipher is None:
+        return
+    if cfg.data_ciphers_fallback is None and cfg.cipher not in cfg.data_ciphers:
         cfg.note(
             "cipher",
-            f"'cipher {cfg.cipher}' is not in data-ciphers; as in OpenVPN 2.6 it plays no part "
-            "in cipher negotiation",
+            f"DEPRECATED OPTION: --cipher set to '{cfg.cipher}' but missing in --data-ciphers "
+            f"({conf}). OpenVPN ignores --cipher for cipher negotiations.",
         )
 
 

@@ -14,13 +14,22 @@ Decisions worth knowing:
   ``comp_lzo_stub`` for the data channel to honour or refuse. ``compress no`` (which stock
   OpenVPN itself rejects as a bad algorithm) is accepted as the absence of compression, with a
   note. Any real compression is an error.
-* ``auth`` chooses the tls-auth HMAC (checked when the control wrap is built); AEAD data ciphers
-  carry their own tag.
+* Ciphers as 2.6 treats them: ``data-ciphers`` (or ``ncp-ciphers``) is the negotiation list
+  and may hold CBC entries; ``cipher X`` only matters for poor man's NCP and as the fallback's
+  name (``data-ciphers-fallback X`` sets both, as in options.c; the last of the two wins);
+  ``auth DIGEST`` is the HMAC of tls-auth and of a CBC data channel (SHA1 by default; AEAD
+  data ciphers ignore it, as stock does, silently). ``cipher none``/``auth none`` would run without encryption or
+  authentication: refused.
 """
 
 from __future__ import annotations
 
-from tunnel.config.ciphers import SUPPORTED_DATA_CIPHERS, canonical_cipher, read_cipher_list
+from tunnel.config.ciphers import (
+    AUTH_DIGESTS,
+    SUPPORTED_DATA_CIPHERS,
+    canonical_cipher,
+    read_cipher_list,
+)
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.files import CERTIFICATE, DH_PARAMETERS, PRIVATE_KEY, read_pem
 from tunnel.config.lexer import Directive
@@ -120,10 +129,15 @@ flag_option("auth-nocache", "auth_nocache")
 
 
 def _data_ciphers(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    if "none" in (item.lstrip("?").lower() for item in d.args[0].split(":")):
+        raise OptionProblem(
+            f"option {quote(d.name)}: cipher 'none' would send the tunnelled data in clear "
+            "text; it is not supported"
+        )
     chosen, missing, skipped = read_cipher_list(d.args[0])
     if missing:
         raise OptionProblem(
-            f"option {quote(d.name)}: cipher {quote(missing[0])} is not supported "
+            f"option {quote(d.name)}: Unsupported cipher in --data-ciphers: {missing[0]} "
             f"(supported: {_SUPPORTED})"
         )
     if not chosen:
@@ -132,11 +146,13 @@ def _data_ciphers(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
         )
     # Later checks speak of 'data-ciphers', whichever spelling the file used.
     cfg.option_lines["data-ciphers"] = d.line
-    if skipped:
-        names = ", ".join(quote(name) for name in skipped)
-        cfg.note("data-ciphers", f"optional cipher(s) {names} skipped: not supported")
+    for name in skipped:
+        cfg.note("data-ciphers", f"Unsupported optional cipher in --data-ciphers: {name}")
     if d.name == "ncp-ciphers":
-        cfg.note("ncp-ciphers", "'ncp-ciphers' is read as 'data-ciphers' (renamed in 2.5)")
+        cfg.note(
+            "ncp-ciphers",
+            "Note: Treating option '--ncp-ciphers' as '--data-ciphers' (renamed in OpenVPN 2.5).",
+        )
     cfg.data_ciphers = chosen
 
 
@@ -144,32 +160,51 @@ option("data-ciphers", "CIPHER[:CIPHER...]")(_data_ciphers)
 option("ncp-ciphers", "CIPHER[:CIPHER...]")(_data_ciphers)
 
 
+def _fallback_cipher(d: Directive, name: str) -> str:
+    canonical = canonical_cipher(name)
+    if canonical is None:
+        if name.lower() == "none":
+            raise OptionProblem(
+                f"option {quote(d.name)}: cipher 'none' (no encryption) is not supported"
+            )
+        raise OptionProblem(
+            f"option {quote(d.name)}: cipher {quote(name)} is not supported as the "
+            f"data-ciphers-fallback (supported: {_SUPPORTED})"
+        )
+    return canonical
+
+
 @option("data-ciphers-fallback", "CIPHER")
 def _data_ciphers_fallback(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    name = canonical_cipher(d.args[0])
-    if name is None:
-        raise OptionProblem(
-            f"option 'data-ciphers-fallback': cipher {quote(d.args[0])} is not supported "
-            f"(supported: {_SUPPORTED})"
-        )
-    cfg.data_ciphers_fallback = name
+    # options.c: sets --cipher too and enables the fallback.
+    cfg.data_ciphers_fallback = _fallback_cipher(d, d.args[0])
+    cfg.cipher = cfg.data_ciphers_fallback
 
 
 @option("cipher", "CIPHER")
 def _cipher(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    # Legacy: 2.6 negotiates from data-ciphers and only warns about `cipher`, so we record it
-    # (the expansion step adds a note when it is not in data-ciphers) but never fail on it.
-    cfg.cipher = canonical_cipher(d.args[0]) or d.args[0]
+    # Legacy: 2.6 negotiates from data-ciphers and only warns about `cipher` (the expansion
+    # step adds stock's notes), but after `data-ciphers-fallback` it renames the fallback.
+    if cfg.data_ciphers_fallback is not None:
+        cfg.data_ciphers_fallback = _fallback_cipher(d, d.args[0])
+    if d.args[0].lower() == "none":
+        raise OptionProblem("option 'cipher none' (no encryption) is not supported")
+    cfg.cipher = canonical_cipher(d.args[0]) or d.args[0].upper()
 
 
 @option("auth", "DIGEST")
 def _auth(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    cfg.auth = d.args[0]
-    cfg.note(
-        "auth",
-        f"option 'auth {d.args[0]}' applies to tls-auth only: the AEAD data ciphers carry "
-        "their own tag",
-    )
+    name = d.args[0].upper().replace("-", "")  # SHA-256 = SHA256, as OpenSSL
+    if name == "NONE":
+        raise OptionProblem(
+            "option 'auth none' (data packets without authentication) is not supported"
+        )
+    if name not in AUTH_DIGESTS:
+        raise OptionProblem(
+            f"option 'auth': digest {quote(d.args[0])} is not supported "
+            f"(supported: {', '.join(AUTH_DIGESTS)})"
+        )
+    cfg.auth = name
 
 
 _NO_COMPRESSION = (

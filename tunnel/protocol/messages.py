@@ -43,6 +43,7 @@ __all__ = [
     "max_pushed_option",
     "negotiate_cipher",
     "options_string",
+    "options_string_value",
     "parse_peer_info",
     "parse_push_reply",
     "peer_info_int",
@@ -57,21 +58,45 @@ _PROTOS = ("UDPv4", "UDPv6", "TCPv4_CLIENT", "TCPv4_SERVER")
 
 
 def options_string(
-    *, role: str, proto: str = "UDPv4", tun_mtu: int = 1500, link_mtu: int = 1541
+    *,
+    role: str,
+    proto: str = "UDPv4",
+    tun_mtu: int = 1500,
+    link_mtu: int = 1541,
+    cipher: str | None = None,
+    auth: str = "SHA1",
+    keysize: int = 128,
+    comp_lzo: bool = False,
 ) -> str:
-    """What stock 2.6 sends with default settings, so a stock peer logs no OCC warnings.
+    """The OCC options string as stock 2.6 builds it (`options_string.c: options_string()`).
 
-    No `cipher`: stock leaves it out because its placeholder BF-CBC is not in data-ciphers, and
-    `auth SHA1`/`keysize 128`/link-mtu 1541 are that placeholder's legacy values
-    (`options.c: options_string()`, `mtu.c: calc_options_string_link_mtu()`). Mismatches
-    only produce warnings on the peer.
+    `cipher` is the configured `cipher`/`data-ciphers-fallback` when it is in data-ciphers
+    (stock announces it only then; the default placeholder BF-CBC never is); `auth` is the
+    digest for a CBC cipher or the BF-CBC placeholder, "[null-digest]" for AEAD; `keysize` the
+    cipher's key bits (128 for the placeholder). A peer's `cipher` entry is what poor man's NCP
+    reads. `comp_lzo` announces a compression context (`comp-lzo`/`compress` configured).
+    Mismatches only produce warnings on the peer.
     """
     if role not in _ROLE_WORDS:
         raise ValueError(f"role must be 'client' or 'server', not {role!r}")
     if proto not in _PROTOS:
         raise ValueError(f"proto must be one of {_PROTOS}, not {proto!r}")
-    return (f"V4,dev-type tun,link-mtu {link_mtu},tun-mtu {tun_mtu},proto {proto},auth SHA1,"
-            f"keysize 128,key-method 2,{_ROLE_WORDS[role]}")
+    parts = [f"V4,dev-type tun,link-mtu {link_mtu},tun-mtu {tun_mtu},proto {proto}"]
+    if comp_lzo:
+        parts.append("comp-lzo")
+    if cipher is not None:
+        parts.append(f"cipher {_cipher_name(cipher)}")
+    parts.append(f"auth {auth},keysize {keysize},key-method 2,{_ROLE_WORDS[role]}")
+    return ",".join(parts)
+
+
+def options_string_value(options: str, name: str) -> str | None:
+    """The argument of `name` in a peer's options string (`options_string_extract_option`)."""
+    for item in options.split(","):
+        word, _, value = item.partition(" ")
+        if word == name:
+            return value or None
+    return None
 
 
 # --- peer-info and IV_PROTO (wire doc 6.2, 6.3; ssl.h) --------------------------------------
@@ -150,25 +175,35 @@ def peer_info_int(peer_info: Mapping[str, str], name: str) -> int:
 
 
 def negotiate_cipher(
-    server_ciphers: Sequence[str], peer_info: Mapping[str, str], *, fallback: str | None = None
+    server_ciphers: Sequence[str],
+    peer_info: Mapping[str, str],
+    *,
+    fallback: str | None = None,
+    remote_cipher: str | None = None,
 ) -> str | None:
     """The server's NCP choice for one client (`ssl_ncp.c: ncp_get_best_cipher()`).
 
     The first of our ciphers that the client lists in IV_CIPHERS; without IV_CIPHERS,
-    IV_NCP>=2 stands for AES-256-GCM:AES-128-GCM. Only a client that sent neither gets the
-    fallback (`multi.c: multi_client_set_protocol_options()`: when the client's list is
-    known, falling back to a cipher it did not offer would only fail later). Names compare
-    case-insensitively; the result is upper-case.
+    IV_NCP>=2 stands for AES-256-GCM:AES-128-GCM, and the `cipher` of the client's options
+    string (`remote_cipher`, poor man's NCP) counts too. Only a client that announced nothing
+    at all gets the fallback (`multi.c: multi_client_set_protocol_options()`: when the
+    client's ciphers are known, falling back to one it did not offer would only fail later).
+    Names compare case-insensitively; the result is upper-case.
     """
     if "IV_CIPHERS" in peer_info:
         offered = {c.strip().upper() for c in peer_info["IV_CIPHERS"].split(":") if c.strip()}
+        remote_cipher = None  # a client that lists its ciphers may not accept its --cipher
     elif peer_info_int(peer_info, "IV_NCP") >= 2:
         offered = {"AES-256-GCM", "AES-128-GCM"}
     else:
-        return fallback.upper() if fallback else None
+        offered = set()
+    if remote_cipher:
+        offered.add(remote_cipher.upper())
     for cipher in server_ciphers:
         if cipher.upper() in offered:
             return cipher.upper()
+    if not offered:
+        return fallback.upper() if fallback else None
     return None
 
 

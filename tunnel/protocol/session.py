@@ -15,6 +15,7 @@ import random
 from collections import deque
 
 from core import Buffer
+from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
 from tunnel.protocol.codec import ControlPacket, parse_control
 from tunnel.protocol.constants import (
     OCC_EXIT,
@@ -24,12 +25,8 @@ from tunnel.protocol.constants import (
     PING_MAGIC,
     Opcode,
 )
-from tunnel.protocol.datachannel import (
-    AEAD_ASSEMBLY_SIZE,
-    DATA_V2_OVERHEAD,
-    DataKey,
-    cipher_key_length,
-)
+from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
+from tunnel.protocol.datacipher import DataCipherKey, data_overhead, make_data_key
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
@@ -50,11 +47,12 @@ from tunnel.protocol.messages import (
     build_push_reply,
     classify_control_message,
     negotiate_cipher,
+    options_string_value,
     parse_peer_info,
     parse_push_reply,
 )
 from tunnel.protocol.mssfix import clamp_mss, mss_for
-from tunnel.protocol.prf import derive_key2, split_key2
+from tunnel.protocol.prf import derive_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
@@ -78,8 +76,11 @@ _PUSH_REPEAT_GUARD = 30.0
 _AUTH_FAILED_LINGER = 5.0
 # Scratch room for pings and OCC messages (control-rate traffic, not the data path): the
 # largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
-_SCRATCH_HEADROOM = DATA_V2_OVERHEAD + COMP_LZO_STUB_SIZE
-_SCRATCH_SIZE = _SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN + AEAD_ASSEMBLY_SIZE
+# Sized for the largest kind: CBC with SHA512 (its padding block and `update_into` slack at the
+# end, beside AEAD's assembly room).
+_SCRATCH_HEADROOM = max(DATA_V2_OVERHEAD, cbc_overhead("SHA512")) + COMP_LZO_STUB_SIZE
+_SCRATCH_SIZE = (_SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN
+                 + max(AEAD_ASSEMBLY_SIZE, 2 * CBC_BLOCK_SIZE))
 
 
 def next_key_id(key_id: int) -> int:
@@ -109,11 +110,12 @@ class Session:
         self.keys: list[KeyState] = []
         self.primary: KeyState | None = None
         # Data keys indexed by key_id (the low 3 bits of the first byte), for one lookup per packet.
-        self.data_keys: list[DataKey | None] = [None] * 8
-        self.send_key: DataKey | None = None
+        self.data_keys: list[DataCipherKey | None] = [None] * 8
+        self.send_key: DataCipherKey | None = None
         self._pending_send_key_id: int | None = None
-        self._lame_duck: tuple[DataKey, float] | None = None
+        self._lame_duck: tuple[DataCipherKey, float] | None = None
         self.cipher: str | None = None
+        self.remote_cipher: str | None = None  # the `cipher` of the peer's options string
         # Server: the peer-id this client was given. Client: the pushed one (None = P_DATA_V1).
         self.peer_id = peer_id
         self.tx_peer_id: int | None = None
@@ -126,15 +128,7 @@ class Session:
         self.last_tx = now
         self.mssfix = settings.mssfix > 0
         self.comp_lzo_stub = settings.comp_lzo_stub
-        self._mss_v4, self._mss_v6 = (
-            mss_for(
-                settings.mssfix,
-                outer_overhead=settings.outer_overhead,
-                tunnel_overhead=DATA_V2_OVERHEAD + COMP_LZO_STUB_SIZE * settings.comp_lzo_stub,
-                inner_ipv6=v6,
-            )
-            for v6 in (False, True)
-        )
+        self._set_mss(DATA_V2_OVERHEAD)
         self.closed: SessionClosed | None = None
         self.auth_failed: str | None = None
         self._close_at: float | None = None
@@ -164,8 +158,21 @@ class Session:
         # Why the last decrypt() said DROPPED (a drops.CAUSES name), for the endpoint's count.
         self.last_drop = MALFORMED
         self.control_drop = MALFORMED  # the same for the last refused control packet
-        self._drop_seen: dict[int, tuple[DataKey, int, int]] = {}
+        self._drop_seen: dict[int, tuple[DataCipherKey, int, int]] = {}
         self.renegotiations = 0
+
+    def _set_mss(self, overhead: int) -> None:
+        """The MSS clamp for this tunnel overhead (recomputed once the cipher is known)."""
+        s = self.settings
+        self._mss_v4, self._mss_v6 = (
+            mss_for(
+                s.mssfix,
+                outer_overhead=s.outer_overhead,
+                tunnel_overhead=overhead + COMP_LZO_STUB_SIZE * s.comp_lzo_stub,
+                inner_ipv6=v6,
+            )
+            for v6 in (False, True)
+        )
 
     # -- starting --------------------------------------------------------------------------
 
@@ -319,7 +326,7 @@ class Session:
             clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
 
-    def _data_dropped(self, key: DataKey | None) -> int:
+    def _data_dropped(self, key: DataCipherKey | None) -> int:
         """Count a refused data packet and note why (off the hot path: drops only)."""
         self.dropped_data += 1
         if key is None:
@@ -496,6 +503,10 @@ class Session:
     def _on_remote_key(self, key: KeyState, remote: KeyMethod2) -> None:
         """The peer's KM2 arrived (called from inside the key state)."""
         self.peer_common_name = key.tls.peer_common_name
+        if key.key_id == 0:
+            # OCC: "[null-cipher]" is how stock writes `cipher none` (ssl.c key_method_2_read).
+            remote_cipher = options_string_value(remote.options, "cipher")
+            self.remote_cipher = "none" if remote_cipher == "[null-cipher]" else remote_cipher
         self._events.append(
             HandshakeComplete(
                 key_id=key.key_id,
@@ -516,6 +527,7 @@ class Session:
             self.settings.data_ciphers,
             self.peer_info,
             fallback=self.settings.data_ciphers_fallback,
+            remote_cipher=self.remote_cipher,
         )
         if cipher is None:
             # Stock answers the PUSH_REQUEST with AUTH_FAILED (ssl_ncp.c, push.c).
@@ -547,16 +559,20 @@ class Session:
             client_sid=client_sid,
             server_sid=server_sid,
         )
-        encrypt, decrypt = split_key2(
-            key2, key_len=cipher_key_length(self.cipher), is_server=not self.is_client
-        )
-        data_key = DataKey(
-            key_id=key.key_id,
-            cipher=self.cipher,
-            encrypt=encrypt,
-            decrypt=decrypt,
-            replay=ReplayWindow(self.settings.replay_window, self.settings.replay_seconds),
-        )
+        try:
+            data_key = make_data_key(
+                cipher=self.cipher,
+                auth=self.settings.auth,
+                key2=key2,
+                is_server=not self.is_client,
+                key_id=key.key_id,
+                replay=ReplayWindow(self.settings.replay_window, self.settings.replay_seconds),
+            )
+        except ValueError as exc:  # a cipher/digest no kind implements: never half-run
+            self._close(f"cannot set up the data channel: {exc}", restart=False, now=now)
+            return
+        if self.send_key is None:
+            self._set_mss(data_overhead(self.cipher, self.settings.auth))
         self.data_keys[key.key_id] = data_key
         # Once only: a retired key state must never bring its data key back after the lame
         # duck expired (that would switch sending back to an old key).
@@ -567,7 +583,7 @@ class Session:
         else:
             self._pending_send_key_id = key.key_id
 
-    def _switch_send_key(self, new_key: DataKey) -> None:
+    def _switch_send_key(self, new_key: DataCipherKey) -> None:
         old = self.send_key
         self.send_key = new_key
         self._pending_send_key_id = None
@@ -753,13 +769,12 @@ class Session:
             self._push_parts = options
             return
         self._push_parts = None
-        allowed = [c.upper() for c in self.settings.data_ciphers]
-        cipher = options.cipher or self.settings.data_ciphers_fallback
-        if cipher is None or cipher.upper() not in allowed:
-            self._close(f"negotiated cipher not allowed: {cipher}", restart=False, now=now)
+        cipher, problem = self._client_cipher(options.cipher)
+        if cipher is None:
+            self._close(problem, restart=False, now=now)
             return
         self.pushed = options
-        self.cipher = cipher.upper()
+        self.cipher = cipher
         self.tx_peer_id = options.peer_id
         self.cc_exit = "cc-exit" in options.protocol_flags
         if options.ping is not None:
@@ -771,6 +786,35 @@ class Session:
         key = self._key_state(0)
         if key is not None and key.handshake_done:
             self._install_data_key(key, now)
+
+    def _client_cipher(self, pushed: str | None) -> tuple[str | None, str]:
+        """The client's data cipher after the push, as stock decides it, or (None, why).
+
+        A pushed cipher must be in data-ciphers or be the configured fallback
+        (`ssl_ncp.c: check_session_cipher()`); without one, the server's OCC `cipher` is used
+        when it is in data-ciphers (poor man's NCP), else the fallback, but only when the
+        server did not name a cipher at all (`check_pull_client_ncp()`).
+        """
+        s = self.settings
+        allowed = [c.upper() for c in s.data_ciphers]
+        fallback = s.data_ciphers_fallback.upper() if s.data_ciphers_fallback else None
+        conf = ":".join(s.data_ciphers)
+        if pushed is not None:
+            if pushed.upper() in allowed or pushed.upper() == fallback:
+                return pushed.upper(), ""
+            return None, f"negotiated cipher not allowed - {pushed} not in {conf}"
+        remote = self.remote_cipher
+        if remote is not None and remote.upper() in allowed:
+            return remote.upper(), ""
+        if remote is None and fallback is not None:
+            return fallback, ""
+        if remote is not None:
+            return None, (
+                f"failed to negotiate cipher with server. Add the server's cipher ('{remote}') "
+                f"to --data-ciphers (currently '{conf}') if you want to connect to this server."
+            )
+        return None, ("failed to negotiate cipher with server. Configure "
+                      "--data-ciphers-fallback if you want to connect to this server.")
 
     # -- pings and OCC ---------------------------------------------------------------------
 

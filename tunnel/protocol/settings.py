@@ -26,6 +26,7 @@ class SessionSettings:
     options_string: str
     data_ciphers: Sequence[str] = DEFAULT_DATA_CIPHERS
     data_ciphers_fallback: str | None = None
+    auth: str = "SHA1"  # `auth`: the HMAC digest of a CBC data channel (AEAD has its own tag)
     peer_info: str | None = None  # client only: the IV_ lines sent in KM2
     ping: float = 0.0
     ping_restart: float = 0.0

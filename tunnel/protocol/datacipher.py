@@ -1,0 +1,128 @@
+"""The data-channel cipher seam: which implementation serves a negotiated cipher name.
+
+Two kinds today: AEAD (`datachannel.DataKey`: AES-GCM, ChaCha20-Poly1305) and CBC + HMAC
+(`cbc.CbcHmacKey`). Every kind offers the same per-key object (`DataCipherKey` below) and
+registers its geometry with `core.FrameBuilder` itself, so the session, the frame and the
+benchmarks never name a concrete class. Adding a kind: write the key class (seal/open in place,
+the counters), its `register_*` function, and a `_Kind` entry here; docs/INTERNALS.md says more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from core import Buffer, FrameBuilder
+from tunnel.protocol.cbc import (
+    CBC_CIPHERS,
+    HMAC_DIGESTS,
+    CbcHmacKey,
+    cbc_overhead,
+    register_cbc,
+    split_key2_cbc,
+)
+from tunnel.protocol.datachannel import (
+    DATA_V2_OVERHEAD,
+    SUPPORTED_CIPHERS,
+    DataKey,
+    register_data_channel,
+)
+from tunnel.protocol.prf import split_key2
+from tunnel.protocol.replay import ReplayWindow
+
+__all__ = [
+    "DEFAULT_AUTH",
+    "DataCipherKey",
+    "data_cipher_names",
+    "data_overhead",
+    "is_aead",
+    "make_data_key",
+    "register_data_ciphers",
+]
+
+DEFAULT_AUTH = "SHA1"
+"""OpenVPN's default `auth` digest (options.c: init_options)."""
+
+
+class DataCipherKey(Protocol):
+    """One key_id's data-channel state, whatever the cipher (AEAD or CBC + HMAC)."""
+
+    key_id: int
+    cipher: str
+    replay: ReplayWindow
+    sealed: int
+    opened: int
+    auth_failures: int
+    replays: int
+    short: int
+    misrouted: int
+
+    @property
+    def send_packet_id(self) -> int: ...
+
+    @property
+    def needs_renegotiation(self) -> bool: ...
+
+    def seal(self, buf: Buffer, peer_id: int | None) -> None: ...
+
+    def open(self, buf: Buffer, now: float) -> bool: ...
+
+
+def is_aead(cipher: str) -> bool:
+    return cipher.upper() in SUPPORTED_CIPHERS
+
+
+def data_cipher_names() -> tuple[str, ...]:
+    """Every cipher name some kind implements (AEAD first)."""
+    return (*SUPPORTED_CIPHERS, *CBC_CIPHERS)
+
+
+def data_overhead(cipher: str, auth: str = DEFAULT_AUTH) -> int:
+    """The most bytes a P_DATA_V2 datagram of this cipher adds to its payload."""
+    return DATA_V2_OVERHEAD if is_aead(cipher) else cbc_overhead(auth.upper())
+
+
+def register_data_ciphers(
+    builder: FrameBuilder, ciphers: Iterable[str], auth: str = DEFAULT_AUTH
+) -> None:
+    """Register the geometry of every kind any of `ciphers` needs (the negotiation comes later).
+
+    The AEAD registrations (op/peer-id, packet-id, tag, assembly) are always made: they hold
+    the words every kind shares. CBC adds its own when a CBC cipher may be used.
+    """
+    register_data_channel(builder)
+    if any(not is_aead(c) for c in ciphers):
+        register_cbc(builder, auth.upper())
+
+
+def make_data_key(
+    *,
+    cipher: str,
+    auth: str,
+    key2: bytes,
+    is_server: bool,
+    key_id: int,
+    replay: ReplayWindow,
+) -> DataCipherKey:
+    """The key object for a negotiated cipher; ValueError for a cipher no kind implements."""
+    name = cipher.upper()
+    if name in SUPPORTED_CIPHERS:
+        encrypt, decrypt = split_key2(
+            key2, key_len=SUPPORTED_CIPHERS[name][1], is_server=is_server
+        )
+        return DataKey(key_id=key_id, cipher=name, encrypt=encrypt, decrypt=decrypt, replay=replay)
+    if name in CBC_CIPHERS:
+        digest = auth.upper()
+        if digest not in HMAC_DIGESTS:
+            raise ValueError(
+                f"unsupported auth digest {auth!r} for {name}; supported: {', '.join(HMAC_DIGESTS)}"
+            )
+        cbc_enc, cbc_dec = split_key2_cbc(
+            key2, key_len=CBC_CIPHERS[name], hmac_len=HMAC_DIGESTS[digest], is_server=is_server
+        )
+        return CbcHmacKey(
+            key_id=key_id, cipher=name, auth=digest, encrypt=cbc_enc, decrypt=cbc_dec, replay=replay
+        )
+    raise ValueError(
+        f"unsupported data-channel cipher {cipher!r}; supported: {', '.join(data_cipher_names())}"
+    )
