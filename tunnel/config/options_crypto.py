@@ -18,8 +18,8 @@ Decisions worth knowing:
   and may hold CBC entries; ``cipher X`` only matters for poor man's NCP and as the fallback's
   name (``data-ciphers-fallback X`` sets both, as in options.c; the last of the two wins);
   ``auth DIGEST`` is the HMAC of tls-auth and of a CBC data channel (SHA1 by default; AEAD
-  data ciphers ignore it, as stock does, silently). ``cipher none``/``auth none`` would run without encryption or
-  authentication: refused.
+  data ciphers ignore it, as stock does, silently). ``cipher none``/``auth none`` would run
+  without encryption or authentication: refused.
 """
 
 from __future__ import annotations
