@@ -207,13 +207,9 @@ def test_openvpn_sample_server(parse: Parse, parse_error: ParseError, pki_dir: P
     (pki_dir / "dh2048.pem").write_text(
         "-----BEGIN DH PARAMETERS-----\nMIIBCAKCAQEA\n-----END DH PARAMETERS-----\n"
     )
-    # ifconfig-pool-persist is an OpenVPN option: ignore-unknown-option cannot skip it.
-    parse_error(
-        "ignore-unknown-option ifconfig-pool-persist\n" + SAMPLE_SERVER,
-        11,
-        "unsupported option 'ifconfig-pool-persist': OpenVPN applies it",
-    )
-    cfg = parse(SAMPLE_SERVER.replace("ifconfig-pool-persist", "#ifconfig-pool-persist"))
+    cfg = parse(SAMPLE_SERVER)  # ifconfig-pool-persist is supported since issue 11
+    assert cfg.ops.ifconfig_pool_persist == pki_dir / "ipp.txt"
+    assert cfg.ops.ifconfig_pool_persist_seconds == 600
     assert (cfg.ping, cfg.ping_restart, cfg.push_ping, cfg.push_ping_restart) == (10, 240, 10, 120)
     assert cfg.dh == str(pki_dir / "dh2048.pem")
     assert any("DH parameters are not used" in note for note in cfg.notes)

@@ -11,6 +11,8 @@ import ipaddress
 from collections.abc import Sequence
 
 from core import Frame
+from tunnel.app.crl import CrlCheck
+from tunnel.app.ops_support import refuse_unapplied
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.protocol.client import Client
@@ -53,6 +55,7 @@ TUN_MTU_MAX = 1600
 
 def check_supported(cfg: TunnelConfig) -> None:
     """Refuse, at the offending line, what the parser accepts but this runtime cannot run."""
+    refuse_unapplied(cfg)  # issue 11 options not applied yet (ops_support.py)
     if cfg.role == "server" and cfg.mode != "server":
         raise cfg.error(
             "tls-server",
@@ -73,9 +76,14 @@ def check_supported(cfg: TunnelConfig) -> None:
 
 
 def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
-    assert cfg.ca_pem is not None and cfg.cert_pem is not None and cfg.key_pem is not None
+    assert cfg.cert_pem is not None and cfg.key_pem is not None
+    ops = cfg.ops
+    peer_checks = []
+    if ops.crl_verify is not None or ops.crl_inline is not None:
+        peer_checks.append(CrlCheck(cfg.ca_pem or "", ops.crl_verify, ops.crl_is_dir,
+                                    ops.crl_inline))
     return TlsSettings(
-        ca=cfg.ca_pem,
+        ca=cfg.ca_pem or "",
         cert=cfg.cert_pem,
         key=cfg.key_pem,
         remote_cert_tls=cfg.remote_cert_tls,
@@ -84,6 +92,15 @@ def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
         ),
         tls_version_min=cfg.tls_version_min or "1.2",
         tls_version_max=cfg.tls_version_max,
+        tls_cipher=ops.tls_cipher,
+        tls_ciphersuites=ops.tls_ciphersuites,
+        tls_groups=ops.tls_groups,
+        ecdh_curve=ops.ecdh_curve,
+        capath=str(ops.capath) if ops.capath is not None else None,
+        ns_cert_type=ops.ns_cert_type,
+        remote_cert_ku=tuple(ops.remote_cert_ku),
+        remote_cert_eku=ops.remote_cert_eku,
+        peer_checks=tuple(peer_checks),
     )
 
 

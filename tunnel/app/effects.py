@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from tunnel.app.ops_support import OPS_REFUSED
 from tunnel.config import TunnelConfig
 
 __all__ = ["APPLIED", "NO_EFFECT", "no_effect_reason", "unapplied_options"]
@@ -58,6 +59,12 @@ APPLIED: frozenset[str] = frozenset(
         "ignore-unknown-option", "setenv",
         # refused by the parser, whatever their arguments
         "tls-auth", "tls-crypt", "tls-crypt-v2", "key-direction", "secret",
+        # issue 11 operations (options_ops.py): process.py, serve.py + ccd.py, crl.py, tls_ops.py
+        "daemon", "syslog", "writepid", "dev-node", "client-config-dir", "ccd-exclusive",
+        "ifconfig-pool-persist", "crl-verify", "tls-cipher", "tls-ciphersuites", "tls-groups",
+        "ecdh-curve", "capath", "pkcs12", "ns-cert-type", "remote-cert-ku", "remote-cert-eku",
+        # refused at start until applied (ops_support.py)
+        *OPS_REFUSED,
     }
 )
 
@@ -88,6 +95,20 @@ NO_EFFECT: dict[str, _Reason] = {
     "persist-key": _always("keys stay in memory across reconnects anyway"),
     "script-security": _always("no scripts are run"),
     "txqueuelen": _always("the TUN device keeps the kernel's default queue length"),
+    # issue 11, item 8
+    "ping-timer-rem": _always(
+        "the ping-restart timer only runs while there is a peer to hear from anyway"
+    ),
+    "tun-mtu-extra": _always("it only sizes buffers for a tap device's Ethernet header"),
+    "push-peer-info": _for_role(
+        "client", "peer-info always carries every IV_ variable this client has; no UV_ ones"
+    ),
+    "disable-occ": _always("this tunnel never sends OCC requests or compares options strings"),
+    "tun-ipv6": _always("IPv6 on the tun device needs no switch (as in OpenVPN 2.5+)"),
+    "machine-readable-output": _always("log lines already carry a timestamp"),
+    "route-delay": _always("routes are added as soon as the device is configured"),
+    "persist-local-ip": _always("the local address is resolved once, at start"),
+    "persist-remote-ip": _always("the remote address is resolved once per connection"),
 }
 
 # Options that one role reads and the other accepts without effect.

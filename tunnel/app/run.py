@@ -32,6 +32,7 @@ from tunnel.app.logsetup import setup_logging
 from tunnel.app.management import Management, ManagementError
 from tunnel.app.management.runtime_host import RuntimeHost, host_for
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
+from tunnel.app.process import become_daemon, use_syslog, wants_syslog, write_pid
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
 from tunnel.io.loop import new_event_loop
@@ -352,6 +353,24 @@ async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
             await management.close()
 
 
+def _process_options(cfg: TunnelConfig, log: logging.Logger) -> None:
+    """daemon, syslog, writepid (process.py), once the config and the log are set up."""
+    if cfg.ops.daemon is not None:
+        become_daemon()
+    name = wants_syslog(cfg)
+    if name is not None and not use_syslog(log, name):
+        log.warning("%s:%d: no syslog socket (/dev/log): logging to stdout instead",
+                    cfg.source, cfg.line_of("syslog" if cfg.ops.syslog else "daemon"))
+    if cfg.ops.writepid is not None:
+        try:
+            write_pid(cfg.ops.writepid)
+        except OSError as exc:
+            raise StartupError(
+                f"{cfg.source}:{cfg.line_of('writepid')}: cannot write the pid file "
+                f"{cfg.ops.writepid}: {exc.strerror or exc}"
+            ) from None
+
+
 def run_tunnel(config_path: str, role: Role) -> int:
     """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start."""
     cfg = _load(config_path, role)
@@ -369,6 +388,7 @@ def run_tunnel(config_path: str, role: Role) -> int:
             f"{cfg.source}:{cfg.line_of(option)}: cannot open the log file {cfg.log_file}: "
             f"{exc.strerror or exc}"
         ) from None
+    _process_options(cfg, log)
     log.info("%s", version_line())
     _log_config(cfg, log)
     loop = new_event_loop()

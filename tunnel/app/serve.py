@@ -18,6 +18,7 @@ from tunnel.app.build import (
     build_server_settings,
     build_session_settings,
 )
+from tunnel.app.ccd import CcdReader, PoolPersistFile, load_pool_persist
 from tunnel.app.device import server_device_config
 from tunnel.app.eventlog import ServerEventLog
 from tunnel.app.link import format_address, link_name, open_server_socket
@@ -28,6 +29,7 @@ from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
 from tunnel.io.tcp_server import TcpServerDriver
 from tunnel.protocol.events import Event
+from tunnel.protocol.server import ServerSettings
 from tunnel.runtime import make_pool
 
 __all__ = ["ServerRuntime"]
@@ -45,6 +47,7 @@ class ServerRuntime(Runtime):
         family = sock.family
         ipv6_link = family == socket.AF_INET6
         settings = build_server_settings(cfg, build_session_settings(cfg, ipv6_link=ipv6_link))
+        self._server_operations(settings)
         host, port = sock.getsockname()[:2]
         tcp = is_tcp(cfg.proto)
         self.log.info("%s link local (bound): %s", link_name(family, tcp),
@@ -70,8 +73,39 @@ class ServerRuntime(Runtime):
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)
 
+    def _server_operations(self, settings: ServerSettings) -> None:
+        """client-config-dir and ifconfig-pool-persist (ccd.py), before the server exists."""
+        ops = self.cfg.ops
+        if ops.client_config_dir is not None:
+            settings.client_config = CcdReader(ops.client_config_dir, ops.ccd_exclusive,
+                                               self.log)
+        self.persist: PoolPersistFile | None = None
+        if ops.ifconfig_pool_persist is not None:
+            taken = load_pool_persist(ops.ifconfig_pool_persist, settings.pool, self.log)
+            if taken:
+                self.log.info("ifconfig-pool-persist: %d address(es) from %s", taken,
+                              ops.ifconfig_pool_persist)
+            if ops.ifconfig_pool_persist_seconds > 0:
+                self.persist = PoolPersistFile(ops.ifconfig_pool_persist)
+        self.pool_settings = settings
+
+    async def _persist_loop(self) -> None:
+        assert self.persist is not None
+        try:
+            while True:
+                await asyncio.sleep(self.cfg.ops.ifconfig_pool_persist_seconds)
+                self.persist.write(self.pool_settings.pool)
+        finally:  # also at shutdown, when this task is cancelled
+            try:
+                self.persist.write(self.pool_settings.pool)
+            except OSError as exc:
+                self.log.warning("ifconfig-pool-persist: cannot write %s: %s",
+                                 self.persist.path, exc.strerror or exc)
+
     def started(self) -> None:
         self.drop_privileges()
+        if self.persist is not None:
+            self.spawn(self._persist_loop())
         self.log.info("Initialization Sequence Completed")
 
     def on_event(self, event: Event) -> None:

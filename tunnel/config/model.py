@@ -28,6 +28,7 @@ from tunnel.config.checks import check_config
 from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS, SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import config_error, quote
 from tunnel.config.mgmt_model import ManagementOptions
+from tunnel.config.model_ops import OpsOptions
 from tunnel.protocol.errors import ConfigError
 
 __all__ = [
@@ -264,6 +265,9 @@ class TunnelConfig:
     disable_dco: bool = False
     management: ManagementOptions | None = None  # the management* options (options_mgmt.py)
     metrics_listen: tuple[str, int] | None = None  # ours: the Prometheus endpoint
+
+    # -- operations: process, server ops, TLS knobs, scripts, routing (model_ops.py) ------
+    ops: OpsOptions = field(default_factory=OpsOptions)
 
     # -- bookkeeping -----------------------------------------------------------------------
     ignore_unknown_options: list[str] = field(default_factory=list)  # names given

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-import tunnel.config.options_crypto
+import tunnel.config.options_crypto  # importing it registers the TLS half
+import tunnel.config.options_ops  # operations half (issue 11 part B)
 import tunnel.config.options_transport  # TCP and connection-profile options
 import tunnel.config.options_wrap  # noqa: F401  (tls-auth, tls-crypt, tls-crypt-v2)
 from tunnel.config import options_mgmt as _options_mgmt  # noqa: F401  (management*)
@@ -443,7 +444,10 @@ def _setenv(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     if d.args[0] == "FORWARD_COMPATIBLE" and d.args[1:] == ("1",):
         ctx.forward_compatible = True  # OpenVPN: unknown options become warnings
         return
-    cfg.note("setenv", f"option 'setenv {d.args[0]}' ignored: no scripts are run")
+    if d.args[0] == "PUSH_PEER_INFO":  # the pre-2.4 spelling of push-peer-info
+        cfg.ops.push_peer_info = True
+    # Handed to every script, as stock does (item 5 of issue 11).
+    cfg.ops.setenv[d.args[0]] = d.args[1] if len(d.args) > 1 else ""
 
 
 SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted(OPTIONS))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -83,6 +84,32 @@ class AddressPool(Generic[IP]):
         # Released addresses go to the back, so a CN's previous address stays free longest.
         self._free.append(address)
 
+    def reserve(self, common_name: str, address: IP) -> bool:
+        """Remember `address` as `common_name`'s (ifconfig-pool-persist): it goes to that CN
+        when it comes back and to others only after every never-used address. False when the
+        address is not one of the pool's free ones."""
+        if address not in self._free or common_name in self._last_of:
+            return False
+        self._free.remove(address)
+        self._free.append(address)
+        self._last_of[common_name] = address
+        return True
+
+    def assignments(self) -> dict[str, IP]:
+        """CN -> the address it had last, in the order they were handed out."""
+        return dict(self._last_of)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """What a client-config-dir file (or a client-connect script) says about one client."""
+
+    disable: bool = False
+    push_reset: bool = False
+    push: tuple[str, ...] = ()
+    ifconfig_push: ipaddress.IPv4Address | None = None
+    iroutes: tuple[ipaddress.IPv4Network, ...] = ()
+
 
 @dataclass(slots=True)
 class ServerSettings:
@@ -101,6 +128,9 @@ class ServerSettings:
     max_half_open: int = 64
     # Without duplicate-cn a new connection with a CN already connected replaces the old one.
     duplicate_cn: bool = False
+    # client-config-dir (and client-connect): per-client settings by common name, looked up
+    # once the client is authenticated; None = refuse the client (ccd-exclusive, a bad file).
+    client_config: Callable[[str | None], ClientConfig | None] | None = None
 
 
 class Server:
@@ -117,6 +147,8 @@ class Server:
         self.vip_of: dict[int, ipaddress.IPv4Address] = {}  # peer-id -> assigned address
         self.by_vip6: dict[bytes, Session] = {}
         self.vip6_of: dict[int, ipaddress.IPv6Address] = {}
+        self.pushed_vip: set[int] = set()  # peer-ids whose address came from ifconfig-push
+        self.iroutes: list[tuple[ipaddress.IPv4Network, Session]] = []  # longest prefix first
         self._free_peer_ids: deque[int] = deque(range(settings.max_clients))
         self._stateless_out: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
@@ -335,7 +367,10 @@ class Server:
             return None
         version = data[0] >> 4
         if version == 4:
-            return self.by_vip.get(_U32.unpack_from(data, 16)[0])
+            session = self.by_vip.get(_U32.unpack_from(data, 16)[0])
+            if session is None and self.iroutes:
+                return self._iroute(_U32.unpack_from(data, 16)[0])
+            return session
         if version == 6 and len(data) >= 40:
             return self.by_vip6.get(bytes(data[24:40]))
         return None
@@ -345,11 +380,19 @@ class Server:
         data = buf.data
         if len(data) >= 20 and data[0] >> 4 == 4:  # route() inlined for IPv4: a call less
             session = self.by_vip.get(_U32.unpack_from(data, 16)[0])
+            if session is None and self.iroutes:
+                session = self._iroute(_U32.unpack_from(data, 16)[0])
         else:
             session = self.route(buf)
         if session is None or not session.encrypt(buf, now):
             return None
         return session.remote_addr
+
+    def _iroute(self, destination: int) -> Session | None:
+        for network, session in self.iroutes:
+            if destination & int(network.netmask) == int(network.network_address):
+                return session
+        return None
 
     # -- output, timers, events -------------------------------------------------------------
 
@@ -407,7 +450,11 @@ class Server:
             vip = self.vip_of.pop(peer_id, None)
             if vip is not None:
                 self.by_vip.pop(int(vip), None)
-                self.settings.pool.release(vip)
+                if peer_id in self.pushed_vip:
+                    self.pushed_vip.discard(peer_id)  # not a pool address: nothing to return
+                else:
+                    self.settings.pool.release(vip)
+            self.iroutes = [(net, s) for net, s in self.iroutes if s is not session]
             vip6 = self.vip6_of.pop(peer_id, None)
             if vip6 is not None and self.settings.pool6 is not None:
                 self.by_vip6.pop(vip6.packed, None)
@@ -425,10 +472,19 @@ class Server:
         peer_id = session.peer_id
         if peer_id is None:
             raise HandshakeError("session without a peer-id")
+        client = ClientConfig()
+        if self.settings.client_config is not None:
+            found = self.settings.client_config(session.peer_common_name)
+            if found is None:
+                raise HandshakeError("client-config-dir: no usable config for this client")
+            client = found
+        if client.disable:
+            raise HandshakeError("client-config-dir: client is disabled ('disable')")
         vip = self.vip_of.get(peer_id)
         if vip is None:
-            vip = self._assign_address(session, peer_id)
-        items = list(self.settings.push)
+            vip = self._assign_address(session, peer_id, client)
+        items = [] if client.push_reset else list(self.settings.push)
+        items.extend(client.push)
         vip6 = self.vip6_of.get(peer_id)
         if vip6 is not None:
             # Stock order: ifconfig-ipv6, then ifconfig (push.c: prepare_push_reply).
@@ -436,7 +492,9 @@ class Server:
         items.append(f"ifconfig {vip} {self.settings.netmask}")
         return items
 
-    def _assign_address(self, session: Session, peer_id: int) -> ipaddress.IPv4Address:
+    def _assign_address(
+        self, session: Session, peer_id: int, client: ClientConfig | None = None
+    ) -> ipaddress.IPv4Address:
         cn = session.peer_common_name
         if cn is not None and not self.settings.duplicate_cn:
             for other in list(self.by_addr.values()):
@@ -444,11 +502,22 @@ class Server:
                     # multi.c: without duplicate-cn the newer connection wins.
                     other.close(session.last_rx, f"replaced by a new connection with CN {cn}")
                     self._collect(other)
-        vip = self.settings.pool.allocate(cn)
-        if vip is None:
-            raise HandshakeError("no free address in the server's pool")
+        if client is not None and client.ifconfig_push is not None:
+            vip = client.ifconfig_push
+            holder = self.by_vip.get(int(vip))
+            if holder is not None and holder is not session:
+                raise HandshakeError(f"ifconfig-push {vip}: the address is in use")
+            self.pushed_vip.add(peer_id)
+        else:
+            allocated = self.settings.pool.allocate(cn)
+            if allocated is None:
+                raise HandshakeError("no free address in the server's pool")
+            vip = allocated
         self.by_vip[int(vip)] = session
         self.vip_of[peer_id] = vip
+        if client is not None and client.iroutes:
+            self.iroutes.extend((net, session) for net in client.iroutes)
+            self.iroutes.sort(key=lambda item: item[0].prefixlen, reverse=True)
         pool6 = self.settings.pool6
         if pool6 is not None:
             vip6 = pool6.allocate(cn)

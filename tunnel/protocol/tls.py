@@ -40,6 +40,7 @@ import re
 import ssl
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
@@ -50,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tunnel.protocol.errors import ConfigError, HandshakeError
+from tunnel.protocol.tls_ops import apply_tls_knobs, verify_peer_extras
 
 __all__ = [
     "MAX_RECORD_PLAINTEXT",
@@ -104,6 +106,17 @@ class TlsSettings:
     tls_version_min: str = "1.2"
     tls_version_max: str | None = None
     key_password: str | None = field(default=None, repr=False)
+    # Issue 11 TLS knobs (tls_ops.py) and checks the app layer adds (crl-verify, tls-verify):
+    # each peer check gets the leaf certificate and raises HandshakeError to refuse it.
+    tls_cipher: str | None = None
+    tls_ciphersuites: str | None = None
+    tls_groups: str | None = None
+    ecdh_curve: str | None = None
+    capath: str | None = None
+    ns_cert_type: str | None = None
+    remote_cert_ku: tuple[int, ...] = ()
+    remote_cert_eku: str | None = None
+    peer_checks: tuple[Callable[[x509.Certificate], None], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.remote_cert_tls is not None and self.remote_cert_tls not in _REMOTE_CERT_TLS:
@@ -157,16 +170,20 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     # client never offers a session, a stock client has its cache off, and TlsSession refuses
     # a resumed session anyway: every key gets a full handshake.
 
-    ca_certs = _parse_certificates("ca", settings.ca)
+    ca_certs = _parse_certificates("ca", settings.ca) if settings.ca or not settings.capath else []
     chain = _parse_certificates("cert", settings.cert)
     key = _parse_private_key(settings.key, settings.key_password)
     if key.public_key() != chain[0].public_key():
         raise ConfigError("key: the private key does not belong to the certificate in 'cert'")
 
     try:
-        ctx.load_verify_locations(cadata="".join(_pem(c) for c in ca_certs))
+        if ca_certs:  # none when only `capath` names the CAs
+            ctx.load_verify_locations(cadata="".join(_pem(c) for c in ca_certs))
     except ssl.SSLError as exc:
         raise ConfigError(f"ca: rejected by OpenSSL: {_ssl_reason(exc)}") from None
+    apply_tls_knobs(ctx, tls_cipher=settings.tls_cipher, tls_ciphersuites=settings.tls_ciphersuites,
+                    tls_groups=settings.tls_groups, ecdh_curve=settings.ecdh_curve,
+                    capath=settings.capath)
     _load_cert_chain(ctx, "".join(_pem(c) for c in chain), settings.key, settings.key_password)
     return ctx
 
@@ -434,6 +451,11 @@ def verify_peer_certificate(der: bytes, settings: TlsSettings) -> PeerIdentity:
                 f"verify-x509-name '{expected}' name-prefix"
             )
 
+    verify_peer_extras(cert, ns_cert_type=settings.ns_cert_type,
+                       remote_cert_ku=settings.remote_cert_ku,
+                       remote_cert_eku=settings.remote_cert_eku)
+    for check in settings.peer_checks:
+        check(cert)
     return PeerIdentity(common_name=common_name, subject=subject)
 
 
