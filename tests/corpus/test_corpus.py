@@ -47,31 +47,20 @@ ROLES = {
     "our-server": ("ours", "stock"),
 }
 
-TLS_AUTH = "tls-auth (issue 10)"
-TLS_CRYPT = "tls-crypt (issue 10)"
 TLS_CRYPT_V2 = "tls-crypt-v2 (issue 10)"
 AUTH_USER_PASS = "auth-user-pass (issue 11, data11)"
 COMP_STUB = "comp-lzo no framing (issue 11, data11)"
-MANAGEMENT = "management interface (issue 13)"
 CBC = "CBC data-ciphers-fallback (issue 11, data11)"
 SCRIPTS = "scripts (issue 11 item 5, ops11)"
 REDIRECT = "redirect-gateway (issue 11 item 6, ops11)"
 
 # What a pair still needs from other helpers' work, per role where ours plays a part.
 NEEDS: dict[str, dict[str, list[str]]] = {
-    "angristan-current": {"our-client": [TLS_CRYPT_V2],
-                          "our-server": [TLS_CRYPT_V2, MANAGEMENT]},
-    "angristan-2025": {"our-client": [TLS_CRYPT], "our-server": [TLS_CRYPT]},
-    "nyr-current": {"our-client": [TLS_CRYPT], "our-server": [TLS_CRYPT]},
-    "nyr-2022": {"our-client": [TLS_CRYPT], "our-server": [TLS_CRYPT]},
+    "angristan-current": {"our-client": [TLS_CRYPT_V2], "our-server": [TLS_CRYPT_V2]},
     "pivpn-current": {"our-client": [TLS_CRYPT_V2], "our-server": [TLS_CRYPT_V2]},
-    "pivpn-legacy": {"our-client": [TLS_AUTH], "our-server": [TLS_AUTH]},
-    "kylemanna": {"our-client": [TLS_AUTH, COMP_STUB, REDIRECT],
-                  "our-server": [TLS_AUTH, COMP_STUB]},
-    "openvpn-sample-2.5": {"our-client": [TLS_AUTH], "our-server": [TLS_AUTH]},
-    "access-server": {"our-client": [TLS_AUTH, AUTH_USER_PASS, COMP_STUB],
-                      "our-server": [TLS_AUTH, AUTH_USER_PASS, COMP_STUB]},
-    "pfsense-export": {"our-client": [CBC], "our-server": [MANAGEMENT, CBC, SCRIPTS]},
+    "kylemanna": {"our-client": [REDIRECT], "our-server": [COMP_STUB]},
+    "access-server": {"our-client": [AUTH_USER_PASS], "our-server": [AUTH_USER_PASS, COMP_STUB]},
+    "pfsense-export": {"our-client": [CBC], "our-server": [CBC, SCRIPTS]},
 }
 
 
