@@ -134,6 +134,7 @@ def test_compose_up_traffic_through_both_clients_then_down(compose: Compose) -> 
     for service, who in TRAFFIC.items():
         code = _wait_exit(compose, service, timeout=180)
         out = compose.logs(service)
+        print(f"\n---- {service} ({who} container), as `docker compose logs` shows it:\n{out}")
         assert code == 0, f"{service} exited {code}:\n{out}\n{compose.logs()}"
         assert PING_OK.search(out), f"{service}: ping lost echoes:\n{out}"
         received = RECEIVER.search(out)
