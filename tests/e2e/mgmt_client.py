@@ -127,6 +127,34 @@ class MgmtClient:
                     lines.append(self.reply_line(timeout))
         return lines
 
+    def next_notification(self, timeout: float = READ_TIMEOUT) -> str:
+        """The next notification: one kept aside earlier, or the next line read."""
+        if self.notifications:
+            return self.notifications.pop(0)
+        line = self.read_line(timeout)
+        if not line.startswith(">"):
+            raise MgmtError(f"expected a notification, got {line!r}")
+        return line
+
+    def take_block(self, prefix: str, end: str, timeout: float = READ_TIMEOUT) -> list[str]:
+        """A notification starting with `prefix` and the lines after it up to `end`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, seen in enumerate(self.notifications):
+                if not seen.startswith(prefix):
+                    continue
+                for j in range(i, len(self.notifications)):
+                    if self.notifications[j] == end:
+                        block = self.notifications[i:j + 1]
+                        del self.notifications[i:j + 1]
+                        return block
+            if time.monotonic() > deadline:
+                raise MgmtError(f"no {prefix!r} block in {timeout} s; seen {self.notifications}")
+            line = self.read_line(max(0.01, deadline - time.monotonic()))
+            if not line.startswith(">"):
+                raise MgmtError(f"unexpected line while waiting for {prefix!r}: {line!r}")
+            self.notifications.append(line)
+
     def wait_notification(self, prefix: str, timeout: float = READ_TIMEOUT) -> str:
         for i, seen in enumerate(self.notifications):
             if seen.startswith(prefix):

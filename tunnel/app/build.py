@@ -7,6 +7,7 @@ names and opening the link is `link.py`'s job; the device is `device.py`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 
@@ -253,6 +254,9 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         last = min(last_in_net, first + (cfg.max_clients - 1))
         pool6 = AddressPool(first, last)
         gateway6 = cfg.ifconfig_ipv6.ip if cfg.ifconfig_ipv6 is not None else None
+    if cfg.management is not None and cfg.management.client_auth:
+        # management-client-auth: every client waits for client-auth / client-deny
+        session = dataclasses.replace(session, defer_auth=True)
     return ServerSettings(
         session=session,
         pool=AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end)),

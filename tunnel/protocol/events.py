@@ -72,6 +72,18 @@ class PacketDropped:
     cause: str = field(default="malformed")  # one of tunnel.protocol.drops.CAUSES
 
 
+@dataclass(frozen=True, slots=True)
+class AuthRequested:
+    """Server with defer_auth: a client's key waits for `Server.authorize` (management's
+    client-auth / client-deny). `auth_id` is stock's KID: 1, 2, 3... per session."""
+
+    peer_id: int | None
+    auth_id: int
+    reauth: bool  # a renegotiation of an established client
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
 Event = (
     HandshakeComplete
     | DataChannelReady
@@ -80,4 +92,5 @@ Event = (
     | SessionClosed
     | ClientRefused
     | PacketDropped
+    | AuthRequested
 )

@@ -421,6 +421,13 @@ class Server:
             session.close(now, "server shutting down")
             self._collect(session)
 
+    def authorize(self, session: Session, auth_id: int, approve: bool, reason: str,
+                  client_reason: str | None, now: float) -> bool:
+        """The verdict on a deferred authentication (management client-auth/client-deny)."""
+        done = session.authorize(auth_id, approve, reason, client_reason, now)
+        self._collect(session)
+        return done
+
     def kill(self, session: Session, message: str | None, reason: str, now: float) -> None:
         """End one client at once (management `kill`/`client-kill`); its last words flushed."""
         if message is None:

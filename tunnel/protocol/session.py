@@ -30,6 +30,7 @@ from tunnel.protocol.datacipher import DataCipherKey, data_overhead, make_data_k
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.events import (
+    AuthRequested,
     ControlMessageReceived,
     DataChannelReady,
     Event,
@@ -131,6 +132,12 @@ class Session:
         self._set_mss(DATA_V2_OVERHEAD)
         self.closed: SessionClosed | None = None
         self.auth_failed: str | None = None
+        # defer_auth: auth id (stock's KID) -> key_id waiting for authorize(), and its deadline
+        self.auth_pending: dict[int, int] = {}
+        self._auth_ids = 1  # stock's first KID is 1
+        self._auth_deadline: float | None = None
+        self._auth_failed_text: str | None = None  # client-deny: what the client is told
+        self._push_requested = False
         self._close_at: float | None = None
         self._events: deque[Event] = deque()
         self._data_out: list[bytes] = []
@@ -388,7 +395,8 @@ class Session:
             deadlines.append(self.last_tx + self.ping)
         if self.ping_restart > 0:
             deadlines.append(self.last_rx + self.ping_restart)
-        for extra in (self._next_push_request, self._close_at, self._reneg_at):
+        for extra in (self._next_push_request, self._close_at, self._reneg_at,
+                      self._auth_deadline):
             if extra is not None:
                 deadlines.append(extra)
         if self._lame_duck is not None:
@@ -459,6 +467,11 @@ class Session:
         if self._close_at is not None and now >= self._close_at:
             self._close(self.auth_failed or "closing", restart=False, now=now)
             return
+        if self._auth_deadline is not None and now >= self._auth_deadline:
+            for auth_id in list(self.auth_pending):
+                self.authorize(auth_id, False, "no client-auth verdict within hand-window",
+                               None, now)
+            return
         for key in list(self.keys):
             self._service_key(key, now)
             if self.is_closed:
@@ -472,7 +485,8 @@ class Session:
     def _service_key(self, key: KeyState, now: float) -> None:
         if key.phase is KeyPhase.ERROR:
             return
-        if key.handshake_done and not key.data_key_installed and self.cipher is not None:
+        if (key.handshake_done and not key.data_key_installed and self.cipher is not None
+                and key.key_id not in self.auth_pending.values()):
             self._install_data_key(key, now)
         for text in key.take_messages():
             self._handle_control_message(text, now)
@@ -516,6 +530,8 @@ class Session:
                 renegotiation=key.key_id != 0,
             )
         )
+        if not self.is_client and self.settings.defer_auth:
+            self._request_auth(key, remote)
         if self.is_client or key.key_id != 0:
             return
         self.peer_info = parse_peer_info(remote.peer_info or "")
@@ -536,6 +552,43 @@ class Session:
         self.cipher = cipher
         if self.iv_proto & IV_PROTO_DATA_V2 and self.peer_id is not None:
             self.tx_peer_id = self.peer_id
+
+    # -- deferred authentication (management-client-auth) -----------------------------------
+
+    def _request_auth(self, key: KeyState, remote: KeyMethod2) -> None:
+        if not remote.username or not remote.password:
+            # As stock (ssl_verify.c) when the verdict is someone else's: credentials needed.
+            raise HandshakeError("Auth Username/Password was not provided by peer")
+        auth_id = self._auth_ids
+        self._auth_ids += 1
+        self.auth_pending[auth_id] = key.key_id
+        if self._auth_deadline is None:
+            self._auth_deadline = self.last_rx + self.settings.hand_window
+        self._events.append(AuthRequested(self.peer_id, auth_id, key.key_id != 0,
+                                          remote.username, remote.password))
+
+    def authorize(self, auth_id: int, approve: bool, reason: str, client_reason: str | None,
+                  now: float) -> bool:
+        """The verdict on a waiting key; False if nothing waits with that id."""
+        key_id = self.auth_pending.pop(auth_id, None)
+        if key_id is None or self.closed is not None:
+            return False
+        if not self.auth_pending:
+            self._auth_deadline = None
+        if not approve:
+            self.auth_failed = reason or "client-deny"
+            self._auth_failed_text = "AUTH_FAILED" + (f",{client_reason}" if client_reason else "")
+            key = self._control_key()
+            if key is not None:
+                key.send_message(self._auth_failed_text)
+            self._close_at = now + _AUTH_FAILED_LINGER
+            return True
+        self._service(now)  # installs the data key now allowed
+        primary = self._key_state(0) if key_id == 0 else None
+        if (primary is not None and primary.handshake_done and self._push_replied_at is None
+                and (self._push_requested or self.iv_proto & IV_PROTO_REQUEST_PUSH)):
+            self._send_push_reply(primary, now)
+        return True
 
     def _install_data_key(self, key: KeyState, now: float) -> None:
         assert self.cipher is not None and key.remote_key is not None
@@ -714,6 +767,7 @@ class Session:
 
     def _server_message(self, keyword: str, text: str, now: float) -> None:
         if keyword == "PUSH_REQUEST":
+            self._push_requested = True
             key = self._control_key()
             if key is not None:
                 self._send_push_reply(key, now)
@@ -724,10 +778,12 @@ class Session:
 
     def _send_push_reply(self, key: KeyState, now: float) -> None:
         if self.auth_failed is not None:
-            key.send_message(f"AUTH_FAILED,{self.auth_failed}")
+            key.send_message(self._auth_failed_text or f"AUTH_FAILED,{self.auth_failed}")
             if self._close_at is None:
                 self._close_at = now + _AUTH_FAILED_LINGER
             return
+        if 0 in self.auth_pending.values():
+            return  # the verdict is not in yet; the client asks again
         if self._push_replied_at is not None and now - self._push_replied_at < _PUSH_REPEAT_GUARD:
             return
         if self.cipher is None:

@@ -56,3 +56,6 @@ class SessionSettings:
     clock_offset: float = 0.0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Server: every key's authentication waits for an outside verdict (management-client-auth):
+    # an AuthRequested event, then Session.authorize(). No verdict in hand-window: refused.
+    defer_auth: bool = False

@@ -16,6 +16,7 @@ from tunnel.app.management.host import AuthDecision, ByteCount, Unsupported
 from tunnel.app.management.server import Management
 from tunnel.app.status import render_status
 from tunnel.protocol.events import (
+    AuthRequested,
     DataChannelReady,
     Event,
     HandshakeComplete,
@@ -38,6 +39,7 @@ class RuntimeHost:
     def __init__(self, runtime: Runtime, management: Management) -> None:
         self.runtime = runtime
         self.management = management
+        self._up = False
 
     def _now(self) -> float:
         assert self.runtime.loop is not None
@@ -78,7 +80,22 @@ class RuntimeHost:
         pass
 
     def exiting(self, reason: str) -> None:
+        self.updown("DOWN", "down")
         self.management.state("EXITING", reason)
+
+    def updown(self, what: str, script_type: str, local_ip: str = "") -> None:
+        """management-up-down: >UPDOWN:UP|DOWN and the env an up/down script would get."""
+        if not self.management.options.up_down or (what == "DOWN" and not self._up):
+            return
+        self._up = what == "UP"
+        r = self.runtime
+        env = [("dev", r.device.name), ("dev_type", "tun"), ("tun_mtu", str(r.cfg.tun_mtu)),
+               ("script_type", script_type)]
+        if local_ip:
+            env.append(("ifconfig_local", local_ip))
+        self.management.broadcast(f">UPDOWN:{what}",
+                                  *(f">UPDOWN:ENV,{k}={_clean(v)}" for k, v in env),
+                                  ">UPDOWN:ENV,END")
 
 
 class ClientHost(RuntimeHost):
@@ -110,6 +127,7 @@ class ClientHost(RuntimeHost):
             ifconfig = event.options.ifconfig
             self._local_ip = ifconfig[0] if ifconfig is not None else ""
             m.state("ASSIGN_IP", local_ip=self._local_ip)
+            self.updown("UP", "up", self._local_ip)
             if event.options.routes or event.options.routes_ipv6:
                 m.state("ADD_ROUTES")
             self._pushed = True
@@ -130,6 +148,8 @@ class ServerHost(RuntimeHost):
     def __init__(self, runtime: ServerRuntime, management: Management) -> None:
         super().__init__(runtime, management)
         self.server_runtime = runtime
+        self._established: set[int] = set()  # client ids announced >CLIENT:ESTABLISHED
+        self._connected: set[int] = set()  # client ids announced >CLIENT:CONNECT
         runtime.peers.listeners.append(self._peer_changed)
 
     def load_stats(self) -> tuple[int, int, int]:
@@ -151,8 +171,8 @@ class ServerHost(RuntimeHost):
         r = self.server_runtime
         for peer in peers:
             r.endpoint.server.kill(peer.session, message, reason, self._now())
-        if peers and r.driver is not None:
-            r.driver.kick()
+        if peers:
+            self._kick()
         return len(peers)
 
     def kill_by_common_name(self, name: str) -> int:
@@ -173,8 +193,33 @@ class ServerHost(RuntimeHost):
         found = [p for p in r.peers.peers.values() if p.client_id == client_id]
         return self._kill(found, message, f"client-kill: {message}") > 0
 
+    def _kick(self) -> None:
+        # After the command's reply is written: stock also answers first and acts on its
+        # next turn of the event loop, so the notifications this causes come after it.
+        r = self.server_runtime
+        if r.loop is not None and r.driver is not None:
+            r.loop.call_soon(r.driver.kick)
+
     def client_auth(self, decision: AuthDecision) -> bool:
-        return False  # nothing waits for a verdict without management-client-auth
+        r = self.server_runtime
+        r.peers.sync()
+        peer = next((p for p in r.peers.peers.values() if p.client_id == decision.client_id),
+                    None)
+        if peer is None:
+            return False
+        if decision.config:
+            # Stock applies these as the client's client-connect config; we do not (yet).
+            r.log.warning("%s client-auth: %d per-client config line(s) not applied",
+                          peer.prefix, len(decision.config))
+        done = r.endpoint.server.authorize(peer.session, decision.key_id, decision.approve,
+                                           decision.reason, decision.client_reason,
+                                           self._now())
+        if done and not decision.approve:
+            r.log.info("%s MULTI: connection rejected: %s, CLI:%s", peer.prefix,
+                       decision.reason, decision.client_reason or "[NULL]")
+        if done:
+            self._kick()
+        return done
 
     def started(self) -> None:
         r = self.server_runtime
@@ -183,26 +228,57 @@ class ServerHost(RuntimeHost):
         local_ip = str(r.cfg.ifconfig.ip) if r.cfg.ifconfig is not None else ""
         if local_ip:
             m.state("ASSIGN_IP", local_ip=local_ip)
+        self.updown("UP", "up", local_ip)
         local = None
         if r.sock is not None:
             host, port = r.sock.getsockname()[:2]
             local = (host, port)
         m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=local)
 
+    def on_event(self, event: Event) -> None:
+        r = self.server_runtime
+        if isinstance(event, AuthRequested):
+            r.peers.sync()
+            peer = r.peers.by_peer_id(event.peer_id)
+            if peer is None:
+                return
+            self._connected.add(peer.client_id)
+            mode = "REAUTH" if event.reauth else "CONNECT"
+            extra = [("username", event.username), ("password", event.password)]
+            self.management.broadcast(
+                f">CLIENT:{mode},{peer.client_id},{event.auth_id}",
+                *client_env(peer, len(r.peers.peers), [(k, v) for k, v in extra if v]))
+        # ESTABLISHED once the client's data channel runs (after client-auth, if asked)
+        for peer in r.peers.peers.values():
+            if peer.session.send_key is not None and peer.client_id not in self._established:
+                self._established.add(peer.client_id)
+                if peer.virtual_address is None and peer.session.peer_id is not None:
+                    vip = r.endpoint.server.vip_of.get(peer.session.peer_id)
+                    peer.virtual_address = str(vip) if vip is not None else None
+                if peer.client_id in self._connected and peer.virtual_address:
+                    self.management.broadcast(
+                        f">CLIENT:ADDRESS,{peer.client_id},{peer.virtual_address},1")
+                self.management.broadcast(f">CLIENT:ESTABLISHED,{peer.client_id}",
+                                          *client_env(peer, len(r.peers.peers)))
+
     def _peer_changed(self, what: str, peer: Peer) -> None:
-        m = self.management
-        if what == "arrived":
-            m.broadcast(f">CLIENT:ESTABLISHED,{peer.client_id}",
-                        *client_env(peer, len(self.server_runtime.peers.peers)))
-        elif what == "left":
-            m.broadcast(f">CLIENT:DISCONNECT,{peer.client_id}", *client_env(peer, None))
+        if what != "left":
+            return
+        self._established.discard(peer.client_id)
+        # As stock: only a client announced with >CLIENT:CONNECT gets a DISCONNECT.
+        if peer.client_id in self._connected:
+            self._connected.discard(peer.client_id)
+            self.management.broadcast(f">CLIENT:DISCONNECT,{peer.client_id}",
+                                      *client_env(peer, None))
 
 
-def client_env(peer: Peer, n_clients: int | None) -> list[str]:
+def client_env(peer: Peer, n_clients: int | None,
+               credentials: list[tuple[str, str | None]] | None = None) -> list[str]:
     """A >CLIENT:ENV block: the variables stock sets for a client, then ENV,END."""
     env: list[tuple[str, object]] = []
     if n_clients is not None:
         env.append(("n_clients", n_clients))
+    env += credentials or []
     env += [("common_name", peer.common_name), ("untrusted_ip", peer.address[0]),
             ("untrusted_port", peer.address[1]), ("trusted_ip", peer.address[0]),
             ("trusted_port", peer.address[1])]
@@ -210,7 +286,7 @@ def client_env(peer: Peer, n_clients: int | None) -> list[str]:
         env.append(("ifconfig_pool_remote_ip", peer.virtual_address))
     for name, value in sorted(peer.session.peer_info.items()):
         env.append((name, value))
-    lines = [f">CLIENT:ENV,{name}={_clean(str(value))}" for name, value in env]
+    lines = [f">CLIENT:ENV,{_clean(name)}={_clean(str(value))}" for name, value in env]
     return [*lines, ">CLIENT:ENV,END"]
 
 
