@@ -1,4 +1,4 @@
-"""The `tunnel` command line: demo, pki, server, client.
+"""The `tunnel` command line: demo, pki, genkey, server, client.
 
 Bad input (flags, files) ends with one clear line on stderr and a non-zero exit code, never a
 traceback.
@@ -54,6 +54,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     pki.add_argument("--days", type=_positive_int, default=3650)
     pki.add_argument("--overwrite", action="store_true")
+    pki.add_argument("--tls-crypt", action="store_true",
+                     help="also write tc.key, a static key for 'tls-crypt tc.key' on both sides")
+
+    from tunnel.genkey import KINDS
+
+    genkey = sub.add_parser("genkey", help="write a key file as 'openvpn --genkey' does",
+                            description="write a key file as 'openvpn --genkey' does")
+    genkey.add_argument("kind", choices=KINDS)
+    genkey.add_argument("file", help="the file to create ('-': standard output)")
+    genkey.add_argument("--server-key", type=Path, metavar="SERVERKEY",
+                        help="tls-crypt-v2-client: the tls-crypt-v2 server key to wrap it for")
+    genkey.add_argument("--metadata", metavar="BASE64",
+                        help="tls-crypt-v2-client: user metadata, base64 (default: a timestamp)")
 
     for role, what in (
         ("server", "run a server from an OpenVPN server config file"),
@@ -83,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "pki":
             return _pki(args)
+        if args.command == "genkey":
+            return _genkey(args)
         if args.command in ("server", "client"):
             return _run_tunnel(args)
     except KeyboardInterrupt:
@@ -150,9 +165,21 @@ def _pki(args: argparse.Namespace) -> int:
         client_cns=args.clients or ["client"],
         days=args.days,
         overwrite=args.overwrite,
+        tls_crypt=args.tls_crypt,
     )
     print(f"CA certificate      {paths.ca_cert}")
     print(f"server certificate  {paths.server_cert} (key {paths.server_key})")
     for cn, (cert, key) in paths.clients.items():
         print(f"client {cn:<12} {cert} (key {key})")
+    if paths.tls_crypt_key is not None:
+        print(f"tls-crypt key       {paths.tls_crypt_key} ('tls-crypt tc.key' on both sides)")
+    return EXIT_OK
+
+
+def _genkey(args: argparse.Namespace) -> int:
+    from tunnel.genkey import genkey
+
+    where = genkey(args.kind, args.file, server_key=args.server_key, metadata=args.metadata)
+    if where != "standard output":
+        print(f"{args.kind} key written to {where}", file=sys.stderr)
     return EXIT_OK

@@ -39,6 +39,7 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
+TLS_CRYPT_KEY = "tc.key"
 
 # Start validity an hour in the past: a peer whose clock runs a little behind would otherwise
 # reject a freshly generated certificate as "not yet valid".
@@ -60,6 +61,7 @@ class PkiPaths:
     server_cert: Path
     server_key: Path
     clients: dict[str, tuple[Path, Path]]
+    tls_crypt_key: Path | None = None  # tc.key, with `tunnel pki --tls-crypt`
 
 
 def generate_pki_in_memory(
@@ -135,6 +137,7 @@ def generate_pki(
     days: int = 3650,
     ca_cn: str = "pyovpn CA",
     overwrite: bool = False,
+    tls_crypt: bool = False,
 ) -> PkiPaths:
     """Issue a PKI (see `generate_pki_in_memory`) and write it to `out_dir`.
 
@@ -147,6 +150,11 @@ def generate_pki(
         server_cn=server_cn, client_cns=client_cns, days=days, ca_cn=ca_cn
     )
     del pems[CA_KEY]  # deliberately not persisted; see the module docstring
+    if tls_crypt:
+        # A static key for `tls-crypt tc.key` on both sides, as `openvpn --genkey secret` writes.
+        from tunnel.protocol.wrap.keyfile import format_static_key, generate_static_key
+
+        pems[TLS_CRYPT_KEY] = format_static_key(generate_static_key()).encode()
 
     targets = {name: out_dir / name for name in pems}
     if not overwrite:
@@ -164,6 +172,7 @@ def generate_pki(
         server_cert=targets[SERVER_CERT],
         server_key=targets[SERVER_KEY],
         clients={cn: (targets[f"{cn}.crt"], targets[f"{cn}.key"]) for cn in client_cns},
+        tls_crypt_key=targets.get(TLS_CRYPT_KEY),
     )
 
 

@@ -91,3 +91,37 @@ def test_bad_inline_key_points_at_the_config_line(parse_error: ParseError) -> No
     text = MINIMAL_CLIENT + "<tls-crypt>\n" + "\n".join(lines) + "\n</tls-crypt>\n"
     error = parse_error(text, 7, "inline <tls-crypt> block:15:", "non-hex character 'x'")
     assert "\n" not in str(error)
+
+
+# -- tls-crypt-v2 ------------------------------------------------------------------------------
+
+
+def test_v2_server_and_client_keys(parse: Parse, pki_dir: Path) -> None:
+    from tunnel.protocol.wrap import (
+        ClientKey,
+        ServerKey,
+        TlsCryptV2ClientWrap,
+        TlsCryptV2ServerWrap,
+    )
+
+    (pki_dir / "s.key").write_text(v.TLS_CRYPT_V2_SERVER_KEY_FILE)
+    cfg = parse(MINIMAL_SERVER + "tls-crypt-v2 s.key\ntls-crypt-v2-max-age 30\n")
+    assert isinstance(cfg.tls_crypt_v2_key, ServerKey) and cfg.tls_crypt_v2_max_age == 30
+    wrap = build_control_wrap(cfg)
+    assert isinstance(wrap, TlsCryptV2ServerWrap) and wrap.max_age_days == 30
+    cfg = parse(MINIMAL_CLIENT + "<tls-crypt-v2>\n" + v.TLS_CRYPT_V2_CLIENT_KEY_FILE
+                + "</tls-crypt-v2>\n")
+    assert isinstance(cfg.tls_crypt_v2_key, ClientKey)
+    assert isinstance(build_control_wrap(cfg), TlsCryptV2ClientWrap)
+
+
+def test_v2_corrupt_key(parse_error: ParseError) -> None:
+    lines = v.TLS_CRYPT_V2_CLIENT_KEY_FILE.splitlines()
+    lines[3] = lines[3][:10] + "*" + lines[3][11:]
+    parse_error(MINIMAL_CLIENT + "<tls-crypt-v2>\n" + "\n".join(lines) + "\n</tls-crypt-v2>\n",
+                7, "inline <tls-crypt-v2> block:11:", "not base64")
+    parse_error(MINIMAL_CLIENT + "<tls-crypt-v2>\n" + v.TLS_AUTH_SHA1_KEY_FILE
+                + "</tls-crypt-v2>\n", 7, "holds no '-----BEGIN OpenVPN tls-crypt-v2")
+    truncated = "\n".join(v.TLS_CRYPT_V2_CLIENT_KEY_FILE.splitlines()[:5]) + "\n"
+    parse_error(MINIMAL_CLIENT + "<tls-crypt-v2>\n" + truncated + "</tls-crypt-v2>\n", 7,
+                "truncated")

@@ -116,3 +116,98 @@ def test_wrap_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: 
         assert wrap_line in stock_log, stock_log
     record(f"{direction}-{case}", "AES-256-GCM", result, pings,
            extra=f", {soft_resets} stock soft resets")
+
+
+# -- tls-crypt-v2 ------------------------------------------------------------------------------
+
+VERIFY_SCRIPT = """#!/bin/sh
+# tls-crypt-v2-verify: refuse the client key whose user metadata is "mallory".
+[ "$script_type" = tls-crypt-v2-verify ] || exit 2
+[ "$metadata_type" = 0 ] || exit 3
+[ "$(cat "$metadata_file")" = mallory ] && exit 1
+exit 0
+"""
+V2_REFUSED_WAIT = 8.0  # seconds the refused client is given; it must not come up
+
+
+def make_v2_keys(workdir: Path, server_maker: str, client_maker: str) -> tuple[Path, Path, Path]:
+    """A server key and two client keys (metadata "alice", "mallory"), each made by stock
+    (`openvpn --genkey`) or by us (`tunnel genkey`), so both readers meet both writers."""
+    import base64
+    import sys
+
+    server = workdir / "v2-server.key"
+    if server_maker == "stock":
+        subprocess.run(["openvpn", "--genkey", "tls-crypt-v2-server", str(server)], check=True,
+                       capture_output=True, timeout=30)
+    else:
+        subprocess.run([sys.executable, "-m", "tunnel", "genkey", "tls-crypt-v2-server",
+                        str(server)], check=True, capture_output=True, timeout=30)
+    clients = []
+    for name in ("alice", "mallory"):
+        path = workdir / f"v2-{name}.key"
+        b64 = base64.b64encode(name.encode()).decode()
+        if client_maker == "stock":
+            argv = ["openvpn", "--tls-crypt-v2", str(server), "--genkey", "tls-crypt-v2-client",
+                    str(path), b64]
+        else:
+            argv = [sys.executable, "-m", "tunnel", "genkey", "tls-crypt-v2-client", str(path),
+                    "--server-key", str(server), "--metadata", b64]
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        clients.append(path)
+    return server, clients[0], clients[1]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+def test_tls_crypt_v2_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: F811
+                              direction: str) -> None:
+    """tls-crypt-v2 with metadata and a verify script on the server that refuses one client;
+    keys made by the implementation on the other side than the one that reads them."""
+    from tests.e2e.openvpn_peer import INIT_DONE, client_config, start_peer
+    from tests.netns import wait_for
+
+    kinds = DIRECTIONS[direction]
+    stock_is_server = kinds[0] == "stock"
+    # The server's reader meets the other side's writer: stock server, our genkey, and back.
+    maker = "ours" if stock_is_server else "stock"
+    server_key, alice, mallory = make_v2_keys(tmp_path, maker, maker)
+    script = tmp_path / "verify.sh"
+    script.write_text(VERIFY_SCRIPT)
+    script.chmod(0o755)
+    reneg = (f"reneg-sec {RENEG_SEC}",)
+    server_extra = (f"tls-crypt-v2 {server_key}", f"tls-crypt-v2-verify {script}",
+                    "script-security 2") + (reneg if stock_is_server else ())
+    client_extra = (f"tls-crypt-v2 {alice}",) + (() if stock_is_server else reneg)
+    with tunnel_up(netns_pair, tmp_path, pki, kinds=kinds, cipher="AES-256-GCM",
+                   server_extra=server_extra, client_extra=client_extra) as tunnel:
+        warm_up(tunnel)
+        pings = ping_both_ways(tunnel)
+        result = iperf3_through(tunnel, tmp_path, IPERF_SECONDS)
+        tunnel.assert_running()
+        ping_both_ways(tunnel)
+        stock_log = tunnel.stock().log()
+        soft_resets = len(SOFT_RESET.findall(stock_log))
+        assert soft_resets >= 1, f"no soft reset during the run\n{tunnel.logs()}"
+        assert result.mbit_per_s > MIN_MBIT_PER_S, result
+        assert_clean_stock_log(tunnel)
+        if stock_is_server:
+            assert "TLS CRYPT V2 VERIFY SCRIPT OK" in stock_log, stock_log
+        # The refused client: same server, mallory's key; it never comes up, the server lives.
+        text = client_config(pki=pki, remote=netns_pair.addr_a, cipher="AES-256-GCM",
+                             extra=[f"tls-crypt-v2 {mallory}", "hand-window 60"])
+        refused_dir = tmp_path / "refused"
+        refused_dir.mkdir()
+        with start_peer(netns_pair, netns_pair.ns_b, kind=kinds[1], role="client",
+                        config_text=text, workdir=refused_dir) as intruder:
+            came_up = wait_for(lambda: INIT_DONE in intruder.log(), V2_REFUSED_WAIT, 0.2)
+            assert not came_up, intruder.describe()
+        tunnel.assert_running()
+        server_log = tunnel.server.log()
+        if stock_is_server:
+            assert "TLS CRYPT V2 VERIFY SCRIPT ERROR" in server_log, server_log
+        else:
+            assert "tls-crypt-v2-verify refused the client key" in server_log, server_log
+        ping_both_ways(tunnel)  # the accepted client is unaffected
+    record(f"{direction}-tls-crypt-v2", "AES-256-GCM", result, pings,
+           extra=f", {soft_resets} stock soft resets, keys by {maker}, mallory refused")

@@ -10,15 +10,22 @@ from tunnel.protocol.codec import parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.wrap import (
     PLAIN,
+    ClientKey,
     ControlWrap,
     KeyFileError,
     LongReplayWindow,
+    Opened,
+    ServerKey,
     TlsAuthWrap,
+    TlsCryptV2ClientWrap,
+    TlsCryptV2ServerWrap,
     TlsCryptWrap,
     format_static_key,
     parse_static_key,
 )
 from tunnel.protocol.wrap.base import control_frame
+from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
+from tunnel.protocol.wrap.v2keys import generate_client_key, unwrap_client_key, wrap_client_key
 
 from . import wrap_vectors as v
 
@@ -205,3 +212,102 @@ def test_largest_datagrams_match_stock() -> None:
                           (TlsCryptWrap.from_key(CRYPT_KEY, server=True), 1206)):
         s = session_settings(is_client=False, tls=tls_settings("server"), control_wrap=wrap)
         assert s.max_control_datagram + wrap.overhead == largest
+
+
+# -- tls-crypt-v2 --------------------------------------------------------------------------------
+
+
+def v2_wraps() -> tuple[TlsCryptV2ServerWrap, TlsCryptV2ClientWrap]:
+    server = TlsCryptV2ServerWrap(ServerKey.parse(v.TLS_CRYPT_V2_SERVER_KEY_FILE))
+    client = TlsCryptV2ClientWrap(ClientKey.parse(v.TLS_CRYPT_V2_CLIENT_KEY_FILE))
+    return server, client
+
+
+def test_v2_key_files_written_as_stock_writes_them() -> None:
+    assert ServerKey.parse(v.TLS_CRYPT_V2_SERVER_KEY_FILE).pem() == v.TLS_CRYPT_V2_SERVER_KEY_FILE
+    client = ClientKey.parse(v.TLS_CRYPT_V2_CLIENT_KEY_FILE)
+    assert client.pem() == v.TLS_CRYPT_V2_CLIENT_KEY_FILE
+    server = ServerKey.parse(v.TLS_CRYPT_V2_SERVER_KEY_FILE)
+    assert unwrap_client_key(server, client.wkc) == (client.key, b"\x00vector")
+    # Our wrapping of the same key and metadata is stock's, byte for byte (SIV: deterministic).
+    assert wrap_client_key(server, client.key, b"\x00vector") == client.wkc
+
+
+def test_v2_stock_reset_opens_statelessly_and_seals_byte_for_byte() -> None:
+    server, client = v2_wraps()
+    buf = buffer_of(server, v.TLS_CRYPT_V2_CLIENT_RESET_V3)
+    opened = server.open(buf)
+    assert opened is not None
+    assert opened.metadata == b"\x00vector" and opened.early_negotiation
+    assert opened.packet_id == 0x0F000001  # early negotiation: EARLY_NEG_START + 1
+    plain = bytes(buf.data)
+    assert parse_control(plain).opcode is Opcode.P_CONTROL_HARD_RESET_CLIENT_V3
+    assert server.admit(opened, 0) is None
+    again = buffer_of(client, plain)
+    client.seal(again, opened.packet_id, opened.timestamp)
+    assert bytes(again.data) == v.TLS_CRYPT_V2_CLIENT_RESET_V3  # tls-crypt part + WKc
+
+    # The stock server's stateless answer: our per-client wrap makes the same bytes, and the
+    # client side sees the request to resend its key.
+    answer = buffer_of(client, v.TLS_CRYPT_V2_SERVER_RESET)
+    got = client.open(answer)
+    assert got is not None and got.packet_id == 1
+    assert isinstance(got.wrap, TlsCryptV2ClientWrap) and got.wrap.resend_wkc
+    reset = parse_control(answer.data)
+    assert reset.opcode is Opcode.P_CONTROL_HARD_RESET_SERVER_V2 and reset.payload == EARLY_NEG_TLV
+    resealed = buffer_of(opened.wrap, bytes(answer.data))
+    opened.wrap.seal(resealed, got.packet_id, got.timestamp)
+    assert bytes(resealed.data) == v.TLS_CRYPT_V2_SERVER_RESET
+
+
+def test_v2_stock_wkc_packet() -> None:
+    """The stock client's ClientHello as P_CONTROL_WKC_V1: opened without state, presented as
+    P_CONTROL_V1; the resending client wrap makes the same bytes from it."""
+    server, client = v2_wraps()
+    buf = buffer_of(server, v.TLS_CRYPT_V2_CLIENT_WKC)
+    opened = server.open(buf)
+    assert opened is not None and not opened.early_negotiation
+    packet = parse_control(buf.data)
+    assert packet.opcode is Opcode.P_CONTROL_V1 and packet.packet_id == 1
+    assert packet.acks == (0,) and packet.payload[:1] == b"\x16"
+    resending = TlsCryptV2ClientWrap(client.client_key, resend_wkc=True)
+    again = buffer_of(resending, bytes(buf.data))
+    resending.seal(again, opened.packet_id, opened.timestamp)
+    assert bytes(again.data) == v.TLS_CRYPT_V2_CLIENT_WKC
+    # Once the session has the key, a resent WKC_V1 still opens (its WKc is ignored).
+    peer = opened.wrap
+    assert peer.open(buffer_of(peer, v.TLS_CRYPT_V2_CLIENT_WKC)) is not None
+    answer = buffer_of(client, v.TLS_CRYPT_V2_SERVER_SECOND)
+    assert client.open(answer) is not None
+
+
+def test_v2_client_key_for_another_server_key_is_refused() -> None:
+    other = TlsCryptV2ServerWrap(ServerKey.generate())
+    assert other.open(buffer_of(other, v.TLS_CRYPT_V2_CLIENT_RESET_V3)) is None
+    server, _client = v2_wraps()
+    # Not wrapped with a client key at all (a plain or tls-crypt packet): refused.
+    assert server.open(buffer_of(server, v.TLS_CRYPT_CLIENT_RESET)) is None
+    for cut in (1, 2, 100, len(v.TLS_CRYPT_V2_CLIENT_RESET_V3) - 1):
+        data = v.TLS_CRYPT_V2_CLIENT_RESET_V3
+        assert server.open(buffer_of(server, data[:cut] + data[cut + 1:])) is None, cut
+
+
+def test_v2_max_age_and_verifier() -> None:
+    key = ServerKey.parse(v.TLS_CRYPT_V2_SERVER_KEY_FILE)
+    seen: list[tuple[int, bytes]] = []
+
+    def verify(kind: int, value: bytes) -> bool:
+        seen.append((kind, value))
+        return value != b"vector"
+
+    refusing = TlsCryptV2ServerWrap(key, verifier=verify)
+    opened = refusing.open(buffer_of(refusing, v.TLS_CRYPT_V2_CLIENT_RESET_V3))
+    assert opened is not None
+    assert refusing.admit(opened, 0) == "tls-crypt-v2-verify refused the client key"
+    assert seen == [(0, b"vector")]
+    aged = TlsCryptV2ServerWrap(key, max_age_days=30)
+    assert "no timestamp" in str(aged.admit(opened, 0))
+    client = generate_client_key(key, user_metadata=None, now=1_000_000)
+    stamped = Opened(1, 1, aged, metadata=unwrap_client_key(key, client.wkc)[1])  # type: ignore[index]
+    assert aged.admit(stamped, 1_000_000 + 29 * 86400) is None
+    assert "too old" in str(aged.admit(stamped, 1_000_000 + 31 * 86400))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from core import Frame
 from tunnel.app.crl import CrlCheck
 from tunnel.app.ops_support import refuse_unapplied
+from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.protocol.client import Client
@@ -23,7 +24,18 @@ from tunnel.protocol.server import AddressPool, Server, ServerSettings
 from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings
-from tunnel.protocol.wrap import PLAIN, ControlWrap, TlsAuthWrap, TlsCryptWrap, canonical_digest
+from tunnel.protocol.wrap import (
+    PLAIN,
+    ClientKey,
+    ControlWrap,
+    ServerKey,
+    TlsAuthWrap,
+    TlsCryptV2ClientWrap,
+    TlsCryptV2ServerWrap,
+    TlsCryptWrap,
+    canonical_digest,
+)
+from tunnel.protocol.wrap.v2keys import CLIENT_PEM, SERVER_PEM
 from tunnel.runtime import Timers, make_frame, session_settings
 
 __all__ = [
@@ -176,6 +188,8 @@ def build_control_wrap(cfg: TunnelConfig) -> ControlWrap:
     kind = cfg.control_wrap
     if kind is None:
         return PLAIN
+    if kind == "tls-crypt-v2":
+        return _tls_crypt_v2_wrap(cfg)
     key = cfg.control_key
     if key is None:
         raise cfg.error(kind, f"'{kind} [inline]' needs an inline <{kind}> block with the key")
@@ -192,7 +206,7 @@ def build_control_wrap(cfg: TunnelConfig) -> ControlWrap:
         return TlsAuthWrap(key, direction, digest)
     if kind == "tls-crypt":
         return TlsCryptWrap.from_key(key, server=cfg.role == "server")
-    raise cfg.error(kind, f"option '{kind}' is not supported yet")
+    raise cfg.error(kind, f"option '{kind}' is not supported")
 
 
 def located(cfg: TunnelConfig, exc: ConfigError) -> ConfigError:
@@ -204,6 +218,29 @@ def located(cfg: TunnelConfig, exc: ConfigError) -> ConfigError:
     # "cert/key: rejected by OpenSSL": the key is what the user most likely has to change
     option = {"cert/key": "key"}.get(option, option)
     return cfg.error(option, text)
+
+
+def _tls_crypt_v2_wrap(cfg: TunnelConfig) -> ControlWrap:
+    key = cfg.tls_crypt_v2_key
+    if key is None:
+        raise cfg.error("tls-crypt-v2", "'tls-crypt-v2 [inline]' needs an inline "
+                        "<tls-crypt-v2> block with the key")
+    if cfg.role == "server":
+        if not isinstance(key, ServerKey):
+            raise cfg.error("tls-crypt-v2", "a server needs the tls-crypt-v2 server key "
+                            f"('{SERVER_PEM}'), not a client key")
+        verifier = None
+        if cfg.tls_crypt_v2_verify is not None:
+            if cfg.script_security < 2:
+                raise cfg.error("tls-crypt-v2-verify", "option 'tls-crypt-v2-verify' runs a "
+                                "command: it needs 'script-security 2' or higher")
+            verifier = metadata_verifier(cfg.tls_crypt_v2_verify)
+        return TlsCryptV2ServerWrap(key, max_age_days=cfg.tls_crypt_v2_max_age,
+                                    verifier=verifier)
+    if not isinstance(key, ClientKey):
+        raise cfg.error("tls-crypt-v2", "a client needs its tls-crypt-v2 client key "
+                        f"('{CLIENT_PEM}'), not the server key")
+    return TlsCryptV2ClientWrap(key)
 
 
 def build_session_settings(

@@ -22,7 +22,7 @@ from ipaddress import (
     IPv6Network,
 )
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tunnel.config.checks import check_config
 from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS, SUPPORTED_DATA_CIPHERS
@@ -30,6 +30,9 @@ from tunnel.config.diagnostics import config_error, quote
 from tunnel.config.mgmt_model import ManagementOptions
 from tunnel.config.model_ops import OpsOptions
 from tunnel.protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunnel.protocol.wrap.v2keys import ClientKey, ServerKey
 
 __all__ = [
     "DEFAULT_DATA_CIPHERS",
@@ -229,6 +232,10 @@ class TunnelConfig:
     control_key_source: str | None = None
     tls_auth_direction: int | None = None  # `tls-auth FILE DIR`
     key_direction: int | None = None  # `key-direction DIR` (applies when tls-auth has none)
+    # tls-crypt-v2: the server key (servers) or the client key (clients), as read.
+    tls_crypt_v2_key: ServerKey | ClientKey | None = field(default=None, repr=False)
+    tls_crypt_v2_verify: str | None = None  # `tls-crypt-v2-verify CMD`
+    tls_crypt_v2_max_age: int = 0  # days; 0: no limit
 
     # -- data channel ----------------------------------------------------------------------
     data_ciphers: list[str] = field(default_factory=lambda: list(DEFAULT_DATA_CIPHERS))

@@ -31,6 +31,7 @@ from tunnel.protocol.tls import TlsSession
 _RESET_OPCODES = frozenset(
     {
         Opcode.P_CONTROL_HARD_RESET_CLIENT_V2,
+        Opcode.P_CONTROL_HARD_RESET_CLIENT_V3,
         Opcode.P_CONTROL_HARD_RESET_SERVER_V2,
         Opcode.P_CONTROL_SOFT_RESET_V1,
     }

@@ -38,14 +38,18 @@ from tunnel.protocol.events import ClientRefused, Event, SessionClosed
 from tunnel.protocol.keystate import KeyPhase
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
 from tunnel.protocol.settings import SessionSettings
-from tunnel.protocol.wrap.base import Opened
+from tunnel.protocol.wrap.base import ControlWrap, Opened
+from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
 
 Address = tuple[str, int]
 
 _P_DATA_V1 = int(Opcode.P_DATA_V1)
 _P_DATA_V2 = int(Opcode.P_DATA_V2)
 _HARD_RESET_CLIENT_V2 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
-_COOKIE_ECHO_OPCODES = frozenset({int(Opcode.P_CONTROL_V1), int(Opcode.P_ACK_V1)})
+_HARD_RESET_CLIENT_V3 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V3)
+_COOKIE_ECHO_OPCODES = frozenset(
+    {int(Opcode.P_CONTROL_V1), int(Opcode.P_ACK_V1), int(Opcode.P_CONTROL_WKC_V1)}
+)
 _U32 = struct.Struct(">I")
 # connect-freq-initial: a stock server answers at most 100 new resets per 10 s (mudp.c).
 _RESET_RATE_LIMIT = 100
@@ -197,7 +201,7 @@ class Server:
         if len(data) < 9 or session.remote_sid is None:
             return False
         opcode = data[0] >> 3
-        if opcode == _HARD_RESET_CLIENT_V2:
+        if opcode in (_HARD_RESET_CLIENT_V2, _HARD_RESET_CLIENT_V3):
             return True
         return opcode in _COOKIE_ECHO_OPCODES and data[1:9] != session.remote_sid
 
@@ -253,14 +257,20 @@ class Server:
         if packet.key_id != 0:
             self._drop(addr, "unknown source sent a packet for key_id > 0", now, NO_SESSION)
             return
-        if packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V2:
-            self._answer_reset(packet, addr, now)
+        if packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V2 or (
+            packet.opcode == Opcode.P_CONTROL_HARD_RESET_CLIENT_V3 and opened.early_negotiation
+        ):
+            # tls-crypt-v2: only a client that will resend its key (early negotiation) gets
+            # the stateless answer; stock keeps state for older ones unless force-cookie.
+            self._answer_reset(packet, addr, now, opened)
         elif packet.opcode in (Opcode.P_CONTROL_V1, Opcode.P_ACK_V1):
             self._maybe_create_session(packet, addr, now, opened)
         else:
             self._drop(addr, f"{packet.opcode.name} from an unknown source", now, NO_SESSION)
 
-    def _answer_reset(self, packet: ControlPacket, addr: Address, now: float) -> None:
+    def _answer_reset(
+        self, packet: ControlPacket, addr: Address, now: float, opened: Opened
+    ) -> None:
         if now - self._reset_window_start >= _RESET_RATE_PERIOD:
             self._reset_window_start = now
             self._resets_in_window = 0
@@ -276,12 +286,14 @@ class Server:
             acks=(0,),
             remote_session_id=packet.session_id,
             packet_id=0,
+            payload=EARLY_NEG_TLV if opened.early_negotiation else b"",
         )
-        self._stateless_out.append((self._seal_stateless(build_control(answer), now), addr))
+        self._stateless_out.append(
+            (self._seal_stateless(build_control(answer), now, opened.wrap), addr)
+        )
 
-    def _seal_stateless(self, datagram: bytes, now: float) -> bytes:
+    def _seal_stateless(self, datagram: bytes, now: float, wrap: ControlWrap) -> bytes:
         """Wrap our stateless reset: packet-id 1, as stock's reset_packet_id_send() + write."""
-        wrap = self.settings.session.control_wrap
         if not wrap.has_packet_id:
             return datagram
         buf = Buffer(wrap.frame.buffer_size)
@@ -320,6 +332,12 @@ class Server:
             self._drop(addr, "max-clients reached", now, RATE_LIMITED)
             return
         s = self.settings.session
+        refusal = s.control_wrap.admit(opened, now + s.clock_offset)
+        if refusal is not None:
+            self.refused += 1
+            self._drop(addr, refusal)
+            self._events.append(ClientRefused(addr, refusal))
+            return
         channel = s.control_wrap.channel(
             replay_window=s.replay_window, replay_seconds=s.replay_seconds,
             clock_offset=s.clock_offset,

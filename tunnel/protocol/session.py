@@ -184,9 +184,10 @@ class Session:
     # -- starting --------------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
-        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2 for key_id 0."""
+        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2 (V3 with tls-crypt-v2) for key_id 0."""
         key = self._new_key_state(0, now)
-        key.send_reset(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
+        # V2, or V3 with tls-crypt-v2 (the wrap appends the client's wrapped key to it).
+        key.send_reset(self.settings.control_wrap.client_reset_opcode)
         self.primary = key
 
     def accept(self, packet: ControlPacket, now: float) -> None:

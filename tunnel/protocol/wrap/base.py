@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from core import Buffer, Frame, FrameBuilder
+from tunnel.protocol.constants import Opcode
 from tunnel.protocol.replay import ReplayWindow
 
 __all__ = [
@@ -48,11 +49,18 @@ LONG_PID_LEN = LONG_PID.size
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A datagram whose tag verified: its packet-id and the wrap for this peer."""
+    """A datagram whose tag verified: its packet-id and the wrap for this peer.
+
+    tls-crypt-v2 adds: the client key's ``metadata`` (server side), whether the client
+    announced early negotiation in its V3 reset (``early_negotiation``: the server then asks
+    for the wrapped key again in the client's next packet, so it can stay stateless).
+    """
 
     packet_id: int
     timestamp: int
     wrap: ControlWrap
+    metadata: bytes | None = None
+    early_negotiation: bool = False
 
 
 class ControlWrap(ABC):
@@ -61,6 +69,10 @@ class ControlWrap(ABC):
     name: str = "?"
     overhead: int = 0
     has_packet_id: bool = True
+    # The client's first reset and packet-id (tls-crypt-v2: V3, and 0x0f000000 announcing
+    # early negotiation, ssl.c: tls_session_init()).
+    client_reset_opcode: Opcode = Opcode.P_CONTROL_HARD_RESET_CLIENT_V2
+    initial_packet_id: int = 0
 
     @property
     def reserved(self) -> int:
@@ -89,6 +101,11 @@ class ControlWrap(ABC):
     @abstractmethod
     def open(self, buf: Buffer) -> Opened | None:
         """Wire form -> plain packet in place; None (buffer contents undefined) if it fails."""
+
+    def admit(self, opened: Opened, unix_now: float) -> str | None:
+        """Server: why a verified first packet's peer must still be refused (tls-crypt-v2's
+        key age and verify script), or None. Runs only once the peer proved its address."""
+        return None
 
     def channel(self, *, replay_window: int = 64, replay_seconds: float = 15.0,
                 clock_offset: float = 0.0) -> WrapChannel:
@@ -175,7 +192,7 @@ class WrapChannel:
                  replay_seconds: float = 15.0, clock_offset: float = 0.0) -> None:
         self.wrap = wrap
         self._clock_offset = clock_offset
-        self._send_id = 0
+        self._send_id = wrap.initial_packet_id
         self._send_time = 0
         self._replay = LongReplayWindow(replay_window, replay_seconds)
         self.dropped = 0
