@@ -335,7 +335,7 @@ class Server:
         refusal = s.control_wrap.admit(opened, now + s.clock_offset)
         if refusal is not None:
             self.refused += 1
-            self._drop(addr, refusal)
+            self._drop(addr, refusal, now, AUTH_FAILED)
             self._events.append(ClientRefused(addr, refusal))
             return
         channel = s.control_wrap.channel(
