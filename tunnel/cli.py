@@ -76,7 +76,21 @@ def _build_parser() -> argparse.ArgumentParser:
         run.add_argument(
             "--config", required=True, metavar="FILE", help="the OpenVPN config file"
         )
+        run.add_argument(
+            "--metrics-listen", type=_listen_address, metavar="ADDR:PORT",
+            help="serve Prometheus metrics at http://ADDR:PORT/metrics",
+        )
     return parser
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from tunnel.config.diagnostics import OptionProblem
+    from tunnel.config.options_mgmt import parse_listen
+
+    try:
+        return parse_listen(text)
+    except OptionProblem as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("option 'metrics-listen' ", "")) from None
 
 
 def _positive_int(text: str) -> int:
@@ -142,7 +156,7 @@ def _run_tunnel(args: argparse.Namespace) -> int:
     from tunnel.app.logsetup import LOGGER_NAME
 
     try:
-        return run_tunnel(args.config, args.command)
+        return run_tunnel(args.config, args.command, args.metrics_listen)
     except StartupError as exc:
         print(f"tunnel {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

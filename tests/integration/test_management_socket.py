@@ -175,3 +175,14 @@ def test_metrics_listen_refuses(text: str) -> None:
 
     with pytest.raises(OptionProblem, match="metrics-listen"):
         parse_listen(text)
+
+
+def test_cli_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tunnel", "server", "--config", str(tmp_path / "x.conf"),
+         "--metrics-listen", "localhost:9100"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--metrics-listen" in result.stderr and "ADDR:PORT" in result.stderr

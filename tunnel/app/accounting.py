@@ -31,6 +31,8 @@ class Traffic:
     link_tx: int = 0
     tun_rx: int = 0  # read from the device (to be sent)
     tun_tx: int = 0  # written to the device (received)
+    link_rx_packets: int = 0  # datagrams (the metrics endpoint's packet counters)
+    link_tx_packets: int = 0
 
 
 class CountingServer:
@@ -56,9 +58,11 @@ class CountingServer:
         verdict = self.server.receive(buf, addr, now)
         totals = self.totals
         totals.link_rx += size
+        totals.link_rx_packets += 1
         traffic = self._traffic(addr)  # after receive: a float has moved the session already
         if traffic is not None:
             traffic.link_rx += size
+            traffic.link_rx_packets += 1
         if verdict == TO_TUN:
             totals.tun_tx += len(buf)
         return verdict
@@ -72,18 +76,22 @@ class CountingServer:
         totals.tun_rx += size
         sealed = len(buf)
         totals.link_tx += sealed
+        totals.link_tx_packets += 1
         traffic = self._traffic(addr)
         if traffic is not None:
             traffic.link_tx += sealed
+            traffic.link_tx_packets += 1
         return addr
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.server.datagrams_to_send(now)
         for datagram, addr in out:
             self.totals.link_tx += len(datagram)
+            self.totals.link_tx_packets += 1
             traffic = self._traffic(addr)
             if traffic is not None:
                 traffic.link_tx += len(datagram)
+                traffic.link_tx_packets += 1
         return out
 
     def get_timer(self) -> float | None:
@@ -114,6 +122,7 @@ class CountingClient:
         size = len(buf)
         verdict = self.client.receive(buf, addr, now)
         self.totals.link_rx += size
+        self.totals.link_rx_packets += 1
         if verdict == TO_TUN:
             self.totals.tun_tx += len(buf)
         return verdict
@@ -124,12 +133,14 @@ class CountingClient:
         if addr is not None:
             self.totals.tun_rx += size
             self.totals.link_tx += len(buf)
+            self.totals.link_tx_packets += 1
         return addr
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.client.datagrams_to_send(now)
         for datagram, _ in out:
             self.totals.link_tx += len(datagram)
+            self.totals.link_tx_packets += 1
         return out
 
     def get_timer(self) -> float | None:

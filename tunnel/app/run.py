@@ -21,7 +21,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from tunnel import __version__
@@ -31,6 +31,7 @@ from tunnel.app.effects import unapplied_options
 from tunnel.app.logsetup import setup_logging
 from tunnel.app.management import Management, ManagementError
 from tunnel.app.management.runtime_host import RuntimeHost, host_for
+from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.process import become_daemon, use_syslog, wants_syslog, write_pid
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
@@ -82,6 +83,7 @@ class Runtime:
         self.management = management
         self.mgmt_host: RuntimeHost | None = None
         self.restart: str | None = None  # "SIGHUP" (re-read the config) / "SIGUSR1"
+        self.event_hooks: list[Callable[[Event], None]] = []  # told every protocol event
         self.log = log
         self.target = target
         self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
@@ -178,6 +180,8 @@ class Runtime:
         """Every protocol event, for the management interface's notifications."""
         if self.mgmt_host is not None:
             self.mgmt_host.on_event(event)
+        for hook in self.event_hooks:
+            hook(event)
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # An exception that escaped a callback or task is a bug, but nothing that arrives from
@@ -320,7 +324,8 @@ def _new_runtime(cfg: TunnelConfig, log: logging.Logger, target: Target,
 
 
 async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
-                          log: logging.Logger, target: Target) -> int:
+                          log: logging.Logger, target: Target,
+                          metrics_listen: tuple[str, int] | None = None) -> int:
     """One runtime after another while SIGHUP/SIGUSR1 ask for a restart.
 
     The management interface is opened once, before anything else (a held start waits on
@@ -333,9 +338,21 @@ async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
             await management.open()
         except ManagementError as exc:
             raise StartupError(f"{cfg.source}:{cfg.line_of('management')}: {exc}") from None
+    metrics: MetricsServer | None = None
+    listen = metrics_listen or cfg.metrics_listen
     try:
+        if listen is not None:
+            metrics = MetricsServer(listen, log)
+            try:
+                await metrics.open()
+            except MetricsError as exc:
+                where = "--metrics-listen" if metrics_listen else \
+                    f"{cfg.source}:{cfg.line_of('metrics-listen')}:"
+                raise StartupError(f"{where} {exc}") from None
         while True:
             runtime = _new_runtime(cfg, log, target, management)
+            if metrics is not None:
+                metrics.attach(runtime)
             code = await runtime.run()
             if runtime.restart is None:
                 return code
@@ -349,6 +366,8 @@ async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
             log.info("Restart pause, 1 second(s)")
             await asyncio.sleep(1.0)
     finally:
+        if metrics is not None:
+            await metrics.close()
         if management is not None:
             await management.close()
 
@@ -371,7 +390,8 @@ def _process_options(cfg: TunnelConfig, log: logging.Logger) -> None:
             ) from None
 
 
-def run_tunnel(config_path: str, role: Role) -> int:
+def run_tunnel(config_path: str, role: Role,
+               metrics_listen: tuple[str, int] | None = None) -> int:
     """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start."""
     cfg = _load(config_path, role)
     try:
@@ -393,7 +413,8 @@ def run_tunnel(config_path: str, role: Role) -> int:
     _log_config(cfg, log)
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(_run_restarting(config_path, role, cfg, log, target))
+        return loop.run_until_complete(
+            _run_restarting(config_path, role, cfg, log, target, metrics_listen))
     except StartupError as exc:
         log.error("%s", exc)
         log.error("Exiting due to fatal error")
