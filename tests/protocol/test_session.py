@@ -145,6 +145,8 @@ def test_renegotiation_mid_stream_loses_no_packet(initiator: str) -> None:
         if step == 50:
             session = side.session if initiator == "client" else side.sessions[0]  # type: ignore[union-attr]
             assert session.renegotiate(pair.now)
+            if initiator == "server":
+                pair.server.touch(session)  # driven directly: the server looks at it next
         up = pair.client_sends(b"seq %d" % sent)
         down = pair.server_sends(b"seq %d" % sent)
         assert up is not None and down is not None

@@ -306,6 +306,7 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
             ("socket-flags TCP_NODELAY",) if cfg.tcp_nodelay else ()
         ),
         max_clients=cfg.max_clients,
+        connect_freq_initial=cfg.connect_freq_initial,
         duplicate_cn=cfg.duplicate_cn,
     )
 

@@ -37,7 +37,8 @@ APPLIED: frozenset[str] = frozenset(
         "port-share", "http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user-pass",
         "http-proxy-override", "http-proxy-retry", "http-proxy-timeout", "socks-proxy-retry",
         # addresses and push: build.py (ServerSettings)
-        "ifconfig-pool", "push", "max-clients", "duplicate-cn", "server-ipv6",
+        "ifconfig-pool", "push", "max-clients", "connect-freq-initial", "duplicate-cn",
+        "server-ipv6",
         "ifconfig-ipv6-pool",
         # TLS and data channel: build.py (TlsSettings, SessionSettings)
         "ca", "cert", "key", "dh", "remote-cert-tls", "verify-x509-name", "tls-version-min",

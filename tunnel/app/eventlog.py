@@ -30,6 +30,7 @@ from tunnel.protocol.events import (
     DataChannelReady,
     Event,
     HandshakeComplete,
+    Notice,
     PacketDropped,
     PushApplied,
     SessionClosed,
@@ -162,6 +163,8 @@ class ServerEventLog:
         elif isinstance(event, PacketDropped):
             log_drop(self.log, event, format_address(event.address, self.family),
                      mute_replay_warnings=self.mute_replay_warnings)
+        elif isinstance(event, Notice):
+            self.log.log(logging.WARNING if event.warning else logging.INFO, "%s", event.text)
         elif isinstance(event, ControlMessageReceived):
             self.log.info("Received control message: %s", peer_text(event.text))
 

@@ -1,10 +1,12 @@
 """The server's view of its connected clients: who, from where, since when, with what.
 
 The server's events say *what* happened (a handshake completed, a session closed) but not to
-*which* client, so the runtime keeps this registry and reconciles it with the server's session
-table whenever an event arrives: a session that has a peer common name and is not registered
-yet has just connected; a registered one that left the table has gone. The status file and the
-log lines ("client/192.0.2.7:51234 ...") are built from it.
+*which* client, so the registry watches the server (`Server.watchers`): a session that is
+identified (has a peer common name) and not registered yet has just connected; a registered one
+that is removed has gone; `sync()` applies what was told since the last call, so its cost is
+the number of changes, never the number of sessions. A removed session that never became a
+peer (a half-open one) has its byte counters forgotten at once. The status file and the log
+lines ("client/192.0.2.7:51234 ...") are built from it.
 """
 
 from __future__ import annotations
@@ -42,16 +44,36 @@ class PeerRegistry:
         self.endpoint = endpoint
         self.clock = clock
         self.peers: dict[Session, Peer] = {}
+        self._by_name: dict[str, dict[Session, Peer]] = {}
+        self._identified: dict[Session, None] = {}
+        self._removed: dict[Session, None] = {}
+        self._floated: dict[Session, None] = {}
+        endpoint.server.watchers.append(self._told)
         self._next_client_id = 0
         # Told ("arrived" | "left", peer) as sync() finds them (the management interface).
         self.listeners: list[Callable[[str, Peer], None]] = []
 
+    def _told(self, what: str, session: Session) -> None:
+        if what == "identified":
+            if session not in self.peers:
+                self._identified[session] = None
+        elif what == "floated":
+            if session in self.peers:
+                self._floated[session] = None
+        elif what == "removed":
+            self._identified.pop(session, None)
+            self._floated.pop(session, None)
+            if session in self.peers:
+                self._removed[session] = None
+            else:
+                self.endpoint.forget(session)  # never a peer: nothing left to report
+
     def sync(self) -> tuple[list[Peer], list[Peer]]:
-        """Reconcile with the server's table: (peers that arrived, peers that left)."""
+        """Apply what the server told since the last call: (peers that arrived, that left)."""
         server = self.endpoint.server
-        live = set(server.by_addr.values())
         arrived: list[Peer] = []
-        for session in live:
+        identified, self._identified = self._identified, {}
+        for session in identified:
             name = session.peer_common_name
             if session in self.peers or name is None or session.closed is not None:
                 continue
@@ -66,15 +88,24 @@ class PeerRegistry:
             )
             self._next_client_id += 1
             self.peers[session] = peer
+            self._by_name.setdefault(name, {})[session] = peer
             arrived.append(peer)
         left: list[Peer] = []
-        for session, peer in list(self.peers.items()):
-            if session not in live:
-                del self.peers[session]
-                peer.final_traffic = self.endpoint.forget(session)
-                left.append(peer)
-            elif session.remote_addr != peer.address:
-                peer.address = session.remote_addr  # floated, after authenticating
+        removed, self._removed = self._removed, {}
+        for session in removed:
+            peer = self.peers.pop(session)
+            named = self._by_name.get(peer.common_name)
+            if named is not None:
+                named.pop(session, None)
+                if not named:
+                    del self._by_name[peer.common_name]
+            peer.final_traffic = self.endpoint.forget(session)
+            left.append(peer)
+        floated, self._floated = self._floated, {}
+        for session in floated:
+            known = self.peers.get(session)
+            if known is not None:
+                known.address = session.remote_addr  # floated, after authenticating
         for listener in self.listeners:
             for peer in arrived:
                 listener("arrived", peer)
@@ -91,8 +122,10 @@ class PeerRegistry:
 
     def by_common_name(self, name: str | None) -> Peer | None:
         """The one peer with that name; None if there is none or several (duplicate-cn)."""
-        found = [p for p in self.peers.values() if p.common_name == name]
-        return found[0] if len(found) == 1 else None
+        found = self._by_name.get(name) if name is not None else None
+        if not found or len(found) != 1:
+            return None
+        return next(iter(found.values()))
 
     def traffic(self, peer: Peer) -> Traffic:
         return self.endpoint.per_session.get(peer.session) or peer.final_traffic or Traffic()

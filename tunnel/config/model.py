@@ -206,6 +206,7 @@ class TunnelConfig:
     client_to_client: bool = False
     duplicate_cn: bool = False
     max_clients: int = 1024
+    connect_freq_initial: tuple[int, int] = (100, 10)  # stock's default: 100 answers per 10 s
 
     # -- TLS -------------------------------------------------------------------------------
     ca_pem: str | None = field(default=None, repr=False)

@@ -354,6 +354,12 @@ flag_option("duplicate-cn", "duplicate_cn")
 number_option("max-clients", "max_clients", 1, 0xFFFFFE)  # peer-ids are 24 bits
 
 
+@option("connect-freq-initial", "N SECS")
+def _connect_freq_initial(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    # options.c: atoi_constrained(..., 1, INT_MAX) for both.
+    cfg.connect_freq_initial = (parse_int(d, 0, 1, _INT_MAX), parse_int(d, 1, 1, _INT_MAX))
+
+
 # -- keepalive and exit -----------------------------------------------------------------
 
 

@@ -84,6 +84,14 @@ class AuthRequested:
     password: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the operator should read that is no error (a rate limit's summary)."""
+
+    text: str
+    warning: bool = False
+
+
 Event = (
     HandshakeComplete
     | DataChannelReady
@@ -93,4 +101,5 @@ Event = (
     | ClientRefused
     | PacketDropped
     | AuthRequested
+    | Notice
 )

@@ -4,7 +4,11 @@ No state exists for a source until it has proved it receives at its address: a c
 HARD_RESET_CLIENT_V2 is answered statelessly with a server session id that is an HMAC of the
 client's address, session id and a time slot (the 2.6 cookie, `mudp.c: do_pre_decrypt_check`).
 Only a following P_CONTROL_V1/P_ACK_V1 that ACKs our pid 0 *with that session id* creates a
-`Session`. Sessions still in their handshake are bounded (`max_half_open`), and so are clients.
+`Session`. Sessions still in their handshake are bounded (`max_half_open`: at the bound the
+oldest makes room), and so are clients; `connect-freq-initial` bounds the stateless answers
+(refunded per completed three-way handshake). All session timers live in one heap, and
+output, timer and event work touches only the sessions that changed: nothing walks all
+sessions per event.
 
 Data packets are found by peer-id (P_DATA_V2) and authenticated before the address is trusted:
 a client whose address changed ("float") is moved only after its packet decrypted.
@@ -23,6 +27,7 @@ from core import Buffer
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
+from tunnel.protocol.deadlines import DeadlineHeap
 from tunnel.protocol.drops import (
     AUTH_FAILED,
     BAD_SOURCE,
@@ -34,8 +39,16 @@ from tunnel.protocol.drops import (
     DropLog,
 )
 from tunnel.protocol.errors import HandshakeError, ProtocolError
-from tunnel.protocol.events import ClientRefused, Event, SessionClosed
+from tunnel.protocol.events import (
+    ClientRefused,
+    DataChannelReady,
+    Event,
+    HandshakeComplete,
+    Notice,
+    SessionClosed,
+)
 from tunnel.protocol.keystate import KeyPhase
+from tunnel.protocol.ratelimit import InitialRateLimit
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.wrap.base import ControlWrap, Opened
@@ -51,9 +64,6 @@ _COOKIE_ECHO_OPCODES = frozenset(
     {int(Opcode.P_CONTROL_V1), int(Opcode.P_ACK_V1), int(Opcode.P_CONTROL_WKC_V1)}
 )
 _U32 = struct.Struct(">I")
-# connect-freq-initial: a stock server answers at most 100 new resets per 10 s (mudp.c).
-_RESET_RATE_LIMIT = 100
-_RESET_RATE_PERIOD = 10.0
 
 
 IP = TypeVar("IP", ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -129,7 +139,12 @@ class ServerSettings:
     # ping, routes, user `push` lines), in OpenVPN's order.
     push: tuple[str, ...] = ()
     max_clients: int = 1024
-    max_half_open: int = 64
+    # Sessions still in their handshake, at most (None: max-clients). At the bound the oldest
+    # handshake makes room for the new one, so a slow flood of stalled handshakes can delay a
+    # legitimate client but never lock it out (stock refuses once max-clients is full).
+    max_half_open: int | None = None
+    # connect-freq-initial N SECS (stock default 100 10).
+    connect_freq_initial: tuple[int, int] = (100, 10)
     # Without duplicate-cn a new connection with a CN already connected replaces the old one.
     duplicate_cn: bool = False
     # client-config-dir (and client-connect): per-client settings by common name, looked up
@@ -156,8 +171,20 @@ class Server:
         self._free_peer_ids: deque[int] = deque(range(settings.max_clients))
         self._stateless_out: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
-        self._reset_window_start = now
-        self._resets_in_window = 0
+        self.initial_limit = InitialRateLimit(*settings.connect_freq_initial)
+        # Sessions in their handshake, oldest first (an insertion-ordered dict as a set).
+        self._half_open: dict[Session, None] = {}
+        self._max_half_open = min(settings.max_half_open or settings.max_clients,
+                                  settings.max_clients)
+        # Timers of all sessions in one heap; sessions touched since the last look may have
+        # datagrams to send (`_to_flush`) and a new deadline (`_to_retime`). So output, timer
+        # and event work is per touched session, never a walk over all of them.
+        self._deadlines: DeadlineHeap[Session] = DeadlineHeap()
+        self._to_flush: dict[Session, None] = {}
+        self._to_retime: dict[Session, None] = {}
+        self.by_cn: dict[str, Session] = {}  # without duplicate-cn: the one session of a CN
+        # Told ("identified" | "floated" | "removed", session) as it happens (PeerRegistry).
+        self.watchers: list[Callable[[str, Session], None]] = []
         self.drops = DropLog(self._events)
         self.refused = 0
         session_settings = settings.session
@@ -219,6 +246,8 @@ class Server:
             return DROPPED
         if session.remote_addr != addr:
             self._float(session, addr)
+        if verdict == CONSUMED:
+            self.touch(session)  # a ping or OCC: an OCC reply may be queued
         return verdict
 
     def _source_allowed(self, session: Session, buf: Buffer) -> bool:
@@ -239,6 +268,8 @@ class Server:
         self.by_addr.pop(session.remote_addr, None)
         session.remote_addr = addr
         self.by_addr[addr] = session
+        for watcher in self.watchers:
+            watcher("floated", session)
 
     def _receive_stateless(self, buf: Buffer, addr: Address, now: float) -> None:
         # The wrap's tag check (tls-auth/tls-crypt/-v2) comes first and keeps no state: a
@@ -271,13 +302,12 @@ class Server:
     def _answer_reset(
         self, packet: ControlPacket, addr: Address, now: float, opened: Opened
     ) -> None:
-        if now - self._reset_window_start >= _RESET_RATE_PERIOD:
-            self._reset_window_start = now
-            self._resets_in_window = 0
-        if self._resets_in_window >= _RESET_RATE_LIMIT:
-            self._drop(addr, "connect-freq-initial exceeded", now, RATE_LIMITED)
+        allowed, note = self.initial_limit.check(now)
+        if not allowed:
+            self._drop(addr, note or "connect-freq-initial exceeded", now, RATE_LIMITED)
             return
-        self._resets_in_window += 1
+        if note is not None:
+            self._events.append(Notice(note))
         server_sid = self.cookies.server_session_id(addr, packet.session_id, now)
         answer = ControlPacket(
             opcode=Opcode.P_CONTROL_HARD_RESET_SERVER_V2,
@@ -325,12 +355,6 @@ class Server:
             # session replaces the old one at once instead of after its ping-restart.
             old.close(now, "client restarted from the same address")
             self._collect(old)
-        if self.half_open >= self.settings.max_half_open:
-            self._drop(addr, "too many sessions in their handshake", now, RATE_LIMITED)
-            return
-        if not self._free_peer_ids:
-            self._drop(addr, "max-clients reached", now, RATE_LIMITED)
-            return
         s = self.settings.session
         refusal = s.control_wrap.admit(opened, now + s.clock_offset)
         if refusal is not None:
@@ -348,14 +372,36 @@ class Server:
         if not channel.accept(opened, now):
             self._drop(addr, "replayed control packet", now, REPLAY)
             return
+        if not self._make_room(addr, now):
+            return
+        # A completed three-way handshake counts against connect-freq-initial no more (stock).
+        self.initial_limit.refund()
         peer_id = self._free_peer_ids.popleft()
         session = Session(
             s, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id, wrap_channel=channel
         )
         self.by_addr[addr] = session
         self.by_peer_id[peer_id] = session
+        self._half_open[session] = None
         session.accept(packet, now)
         self._collect(session)
+
+    def _make_room(self, addr: Address, now: float) -> bool:
+        """Room for one more session: at the half-open bound (or out of peer-ids) the oldest
+        handshake still running is ended; with every slot an established client, refused."""
+        if len(self._half_open) < self._max_half_open and self._free_peer_ids:
+            return True
+        if not self._half_open:
+            self._drop(addr, f"MULTI: new incoming connection would exceed maximum number of "
+                       f"clients ({self.settings.max_clients})", now, RATE_LIMITED)
+            return False
+        oldest = next(iter(self._half_open))
+        self._drop(oldest.remote_addr, f"{len(self._half_open)} sessions in their handshake "
+                   f"(the bound): the oldest is dropped for a new one from "
+                   f"{addr[0]}:{addr[1]}", now, RATE_LIMITED)
+        oldest.close(now, "handshake not completed before newer ones needed its slot")
+        self._collect(oldest)
+        return bool(self._free_peer_ids)
 
     def connection_lost(self, addr: Address, now: float, reason: str) -> None:
         """A connection-oriented transport lost the link to `addr`: its session ends (stock:
@@ -374,7 +420,7 @@ class Server:
 
     @property
     def half_open(self) -> int:
-        return sum(1 for s in self.by_addr.values() if s.send_key is None)
+        return len(self._half_open)
 
     # -- data towards clients (hot) ----------------------------------------------------------
 
@@ -414,20 +460,32 @@ class Server:
 
     # -- output, timers, events -------------------------------------------------------------
 
+    def touch(self, session: Session) -> None:
+        """The session changed: it may have datagrams to send and a new deadline. Everything
+        the server does to a session calls it; whoever drives a session directly
+        (`session.renegotiate(now)`) calls it after."""
+        self._to_flush[session] = None
+        self._to_retime[session] = None
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self._stateless_out
         self._stateless_out = []
-        for session in list(self.by_addr.values()):
+        touched, self._to_flush = self._to_flush, {}
+        for session in touched:
             for datagram in session.datagrams_to_send(now):
                 out.append((datagram, session.remote_addr))
+            self._to_retime[session] = None  # sending arms its retransmit timers
         return out
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (s.get_timer() for s in self.by_addr.values()) if t is not None]
-        return min(timers) if timers else None
+        retime, self._to_retime = self._to_retime, {}
+        deadlines = self._deadlines
+        for session in retime:
+            deadlines.schedule(session, session.get_timer())
+        return deadlines.earliest()
 
     def handle_timer(self, now: float) -> None:
-        for session in list(self.by_addr.values()):
+        for session in self._deadlines.pop_due(now):
             session.handle_timer(now)
             self._collect(session)
 
@@ -455,8 +513,15 @@ class Server:
         self._collect(session)
 
     def _collect(self, session: Session) -> None:
+        self.touch(session)
         while (event := session.next_event()) is not None:
-            if isinstance(event, SessionClosed):
+            if isinstance(event, (HandshakeComplete, DataChannelReady)):
+                if isinstance(event, DataChannelReady):
+                    self._half_open.pop(session, None)  # established: no longer half-open
+                for watcher in self.watchers:
+                    watcher("identified", session)
+                self._events.append(event)
+            elif isinstance(event, SessionClosed):
                 if session.send_key is None or session.auth_failed:
                     self.refused += 1
                     self._events.append(ClientRefused(session.remote_addr, event.reason))
@@ -467,6 +532,15 @@ class Server:
                 self._events.append(event)
 
     def _remove(self, session: Session) -> None:
+        # Everything attached to the session goes with it: a half-open one expiring at
+        # hand-window leaves nothing behind (issue 8: 50 KB per session stayed).
+        self._half_open.pop(session, None)
+        self._deadlines.remove(session)
+        self._to_flush.pop(session, None)
+        self._to_retime.pop(session, None)
+        cn = session.peer_common_name
+        if cn is not None and self.by_cn.get(cn) is session:
+            del self.by_cn[cn]
         if self.by_addr.get(session.remote_addr) is session:
             del self.by_addr[session.remote_addr]
         peer_id = session.peer_id
@@ -490,6 +564,8 @@ class Server:
         self._stateless_out.extend(
             (d, session.remote_addr) for d in session.datagrams_to_send(last)
         )
+        for watcher in self.watchers:
+            watcher("removed", session)
 
     def _push_items_for(self, session: Session) -> list[str]:
         """The push list of one client; its address is assigned here, after authentication,
@@ -522,11 +598,12 @@ class Server:
     ) -> ipaddress.IPv4Address:
         cn = session.peer_common_name
         if cn is not None and not self.settings.duplicate_cn:
-            for other in list(self.by_addr.values()):
-                if other is not session and other.peer_common_name == cn:
-                    # multi.c: without duplicate-cn the newer connection wins.
-                    other.close(session.last_rx, f"replaced by a new connection with CN {cn}")
-                    self._collect(other)
+            other = self.by_cn.get(cn)
+            if other is not None and other is not session:
+                # multi.c: without duplicate-cn the newer connection wins.
+                other.close(session.last_rx, f"replaced by a new connection with CN {cn}")
+                self._collect(other)
+            self.by_cn[cn] = session
         if client is not None and client.ifconfig_push is not None:
             vip = client.ifconfig_push
             holder = self.by_vip.get(int(vip))
