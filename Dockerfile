@@ -13,6 +13,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends iproute2 iputils-ping iperf3 openvpn \
     && rm -rf /var/lib/apt/lists/*
 
+# A PyPI mirror for the build, e.g. behind a firewall (`--build-arg PIP_INDEX_URL=...`); unset,
+# pip uses PyPI. Build arguments are not kept in the image's environment.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+
 WORKDIR /src
 # The package first, the configs after: editing a config does not reinstall the package.
 COPY pyproject.toml README.md ./

@@ -87,6 +87,16 @@ def _host_pip_settings() -> dict[str, str]:
     return settings
 
 
+def pip_build_args() -> list[str]:
+    """The host's pip servers as the Dockerfile's PIP_* build arguments (any base image)."""
+    settings = _host_pip_settings()
+    args: list[str] = []
+    for key in ("index-url", "extra-index-url", "trusted-host"):
+        if key in settings:
+            args += ["--build-arg", f"PIP_{key.upper().replace('-', '_')}={settings[key]}"]
+    return args
+
+
 def host_ca_bundle() -> Path:
     for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"),
                       ssl.get_default_verify_paths().cafile,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.base_image import base_image
+from tests.e2e.base_image import base_image, pip_build_args
 from tests.e2e.docker_engine import Engine, docker_engine
 from tests.netns import REPO_ROOT
 from tests.tools import report_result, which
@@ -78,7 +78,7 @@ def image(engine: Engine) -> Iterator[str]:
     log: list[str] = []
     base = base_image(engine, log)
     tag = f"pyovpn-tunnel:test-{secrets.token_hex(4)}"
-    build_args = ["--build-arg", f"BASE_IMAGE={base}"]
+    build_args = ["--build-arg", f"BASE_IMAGE={base}", *pip_build_args()]
     # The predefined proxy build args pass the host's proxy without baking it into the image.
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                 "no_proxy"):
