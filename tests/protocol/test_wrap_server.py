@@ -44,7 +44,7 @@ def test_stateless_answer_to_a_stock_reset() -> None:
 
 
 def wrong_key_flood(server_wrap: ControlWrap, client_wrap: ControlWrap, attacker: ControlWrap,
-                    count: int) -> None:
+                    count: int, *, v3: bool = False) -> None:
     pair = Pair(client_wrap=client_wrap, server_wrap=server_wrap)
     server = pair.server
     plain = Buffer(2048)
@@ -53,9 +53,10 @@ def wrong_key_flood(server_wrap: ControlWrap, client_wrap: ControlWrap, attacker
     for i in range(64):
         plain.reset(128)
         # A reset, and a cookie echo with ACK 0 - what would create a session if it verified.
+        reset = (Opcode.P_CONTROL_HARD_RESET_CLIENT_V3 if v3
+                 else Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
         if i % 2:
-            plain.append(bytes([Opcode.P_CONTROL_HARD_RESET_CLIENT_V2 << 3]) + os.urandom(8)
-                         + b"\x00" + bytes(4))
+            plain.append(bytes([reset << 3]) + os.urandom(8) + b"\x00" + bytes(4))
         else:
             plain.append(bytes([Opcode.P_CONTROL_V1 << 3]) + os.urandom(8) + b"\x01"
                          + bytes(4) + os.urandom(8) + (1).to_bytes(4, "big") + b"\x16" * 100)
@@ -108,3 +109,17 @@ def test_renegotiation_and_replay_through_the_wrap() -> None:
         pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
         pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
     assert session.wrap_channel.replayed == before + len(sent)
+
+
+def test_v2_flood_with_keys_for_another_server_keeps_no_state() -> None:
+    """V3 resets and WKC_V1 packets with a client key wrapped for another server key (or
+    garbage): refused by the unwrap, nothing kept; the real client still connects."""
+    from tunnel.protocol.wrap import ServerKey, TlsCryptV2ClientWrap, TlsCryptV2ServerWrap
+    from tunnel.protocol.wrap.v2keys import generate_client_key
+
+    server_key = ServerKey.generate()
+    good = generate_client_key(server_key, user_metadata=b"good", now=0)
+    foreign = generate_client_key(ServerKey.generate(), user_metadata=b"evil", now=0)
+    attacker = TlsCryptV2ClientWrap(foreign, resend_wkc=True)
+    wrong_key_flood(TlsCryptV2ServerWrap(server_key), TlsCryptV2ClientWrap(good),
+                    attacker, 2000, v3=True)
