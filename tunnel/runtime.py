@@ -14,10 +14,10 @@ from core import BufferPool, Frame, FrameBuilder
 from tunnel import __version__
 from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.cbc import CBC_CIPHERS
+from tunnel.protocol.compress import register_compression
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
 from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_ciphers
 from tunnel.protocol.messages import build_peer_info, options_string
-from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
 from tunnel.protocol.wrap import PLAIN, ControlWrap
@@ -34,6 +34,7 @@ def make_frame(
     ciphers: Sequence[str] = DEFAULT_DATA_CIPHERS,
     auth: str = DEFAULT_AUTH,
     stream: bool = False,
+    compression: str | None = None,
 ) -> Frame:
     """The data-channel geometry: every module registers what it adds (for every cipher kind
     that `ciphers` may negotiate; `stream`: the TCP transport's 16-bit length prefix)."""
@@ -41,8 +42,8 @@ def make_frame(
     if stream:
         register_stream_framing(builder)
     register_data_ciphers(builder, ciphers, auth)
-    if comp_lzo_stub:
-        builder.reserve("comp-lzo-stub", headroom=COMP_LZO_STUB_SIZE)
+    # A client may be pushed any framing later, so its buffers leave room for the largest.
+    register_compression(builder, compression or ("stub" if comp_lzo_stub else None))
     return builder.finalize()
 
 
@@ -96,6 +97,8 @@ def session_settings(
     auth: str = DEFAULT_AUTH,
     ciphername: str | None = None,
     peer_info: str | None = None,
+    compression: str | None = None,
+    allow_compression: str = "stub-only",
 ) -> SessionSettings:
     """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests)."""
     timers = timers or Timers()
@@ -113,12 +116,14 @@ def session_settings(
             cipher=occ_name,
             auth=occ_auth,
             keysize=keysize,
+            comp_lzo=(compression or ("stub" if comp_lzo_stub else None)) is not None,
         ),
         data_ciphers=tuple(c.upper() for c in data_ciphers),
         data_ciphers_fallback=data_ciphers_fallback,
         auth=auth.upper(),
         peer_info=peer_info if peer_info is not None else (
-            build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__)
+            build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__,
+                            compression=allow_compression)
             if is_client
             else None
         ),
@@ -137,6 +142,8 @@ def session_settings(
         mssfix=mssfix,
         outer_overhead=_outer_overhead(proto),
         comp_lzo_stub=comp_lzo_stub,
+        compression=compression,
+        allow_compression=allow_compression,
         control_wrap=control_wrap,
         clock_offset=time.time() - time.monotonic(),
     )

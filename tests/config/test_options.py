@@ -300,11 +300,42 @@ def test_legacy_cipher_warns_as_stock_and_auth_is_applied(parse: Parse) -> None:
     assert cfg.cipher == "BF-CBC" and "DEPRECATED OPTION" in cfg.notes[0]
 
 
-def test_comp_lzo_no_is_recorded_because_it_frames_packets(parse: Parse) -> None:
+@pytest.mark.parametrize(("line", "kind", "mode"), [
+    ("comp-lzo", "lzo", "asym"),
+    ("comp-lzo yes", "lzo", "asym"),
+    ("comp-lzo adaptive", "lzo", "asym"),
+    ("comp-lzo no", "stub", "stub-only"),
+    ("compress", "swap-stub", "stub-only"),
+    ("compress stub", "swap-stub", "stub-only"),
+    ("compress stub-v2", "stub-v2", "stub-only"),
+    ("compress lzo", "lzo", "asym"),
+    ("compress lz4", "lz4", "asym"),
+    ("compress lz4-v2", "lz4-v2", "asym"),
+])
+def test_compression_options_choose_a_framing(parse: Parse, line: str, kind: str,
+                                              mode: str) -> None:
+    cfg = parse(MINIMAL_CLIENT + line + "\n")
+    assert (cfg.compression, cfg.compression_mode) == (kind, mode)
+    assert cfg.comp_lzo_stub is (kind == "stub")
+    warned = any("Compression for receiving enabled" in note for note in cfg.notes)
+    assert warned is (mode == "asym")  # stock's warning when a real algorithm decompresses
+
+
+def test_allow_compression_modes(parse: Parse) -> None:
+    assert parse(MINIMAL_CLIENT).compression_mode == "stub-only"  # 2.6's default
+    cfg = parse(MINIMAL_CLIENT + "compress stub-v2\nallow-compression asym\n")
+    assert cfg.compression_mode == "asym"
+    cfg = parse(MINIMAL_CLIENT + "allow-compression yes\ncompress lz4\n")
+    assert cfg.compression_mode == "asym"
+    assert any("DEPRECATED OPTION" in note and "asym" in note for note in cfg.notes)
     cfg = parse(MINIMAL_CLIENT + "comp-lzo no\nallow-compression no\n")
-    assert cfg.comp_lzo_stub
-    assert any("0xFA" in note for note in cfg.notes)
-    assert not parse(MINIMAL_CLIENT).comp_lzo_stub
+    assert (cfg.compression, cfg.compression_mode) == ("stub", "stub-only")
+    assert parse(MINIMAL_CLIENT + "comp-noadapt\ncomp-lzo\n").compression == "lzo"
+
+
+def test_compression_may_be_pushed(parse: Parse) -> None:
+    cfg = parse(MINIMAL_SERVER + 'compress lz4-v2\npush "compress lz4-v2"\npush "comp-lzo no"\n')
+    assert 'compress lz4-v2' in cfg.push_list and 'comp-lzo no' in cfg.push_list
 
 
 def test_compress_no_is_accepted_with_a_note(parse: Parse) -> None:

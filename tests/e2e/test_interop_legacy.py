@@ -16,6 +16,7 @@ from tests.e2e.openvpn_peer import Pki, make_pki
 from tests.e2e.test_interop_openvpn import (
     DIRECTIONS,
     MIN_MBIT_PER_S,
+    Tunnel,
     assert_clean_stock_log,
     iperf3_through,
     ping_both_ways,
@@ -88,3 +89,57 @@ def test_cbc_with_a_compat_mode_2_3_peer(netns_pair: NetnsPair, tmp_path: Path, 
     run_case(netns_pair, tmp_path, pki, direction, cipher="AES-256-CBC", expect="AES-256-CBC",
              server_extra=stock_side if stock_is_server else ours,
              client_extra=ours if stock_is_server else stock_side, label=" compat-mode 2.3.0")
+
+
+# -- compression framing ------------------------------------------------------------------------
+
+
+def big_ping(tunnel: Tunnel, pair: NetnsPair, ns: str, address: object) -> None:
+    """A compressible 600-byte echo (stock with allow-compression yes compresses it)."""
+    result = pair.run(ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "-s", "600",
+                      "-p", "61626364", str(address))
+    assert result.returncode == 0, f"{result.stdout}\n{tunnel.logs()}"
+
+
+COMPRESSION_CASES = {
+    # both configs carry the option; the stock side also compresses what it sends
+    "lz4-v2": (["compress lz4-v2"], ["compress lz4-v2"], "allow-compression yes"),
+    "lz4": (["compress lz4"], ["compress lz4"], "allow-compression yes"),
+    "comp-lzo": (["comp-lzo"], ["comp-lzo"], "allow-compression yes"),
+    # the server frames as comp-lzo no and pushes it to a client that has no compression line
+    "comp-lzo-no-pushed": (["comp-lzo no", 'push "comp-lzo no"'], [], ""),
+    # the server pushes compress lz4-v2 to a client that allows decompression
+    "lz4-v2-pushed": (["compress lz4-v2", 'push "compress lz4-v2"'],
+                      ["allow-compression asym"], "allow-compression yes"),
+}
+
+
+@pytest.mark.parametrize("case", list(COMPRESSION_CASES))
+@pytest.mark.parametrize("direction", list(ALL_KINDS))
+def test_compression_framing(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direction: str,
+                             case: str) -> None:
+    server_lines, client_lines, stock_extra = COMPRESSION_CASES[case]
+    server_kind, client_kind = ALL_KINDS[direction]
+    def with_stock(lines: list[str], kind: str) -> list[str]:
+        return [*lines, stock_extra] if stock_extra and kind == "stock" else list(lines)
+
+    server_extra = with_stock(server_lines, server_kind)
+    client_extra = with_stock(client_lines, client_kind)
+    pair = netns_pair
+    with tunnel_up(pair, tmp_path, pki, kinds=ALL_KINDS[direction], cipher="AES-256-GCM",
+                   server_extra=server_extra, client_extra=client_extra) as tunnel:
+        warm_up(tunnel)
+        pings = ping_both_ways(tunnel)
+        big_ping(tunnel, pair, pair.ns_b, tunnel.server_addr)
+        big_ping(tunnel, pair, pair.ns_a, tunnel.client_addr)
+        result = iperf3_through(tunnel, tmp_path, IPERF_SECONDS)
+        assert result.mbit_per_s > MIN_MBIT_PER_S, result
+        tunnel.assert_running()
+        for peer in tunnel.peers():
+            if peer.label.startswith("stock"):
+                bad = [line for line in peer.log().splitlines()
+                       if "decompression" in line.lower() or "Bad LZ4" in line
+                       or "Bad compression" in line]
+                assert not bad, bad
+        assert_clean_stock_log(tunnel)
+    record(direction, f"AES-256-GCM {case}", result, pings)

@@ -153,7 +153,8 @@ class Pair:
         )
         # Room for every cipher kind either side may negotiate, with the largest HMAC.
         self.frame = make_frame(
-            comp_lzo_stub=comp_lzo_stub, ciphers=(*client_ciphers, *server_ciphers), auth="SHA512"
+            comp_lzo_stub=comp_lzo_stub, ciphers=(*client_ciphers, *server_ciphers), auth="SHA512",
+            compression="any",
         )
         self.pool: BufferPool = make_pool(self.frame, 64)
         self.client_events: list[Event] = []

@@ -212,19 +212,24 @@ def test_ekm_flags_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "option",
+    ("option", "kind"),
     [
-        "comp-lzo",
-        "comp-lzo no",
-        "comp-lzo yes",
-        "compress",
-        "compress lz4-v2",
-        "compress stub-v2",
+        ("comp-lzo", "lzo"),
+        ("comp-lzo no", "stub"),
+        ("comp-lzo yes", "lzo"),
+        ("compress", "swap-stub"),
+        ("compress lz4-v2", "lz4-v2"),
+        ("compress stub-v2", "stub-v2"),
     ],
 )
-def test_compression_is_refused(option: str) -> None:
-    with pytest.raises(ProtocolError, match="compression is not supported"):
-        parse_push_reply(f"PUSH_REPLY,topology subnet,{option}")
+def test_pushed_compression_is_read(option: str, kind: str) -> None:
+    opts, _ = parse_push_reply(f"PUSH_REPLY,topology subnet,{option}")
+    assert opts.compression == kind
+
+
+def test_bad_pushed_compression_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="bad comp option"):
+        parse_push_reply("PUSH_REPLY,compress zstd")
 
 
 def test_routes_dns_ipv6_and_extras() -> None:

@@ -290,7 +290,7 @@ def test_comp_lzo_no_framing_adds_and_strips_the_stub_byte() -> None:
 def test_comp_lzo_mismatch_drops_instead_of_forwarding_garbage() -> None:
     pair = Pair(comp_lzo_stub=True)
     _connected(pair)
-    pair.server.sessions[0].comp_lzo_stub = False  # the server forgot `comp-lzo no`
+    pair.server.sessions[0].comp = None  # the server forgot `comp-lzo no`
     down = pair.server_sends(b"unframed")
     assert down is not None
     assert pair.to_client(down) == DROPPED

@@ -18,10 +18,10 @@ from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.protocol.client import Client
+from tunnel.protocol.compress import COMP_MAX_OVERHEAD
 from tunnel.protocol.datacipher import DEFAULT_AUTH, data_overhead
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
-from tunnel.protocol.session import COMP_LZO_STUB_SIZE
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap import (
@@ -142,6 +142,8 @@ def build_frame(cfg: TunnelConfig) -> Frame:
     return make_frame(
         mtu,
         comp_lzo_stub=cfg.comp_lzo_stub,
+        # A client may be pushed a framing: its buffers leave room for any.
+        compression="any" if cfg.role == "client" else cfg.compression,
         ciphers=_possible_ciphers(cfg),
         auth=cfg.auth or DEFAULT_AUTH,
         stream=uses_tcp(cfg),
@@ -179,7 +181,7 @@ def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool = False) -> 
         return cfg.mssfix + outer
     # The largest overhead any cipher we may negotiate adds (CBC's exceeds AEAD's).
     tunnel = max(data_overhead(c, cfg.auth or DEFAULT_AUTH) for c in _possible_ciphers(cfg))
-    tunnel += COMP_LZO_STUB_SIZE if cfg.comp_lzo_stub else 0
+    tunnel += COMP_MAX_OVERHEAD if cfg.compression is not None else 0
     return cfg.mssfix + outer + tunnel
 
 
@@ -270,6 +272,8 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
         mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),
         comp_lzo_stub=cfg.comp_lzo_stub,
+        compression=cfg.compression,
+        allow_compression=cfg.compression_mode,
         control_wrap=build_control_wrap(cfg),
         auth=cfg.auth or DEFAULT_AUTH,
         ciphername=cfg.cipher,

@@ -32,6 +32,17 @@ def expand(cfg: TunnelConfig, ctx: ParseContext) -> None:
     if cfg.dev is not None and cfg.dev_type is None and device_type_of(cfg.dev, None) == "tun":
         cfg.dev_type = "tun"
     _cipher_notes(cfg)
+    _compression_notes(cfg)
+
+
+def _compression_notes(cfg: TunnelConfig) -> None:
+    """Stock's warning when a real algorithm enables decompression (comp.c, options.c)."""
+    if cfg.compression_mode == "asym" and cfg.compression is not None:
+        cfg.note(
+            "compression",
+            "WARNING: Compression for receiving enabled. Compression has been used in the past "
+            "to break encryption. Sent packets are never compressed by this tunnel.",
+        )
 
 
 def _cipher_notes(cfg: TunnelConfig) -> None:

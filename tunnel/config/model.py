@@ -29,6 +29,7 @@ from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS, SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import config_error, quote
 from tunnel.config.mgmt_model import ManagementOptions
 from tunnel.config.model_ops import OpsOptions
+from tunnel.protocol.compress import NON_STUB_KINDS
 from tunnel.protocol.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -242,10 +243,12 @@ class TunnelConfig:
     data_ciphers: list[str] = field(default_factory=lambda: list(DEFAULT_DATA_CIPHERS))
     data_ciphers_fallback: str | None = None
     cipher: str | None = None  # legacy `cipher`, as written; negotiation ignores it in 2.6
-    auth: str | None = None  # as written; unused, AEAD ciphers carry their own tag
+    auth: str | None = None  # `auth`, upper-case: the tls-auth and CBC HMAC digest
     # `comp-lzo no`: no compression, but OpenVPN then puts a 0xFA byte in front of every data
     # payload (OPENVPN-WIRE.md 8.4); the data channel must add/strip it or refuse the config.
     comp_lzo_stub: bool = False
+    compression: str | None = None  # a tunnel/protocol/compress.py kind (comp-lzo / compress)
+    allow_compression: str | None = None  # "yes" | "no" | "asym" as written; None: not set
     replay_window: int = 64
     replay_seconds: int = 15
     mute_replay_warnings: bool = False
@@ -311,6 +314,15 @@ class TunnelConfig:
             items.append(f"ping {self.push_ping}")
             items.append(f"ping-restart {self.push_ping_restart}")
         return items
+
+    @property
+    def compression_mode(self) -> str:
+        """"asym" (compressed packets from the peer are decompressed) or "stub-only"."""
+        if self.allow_compression in ("yes", "asym"):
+            return "asym"
+        if self.allow_compression is None and self.compression in NON_STUB_KINDS:
+            return "asym"  # 2.6: a real algorithm without allow-compression receives
+        return "stub-only"
 
     def line_of(self, option: str) -> int:
         """Where an option was (last) set; the end of the file if it was not."""

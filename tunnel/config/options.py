@@ -320,9 +320,10 @@ def _route_ipv6(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     cfg.routes_ipv6.append(RouteIPv6(prefix.network, gateway, _route_metric(d, 2)))
 
 
-# Items the session itself puts in every PUSH_REPLY, or that would change the data-packet
-# framing; pushing them by hand would contradict what the session negotiates.
-_NOT_PUSHABLE = ("comp-lzo", "compress", "key-derivation", "protocol-flags", "peer-id")
+# Items the session itself puts in every PUSH_REPLY; pushing them by hand would contradict what
+# the session negotiates. (`comp-lzo`/`compress` may be pushed: the server's own framing must be
+# the same, as with stock.)
+_NOT_PUSHABLE = ("key-derivation", "protocol-flags", "peer-id")
 
 
 @option("push", '"OPTION ARGS..."')

@@ -9,11 +9,12 @@ Decisions worth knowing:
 * ``secret`` (static-key mode) is refused with a clear message, whatever its arguments, and
   ``ignore-unknown-option`` cannot skip it. ``tls-auth``, ``tls-crypt``, ``tls-crypt-v2`` and
   ``key-direction`` are in ``options_wrap.py``.
-* Compression: only its absence. ``comp-lzo no`` is accepted, but it is *not* a no-op on the
-  wire (OpenVPN then puts a 0xFA byte before every data payload), so it is recorded in
-  ``comp_lzo_stub`` for the data channel to honour or refuse. ``compress no`` (which stock
-  OpenVPN itself rejects as a bad algorithm) is accepted as the absence of compression, with a
-  note. Any real compression is an error.
+* Compression as 2.6/2.7: ``comp-lzo [yes|no|adaptive]`` and ``compress [ALG]`` choose a
+  framing kind (``compress.py``) that the data channel honours; nothing is ever compressed on
+  send. ``allow-compression`` (``asym``; ``yes`` is read as ``asym`` like 2.7; unset with a
+  real algorithm is ``asym`` too, like 2.6) lets compressed packets from the peer be
+  decompressed; ``no`` with a real algorithm is an error, as stock. ``compress no`` (which
+  stock rejects as a bad algorithm) is accepted as the absence of compression, with a note.
 * Ciphers as 2.6 treats them: ``data-ciphers`` (or ``ncp-ciphers``) is the negotiation list
   and may hold CBC entries; ``cipher X`` only matters for poor man's NCP and as the fallback's
   name (``data-ciphers-fallback X`` sets both, as in options.c; the last of the two wins);
@@ -36,6 +37,7 @@ from tunnel.config.lexer import Directive
 from tunnel.config.model import TunnelConfig, X509NameType
 from tunnel.config.registry import Handler, ParseContext, flag_option, number_option, option
 from tunnel.config.values import parse_choice, parse_int
+from tunnel.protocol.compress import NON_STUB_KINDS, compression_kind
 
 __all__: list[str] = []
 
@@ -207,26 +209,31 @@ def _auth(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     cfg.auth = name
 
 
-_NO_COMPRESSION = (
-    "compression is not supported: remove the option here and on the peer "
-    "(it changes the framing of every data packet)"
-)
+# -- compression framing (tunnel/protocol/compress.py) ----------------------------------
 
 
-@option("comp-lzo", "[no]")
+def _set_compression(cfg: TunnelConfig, d: Directive) -> None:
+    try:
+        kind = compression_kind(d.name, d.args[0] if d.args else None)
+    except ValueError as exc:
+        raise OptionProblem(f"option {quote(d.name)}: {exc}") from None
+    if kind in NON_STUB_KINDS and cfg.allow_compression == "no":
+        # comp.c: check_compression_settings_valid() with allow-compression no (stub-only).
+        raise OptionProblem(
+            f"option {quote(d.name)}: Compression is not allowed since allow-compression is "
+            "set to 'no'"
+        )
+    cfg.compression = kind
+    cfg.comp_lzo_stub = kind == "stub"
+    cfg.option_lines["compression"] = d.line
+
+
+@option("comp-lzo", "[yes|no|adaptive]")
 def _comp_lzo(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    if not d.args or d.args[0] in ("yes", "adaptive"):
-        raise OptionProblem(f"option 'comp-lzo': {_NO_COMPRESSION}")
-    parse_choice(d, 0, ("no",))
-    cfg.comp_lzo_stub = True
-    cfg.note(
-        "comp-lzo",
-        "'comp-lzo no' compresses nothing but still adds a 0xFA byte to every data packet; "
-        "drop it on both sides if you can",
-    )
+    _set_compression(cfg, d)
 
 
-@option("compress", "[no]")
+@option("compress", "[lz4|lz4-v2|lzo|stub|stub-v2]")
 def _compress(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     if d.args == ("no",):
         cfg.note(
@@ -234,14 +241,35 @@ def _compress(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
             "'compress no' accepted as no compression (stock OpenVPN rejects it; drop the line)",
         )
         return
-    raise OptionProblem(f"option 'compress': {_NO_COMPRESSION}")
+    _set_compression(cfg, d)
 
 
-@option("allow-compression", "no")
+@option("comp-noadapt")
+def _comp_noadapt(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    """A no-op in stock 2.6+ too: nothing is ever compressed, so nothing adapts."""
+
+
+@option("allow-compression", "yes|no|asym")
 def _allow_compression(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    if d.args[0] in ("yes", "asym"):
-        raise OptionProblem(f"option 'allow-compression': {_NO_COMPRESSION}")
-    parse_choice(d, 0, ("no",))  # the 2.6 default; nothing to record
+    mode = parse_choice(d, 0, ("yes", "no", "asym"))
+    if mode == "no":
+        if cfg.compression in NON_STUB_KINDS:
+            raise OptionProblem(
+                "option 'allow-compression': '--allow-compression no' conflicts with enabling "
+                "compression"
+            )
+    elif cfg.allow_compression == "no":
+        raise OptionProblem(
+            f"option 'allow-compression': Cannot set allow-compression to '{mode}' after set "
+            "to 'no'"
+        )
+    elif mode == "yes":
+        cfg.note(
+            "allow-compression",
+            "DEPRECATED OPTION: \"--allow-compression yes\" has been removed. We will use "
+            "\"asym\" mode instead (packets are decompressed, never compressed).",
+        )
+    cfg.allow_compression = mode
 
 
 @option("replay-window", "N [SECONDS]")

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
+from tunnel.protocol.compress import compression_kind
 from tunnel.protocol.errors import ProtocolError
 
 __all__ = [
@@ -131,13 +132,19 @@ def _cipher_name(name: str) -> str:
 
 
 def build_peer_info(
-    *, ciphers: Sequence[str], version: str, tun_mtu_max: int = 1600, platform: str = "linux"
+    *,
+    ciphers: Sequence[str],
+    version: str,
+    tun_mtu_max: int = 1600,
+    platform: str = "linux",
+    compression: str | None = None,
 ) -> str:
     """The client's peer-info, in stock's line order (`ssl.c: push_peer_info()`).
 
     IV_NCP=2 is the pre-2.5 way of saying "AES-256-GCM and AES-128-GCM"; stock sends it only
-    when both are in data-ciphers. No IV_LZO_STUB/IV_COMP_STUB*: we speak no compression
-    framing, so we must not invite a server to push any.
+    when both are in data-ciphers. `compression` adds what `comp.c:
+    comp_generate_peer_info_string()` says for a pull client: "stub-only" (2.6's default)
+    the stub framings only, "asym" the decompressors too (IV_LZ4, IV_LZ4v2, IV_LZO).
     """
     names = [_cipher_name(c) for c in ciphers]
     if not names:
@@ -150,6 +157,12 @@ def build_peer_info(
         lines.append("IV_NCP=2")
     lines.append("IV_CIPHERS=" + ":".join(names))
     lines.append(f"IV_PROTO={OUR_IV_PROTO}")
+    if compression == "asym":
+        lines += ["IV_LZ4=1", "IV_LZ4v2=1", "IV_LZO=1"]
+    elif compression == "stub-only":
+        lines.append("IV_LZO_STUB=1")
+    if compression is not None:
+        lines += ["IV_COMP_STUB=1", "IV_COMP_STUBv2=1"]
     return "".join(line + "\n" for line in lines)
 
 
@@ -235,6 +248,7 @@ class PushOptions:
     redirect_gateway: bool = False
     unknown: list[str] = field(default_factory=list)
     redirect_gateway_flags: set[str] = field(default_factory=set)
+    compression: str | None = None  # a compress.py kind, from pushed comp-lzo/compress
     # A session credential the server may push; kept out of reprs and of `unknown`.
     auth_token: str | None = field(default=None, repr=False)
     auth_token_user: str | None = field(default=None, repr=False)
@@ -378,9 +392,14 @@ def _key_derivation(opts: PushOptions, name: str, args: list[str]) -> None:
 
 
 def _compression(opts: PushOptions, name: str, args: list[str]) -> None:
-    # Even `comp-lzo no` turns on stub framing (a 0xFA byte on every data payload, wire doc
-    # 8.4), which our data channel does not speak: fail loudly rather than pass garbage.
-    raise _bad(name, "compression is not supported")
+    # Even `comp-lzo no` turns on framing (a 0xFA byte on every data payload, wire doc 8.4):
+    # the session switches to it (compress.py), or refuses it as stock does.
+    if len(args) > 1:
+        raise _bad(name, "takes at most one argument")
+    try:
+        opts.compression = compression_kind(name, args[0] if args else None)
+    except ValueError as exc:
+        raise _bad(name, str(exc)) from None
 
 
 def _dhcp_option(opts: PushOptions, name: str, args: list[str]) -> bool:

@@ -17,6 +17,7 @@ from collections import deque
 from core import Buffer
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
 from tunnel.protocol.codec import ControlPacket, parse_control
+from tunnel.protocol.compress import NON_STUB_KINDS, Compression
 from tunnel.protocol.constants import (
     OCC_EXIT,
     OCC_MAGIC,
@@ -66,7 +67,8 @@ DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
 
 # `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
 COMP_LZO_STUB_SIZE = 1
-_NO_COMPRESS_BYTE = 0xFA
+# The most any compression framing puts in front of a payload (v2's 0x50 0x00 escape).
+_COMP_MAX_PREFIX = 2
 
 _PING_SIZE = len(PING_MAGIC)
 _OCC_SIZE = len(OCC_MAGIC)
@@ -79,7 +81,7 @@ _AUTH_FAILED_LINGER = 5.0
 # largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
 # Sized for the largest kind: CBC with SHA512 (its padding block and `update_into` slack at the
 # end, beside AEAD's assembly room).
-_SCRATCH_HEADROOM = max(DATA_V2_OVERHEAD, cbc_overhead("SHA512")) + COMP_LZO_STUB_SIZE
+_SCRATCH_HEADROOM = max(DATA_V2_OVERHEAD, cbc_overhead("SHA512")) + _COMP_MAX_PREFIX
 _SCRATCH_SIZE = (_SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN
                  + max(AEAD_ASSEMBLY_SIZE, 2 * CBC_BLOCK_SIZE))
 
@@ -128,7 +130,9 @@ class Session:
         self.last_rx = now
         self.last_tx = now
         self.mssfix = settings.mssfix > 0
-        self.comp_lzo_stub = settings.comp_lzo_stub
+        kind = settings.compression or ("stub" if settings.comp_lzo_stub else None)
+        self.comp: Compression | None = self._compression(kind)
+        self._data_overhead = DATA_V2_OVERHEAD
         self._set_mss(DATA_V2_OVERHEAD)
         self.closed: SessionClosed | None = None
         self.auth_failed: str | None = None
@@ -168,14 +172,22 @@ class Session:
         self._drop_seen: dict[int, tuple[DataCipherKey, int, int]] = {}
         self.renegotiations = 0
 
+    def _compression(self, kind: str | None) -> Compression | None:
+        if kind is None:
+            return None
+        s = self.settings
+        return Compression(kind, decompress=s.allow_compression == "asym",
+                           limit=max(s.tun_mtu, 1600))
+
     def _set_mss(self, overhead: int) -> None:
         """The MSS clamp for this tunnel overhead (recomputed once the cipher is known)."""
+        self._data_overhead = overhead
         s = self.settings
         self._mss_v4, self._mss_v6 = (
             mss_for(
                 s.mssfix,
                 outer_overhead=s.outer_overhead,
-                tunnel_overhead=overhead + COMP_LZO_STUB_SIZE * s.comp_lzo_stub,
+                tunnel_overhead=overhead + (self.comp.overhead if self.comp is not None else 0),
                 inner_ipv6=v6,
             )
             for v6 in (False, True)
@@ -298,8 +310,9 @@ class Session:
             return False
         if self.mssfix:
             clamp_mss(buf.data, self._mss_v4, self._mss_v6)
-        if self.comp_lzo_stub:
-            buf.prepend_u8(_NO_COMPRESS_BYTE)
+        comp = self.comp
+        if comp is not None:
+            comp.frame(buf)
         key.seal(buf, self.tx_peer_id)
         self.last_tx = now
         return True
@@ -311,13 +324,11 @@ class Session:
         if key is None or not key.open(buf, now):
             return self._data_dropped(key)
         self.last_rx = now
-        if self.comp_lzo_stub:
-            # Only "not compressed" is accepted: we never announce a real compressor.
-            if len(buf) == 0 or buf.data[0] != _NO_COMPRESS_BYTE:
-                self.dropped_data += 1
-                self.last_drop = MALFORMED
-                return DROPPED
-            buf.advance(COMP_LZO_STUB_SIZE)
+        comp = self.comp
+        if comp is not None and not comp.unframe(buf):
+            self.dropped_data += 1  # a compressed packet we may not decompress, or garbage
+            self.last_drop = MALFORMED
+            return DROPPED
         if key is not self.send_key and key.key_id == self._pending_send_key_id:
             # The peer already sends on the new key, so it has derived it: switch too.
             self._switch_send_key(key)
@@ -830,6 +841,18 @@ class Session:
         if cipher is None:
             self._close(problem, restart=False, now=now)
             return
+        if options.compression is not None:
+            if options.compression in NON_STUB_KINDS and self.settings.allow_compression != "asym":
+                # init.c do_deferred_options(): check_compression_settings_valid() fails.
+                self._close(
+                    "OPTIONS ERROR: server pushed compression settings that are not allowed and "
+                    "will result in a non-working connection. See also allow-compression in "
+                    "the manual.",
+                    restart=False,
+                    now=now,
+                )
+                return
+            self.comp = self._compression(options.compression)
         self.pushed = options
         self.cipher = cipher
         self.tx_peer_id = options.peer_id
@@ -882,8 +905,8 @@ class Session:
         scratch = self._scratch
         scratch.reset(_SCRATCH_HEADROOM)
         scratch.append(payload)
-        if self.comp_lzo_stub:
-            scratch.prepend_u8(_NO_COMPRESS_BYTE)
+        if self.comp is not None:
+            self.comp.frame(scratch)
         self.send_key.seal(scratch, self.tx_peer_id)
         self._data_out.append(bytes(scratch.data))
         self.last_tx = now

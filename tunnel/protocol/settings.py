@@ -45,8 +45,15 @@ class SessionSettings:
     mssfix: int = 1492
     outer_overhead: int = 28
     # `comp-lzo no`: nothing is compressed, but every data payload carries a 0xFA "not
-    # compressed" byte in front (comp.h NO_COMPRESS_BYTE); both peers must agree.
+    # compressed" byte in front (comp.h NO_COMPRESS_BYTE); both peers must agree. Kept as the
+    # short way to say compression="stub".
     comp_lzo_stub: bool = False
+    # The compression framing (compress.py kinds) and whether compressed packets from the peer
+    # may be decompressed: "asym" (allow-compression yes/asym, or a non-stub kind configured
+    # without allow-compression, as 2.6) or "stub-only" (the default; also refuses a pushed
+    # non-stub framing, as stock).
+    compression: str | None = None
+    allow_compression: str = "stub-only"
     # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
     # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
     push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)
