@@ -11,6 +11,7 @@ Where ours differs on purpose it is spelled out: `help` lists only the commands 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,10 @@ def compare(stock: dict[str, list[str]], ours: dict[str, list[str]]) -> list[str
     it = iter(help_stock[1:])
     if not all(line in it for line in help_ours[1:]):  # a subsequence, in stock's order
         problems.append(f"help: lines not stock's (or out of order): {help_ours}")
+    # Tools (openvpn-monitor) read the word after "OpenVPN" as a semantic version.
+    for name, answers in (("stock", stock), ("ours", ours)):
+        if not re.match(r"OpenVPN Version: OpenVPN \d+\.\d+\.\d+ ", answers["version"][0]):
+            problems.append(f"version ({name}): {answers['version'][0]!r}")
     # State history: the same 8-field layout, states from stock's vocabulary, and the same
     # last (current) line; stock skips some intermediate states ours reports.
     hist_stock, hist_ours = stock.pop("state all"), ours.pop("state all")

@@ -186,3 +186,29 @@ def test_cli_refuses_a_bad_metrics_address(tmp_path: Path) -> None:
          "--metrics-listen", "localhost:9100"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--metrics-listen" in result.stderr and "ADDR:PORT" in result.stderr
+
+
+async def test_password_query_as_stock(tmp_path: Path) -> None:
+    m = await start(tmp_path, query_passwords=True)
+    try:
+        reader, writer = await connect(m)
+        await line(reader)  # >INFO
+        writer.write(b"password Auth x\n")
+        assert await line(reader) == b"ERROR: no password is currently needed at this time\r\n"
+        asked = asyncio.ensure_future(m.passwords.query("Auth"))
+        assert await line(reader) == b">PASSWORD:Need 'Auth' username/password\r\n"
+        writer.write(b'username "Private Key" bob\n')
+        assert await line(reader) == (b"ERROR: username of type 'Private Key' entered, but we "
+                                      b"need one of type 'Auth'\r\n")
+        writer.write(b'username "Auth" bob\npassword "Auth" "s e\\"cret"\n')
+        assert await line(reader) == (b"SUCCESS: 'Auth' username entered, but not yet "
+                                      b"verified\r\n")
+        assert await line(reader) == (b"SUCCESS: 'Auth' password entered, but not yet "
+                                      b"verified\r\n")
+        creds = await asyncio.wait_for(asked, 5)
+        assert (creds.username, creds.password) == ("bob", 's e"cret')
+        m.passwords.failed("Auth", "bad")
+        assert await line(reader) == b">PASSWORD:Verification Failed: 'Auth' ['bad']\r\n"
+        writer.close()
+    finally:
+        await m.close()

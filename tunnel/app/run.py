@@ -30,6 +30,7 @@ from tunnel.app.device import TunnelDevice
 from tunnel.app.effects import unapplied_options
 from tunnel.app.logsetup import setup_logging
 from tunnel.app.management import Management, ManagementError
+from tunnel.app.management.passwords import Credentials
 from tunnel.app.management.runtime_host import RuntimeHost, host_for
 from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
@@ -70,6 +71,17 @@ def version_line() -> str:
     )
 
 
+def management_title() -> str:
+    """What the management `version`/`help` commands call us. Tools such as openvpn-monitor
+    read the word after "OpenVPN" as a semantic version, so it leads with the OpenVPN version
+    whose protocol we speak, then says what we are."""
+    return (
+        f"OpenVPN 2.6.0 {platform.machine()}-pc-linux-gnu [tunnel {__version__}: "
+        f"OpenVPN-compatible in Python {platform.python_version()}] [SSL ({ssl.OPENSSL_VERSION})] "
+        "[AEAD]"
+    )
+
+
 class Runtime:
     """One running peer. Subclasses implement `prepare` and `on_event`."""
 
@@ -84,6 +96,7 @@ class Runtime:
         self.mgmt_host: RuntimeHost | None = None
         self.restart: str | None = None  # "SIGHUP" (re-read the config) / "SIGUSR1"
         self.event_hooks: list[Callable[[Event], None]] = []  # told every protocol event
+        self.credentials: Credentials | None = None  # from management-query-passwords
         self.log = log
         self.target = target
         self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
@@ -136,6 +149,8 @@ class Runtime:
             self.status = self._open_status()
             if self.management is not None and not await self._hold():
                 return EXIT_OK
+            if not await self._query_credentials():
+                return EXIT_OK
             try:
                 driver = self.prepare(loop)
             except (ConfigError, OSError) as exc:
@@ -174,6 +189,30 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await hold
             return False
+        return True
+
+    def credentials_wanted(self) -> str | None:
+        """The credential type to ask the management client for before start ("Auth" for
+        `auth-user-pass` without a file under `management-query-passwords`); None: none.
+        The answer is in `self.credentials` when `prepare()` runs."""
+        return None
+
+    async def _query_credentials(self) -> bool:
+        """False if a signal ended the wait."""
+        kind = self.credentials_wanted()
+        m = self.management
+        if kind is None or m is None or not m.options.query_passwords:
+            return True
+        assert self._stop is not None
+        query = asyncio.ensure_future(m.passwords.query(kind))
+        waiting: list[asyncio.Future[Any]] = [query, self._stop]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not query.done():
+            query.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await query
+            return False
+        self.credentials = query.result()
         return True
 
     def management_event(self, event: Event) -> None:
@@ -270,7 +309,7 @@ class Runtime:
         driver = self.driver
         self.shutting_down = True
         if self.mgmt_host is not None:
-            self.mgmt_host.exiting(self.restart or "SIGTERM")
+            self.mgmt_host.exiting(self.restart)
         if driver is not None:
             # Written before the goodbye, so the last status still lists who was connected.
             self._write_status()
@@ -334,7 +373,7 @@ async def _run_restarting(config_path: str, role: Role, cfg: TunnelConfig,
     management: Management | None = None
     if cfg.management is not None:
         try:
-            management = Management(cfg.management, log, version_line())
+            management = Management(cfg.management, log, management_title())
             await management.open()
         except ManagementError as exc:
             raise StartupError(f"{cfg.source}:{cfg.line_of('management')}: {exc}") from None

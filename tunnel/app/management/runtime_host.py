@@ -79,9 +79,13 @@ class RuntimeHost:
     def started(self) -> None:
         pass
 
-    def exiting(self, reason: str) -> None:
+    def exiting(self, restart: str | None) -> None:
+        """Shutting down: RECONNECTING,SIGUSR1|SIGHUP before a restart, else EXITING."""
         self.updown("DOWN", "down")
-        self.management.state("EXITING", reason)
+        if restart is not None:
+            self.management.state("RECONNECTING", restart)
+        else:
+            self.management.state("EXITING", "SIGTERM")
 
     def updown(self, what: str, script_type: str, local_ip: str = "") -> None:
         """management-up-down: >UPDOWN:UP|DOWN and the env an up/down script would get."""
@@ -135,6 +139,11 @@ class ClientHost(RuntimeHost):
             self._pushed = False
             m.state("CONNECTED", "SUCCESS", local_ip=self._local_ip,
                     remote=self.client_runtime.client.remote)
+        elif (isinstance(event, SessionClosed) and "AUTH_FAILED" in event.reason
+              and self.runtime.credentials is not None):
+            # management-query-passwords: the GUI learns its credentials were refused
+            self.management.passwords.failed("Auth", event.reason.partition("AUTH_FAILED,")[2]
+                                             or None)
         elif isinstance(event, SessionClosed) and event.restart:
             m.state("RECONNECTING", "ping-restart" if event.reason.startswith("ping-restart")
                     else "connection-reset")
