@@ -94,3 +94,38 @@ def test_connect_retry_max_ends_the_client(netns_pair: NetnsPair, tmp_path: Path
         assert "All connections have been connect-retry-max (2) times unsuccessful" in log, log
         assert log.count("Attempting to establish TCP connection") == 2, log
     print(f"\nconnect-retry-max 2: exited after {took:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_connection_blocks_with_their_own_options(netns_pair: NetnsPair, tmp_path: Path,
+                                                  pki: Pki) -> None:
+    """Two <connection> blocks: the UDP one with its own short server-poll-timeout (the global
+    one, 60 s, would keep the client on it for a minute), then a TCP one with its own proto
+    and mssfix. The client must fall over after the UDP block's timeout."""
+    pair = netns_pair
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
+                                extra=["proto tcp4-server"])
+    client_text = _profile(pki, [], [
+        "server-poll-timeout 60",
+        "<connection>",
+        f"remote {pair.addr_a} {SILENT_UDP_PORT} udp",
+        f"server-poll-timeout {POLL_TIMEOUT}",
+        "</connection>",
+        "<connection>",
+        f"remote {pair.addr_a} {TCP_PORT}",
+        "proto tcp-client",
+        "mssfix 1300",
+        "</connection>",
+    ])
+    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
+                    workdir=tmp_path) as server:
+        server.wait_up()
+        with start_peer(pair, pair.ns_b, kind="ours", role="client", config_text=client_text,
+                        workdir=tmp_path) as client:
+            took = client.wait_up(timeout=45)
+            log = client.log()
+            assert "Server poll timeout, restarting" in log, log
+            assert took < POLL_TIMEOUT + 15, (took, log)
+            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), log
+    print(f"\n<connection> blocks udp -> tcp: up after {took:.1f} s")

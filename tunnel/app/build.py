@@ -7,6 +7,7 @@ names and opening the link is `link.py`'s job; the device is `device.py`'s.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from tunnel.app.crl import CrlCheck
 from tunnel.app.ops_support import refuse_unapplied
 from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
-from tunnel.config.model import is_tcp
+from tunnel.config.model import Remote, is_tcp
 from tunnel.protocol.client import Client
 from tunnel.protocol.compress import COMP_MAX_OVERHEAD
 from tunnel.protocol.datacipher import DEFAULT_AUTH, data_overhead
@@ -319,9 +320,27 @@ def build_server(cfg: TunnelConfig, settings: ServerSettings, now: float) -> Ser
     return Server(settings, now)
 
 
+def profile_view(cfg: TunnelConfig, remote: Remote) -> TunnelConfig:
+    """The config as one remote sees it: its <connection> block's options over the global ones."""
+    profile = remote.profile
+    if profile is None:
+        return cfg
+    view = copy.copy(cfg)
+    view.connect_retry, view.connect_retry_max = profile.connect_retry, profile.connect_retry_max
+    view.connect_timeout = profile.connect_timeout
+    view.local, view.lport, view.nobind = profile.local, profile.lport, profile.nobind
+    view.bind_local = not profile.nobind and (profile.asked_to_bind or not cfg.pull)
+    view.remote_float = profile.remote_float
+    if not profile.mssfix_default:
+        view.mssfix, view.mssfix_mode = profile.mssfix, profile.mssfix_mode
+    view.explicit_exit_notify = profile.explicit_exit_notify
+    return view
+
+
 def build_client(
     cfg: TunnelConfig, session: SessionSettings, remotes: Sequence[Address], now: float,
     *, per_remote: Sequence[SessionSettings] | None = None,
+    profiles: Sequence[Remote] | None = None,
 ) -> Client:
     # A client always reconnects after a ping-restart or RESTART; it ends only on signals,
     # AUTH_FAILED, HALT, ping-exit or connect-retry-max.
@@ -331,4 +350,8 @@ def build_client(
         poll_timeout=float(cfg.connect_timeout),
         max_tries=cfg.connect_retry_tries,
         per_remote=per_remote,
+        per_remote_timing=None if profiles is None else [
+            ((float(v.connect_retry), float(v.connect_retry_max)), float(v.connect_timeout))
+            for v in (profile_view(cfg, r) for r in profiles)
+        ],
     )

@@ -17,7 +17,7 @@ import socket
 from ipaddress import IPv4Address
 
 from tunnel.app.accounting import CountingClient
-from tunnel.app.build import build_client, build_frame, build_session_settings
+from tunnel.app.build import build_client, build_frame, build_session_settings, profile_view
 from tunnel.app.device import (
     DeviceConfig,
     DeviceError,
@@ -54,7 +54,7 @@ class ClientRuntime(Runtime):
     def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | ClientLinkDriver:
         cfg = self.cfg
         remotes = resolve_remotes(cfg, self.log)
-        if any(remote.tcp for remote in remotes):
+        if any(r.tcp or (r.remote is not None and r.remote.profile) for r in remotes):
             return self._prepare_links(loop, remotes)
         family = remotes[0].family
         self.family = family
@@ -89,18 +89,23 @@ class ClientRuntime(Runtime):
         """A profile with TCP remotes: one link per session, of its remote's transport."""
         cfg = self.cfg
         self.family = remotes[0].family
+        views = [cfg if r.remote is None else profile_view(cfg, r.remote) for r in remotes]
         per_remote = [
-            build_session_settings(cfg, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp)
-            for r in remotes
+            build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp)
+            for view, r in zip(views, remotes, strict=True)
         ]
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
         links = [
-            RemoteLink(r.tcp, r.family, client_bind_address(cfg, r.family)) for r in remotes
+            RemoteLink(r.tcp, r.family, client_bind_address(view, r.family))
+            for view, r in zip(views, remotes, strict=True)
         ]
         tun = self.device.open()
-        client = build_client(cfg, per_remote[0], [r.address for r in remotes], loop.time(),
-                              per_remote=per_remote)
+        client = build_client(
+            cfg, per_remote[0], [r.address for r in remotes], loop.time(), per_remote=per_remote,
+            profiles=[r.remote for r in remotes if r.remote is not None]
+            if all(r.remote is not None for r in remotes) else None,
+        )
         self.client = client
         self.endpoint = CountingClient(client)
         self.events = ClientEventLog(self.log, self.family)

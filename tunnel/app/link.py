@@ -47,6 +47,7 @@ class ResolvedRemote:
     address: Address
     family: int
     proto: str = "udp"  # the remote's proto (udp/udp4/udp6/tcp/tcp4/tcp6)
+    remote: Remote | None = None  # the config's entry (with its <connection> profile)
 
     @property
     def tcp(self) -> bool:
@@ -142,7 +143,7 @@ def _resolve_all(
             )
             continue
         family = cand_family
-        resolved.append(ResolvedRemote(remote.host, address, cand_family, remote.proto))
+        resolved.append(ResolvedRemote(remote.host, address, cand_family, remote.proto, remote))
     for problem in problems if resolved else ():
         log.warning("%s; skipping it", problem)
     return resolved, problems

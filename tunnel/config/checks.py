@@ -138,6 +138,8 @@ def _check_server(cfg: TunnelConfig) -> None:
             "pull" if "pull" in cfg.option_lines else "client",
             "options 'pull'/'client' cannot be used in a server ('server' / 'mode server')",
         )
+    if any(remote.profile is not None for remote in cfg.remotes):
+        raise cfg.error("connection", "<connection> blocks cannot be used in a server")
     if cfg.remotes:
         raise cfg.error(
             "remote", "option 'remote' cannot be used in a server ('server' / 'mode server')"

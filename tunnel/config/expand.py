@@ -155,6 +155,12 @@ def _settle_link(cfg: TunnelConfig, ctx: ParseContext) -> None:
     cfg.remotes = [
         Remote(item.host, item.port or cfg.rport, item.proto or cfg.proto) for item in ctx.remotes
     ]
+    if ctx.connections:
+        # options.c: with a connection list the remote list is not converted into entries.
+        if ctx.remotes:
+            cfg.note_at(ctx.remotes[0].line, "'remote' lines outside <connection> blocks are "
+                        "ignored when the file has <connection> blocks, as in OpenVPN")
+        cfg.remotes = list(ctx.connections)
     # options_postprocess_mutate_ce(): a pulling client binds only if asked to (local/lport),
     # otherwise it uses a random source port like any ordinary UDP client.
     asked_to_bind = cfg.local is not None or "lport" in cfg.option_lines

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_DATA_CIPHERS",
     "SUPPORTED_DATA_CIPHERS",
     "AddressPool",
+    "ConnectionProfile",
     "IgnoredOption",
     "Mode",
     "MssfixMode",
@@ -74,12 +75,35 @@ X509NameType = Literal["subject", "name", "name-prefix"]
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionProfile:
+    """The per-connection options of a `<connection>` block (OpenVPN's connection_entry), as
+    they stood when the block ended: the global values at that point, then the block's own."""
+
+    line: int  # of the <connection> tag
+    connect_retry: int
+    connect_retry_max: int
+    connect_timeout: int
+    local: str | None
+    lport: int
+    nobind: bool
+    asked_to_bind: bool  # local/lport given (globally before the block, or in it)
+    remote_float: bool
+    tun_mtu: int
+    mssfix: int | None
+    mssfix_mode: MssfixMode
+    mssfix_default: bool  # no `mssfix N` yet: the default follows tun-mtu
+    explicit_exit_notify: int
+
+
+@dataclass(frozen=True, slots=True)
 class Remote:
     """One `remote` line, with the port and protocol it falls back to already filled in."""
 
     host: str  # IP literal or DNS name, not resolved here
     port: int
     proto: Proto
+    # From a <connection> block: its own options; None for a plain `remote` line.
+    profile: ConnectionProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +359,10 @@ class TunnelConfig:
     def note(self, option: str, text: str) -> None:
         """Record something worth logging about ``option`` (not an error)."""
         self.notes.append(f"{self.source}:{self.line_of(option)}: {text}")
+
+    def note_at(self, line: int, text: str) -> None:
+        """A note at an explicit line (inside a <connection> block)."""
+        self.notes.append(f"{self.source}:{line}: {text}")
 
     def validate(self) -> None:
         """Cross-option consistency; raises ConfigError naming the file, line and option."""

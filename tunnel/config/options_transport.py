@@ -9,6 +9,12 @@ Semantics follow OpenVPN 2.6 ``options.c``:
 * ``tcp-nodelay`` on a server sets TCP_NODELAY on its connections and pushes
   ``socket-flags TCP_NODELAY`` (helper.c: helper_tcp_nodelay); on a client it sets the flag.
 * ``tcp-queue-limit N``: packets queued towards one TCP peer before new ones are dropped.
+* ``<connection>`` blocks: each is one remote with its own connection options (``remote``,
+  ``proto``, ports, binding, ``connect-retry``, ``connect-timeout``/``server-poll-timeout``,
+  ``mssfix``, ``explicit-exit-notify``, ``float``), starting from the global values as they
+  stand where the block is (stock: ``sub.ce = options->ce``). With blocks in a file, plain
+  ``remote`` lines are ignored, as stock ignores them (a note says so). Other options inside a
+  block are errors, as in stock.
 * ``port-share``, ``http-proxy`` and ``socks-proxy`` are refused with a message saying so; a
   profile that needs a proxy to reach its server cannot work without one, so skipping it
   silently would only fail later and less clearly.
@@ -16,9 +22,11 @@ Semantics follow OpenVPN 2.6 ``options.c``:
 
 from __future__ import annotations
 
-from tunnel.config.diagnostics import OptionProblem, quote
+import copy
+
+from tunnel.config.diagnostics import OptionProblem, config_error, quote
 from tunnel.config.lexer import Directive
-from tunnel.config.model import TunnelConfig
+from tunnel.config.model import ConnectionProfile, Remote, TunnelConfig, is_tcp
 from tunnel.config.registry import ParseContext, flag_option, number_option, option
 
 __all__: list[str] = []
@@ -62,3 +70,78 @@ for _name in ("http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user
               "http-proxy-override", "http-proxy-retry", "http-proxy-timeout",
               "socks-proxy-retry"):
     _refuse(_name, _PROXY)
+
+
+# -- <connection> blocks ------------------------------------------------------------------
+
+# What OpenVPN accepts inside a <connection> block (options.c: OPT_P_CONNECTION); the ones we
+# do not implement at all are refused by their own handlers (or as unknown) as anywhere else.
+_CONNECTION_OPTIONS = frozenset({
+    "remote", "proto", "port", "lport", "rport", "local", "bind", "nobind", "connect-retry",
+    "connect-timeout", "server-poll-timeout", "connect-retry-max", "float", "tun-mtu",
+    "tun-mtu-extra", "tun-mtu-max", "link-mtu", "udp-mtu", "max-packet-size", "mtu-dynamic",
+    "fragment", "mtu-disc", "mssfix", "explicit-exit-notify", "http-proxy", "http-proxy-option",
+    "http-proxy-user-pass", "http-proxy-retry", "http-proxy-timeout", "socks-proxy",
+    "socks-proxy-retry", "tls-crypt", "tls-crypt-v2", "tls-auth", "key-direction",
+})
+
+
+@option("connection", "", inline=True)
+def _connection(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    """One connection profile: a copy of the connection options as they stand here, changed
+    by the block's own lines (options.c: `sub.ce = options->ce`), with exactly one remote."""
+    if d.inline is None:
+        raise OptionProblem("option 'connection' must be an inline <connection> ... "
+                            "</connection> block")
+    from tunnel.config.lexer import lex_config
+    from tunnel.config.parser import apply_directive
+
+    sub = copy.copy(cfg)
+    sub.option_lines = dict(cfg.option_lines)
+    sub_ctx = ParseContext(
+        source=ctx.source, base_dir=ctx.base_dir, ignore_unknown=ctx.ignore_unknown,
+        forward_compatible=ctx.forward_compatible, mssfix_default=ctx.mssfix_default,
+        topology_given=ctx.topology_given,
+    )
+    for inner in lex_config(d.inline, source=ctx.source):
+        line = d.line + inner.line  # the body starts on the line after <connection>
+        inner = Directive(line, inner.name, inner.args, inner.inline)
+        if inner.name not in _CONNECTION_OPTIONS:
+            raise config_error(
+                ctx.source, line,
+                f"option {quote(inner.name)} cannot be used inside a <connection> block "
+                "(OpenVPN allows only connection options there; put it outside the block)",
+            )
+        if inner.name == "connect-retry-max":
+            cfg.note_at(line, "'connect-retry-max' inside <connection> has no effect: OpenVPN "
+                              "reads it only outside the blocks")
+            continue
+        apply_directive(sub, sub_ctx, inner)
+    if len(sub_ctx.remotes) != 1:
+        raise OptionProblem("each <connection> block must contain exactly one 'remote' line, "
+                            f"this one has {len(sub_ctx.remotes)}")
+    if sub.tun_mtu != cfg.tun_mtu:
+        raise OptionProblem("a 'tun-mtu' inside <connection> that differs from the global one "
+                            "is not supported (one device serves every connection)")
+    pending = sub_ctx.remotes[0]
+    profile = ConnectionProfile(
+        line=d.line,
+        connect_retry=sub.connect_retry,
+        connect_retry_max=sub.connect_retry_max,
+        connect_timeout=sub.connect_timeout,
+        local=sub.local,
+        lport=sub.lport,
+        nobind=sub.nobind,
+        asked_to_bind=sub.local is not None or "lport" in sub.option_lines,
+        remote_float=sub.remote_float,
+        tun_mtu=sub.tun_mtu,
+        mssfix=sub.mssfix,
+        mssfix_mode=sub.mssfix_mode,
+        mssfix_default=sub_ctx.mssfix_default,
+        explicit_exit_notify=sub.explicit_exit_notify,
+    )
+    proto = pending.proto or sub.proto
+    if is_tcp(proto) and sub.proto_tcp_role == "server" and pending.proto is None:
+        raise OptionProblem("a <connection> is always connected to: use 'proto tcp-client' "
+                            "(or 'tcp') in it, not tcp-server")
+    ctx.connections.append(Remote(pending.host, pending.port or sub.rport, proto, profile))

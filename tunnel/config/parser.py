@@ -90,6 +90,11 @@ def _skip_reason(ctx: ParseContext, name: str, via_setenv_opt: bool) -> str | No
     return None
 
 
+def apply_directive(cfg: TunnelConfig, ctx: ParseContext, d: Directive) -> None:
+    """One directive into `cfg` (also used for the lines of a <connection> block)."""
+    _apply(cfg, ctx, d)
+
+
 def _apply(cfg: TunnelConfig, ctx: ParseContext, d: Directive) -> None:
     unwrapped = _unwrap_setenv_opt(d)
     if unwrapped is not None:

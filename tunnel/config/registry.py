@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunnel.config.diagnostics import OptionProblem, quote
 from tunnel.config.lexer import Directive
-from tunnel.config.model import Proto, TunnelConfig
+from tunnel.config.model import Proto, Remote, TunnelConfig
 from tunnel.config.values import parse_int
 
 __all__ = [
@@ -52,6 +52,8 @@ class ParseContext:
     mssfix_default: bool = True  # no `mssfix N` seen (or a bare `mssfix` reset it)
     topology_given: bool = False
     remotes: list[PendingRemote] = field(default_factory=list)
+    # <connection> blocks, in file order: each is one remote with its own options.
+    connections: list[Remote] = field(default_factory=list)
 
 
 Handler = Callable[[TunnelConfig, Directive, ParseContext], None]

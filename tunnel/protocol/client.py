@@ -42,6 +42,7 @@ class Client:
         poll_timeout: float = 0.0,
         max_tries: int = 0,
         per_remote: Sequence[SessionSettings] | None = None,
+        per_remote_timing: Sequence[tuple[tuple[float, float], float]] | None = None,
     ) -> None:
         if not remotes:
             raise ValueError("a client needs at least one remote")
@@ -58,6 +59,10 @@ class Client:
         # (None: the older fixed back-off above, which callers without a config rely on).
         self.retry = retry
         self.poll_timeout = poll_timeout
+        # <connection> blocks: ((connect-retry, MAX), connect-timeout) of each remote.
+        self.per_remote_timing = list(per_remote_timing) if per_remote_timing else None
+        if self.per_remote_timing is not None and len(self.per_remote_timing) != len(remotes):
+            raise ValueError("per_remote_timing needs one entry per remote")
         self.max_tries = max_tries
         self.unsuccessful = 0  # attempts since the last one that worked
         self._poll_expired = False
@@ -85,9 +90,12 @@ class Client:
     def _poll_deadline(self) -> float | None:
         # server-poll-timeout: no packet at all from this remote since we started talking.
         session = self.session
-        if self.poll_timeout <= 0 or session.remote_sid is not None or session.closed:
+        poll_timeout = self.poll_timeout
+        if self.per_remote_timing is not None:
+            poll_timeout = self.per_remote_timing[self._remote_index][1]
+        if poll_timeout <= 0 or session.remote_sid is not None or session.closed:
             return None
-        return session.created_at + self.poll_timeout
+        return session.created_at + poll_timeout
 
     def _start(self, now: float) -> Session:
         index = self._remote_index
@@ -205,6 +213,8 @@ class Client:
         if self._poll_expired:
             return 0.0  # init.c: after a server poll timeout the next remote is tried at once
         initial, maximum = self.retry
+        if self.per_remote_timing is not None:
+            initial, maximum = self.per_remote_timing[self._remote_index][0]
         backoff = self.unsuccessful // len(self.remotes) - (_TRIES_BEFORE_BACKOFF - 1)
         delay = initial
         if backoff > 0:
