@@ -268,7 +268,8 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         timers=build_timers(cfg),
         replay_window=cfg.replay_window,
         replay_seconds=float(cfg.replay_seconds),
-        explicit_exit_notify=cfg.explicit_exit_notify,
+        # options.c: "--explicit-exit-notify ignored for --proto tcp" (per connection)
+        explicit_exit_notify=0 if tcp else cfg.explicit_exit_notify,
         proto=link_proto(cfg, tcp=tcp, ipv6_link=ipv6_link),
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
         mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),

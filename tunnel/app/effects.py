@@ -32,7 +32,7 @@ APPLIED: frozenset[str] = frozenset(
         "resolv-retry", "sndbuf", "rcvbuf",
         # transport: options_transport.py, build.py (Client), tunnel/io (TCP drivers)
         "connect-retry", "connect-retry-max", "connect-timeout", "server-poll-timeout",
-        "tcp-nodelay", "tcp-queue-limit", "socket-flags",
+        "tcp-nodelay", "tcp-queue-limit", "socket-flags", "connection",
         # refused by the parser (options_transport.py), whatever their arguments
         "port-share", "http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user-pass",
         "http-proxy-override", "http-proxy-retry", "http-proxy-timeout", "socks-proxy-retry",

@@ -155,6 +155,9 @@ def _settle_link(cfg: TunnelConfig, ctx: ParseContext) -> None:
     cfg.remotes = [
         Remote(item.host, item.port or cfg.rport, item.proto or cfg.proto) for item in ctx.remotes
     ]
+    if cfg.explicit_exit_notify and cfg.proto.startswith("tcp"):
+        cfg.note("explicit-exit-notify", "NOTICE: --explicit-exit-notify ignored for --proto tcp "
+                 "(as in OpenVPN)")
     if ctx.connections:
         # options.c: with a connection list the remote list is not converted into entries.
         if ctx.remotes:
