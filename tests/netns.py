@@ -341,6 +341,9 @@ class NetnsPair:
         count: int = 3, timeout: float = 5,
     ) -> bool:
         """True when all `count` echo requests from `ns` to `addr` got a reply within `timeout`."""
+        from tests.tools import require_tool  # here: tests.tools is loaded as a plugin after us
+
+        require_tool("ping")  # a test that forgot its `ping` marker still skips/fails clearly
         argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
                 "-w", str(max(1, round(timeout))), str(addr)]
         return self.run(ns, *argv, timeout=timeout + 5).returncode == 0

@@ -129,11 +129,13 @@ def _refuse(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def require_tool(name: str, nodeid: str = "") -> None:
+def require_tool(name: str) -> None:
     """At run time: skip (fail under CI) unless tool `name` (a key of TOOLS) is present."""
-    if TOOLS[name].is_present():
+    if _present(name):
         return
-    _missing.tools.setdefault(name, []).append(nodeid or "(a fixture)")
+    # "tests/x.py::test_y (call)": the test this happens in, for the summary's count.
+    nodeid = os.environ.get("PYTEST_CURRENT_TEST", "(a fixture)").rsplit(" ", 1)[0]
+    _missing.tools.setdefault(name, []).append(nodeid)
     _refuse(_reason(name))
 
 

@@ -33,7 +33,7 @@ from tests.corpus.materials import make_materials, prepare, render
 from tests.e2e.openvpn_peer import PeerProcess, ping, tun_address
 from tests.netns import NetnsPair, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
 
 PAIRS_DIR = Path(__file__).parent / "pairs"
 PAIRS = sorted(p.name for p in PAIRS_DIR.iterdir() if (p / "server.conf").is_file())

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.netns import NetnsPair, wait_for
+from tests.tools import require_tool
 
 INIT_DONE = "Initialization Sequence Completed"
 TUNNEL_PORT = 1194
@@ -218,6 +219,7 @@ _COUNTS = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 def ping(pair: NetnsPair, ns: str, address: ipaddress.IPv4Address, count: int = 5) -> PingResult:
     """`count` echo requests, 0.2 s apart, each waited for at most 2 s; the summary."""
+    require_tool("ping")  # a test that forgot its `ping` marker still skips/fails clearly
     argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "2", "-w", str(count + 5),
             str(address)]
     result = pair.run(ns, *argv, timeout=count + 15)
@@ -248,6 +250,7 @@ def iperf3_server(
     pair: NetnsPair, ns: str, bind: ipaddress.IPv4Address, workdir: Path, port: int = IPERF_PORT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A one-off iperf3 server (`-1`: it exits after one test) bound to `bind` in `ns`."""
+    require_tool("iperf3")
     log_path = workdir / f"iperf3-server-{ns}.log"
     proc = pair.spawn(ns, "iperf3", "-s", "-1", "-B", str(bind), "-p", str(port),
                       log_path=log_path)
@@ -269,6 +272,7 @@ def iperf3_client(
     port: int = IPERF_PORT,
 ) -> IperfResult:
     """One TCP run of `seconds` from `ns` to `server`; raises with iperf3's output on failure."""
+    require_tool("iperf3")
     argv = ["iperf3", "-c", str(server), "-p", str(port), "-t", str(seconds), "-i", "1",
             "--connect-timeout", "5000", "-J"]
     # Bounded: a stalled tunnel makes iperf3 hang in its final exchange, so kill it well after

@@ -26,7 +26,7 @@ from tests.e2e.test_interop_openvpn import (
 )
 from tests.netns import NetnsPair
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
 IPERF_SECONDS = 2
 ALL_KINDS = {**DIRECTIONS, "stock-client-to-stock-server": ("stock", "stock")}

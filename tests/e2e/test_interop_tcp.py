@@ -27,7 +27,7 @@ from tests.e2e.test_interop_openvpn import (
 )
 from tests.netns import NetnsPair
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
 SERVER_TCP = ["proto tcp4-server"]
 CLIENT_TCP = ["proto tcp4-client"]

@@ -30,7 +30,7 @@ from tests.e2e.test_interop_openvpn import (
 )
 from tests.netns import NetnsPair
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
 RENEG_SEC = 3
 IPERF_SECONDS = 4  # spans at least one stock soft reset

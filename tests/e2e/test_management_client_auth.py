@@ -25,7 +25,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
 
 
 def read_client_event(m: MgmtClient, kind: str) -> tuple[int, int, dict[str, str]]:

@@ -31,7 +31,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.iperf3]
 
 PORT = 9109
 SAMPLE = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')

@@ -24,7 +24,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
 
 POLL_TIMEOUT = 3
 CONNECT_RETRY = 1

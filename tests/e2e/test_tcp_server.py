@@ -40,7 +40,7 @@ from tests.e2e.openvpn_peer import (
 )
 from tests.netns import NetnsPair, wait_for
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
 PORT = 1194
 HAND_WINDOW = 3
