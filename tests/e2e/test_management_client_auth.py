@@ -50,7 +50,8 @@ def test_client_auth_approves_one_and_denies_another(netns_pair: NetnsPair, tmp_
     sock = tmp_path / "mgmt.sock"
     subnet = pair.new_subnet()
     text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
-                         extra=[f"management {sock} unix", "management-client-auth"])
+                         extra=[f"management {sock} unix", "management-client-auth",
+                                "reneg-sec 8"])
     with start_peer(pair, pair.ns_a, kind=kind, role="server", workdir=tmp_path,
                     config_text=text) as server:
         server.wait_up()
@@ -68,11 +69,14 @@ def test_client_auth_approves_one_and_denies_another(netns_pair: NetnsPair, tmp_
             assert (env["username"], env["password"]) == ("client", "secret-1")
             time.sleep(1.0)
             assert "Initialization Sequence Completed" not in client.log(), "in before verdict"
+            # the body is the client's config, as a client-connect/ccd file would give it
             m.send(f"client-auth {cid} {kid}")
+            m.send('push "route 192.0.2.0 255.255.255.0"')
             assert m.command("END") == ["SUCCESS: client-auth command succeeded"]
             client.wait_up(20)
             established, _, _ = read_client_event(m, "ESTABLISHED")
             assert established == cid
+            assert wait_for(lambda: "route 192.0.2.0 255.255.255.0" in client.log(), 5)
             assert ping(pair, pair.ns_b, subnet[1], count=3).received == 3
             address = m.wait_notification(f">CLIENT:ADDRESS,{cid},", 5)
             assert address.endswith(",1") and address.split(",")[2].startswith(
@@ -89,7 +93,14 @@ def test_client_auth_approves_one_and_denies_another(netns_pair: NetnsPair, tmp_
                 assert wait_for(lambda: bob.proc.poll() is not None, 20), bob.tail()
                 assert "AUTH_FAILED,Go away" in bob.log(), bob.tail()
                 assert "Initialization Sequence Completed" not in bob.log()
-            # the approved client is unaffected
+            # the approved client is unaffected; its renegotiation asks again (REAUTH)
+            assert ping(pair, pair.ns_b, subnet[1], count=3).received == 3
+            re_cid, re_kid, re_env = read_client_event(m, "REAUTH")
+            assert (re_cid, re_env["common_name"]) == (cid, "client") and re_kid > kid
+            assert m.command(f"client-auth-nt {re_cid} {re_kid}") == [
+                "SUCCESS: client-auth command succeeded"]
+            assert wait_for(lambda: "Control Channel:" in client.log().split(
+                "Initialization Sequence Completed", 1)[1], 15), client.tail()
             assert ping(pair, pair.ns_b, subnet[1], count=3).received == 3
             assert m.command("client-auth-nt 99 0") == ["ERROR: client-auth command failed"]
             print(f"{kind} server: client cid={cid} approved, bob cid={bob_cid} denied "

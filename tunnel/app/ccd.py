@@ -23,7 +23,7 @@ from tunnel.config.lexer import lex_config
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool, ClientConfig
 
-__all__ = ["CcdReader", "PoolPersistFile", "load_pool_persist"]
+__all__ = ["CcdReader", "PoolPersistFile", "load_pool_persist", "parse_client_config"]
 
 _MAX_CCD_BYTES = 1 << 20
 
@@ -67,30 +67,36 @@ class CcdReader:
             data = stream.read(_MAX_CCD_BYTES + 1)
         if len(data) > _MAX_CCD_BYTES:
             raise ValueError(f"larger than {_MAX_CCD_BYTES} bytes")
-        disable = push_reset = False
-        push: list[str] = []
-        ifconfig_push: ipaddress.IPv4Address | None = None
-        iroutes: list[ipaddress.IPv4Network] = []
-        for d in lex_config(data.decode("utf-8"), source=str(path)):
-            where = f"line {d.line}: {d.name}"
-            if d.name == "disable" and not d.args:
-                disable = True
-            elif d.name == "push-reset" and not d.args:
-                push_reset = True
-            elif d.name == "push" and len(d.args) == 1 and d.args[0].strip() \
-                    and "," not in d.args[0]:
-                push.append(d.args[0])
-            elif d.name == "ifconfig-push" and len(d.args) in (2, 3):
-                ifconfig_push = ipaddress.IPv4Address(d.args[0])
-                ipaddress.IPv4Address(d.args[1])  # netmask (subnet) or remote (net30): checked
-            elif d.name == "iroute" and len(d.args) in (1, 2):
-                mask = d.args[1] if len(d.args) == 2 else "255.255.255.255"
-                iroutes.append(ipaddress.IPv4Network(f"{d.args[0]}/{mask}"))
-            elif d.name == "iroute-ipv6" and len(d.args) == 1:
-                raise ValueError(f"{where}: IPv6 iroutes are not supported")
-            else:
-                raise ValueError(f"{where}: not supported in a client-config-dir file")
-        return ClientConfig(disable, push_reset, tuple(push), ifconfig_push, tuple(iroutes))
+        return parse_client_config(data.decode("utf-8"), str(path))
+
+
+def parse_client_config(text: str, source: str) -> ClientConfig:
+    """The directives of a ccd file (or of a management `client-auth` body); ValueError or
+    ConfigError naming the line for anything else."""
+    disable = push_reset = False
+    push: list[str] = []
+    ifconfig_push: ipaddress.IPv4Address | None = None
+    iroutes: list[ipaddress.IPv4Network] = []
+    for d in lex_config(text, source=source):
+        where = f"line {d.line}: {d.name}"
+        if d.name == "disable" and not d.args:
+            disable = True
+        elif d.name == "push-reset" and not d.args:
+            push_reset = True
+        elif d.name == "push" and len(d.args) == 1 and d.args[0].strip() \
+                and "," not in d.args[0]:
+            push.append(d.args[0])
+        elif d.name == "ifconfig-push" and len(d.args) in (2, 3):
+            ifconfig_push = ipaddress.IPv4Address(d.args[0])
+            ipaddress.IPv4Address(d.args[1])  # netmask (subnet) or remote (net30): checked
+        elif d.name == "iroute" and len(d.args) in (1, 2):
+            mask = d.args[1] if len(d.args) == 2 else "255.255.255.255"
+            iroutes.append(ipaddress.IPv4Network(f"{d.args[0]}/{mask}"))
+        elif d.name == "iroute-ipv6" and len(d.args) == 1:
+            raise ValueError(f"{where}: IPv6 iroutes are not supported")
+        else:
+            raise ValueError(f"{where}: not supported in a client-config-dir file")
+    return ClientConfig(disable, push_reset, tuple(push), ifconfig_push, tuple(iroutes))
 
 
 def load_pool_persist(path: Path, pool: AddressPool[ipaddress.IPv4Address],

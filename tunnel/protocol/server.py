@@ -185,6 +185,8 @@ class Server:
         self.by_cn: dict[str, Session] = {}  # without duplicate-cn: the one session of a CN
         # Told ("identified" | "floated" | "removed", session) as it happens (PeerRegistry).
         self.watchers: list[Callable[[str, Session], None]] = []
+        # management client-auth bodies, per approved session (merged into its push)
+        self._auth_config: dict[Session, ClientConfig] = {}
         self.drops = DropLog(self._events)
         self.refused = 0
         session_settings = settings.session
@@ -498,8 +500,12 @@ class Server:
             self._collect(session)
 
     def authorize(self, session: Session, auth_id: int, approve: bool, reason: str,
-                  client_reason: str | None, now: float) -> bool:
-        """The verdict on a deferred authentication (management client-auth/client-deny)."""
+                  client_reason: str | None, now: float,
+                  config: ClientConfig | None = None) -> bool:
+        """The verdict on a deferred authentication (management client-auth/client-deny);
+        `config`: the client-auth body, applied after any client-config-dir file."""
+        if approve and config is not None and auth_id in session.auth_pending:
+            self._auth_config[session] = config
         done = session.authorize(auth_id, approve, reason, client_reason, now)
         self._collect(session)
         return done
@@ -564,6 +570,7 @@ class Server:
         self._stateless_out.extend(
             (d, session.remote_addr) for d in session.datagrams_to_send(last)
         )
+        self._auth_config.pop(session, None)
         for watcher in self.watchers:
             watcher("removed", session)
 
@@ -579,6 +586,12 @@ class Server:
             if found is None:
                 raise HandshakeError("client-config-dir: no usable config for this client")
             client = found
+        extra = self._auth_config.get(session)
+        if extra is not None:
+            client = ClientConfig(
+                client.disable or extra.disable, client.push_reset or extra.push_reset,
+                client.push + extra.push, extra.ifconfig_push or client.ifconfig_push,
+                client.iroutes + extra.iroutes)
         if client.disable:
             raise HandshakeError("client-config-dir: client is disabled ('disable')")
         vip = self.vip_of.get(peer_id)

@@ -671,6 +671,7 @@ class Session:
             or key.phase is not KeyPhase.ACTIVE
             or send_key is None
             or key.key_id in (send_key.key_id, self._pending_send_key_id)
+            or key.key_id in self.auth_pending.values()  # new, waiting for client-auth
         ):
             return False
         if key.replaced_at is None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Literal
 
+from tunnel.app.ccd import parse_client_config
 from tunnel.app.management.host import AuthDecision, ByteCount, Unsupported
 from tunnel.app.management.server import Management
 from tunnel.app.status import render_status
+from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.events import (
     AuthRequested,
     DataChannelReady,
@@ -216,13 +218,18 @@ class ServerHost(RuntimeHost):
                     None)
         if peer is None:
             return False
+        config = None
         if decision.config:
-            # Stock applies these as the client's client-connect config; we do not (yet).
-            r.log.warning("%s client-auth: %d per-client config line(s) not applied",
-                          peer.prefix, len(decision.config))
+            # As stock: the body is the client's config, like a client-connect/ccd file.
+            try:
+                config = parse_client_config("\n".join(decision.config) + "\n",
+                                             f"client-auth {decision.client_id}")
+            except (ValueError, ConfigError) as exc:
+                r.log.warning("%s client-auth: %s", peer.prefix, exc)
+                return False
         done = r.endpoint.server.authorize(peer.session, decision.key_id, decision.approve,
                                            decision.reason, decision.client_reason,
-                                           self._now())
+                                           self._now(), config)
         if done and not decision.approve:
             r.log.info("%s MULTI: connection rejected: %s, CLI:%s", peer.prefix,
                        decision.reason, decision.client_reason or "[NULL]")
