@@ -73,7 +73,10 @@ class ClientLinkDriver(ConnDriver):
         self.on_link = on_link
         self.on_connected = on_connected
         self.max_packet = pool.frame.buffer_size - pool.frame.headroom
-        self.queue_bytes = queue_limit * (self.max_packet + LENGTH_PREFIX)
+        # With backpressure the queue holds at most what one device batch adds after the
+        # link stopped taking data; drops are left for control packets beyond that.
+        self.backpressure = True
+        self.queue_bytes = max(queue_limit, 2 * self.batch) * (self.max_packet + LENGTH_PREFIX)
         self._session: Session | None = None
         self.conn: LinkConnection | None = None
 

@@ -58,6 +58,7 @@ class ConnStats(DriverStats):
     half_open_closed: int = 0  # no session within hand-window: connection closed
     connect_failures: int = 0  # client: a connect() that failed or timed out
     connections_open: int = 0
+    device_pauses: int = 0  # client: device reads paused until the link took its output
 
 
 class ConnDriver:
@@ -91,6 +92,12 @@ class ConnDriver:
         if isinstance(device, TunDevice) and device.vnet_hdr:
             self._coalescer = TunCoalescer(device.write_frame)
         self._running = False
+        # Client: while the link has unsent output, the device is not read (stock's p2p loop
+        # reads the TUN only when the link buffer is empty), so the kernel queues at the TUN
+        # and local senders slow down instead of packets being dropped here. A server never
+        # does this: one slow client must not stall the others; it drops per connection.
+        self.backpressure = False
+        self._device_paused = False
 
     # -- lifecycle (the Driver's interface) ----------------------------------------------------
 
@@ -104,7 +111,9 @@ class ConnDriver:
         if not self._running:
             return
         self._running = False
-        self.loop.remove_reader(self.device.fileno())
+        if not self._device_paused:
+            self.loop.remove_reader(self.device.fileno())
+        self._device_paused = False
         for conn in list(self.conns.values()):
             self._drop_connection(conn, count=False)
         if self._timer is not None:
@@ -146,6 +155,7 @@ class ConnDriver:
         conn.close()
         if count:
             self.stats.connections_closed += 1
+        self._resume_device()
 
     def connection_lost(self, conn: LinkConnection, reason: str, now: float) -> None:
         """The peer closed, reset or broke the stream. Subclasses tell the endpoint."""
@@ -161,12 +171,24 @@ class ConnDriver:
             if conn.writer_armed:
                 self.loop.remove_writer(conn.fileno())
                 conn.writer_armed = False
+            self._resume_device()
             if conn.closing:
                 self._drop_connection(conn)
-        elif not conn.writer_armed:
+            return
+        if not conn.writer_armed:
             self.loop.add_writer(conn.fileno(), self.safe, "a link connection (send)",
                                  self._flush_conn, conn)
             conn.writer_armed = True
+        if self.backpressure and not self._device_paused and self._running:
+            self.loop.remove_reader(self.device.fileno())
+            self._device_paused = True
+            self.stats.device_pauses += 1
+
+    def _resume_device(self) -> None:
+        if self._device_paused and self._running:
+            self.loop.add_reader(self.device.fileno(), self.safe, "the device",
+                                 self._on_device_readable)
+        self._device_paused = False
 
     # -- readiness callbacks -------------------------------------------------------------------
 
