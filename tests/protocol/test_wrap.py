@@ -311,3 +311,13 @@ def test_v2_max_age_and_verifier() -> None:
     stamped = Opened(1, 1, aged, metadata=unwrap_client_key(key, client.wkc)[1])  # type: ignore[index]
     assert aged.admit(stamped, 1_000_000 + 29 * 86400) is None
     assert "too old" in str(aged.admit(stamped, 1_000_000 + 31 * 86400))
+
+
+def test_v2_client_datagrams_stay_within_tls_mtu() -> None:
+    from tunnel.runtime import session_settings
+
+    from .harness import tls_settings
+
+    _server, client = v2_wraps()
+    s = session_settings(is_client=True, tls=tls_settings("client"), control_wrap=client)
+    assert s.max_control_datagram + client.overhead + len(client.client_key.wkc) <= 1222

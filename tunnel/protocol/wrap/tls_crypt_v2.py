@@ -171,6 +171,12 @@ class TlsCryptV2ClientWrap(TlsCryptWrap):
         self.resend_wkc = resend_wkc
         self._resending: TlsCryptV2ClientWrap | None = self if resend_wkc else None
 
+    @property
+    def reserved(self) -> int:
+        # Stock shortens only the packets that carry WKc; we keep every packet short enough
+        # to carry it, so a long metadata never pushes a datagram past tls-mtu.
+        return TLS_CRYPT_OVERHEAD + 16 + len(self.client_key.wkc)
+
     def register(self, builder: FrameBuilder) -> None:
         # WKc is appended behind the packet: tailroom of the control frame, sent as is.
         builder.reserve(f"control-wrap {self.name}", headroom=self.overhead,
