@@ -37,6 +37,7 @@ class CcdReader:
         self.log = log
 
     def __call__(self, common_name: str | None) -> ClientConfig | None:
+        """The client's config by common name; None = refuse the client."""
         path = self._file_for(common_name)
         if path is None:
             if self.exclusive:
@@ -70,13 +71,15 @@ class CcdReader:
         return parse_client_config(data.decode("utf-8"), str(path))
 
 
-def parse_client_config(text: str, source: str) -> ClientConfig:
-    """The directives of a ccd file (or of a management `client-auth` body); ValueError or
-    ConfigError naming the line for anything else."""
-    disable = push_reset = False
-    push: list[str] = []
-    ifconfig_push: ipaddress.IPv4Address | None = None
-    iroutes: list[ipaddress.IPv4Network] = []
+def parse_client_config(text: str, source: str, base: ClientConfig | None = None
+                        ) -> ClientConfig:
+    """ccd directives (a ccd file, a client-connect script's output or a management
+    `client-auth` body) on top of `base`; ValueError or ConfigError naming the line."""
+    base = base or ClientConfig()
+    disable, push_reset = base.disable, base.push_reset
+    push: list[str] = list(base.push)
+    ifconfig_push: ipaddress.IPv4Address | None = base.ifconfig_push
+    iroutes: list[ipaddress.IPv4Network] = list(base.iroutes)
     for d in lex_config(text, source=source):
         where = f"line {d.line}: {d.name}"
         if d.name == "disable" and not d.args:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Any
 
 from tunnel.app.accounting import CountingClient
 from tunnel.app.build import build_client, build_frame, build_session_settings, profile_view
@@ -35,6 +36,7 @@ from tunnel.app.link import (
     open_client_socket,
     resolve_remotes,
 )
+from tunnel.app.routing import REDIRECT_IPV4, REDIRECT_IPV6, HostRoutes, find_net_gateway
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink
@@ -53,13 +55,16 @@ class ClientRuntime(Runtime):
 
     def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | ClientLinkDriver:
         cfg = self.cfg
+        self.host_routes = HostRoutes(self.log)  # redirect-gateway's route to the server
+        self.cleanups.append(self.host_routes.remove_all)
+        self.redirected = False
         remotes = resolve_remotes(cfg, self.log)
         if any(r.tcp or (r.remote is not None and r.remote.profile) for r in remotes):
             return self._prepare_links(loop, remotes)
         family = remotes[0].family
         self.family = family
         ipv6_link = family == socket.AF_INET6
-        settings = build_session_settings(cfg, ipv6_link=ipv6_link)
+        settings = self.with_peer_checks(build_session_settings(cfg, ipv6_link=ipv6_link))
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
         sock = open_client_socket(cfg, family)
@@ -91,7 +96,8 @@ class ClientRuntime(Runtime):
         self.family = remotes[0].family
         views = [cfg if r.remote is None else profile_view(cfg, r.remote) for r in remotes]
         per_remote = [
-            build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp)
+            self.with_peer_checks(
+                build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp))
             for view, r in zip(views, remotes, strict=True)
         ]
         frame = build_frame(cfg)
@@ -164,23 +170,30 @@ class ClientRuntime(Runtime):
         if options.route_gateway is not None and options.route_gateway not in _SPECIAL_GATEWAYS:
             gateway = IPv4Address(options.route_gateway)
         addresses6, routes6 = pushed_ipv6(options.ifconfig_ipv6, options.routes_ipv6)
+        nopull = cfg.ops.route_nopull  # pushed routes, redirect-gateway, dhcp-options ignored
+        pushed = [] if nopull else pushed_routes(options.routes, gateway, self.log)
         routes = [
             *extra,
-            *pushed_routes(options.routes, gateway, self.log),
-            *routes6,
+            *pushed,
+            *([] if nopull else routes6),
             *config_routes(cfg, gateway, self.log),
+            *self._redirect_routes(options, gateway, nopull),
         ]
-        if options.redirect_gateway:
-            self.log.warning("pushed 'redirect-gateway' is not applied: the default route "
-                             "stays as it is")
-        if options.dns:
-            self.log.info("pushed DNS servers %s are not applied (no resolver integration)",
-                          ", ".join(options.dns))
+        dhcp = [] if nopull else options.dhcp_options
+        if options.dns and not nopull:
+            self.log.info("pushed DNS servers %s are not applied (no resolver integration; an "
+                          "up script gets them as foreign_option_N)", ", ".join(options.dns))
+        if cfg.ops.route_noexec:
+            self.log.info("route-noexec: %d route(s) left to the scripts", len(routes))
         wanted = DeviceConfig(
-            options.tun_mtu or cfg.tun_mtu, tuple([*addresses, *addresses6]), tuple(routes)
+            options.tun_mtu or cfg.tun_mtu, tuple([*addresses, *addresses6]),
+            () if cfg.ops.route_noexec else tuple(routes),
         )
         try:
-            self.device.configure(wanted)
+            configured = self.device.configure(wanted)
+            wants_up = configured or cfg.ops.up_restart  # stock: up once, unless up-restart
+            if wants_up and not self._client_scripts(options, addresses, gateway, dhcp):
+                return False
             self.drop_privileges()
         except (DeviceError, OSError) as exc:
             self.log.error("cannot configure %s from the push: %s", self.device.name,
@@ -188,6 +201,67 @@ class ClientRuntime(Runtime):
             self.log.error("Exiting due to fatal error")
             self.stop(EXIT_FAILED)
             return False
+        return True
+
+    def _redirect_routes(
+        self, options: PushOptions, gateway: IPv4Address | None, nopull: bool
+    ) -> list[tuple[IPv4Network | IPv6Network, IPv4Address | None]]:
+        """redirect-gateway (routing.py): the def1 pairs, and the server's host route."""
+        flags = self.cfg.ops.redirect_gateway
+        if flags is None and options.redirect_gateway and not nopull:
+            flags = tuple(sorted(options.redirect_gateway_flags))
+        self.redirected = False
+        if flags is None:
+            return []
+        routes: list[tuple[IPv4Network | IPv6Network, IPv4Address | None]] = []
+        if "!ipv4" not in flags:
+            net_gateway = find_net_gateway()
+            server = self.client.session.remote_addr[0]
+            if net_gateway is None:
+                self.log.warning("NOTE: unable to redirect IPv4 default gateway -- Cannot read "
+                                 "current default gateway from system")
+            elif gateway is None:
+                self.log.warning("NOTE: unable to redirect IPv4 default gateway -- no VPN "
+                                 "gateway (route-gateway) is known")
+            else:
+                if "local" not in flags and ":" not in server:
+                    self.host_routes.add(IPv4Network(f"{server}/32"), net_gateway)
+                routes.extend((network, gateway) for network in REDIRECT_IPV4)
+                self.redirected = True
+        if "ipv6" in flags:
+            routes.extend((network, None) for network in REDIRECT_IPV6)
+        return routes
+
+    def _client_scripts(self, options: PushOptions, addresses: list[Any],
+                        gateway: IPv4Address | None, dhcp: list[str]) -> bool:
+        """up, then route-up, with stock's variables; False (exit begun) if up failed."""
+        if not self.cfg.ops.scripts:
+            return True
+        local = addresses[0] if addresses else None
+        env = self.scripts.device_env(
+            self.device.name or "", options.tun_mtu or self.cfg.tun_mtu,
+            str(local.ip) if local is not None else "",
+            str(local.netmask) if local is not None else "", self.scripts.context)
+        remote = self.client.session.remote_addr
+        env.update(self.recorder.env_for(remote))
+        env["trusted_ip"], env["trusted_port"] = remote[0], str(remote[1])
+        for index, item in enumerate(dhcp, 1):
+            env[f"foreign_option_{index}"] = item
+        if not self.run_up(env):
+            self.log.error("Exiting due to fatal error (up script failed)")
+            self.stop(EXIT_FAILED)
+            return False
+        route_env = {**env, "redirect_gateway": "1" if self.redirected else "0"}
+        if gateway is not None and (options.routes or self.redirected):
+            route_env["route_vpn_gateway"] = str(gateway)
+        net_gateway = find_net_gateway()
+        if net_gateway is not None:
+            route_env["route_net_gateway"] = str(net_gateway.gateway)
+        for index, (net, mask, via) in enumerate(options.routes, 1):
+            route_env[f"route_network_{index}"] = net
+            route_env[f"route_netmask_{index}"] = mask
+            route_env[f"route_gateway_{index}"] = via or (str(gateway) if gateway else "")
+        self.scripts.route_up(route_env)
         return True
 
     async def _watch_ping_exit(self) -> None:

@@ -64,6 +64,10 @@ APPLIED: frozenset[str] = frozenset(
         "daemon", "syslog", "writepid", "dev-node", "client-config-dir", "ccd-exclusive",
         "ifconfig-pool-persist", "crl-verify", "tls-cipher", "tls-ciphersuites", "tls-groups",
         "ecdh-curve", "capath", "pkcs12", "ns-cert-type", "remote-cert-ku", "remote-cert-eku",
+        # scripts.py + hooks.py (script-security decides whether they run), routing.py
+        "up", "down", "route-up", "tls-verify", "client-connect", "client-disconnect",
+        "learn-address", "up-restart", "down-pre", "redirect-gateway", "route-nopull",
+        "route-noexec", "script-security",
         # refused at start until applied (ops_support.py)
         *OPS_REFUSED,
     }
@@ -94,7 +98,6 @@ NO_EFFECT: dict[str, _Reason] = {
         "client", "the client accepts packets only from the address of its current remote"
     ),
     "persist-key": _always("keys stay in memory across reconnects anyway"),
-    "script-security": _always("no scripts are run"),
     "txqueuelen": _always("the TUN device keeps the kernel's default queue length"),
     # issue 11, item 8
     "ping-timer-rem": _always(

@@ -9,20 +9,15 @@ this list as they are implemented.
 from __future__ import annotations
 
 from tunnel.config import TunnelConfig
-from tunnel.config.model_ops import HOOKS
 
 __all__ = ["OPS_REFUSED", "refuse_unapplied"]
 
 _REASONS: dict[str, str] = {
-    **{hook: "scripts are not run by this version" for hook in HOOKS},
-    "up-restart": "scripts are not run by this version",
-    "up-delay": "scripts are not run by this version",
-    "down-pre": "scripts are not run by this version",
+    "route-pre-down": "this script hook is not run by this version",
+    "ipchange": "this script hook is not run by this version",
+    "up-delay": "delaying the device until the TLS session is up is not supported",
     "peer-fingerprint": "certificate pinning without a CA is not supported yet",
     "tls-exit": "exiting on a TLS error is not supported yet",
-    "redirect-gateway": "changing the default route is not supported yet",
-    "route-nopull": "filtering pushed routes is not supported yet",
-    "route-noexec": "leaving routes to a script is not supported yet",
     "pull-filter": "filtering pushed options is not supported yet",
 }
 OPS_REFUSED: frozenset[str] = frozenset(_REASONS)

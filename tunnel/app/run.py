@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import platform
 import signal
@@ -28,6 +29,7 @@ from tunnel import __version__
 from tunnel.app.build import check_supported
 from tunnel.app.device import TunnelDevice
 from tunnel.app.effects import unapplied_options
+from tunnel.app.hooks import PeerRecorder
 from tunnel.app.logsetup import setup_logging
 from tunnel.app.management import Management, ManagementError
 from tunnel.app.management.passwords import Credentials
@@ -35,12 +37,14 @@ from tunnel.app.management.runtime_host import RuntimeHost, host_for
 from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.process import become_daemon, use_syslog, wants_syslog, write_pid
+from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
 from tunnel.io.loop import new_event_loop
 from tunnel.io.transport import Transport
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.events import Event
+from tunnel.protocol.settings import SessionSettings
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "Runtime", "StartupError", "describe_error", "run_tunnel"]
 
@@ -100,6 +104,10 @@ class Runtime:
         self.log = log
         self.target = target
         self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
+        self.scripts = ScriptRunner(cfg, log)  # hook scripts (issue 11 item 5)
+        self.recorder = PeerRecorder(self.scripts, cfg.ca_pem or "")
+        self.device_env: dict[str, str] | None = None  # set once `up` ran: `down` gets it too
+        self.cleanups: list[Callable[[], None]] = []  # run at shutdown (routes outside the tun)
         self.sock: socket.socket | None = None
         self.driver: Transport | None = None
         self.status: StatusWriter | None = None
@@ -320,9 +328,38 @@ class Runtime:
             driver.stop()
         if self.sock is not None:
             self.sock.close()
+        for cleanup in self.cleanups:
+            try:
+                cleanup()
+            except Exception:  # the exit must go on
+                self.log.exception("while cleaning up")
+        if self.cfg.ops.down_pre:
+            self._run_down()
         self.device.close()
+        if not self.cfg.ops.down_pre:
+            self._run_down()
         if self.status is not None:
             self.status.close()
+
+    def with_peer_checks(self, settings: SessionSettings) -> SessionSettings:
+        """The session settings with the script peer check (tls-verify, script variables)."""
+        if not self.cfg.ops.scripts:
+            return settings
+        tls = settings.tls_settings
+        settings.tls_settings = dataclasses.replace(
+            tls, peer_checks=(*tls.peer_checks, self.recorder))
+        return settings
+
+    def run_up(self, env: dict[str, str]) -> bool:
+        """`up` with the device's variables; False if it failed (stock then exits)."""
+        self.device_env = env
+        return self.scripts.up_down("up", env) is not False
+
+    def _run_down(self) -> None:
+        if self.device_env is None or (self.restart is not None and self.cfg.persist_tun):
+            return
+        env = {**self.device_env, "signal": "sigterm" if self.restart is None else "sigusr1"}
+        self.scripts.up_down("down", env)
 
 
 def _log_config(cfg: TunnelConfig, log: logging.Logger) -> None:

@@ -21,9 +21,10 @@ from tunnel.app.build import (
 from tunnel.app.ccd import CcdReader, PoolPersistFile, load_pool_persist
 from tunnel.app.device import server_device_config
 from tunnel.app.eventlog import ServerEventLog
+from tunnel.app.hooks import ServerHooks
 from tunnel.app.link import format_address, link_name, open_server_socket
 from tunnel.app.peers import PeerRegistry
-from tunnel.app.run import Runtime
+from tunnel.app.run import Runtime, StartupError
 from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
@@ -46,7 +47,8 @@ class ServerRuntime(Runtime):
         self.sock = sock
         family = sock.family
         ipv6_link = family == socket.AF_INET6
-        settings = build_server_settings(cfg, build_session_settings(cfg, ipv6_link=ipv6_link))
+        settings = build_server_settings(
+            cfg, self.with_peer_checks(build_session_settings(cfg, ipv6_link=ipv6_link)))
         self._server_operations(settings)
         host, port = sock.getsockname()[:2]
         tcp = is_tcp(cfg.proto)
@@ -54,6 +56,7 @@ class ServerRuntime(Runtime):
                       format_address((host, port), family))
         tun = self.device.open()
         self.device.configure(server_device_config(cfg, self.log))
+        self._run_up()
         server = build_server(cfg, settings, loop.time())
         self.endpoint = CountingServer(server)
         self.peers = PeerRegistry(self.endpoint)
@@ -76,9 +79,16 @@ class ServerRuntime(Runtime):
     def _server_operations(self, settings: ServerSettings) -> None:
         """client-config-dir and ifconfig-pool-persist (ccd.py), before the server exists."""
         ops = self.cfg.ops
+        ccd = None
         if ops.client_config_dir is not None:
-            settings.client_config = CcdReader(ops.client_config_dir, ops.ccd_exclusive,
-                                               self.log)
+            ccd = CcdReader(ops.client_config_dir, ops.ccd_exclusive, self.log)
+        hooks = ServerHooks(self.scripts, self.recorder, ccd, settings.pool, settings.netmask,
+                            self.log)
+        if ccd is not None or "client-connect" in ops.scripts:
+            settings.client_config = hooks.client_config
+        if {"learn-address", "client-disconnect"} & set(ops.scripts):
+            settings.on_client_connected = hooks.on_client_connected
+            settings.on_client_gone = hooks.on_client_gone
         self.persist: PoolPersistFile | None = None
         if ops.ifconfig_pool_persist is not None:
             taken = load_pool_persist(ops.ifconfig_pool_persist, settings.pool, self.log)
@@ -88,6 +98,16 @@ class ServerRuntime(Runtime):
             if ops.ifconfig_pool_persist_seconds > 0:
                 self.persist = PoolPersistFile(ops.ifconfig_pool_persist)
         self.pool_settings = settings
+
+    def _run_up(self) -> None:
+        cfg = self.cfg
+        if not ({"up", "route-up"} & set(cfg.ops.scripts)) or cfg.ifconfig is None:
+            return
+        env = self.scripts.device_env(self.device.name, cfg.tun_mtu, str(cfg.ifconfig.ip),
+                                      str(cfg.ifconfig.netmask), self.scripts.context)
+        if not self.run_up(env):
+            raise StartupError("the up script failed")
+        self.scripts.route_up({**env, "redirect_gateway": "0"})  # stock: after the routes
 
     async def _persist_loop(self) -> None:
         assert self.persist is not None

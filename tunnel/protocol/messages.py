@@ -249,6 +249,9 @@ class PushOptions:
     unknown: list[str] = field(default_factory=list)
     redirect_gateway_flags: set[str] = field(default_factory=set)
     compression: str | None = None  # a compress.py kind, from pushed comp-lzo/compress
+    # Every pushed dhcp-option as written ("dhcp-option DOMAIN example.org"), in order: the
+    # scripts' foreign_option_N (issue 11 item 6).
+    dhcp_options: list[str] = field(default_factory=list)
     # A session credential the server may push; kept out of reprs and of `unknown`.
     auth_token: str | None = field(default=None, repr=False)
     auth_token_user: str | None = field(default=None, repr=False)
@@ -404,6 +407,7 @@ def _compression(opts: PushOptions, name: str, args: list[str]) -> None:
 
 def _dhcp_option(opts: PushOptions, name: str, args: list[str]) -> bool:
     _arity(name, args, 1, 2)
+    opts.dhcp_options.append(" ".join([name, *args]))
     if args[0] in ("DNS", "DNS6") and len(args) == 2:
         try:
             opts.dns.append(str(ipaddress.ip_address(args[1])))

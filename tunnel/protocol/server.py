@@ -109,6 +109,13 @@ class AddressPool(Generic[IP]):
         self._last_of[common_name] = address
         return True
 
+    def peek(self, common_name: str | None = None) -> IP | None:
+        """What `allocate(common_name)` would hand out now, without taking it."""
+        previous = self._last_of.get(common_name) if common_name else None
+        if previous is not None and previous in self._free:
+            return previous
+        return self._free[0] if self._free else None
+
     def assignments(self) -> dict[str, IP]:
         """CN -> the address it had last, in the order they were handed out."""
         return dict(self._last_of)
@@ -149,7 +156,11 @@ class ServerSettings:
     duplicate_cn: bool = False
     # client-config-dir (and client-connect): per-client settings by common name, looked up
     # once the client is authenticated; None = refuse the client (ccd-exclusive, a bad file).
-    client_config: Callable[[str | None], ClientConfig | None] | None = None
+    client_config: Callable[[Session], ClientConfig | None] | None = None
+    # Told when a client got its address (after the push list is built) and when a client
+    # that had one goes away: learn-address and client-disconnect scripts, issue 11 item 5.
+    on_client_connected: Callable[[Session, ipaddress.IPv4Address], None] | None = None
+    on_client_gone: Callable[[Session, ipaddress.IPv4Address], None] | None = None
 
 
 class Server:
@@ -554,6 +565,8 @@ class Server:
             self.by_peer_id[peer_id] = None
             vip = self.vip_of.pop(peer_id, None)
             if vip is not None:
+                if self.settings.on_client_gone is not None:
+                    self.settings.on_client_gone(session, vip)
                 self.by_vip.pop(int(vip), None)
                 if peer_id in self.pushed_vip:
                     self.pushed_vip.discard(peer_id)  # not a pool address: nothing to return
@@ -582,7 +595,7 @@ class Server:
             raise HandshakeError("session without a peer-id")
         client = ClientConfig()
         if self.settings.client_config is not None:
-            found = self.settings.client_config(session.peer_common_name)
+            found = self.settings.client_config(session)
             if found is None:
                 raise HandshakeError("client-config-dir: no usable config for this client")
             client = found
@@ -604,6 +617,8 @@ class Server:
             # Stock order: ifconfig-ipv6, then ifconfig (push.c: prepare_push_reply).
             items.append(f"ifconfig-ipv6 {vip6}/{self.settings.prefix6} {self.settings.gateway6}")
         items.append(f"ifconfig {vip} {self.settings.netmask}")
+        if self.settings.on_client_connected is not None:
+            self.settings.on_client_connected(session, vip)
         return items
 
     def _assign_address(

@@ -214,7 +214,8 @@ class Session:
 
     def _new_key_state(self, key_id: int, now: float) -> KeyState:
         s = self.settings
-        tls = TlsSession(s.tls_context, server_side=not self.is_client, settings=s.tls_settings)
+        tls = TlsSession(s.tls_context, server_side=not self.is_client, settings=s.tls_settings,
+                         peer_address=self.remote_addr)
         local_key = new_key_method2(
             from_client=self.is_client,
             options=s.options_string,

@@ -89,6 +89,11 @@ _REMOTE_CERT_TLS: Final = {
 _X509_NAME_TYPES: Final = frozenset({"subject", "name", "name-prefix"})
 
 
+# A check on the peer's leaf certificate, given the peer's address when known; it raises
+# HandshakeError to refuse the peer (crl-verify, tls-verify).
+PeerCheck = Callable[[x509.Certificate, "tuple[str, int] | None"], None]
+
+
 @dataclass(frozen=True)
 class TlsSettings:
     """The TLS part of a tunnel's configuration, as PEM text (the config layer reads files).
@@ -116,7 +121,7 @@ class TlsSettings:
     ns_cert_type: str | None = None
     remote_cert_ku: tuple[int, ...] = ()
     remote_cert_eku: str | None = None
-    peer_checks: tuple[Callable[[x509.Certificate], None], ...] = field(default=(), repr=False)
+    peer_checks: tuple[PeerCheck, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.remote_cert_tls is not None and self.remote_cert_tls not in _REMOTE_CERT_TLS:
@@ -206,8 +211,10 @@ class TlsSession:
     """
 
     def __init__(
-        self, context: ssl.SSLContext, *, server_side: bool, settings: TlsSettings
+        self, context: ssl.SSLContext, *, server_side: bool, settings: TlsSettings,
+        peer_address: tuple[str, int] | None = None,
     ) -> None:
+        self._peer_address = peer_address  # handed to TlsSettings.peer_checks
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side)
@@ -367,7 +374,7 @@ class TlsSession:
         if not der:  # CERT_REQUIRED makes this unreachable; checked anyway, it is cheap
             self._fail("TLS handshake failed: the peer presented no certificate")
         try:
-            return verify_peer_certificate(der, self._settings)
+            return verify_peer_certificate(der, self._settings, self._peer_address)
         except HandshakeError as exc:
             self._fail(str(exc))
 
@@ -381,7 +388,9 @@ class TlsSession:
         raise HandshakeError(reason)
 
 
-def verify_peer_certificate(der: bytes, settings: TlsSettings) -> PeerIdentity:
+def verify_peer_certificate(
+    der: bytes, settings: TlsSettings, peer_address: tuple[str, int] | None = None
+) -> PeerIdentity:
     """OpenVPN's checks on the peer's leaf certificate (ssl_verify.c: verify_cert(),
     verify_peer_cert()), run after OpenSSL verified the chain. Raises HandshakeError.
 
@@ -455,7 +464,7 @@ def verify_peer_certificate(der: bytes, settings: TlsSettings) -> PeerIdentity:
                        remote_cert_ku=settings.remote_cert_ku,
                        remote_cert_eku=settings.remote_cert_eku)
     for check in settings.peer_checks:
-        check(cert)
+        check(cert, peer_address)
     return PeerIdentity(common_name=common_name, subject=subject)
 
 

@@ -9,8 +9,7 @@
   `SSL_CTX` the `ssl.SSLContext` wraps (CPython keeps that pointer right after the object
   header). Anything OpenSSL refuses is a ConfigError: a TLS restriction that cannot be
   applied never becomes no restriction.
-* `capath`: a hashed directory of CAs and CRLs; as in stock, CRL checking is then on for the
-  whole chain.
+* `capath`: a hashed directory of CAs and CRLs; CRLs found there are checked for the chain.
 * `ns-cert-type`, `remote-cert-ku`, `remote-cert-eku`: checks on the peer's leaf certificate,
   raising HandshakeError (see `verify_peer_extras`).
 """
@@ -18,6 +17,8 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import ssl
 from collections.abc import Sequence
 
@@ -113,7 +114,20 @@ def apply_tls_knobs(
             ctx.load_verify_locations(capath=capath)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(f"capath: cannot use {capath}: {exc}") from None
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_CRL_CHECK_CHAIN
+        # Stock turns CRL checking on for capath and then ignores "unable to get certificate
+        # CRL" in its verify callback, which Python's ssl does not let us have: we turn it on
+        # only when the directory holds CRLs (c_rehash's HASH.rN names), so a capath without
+        # CRLs works as in stock, and one with CRLs is checked (a CA without a CRL then fails).
+        if _holds_crls(capath):
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF | ssl.VERIFY_CRL_CHECK_CHAIN
+
+
+def _holds_crls(directory: str) -> bool:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    return any(re.fullmatch(r"[0-9a-f]{8}\.r[0-9]+", name) for name in names)
 
 
 # -- peer checks -----------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Server operations against a stock client, our server beside stock's (issue 11 item 4).
+
+The openvpn-sample server, plus `crl-verify crl.pem` (revoking client "revoked"),
+`client-config-dir ccd` with a file for "client" (`ifconfig-push 10.8.0.77 255.255.255.0`),
+`ifconfig-pool-persist ipp.txt 1`: the certificate client gets its ccd address and pings; the
+revoked client is refused (never up) while the server keeps running; a DEFAULT-less client
+without a ccd file gets a pool address, which lands in ipp.txt in stock's format.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.corpus.materials import make_materials, prepare, render
+from tests.corpus.test_corpus import PAIRS_DIR, _server_network, _start, workdir
+from tests.e2e.openvpn_peer import PeerFailed, ping, tun_address
+from tests.netns import NetnsPair, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+__all__ = ["workdir"]
+
+SERVER_EXTRA = "crl-verify crl.pem\nclient-config-dir ccd\nifconfig-pool-persist ipp.txt 1\n"
+
+
+@pytest.mark.parametrize("server_kind", ["stock", "ours"])
+def test_crl_ccd_and_pool_persist(server_kind: str, workdir: Path) -> None:
+    materials = make_materials(workdir)
+    with NetnsPair(workdir=workdir) as pair:
+        fill = {"remote": str(pair.addr_a), "local": str(pair.addr_a)}
+        server_text = render((PAIRS_DIR / "openvpn-sample" / "server.conf").read_text(),
+                             materials, **fill) + SERVER_EXTRA
+        client_text = render((PAIRS_DIR / "openvpn-sample" / "client.ovpn").read_text(),
+                             materials, **fill)
+        network = _server_network(server_text)
+        server_dir = workdir / "server"
+        prepare(server_dir, materials)
+        (server_dir / "ccd" / "client").write_text("ifconfig-push 10.8.0.77 255.255.255.0\n")
+        (server_dir / "server.conf").write_text(server_text)
+        server = _start(pair, pair.ns_a, server_kind, "server", server_dir / "server.conf")
+        try:
+            server.wait_up()
+            # 1. the revoked certificate is refused, and the server stays up.
+            revoked_dir = workdir / "revoked"
+            prepare(revoked_dir, materials)
+            (revoked_dir / "client.ovpn").write_text(
+                client_text.replace("cert client.crt", "cert revoked.crt")
+                .replace("key client.key", "key revoked.key"))
+            revoked = _start(pair, pair.ns_b, "stock", "client", revoked_dir / "client.ovpn")
+            with pytest.raises(PeerFailed):
+                revoked.wait_up(8)
+            revoked.stop()
+            server.assert_running()
+            log = server.log().lower()
+            assert "revoked" in log, server.describe()
+            # 2. the good client gets the ccd address.
+            client_dir = workdir / "client"
+            prepare(client_dir, materials)
+            (client_dir / "client.ovpn").write_text(client_text)
+            client = _start(pair, pair.ns_b, "stock", "client", client_dir / "client.ovpn")
+            try:
+                client.wait_up()
+                assert str(tun_address(pair, pair.ns_b, network)) == "10.8.0.77"
+                assert wait_for(lambda: ping(pair, pair.ns_b, network[1], count=1).ok, 15, 0.2)
+            finally:
+                client.stop()
+            # 3. without a ccd file: a pool address, persisted as "CN,IPv4," (stock's format).
+            (server_dir / "ccd" / "client").unlink()
+            again_dir = workdir / "again"  # a fresh log: wait_up looks for its first INIT line
+            prepare(again_dir, materials)
+            (again_dir / "client.ovpn").write_text(client_text)
+            client = _start(pair, pair.ns_b, "stock", "client", again_dir / "client.ovpn")
+            try:
+                client.wait_up()
+                address = tun_address(pair, pair.ns_b, network)
+                assert wait_for(lambda: f"client,{address},"
+                                in (server_dir / "ipp.txt").read_text(), 10, 0.2), \
+                    (server_dir / "ipp.txt").read_text()
+            finally:
+                client.stop()
+            time.sleep(0.2)
+            server.assert_running()
+        finally:
+            server.stop()
