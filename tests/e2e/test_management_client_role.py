@@ -9,6 +9,8 @@ same management connection sees RECONNECTING,SIGUSR1 and, the hold flag being se
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,8 @@ def test_client_hold_states_bytecount_and_sigusr1(netns_pair: NetnsPair, tmp_pat
                     config_text=client_config(pki=pki, remote=pair.addr_a,
                                               cipher="AES-256-GCM",
                                               extra=[f"management {sock} unix",
-                                                     "management-hold"])) as client:
+                                                     "management-hold",
+                                                     "metrics-listen 127.0.0.1:9110"])) as client:
         server.wait_up()
         m = MgmtClient.connect(str(sock))
         m.read_line()
@@ -67,6 +70,12 @@ def test_client_hold_states_bytecount_and_sigusr1(netns_pair: NetnsPair, tmp_pat
         count = m.wait_notification(">BYTECOUNT:", 5)[len(">BYTECOUNT:"):].split(",")
         assert len(count) == 2 and int(count[0]) > 0 and int(count[1]) > 0
         m.command("bytecount 0")
+        with pair.entered(pair.ns_b):  # the client's own metrics: totals, no per-client rows
+            scrape = urllib.request.urlopen("http://127.0.0.1:9110/metrics", timeout=10).read()
+        text = scrape.decode()
+        assert 'tunnel_info{role="client"' in text and "tunnel_client_" not in text
+        received = re.search(r"^tunnel_link_received_bytes_total (\S+)$", text, re.M)
+        assert received is not None and float(received.group(1)) > 0
 
         assert m.command("signal SIGUSR1") == ["SUCCESS: signal SIGUSR1 thrown"]
         assert states_until(m, "RECONNECTING")[-1][2] == "SIGUSR1"

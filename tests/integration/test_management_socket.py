@@ -212,3 +212,24 @@ async def test_password_query_as_stock(tmp_path: Path) -> None:
         writer.close()
     finally:
         await m.close()
+
+
+async def test_unix_socket_checks_the_peer_user(tmp_path: Path) -> None:
+    import os
+    import pwd
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    other = next(p.pw_name for p in pwd.getpwall() if p.pw_uid != os.getuid())
+    for user, allowed in ((me, True), (other, False)):
+        path = tmp_path / f"{user}.sock"
+        opts = ManagementOptions(unix_path=path, client_user=user)
+        m = Management(opts, logging.getLogger("tunnel"), "test")
+        await m.open()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            data = await asyncio.wait_for(reader.read(200), 5)
+            assert data.startswith(b">INFO:") == allowed, (user, data)
+            writer.close()
+        finally:
+            await m.close()
+        assert not path.exists()  # removed at close, as stock does
