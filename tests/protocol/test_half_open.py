@@ -13,6 +13,7 @@ import gc
 import ipaddress
 import os
 import time
+import weakref
 
 from core import BufferPool
 from tests.protocol.harness import SERVER_ADDR, tls_settings
@@ -138,12 +139,19 @@ def _live_sessions() -> int:
 def test_expired_half_open_sessions_leave_nothing_behind() -> None:
     lab = Lab(hand_window=4)
     start = _live_sessions()
-    for i in range(3):  # three waves, as a slow flood keeps coming
-        for j in range(60):
-            assert lab.stall((f"203.0.113.{j}", 40000 + i))
-        assert lab.server.half_open == 60
-        lab.advance(12)  # past hand-window (and its retransmits)
-        assert lab.server.sessions == [] and lab.server.half_open == 0
+    gc.disable()  # freed by reference counting, at once: a cycle waited for a full collection
+    try:
+        for i in range(3):  # three waves, as a slow flood keeps coming
+            refs = []
+            for j in range(60):
+                assert lab.stall((f"203.0.113.{j}", 40000 + i))
+            refs = [weakref.ref(s) for s in lab.server.sessions]
+            assert lab.server.half_open == 60
+            lab.advance(12)  # past hand-window (and its retransmits)
+            assert lab.server.sessions == [] and lab.server.half_open == 0
+            assert sum(r() is not None for r in refs) == 0
+    finally:
+        gc.enable()
     assert lab.endpoint.per_session == {}, len(lab.endpoint.per_session)  # accounting
     assert lab.peers.peers == {}  # registry
     assert len(lab.server._deadlines) == 0  # timers

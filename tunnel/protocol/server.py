@@ -586,6 +586,7 @@ class Server:
         self._auth_config.pop(session, None)
         for watcher in self.watchers:
             watcher("removed", session)
+        session.release()
 
     def _push_items_for(self, session: Session) -> list[str]:
         """The push list of one client; its address is assigned here, after authentication,

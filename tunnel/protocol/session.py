@@ -466,6 +466,14 @@ class Session:
         self.closed = SessionClosed(reason, restart, self.peer_common_name)
         self._events.append(self.closed)
 
+    def release(self) -> None:
+        """Forget the session: break the key states' callback cycle, so it is freed at once by
+        reference counting instead of waiting for a full garbage collection (under a flood of
+        expiring half-open sessions those piled up by the thousand)."""
+        for key in (*self.keys, self.primary):
+            if key is not None:
+                key.on_remote_key = None
+
     @property
     def is_closed(self) -> bool:
         # A property, not `self.closed is not None` inline: handlers called in between may
