@@ -36,7 +36,13 @@ from tunnel.app.link import (
     open_client_socket,
     resolve_remotes,
 )
-from tunnel.app.routing import REDIRECT_IPV4, REDIRECT_IPV6, HostRoutes, find_net_gateway
+from tunnel.app.routing import (
+    REDIRECT_IPV4,
+    REDIRECT_IPV6,
+    HostRoutes,
+    find_net_gateway,
+    net_gateway_routes,
+)
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink
@@ -142,7 +148,11 @@ class ClientRuntime(Runtime):
 
     # -- events ------------------------------------------------------------------------------
 
+    _had_keys = False  # the current session reached the data channel (tls-exit)
+
     def on_event(self, event: Event) -> None:
+        if isinstance(event, DataChannelReady):
+            self._had_keys = True
         self.events(event, self.client.remote)
         self.management_event(event)
         if isinstance(event, PushApplied):
@@ -159,6 +169,17 @@ class ClientRuntime(Runtime):
         ):
             self.log.error("Exiting: %s", self.client.finished.reason)
             self.stop(EXIT_FAILED)
+        elif (
+            isinstance(event, SessionClosed)
+            and self.cfg.ops.tls_exit
+            and not self.shutting_down
+            and not self._had_keys
+        ):
+            # tls-exit: a failed TLS negotiation ends the process instead of a retry.
+            self.log.error("Exiting due to --tls-exit: %s", event.reason)
+            self.stop(EXIT_FAILED)
+        if isinstance(event, SessionClosed):
+            self._had_keys = False
 
     def _apply_push(self, options: PushOptions) -> bool:
         """Configure the device from the push; False (and the exit begun) if it failed."""
@@ -179,6 +200,10 @@ class ClientRuntime(Runtime):
             *config_routes(cfg, gateway, self.log),
             *self._redirect_routes(options, gateway, nopull),
         ]
+        if not cfg.ops.route_noexec:
+            server = self.client.session.remote_addr[0]
+            for network, via in net_gateway_routes(cfg.routes, server, self.log, cfg.source):
+                self.host_routes.add(network, via)
         dhcp = [] if nopull else options.dhcp_options
         if options.dns and not nopull:
             self.log.info("pushed DNS servers %s are not applied (no resolver integration; an "

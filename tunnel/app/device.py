@@ -216,9 +216,7 @@ def config_routes(
     for route in cfg.routes:
         where = f"{cfg.source}:route {route.network}"
         if route.network in ("net_gateway", "remote_host") or route.gateway == "net_gateway":
-            log.warning("%s: routes via the pre-existing default gateway are not supported; "
-                        "skipped", where)
-            continue
+            continue  # not through the tun device: a client adds it (routing.net_gateway_routes)
         try:
             base = (
                 gateway if route.network == "vpn_gateway" else

@@ -17,8 +17,6 @@ _REASONS: dict[str, str] = {
     "ipchange": "this script hook is not run by this version",
     "up-delay": "delaying the device until the TLS session is up is not supported",
     "peer-fingerprint": "certificate pinning without a CA is not supported yet",
-    "tls-exit": "exiting on a TLS error is not supported yet",
-    "pull-filter": "filtering pushed options is not supported yet",
 }
 OPS_REFUSED: frozenset[str] = frozenset(_REASONS)
 

@@ -92,3 +92,37 @@ class HostRoutes:
                 self.log.info("net_route_v4_del: %s via %s", fields["dst"], fields["gateway"])
             except (NetlinkError, OSError) as exc:
                 self.log.warning("cannot remove route %s: %s", fields["dst"], exc)
+
+
+def net_gateway_routes(
+    routes: list[Any], server: str, log: logging.Logger, source: str
+) -> list[tuple[ipaddress.IPv4Network, NetGateway]]:
+    """The config's `route` lines that go through the pre-existing gateway (net_gateway as the
+    gateway, or net_gateway / remote_host as the network), resolved now; a line that cannot
+    be resolved is logged and skipped, as stock does."""
+    wanted = [r for r in routes if r.gateway == "net_gateway"
+              or r.network in ("net_gateway", "remote_host")]
+    if not wanted:
+        return []
+    via = find_net_gateway()
+    out = []
+    for route in wanted:
+        where = f"{source}:route {route.network}"
+        if via is None:
+            log.warning("%s: no pre-existing default gateway (net_gateway); skipped", where)
+            continue
+        if route.network == "remote_host":
+            base = server
+        elif route.network == "net_gateway":
+            base = str(via.gateway)
+        else:
+            base = str(route.network)
+        try:
+            network = ipaddress.IPv4Network(f"{base}/{route.netmask}", strict=False)
+        except ValueError:
+            log.error("ERROR: %s: %r is not an IPv4 address; skipped", where, base)
+            continue
+        if route.gateway not in (None, "net_gateway", "vpn_gateway"):
+            log.warning("%s: only net_gateway is used as the gateway here", where)
+        out.append((network, via))
+    return out

@@ -37,6 +37,7 @@ from tunnel.app.management.runtime_host import RuntimeHost, host_for
 from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import PrivilegeError, Target, drop, lookup
 from tunnel.app.process import become_daemon, use_syslog, wants_syslog, write_pid
+from tunnel.app.pullfilter import make_push_filter
 from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import ArenaCounters, StatusSnapshot, StatusWriter, render_status
 from tunnel.config import TunnelConfig, load_config
@@ -342,7 +343,10 @@ class Runtime:
             self.status.close()
 
     def with_peer_checks(self, settings: SessionSettings) -> SessionSettings:
-        """The session settings with the script peer check (tls-verify, script variables)."""
+        """The session settings with the script peer check (tls-verify, script variables) and,
+        on a client, pull-filter."""
+        if self.cfg.ops.pull_filters and self.cfg.role == "client":
+            settings.push_filter = make_push_filter(self.cfg.ops.pull_filters, self.log)
         if not self.cfg.ops.scripts:
             return settings
         tls = settings.tls_settings

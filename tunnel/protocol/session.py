@@ -839,6 +839,8 @@ class Session:
         if self.pushed is not None:
             return
         try:
+            if self.settings.push_filter is not None:
+                text = self.settings.push_filter(text)
             options, more = parse_push_reply(text, self._push_parts)
         except ProtocolError as exc:
             self._close(f"bad PUSH_REPLY: {exc}", restart=False, now=now)

@@ -39,6 +39,9 @@ class SessionSettings:
     explicit_exit_notify: int = 0
     max_control_datagram: int = 1222  # tls-mtu 1250 minus IPv4+UDP headers (28)
     push_request_interval: float = 5.0
+    # Client: applied to each PUSH_REPLY text before it is parsed (pull-filter, issue 11); it
+    # returns the text with filtered options removed, or raises ProtocolError to refuse it.
+    push_filter: Callable[[str], str] | None = None
     # --mssfix: clamp TCP MSS in SYNs both ways so the outer datagram stays within this many
     # bytes including the outer IP/UDP headers (`outer_overhead`); 0 disables it.
     tun_mtu: int = 1500  # pushed to clients that announce IV_MTU
