@@ -47,14 +47,11 @@ ROLES = {
     "our-server": ("ours", "stock"),
 }
 
-TLS_CRYPT_V2 = "tls-crypt-v2 (issue 10)"
 AUTH_USER_PASS = "auth-user-pass (issue 11, data11)"
 COMP_STUB = "comp-lzo no framing (issue 11, data11)"
 
 # What a pair still needs from other helpers' work, per role where ours plays a part.
 NEEDS: dict[str, dict[str, list[str]]] = {
-    "angristan-current": {"our-client": [TLS_CRYPT_V2], "our-server": [TLS_CRYPT_V2]},
-    "pivpn-current": {"our-client": [TLS_CRYPT_V2], "our-server": [TLS_CRYPT_V2]},
     "kylemanna": {"our-client": [COMP_STUB], "our-server": [COMP_STUB]},
     "access-server": {"our-client": [AUTH_USER_PASS], "our-server": [AUTH_USER_PASS, COMP_STUB]},
 }
