@@ -61,3 +61,17 @@ def test_a_returning_cn_costs_no_walk_over_a_large_pool() -> None:
     elapsed = time.perf_counter() - start
     # A walk over the free queue per call took ~10 ms each (20 s); a set lookup takes ~1 us.
     assert elapsed < 2.0, f"{elapsed:.2f} s for 2000 allocations"
+
+
+def test_peek_says_what_allocate_would_hand_out() -> None:
+    pool = AddressPool(V4("10.8.0.2"), V4("10.8.0.4"))
+    a = pool.allocate("alice")
+    pool.release(a)
+    assert pool.peek("alice") == a  # the returning CN's own
+    assert pool.allocate("alice") == a
+    assert pool.peek(None) == V4("10.8.0.3")
+    pool.release(a)
+    assert [pool.allocate(None), pool.allocate(None)] == [V4("10.8.0.3"), V4("10.8.0.4")]
+    assert pool.peek(None) == a  # past a's stale entry, to its entry at the back
+    assert pool.allocate(None) == a
+    assert pool.peek(None) is None

@@ -145,9 +145,20 @@ class AddressPool(Generic[IP]):
     def peek(self, common_name: str | None = None) -> IP | None:
         """What `allocate(common_name)` would hand out now, without taking it."""
         previous = self._last_of.get(common_name) if common_name else None
-        if previous is not None and previous in self._free:
+        if previous is not None and int(previous) in self._free:
             return previous
-        return self._free[0] if self._free else None
+        queue, stale = self._queue, self._stale
+        while queue:  # stale entries at the front go now: they would be skipped anyway
+            address = queue[0]
+            skip = stale.get(address)
+            if not skip:
+                return self._kind(address)
+            queue.popleft()
+            if skip == 1:
+                del stale[address]
+            else:
+                stale[address] = skip - 1
+        return None
 
     def assignments(self) -> dict[str, IP]:
         """CN -> the address it had last, in the order they were handed out."""
