@@ -233,3 +233,39 @@ async def test_unix_socket_checks_the_peer_user(tmp_path: Path) -> None:
         finally:
             await m.close()
         assert not path.exists()  # removed at close, as stock does
+
+
+async def test_log_cache_signal_and_forget_on_disconnect(tmp_path: Path) -> None:
+    import signal
+
+    m = await start(tmp_path, log_cache=3, signal=True, forget_disconnect=True,
+                    query_passwords=True)
+    host = m.host
+    assert isinstance(host, Host)
+    try:
+        reader, writer = await connect(m)
+        await line(reader)
+        for i in range(10):
+            logging.getLogger("tunnel").warning("line %d", i)
+        writer.write(b"log all\n")
+        got = [await line(reader) for _ in range(4)]
+        assert got[-1] == b"END\r\n" and all(b",W," in x or b",D," in x for x in got[:3])
+        asked = asyncio.ensure_future(m.passwords.query("Auth"))
+        await line(reader)  # >PASSWORD:Need
+        writer.write(b"username Auth bob\n")
+        await line(reader)
+        writer.close()
+        await asyncio.sleep(0.3)
+        # management-signal: the client went away -> SIGUSR1; forget-disconnect: bob is gone
+        assert host.signals == [signal.SIGUSR1]
+        r2, w2 = await connect(m)
+        await line(r2)
+        assert await line(r2) == b">PASSWORD:Need 'Auth' username/password\r\n"
+        w2.write(b"password Auth pw\n")
+        await line(r2)
+        await asyncio.sleep(0.1)
+        assert not asked.done()  # the username has to be entered again
+        asked.cancel()
+        w2.close()
+    finally:
+        await m.close()
