@@ -312,7 +312,9 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
             ("socket-flags TCP_NODELAY",) if cfg.tcp_nodelay else ()
         ),
         max_clients=cfg.max_clients,
-        connect_freq_initial=cfg.connect_freq_initial,
+        # Stock limits stateless reset answers on UDP only (mudp.c): over TCP the handshake
+        # already proved the address, and connections are bounded by max-clients instead.
+        connect_freq_initial=(2**31 - 1, 10) if is_tcp(cfg.proto) else cfg.connect_freq_initial,
         duplicate_cn=cfg.duplicate_cn,
     )
 
