@@ -129,3 +129,28 @@ def test_connection_blocks_with_their_own_options(netns_pair: NetnsPair, tmp_pat
             assert took < POLL_TIMEOUT + 15, (took, log)
             assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), log
     print(f"\n<connection> blocks udp -> tcp: up after {took:.1f} s")
+
+
+@pytest.mark.timeout(90)
+def test_mixed_profile_uses_its_udp_remote_when_it_answers(netns_pair: NetnsPair,
+                                                           tmp_path: Path, pki: Pki) -> None:
+    """The same Access-Server-style profile against a UDP server: the first remote answers, so
+    the client stays on UDP (through the per-remote link driver) and carries traffic."""
+    pair = netns_pair
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM")
+    client_text = _profile(pki, [
+        f"remote {pair.addr_a} {TCP_PORT} udp",
+        f"remote {pair.addr_a} {SILENT_UDP_PORT} tcp",
+    ], [f"server-poll-timeout {POLL_TIMEOUT}"])
+    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
+                    workdir=tmp_path) as server:
+        server.wait_up()
+        with start_peer(pair, pair.ns_b, kind="ours", role="client", config_text=client_text,
+                        workdir=tmp_path) as client:
+            client.wait_up(timeout=30)
+            log = client.log()
+            assert "Server poll timeout" not in log and "TCP connection" not in log, log
+            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), log
+            result = ping(pair, pair.ns_b, subnet[1], count=5)
+            assert result.received == 5, result.output

@@ -12,7 +12,7 @@ import socket
 from typing import Protocol
 
 from core import Buffer
-from tunnel.io.stream import LENGTH_PREFIX, Deliver, StreamConnection
+from tunnel.io.stream import LENGTH_PREFIX, MAX_PACKETS_PER_READ, Deliver, StreamConnection
 
 __all__ = ["DatagramConnection", "LinkConnection", "queue_sealed"]
 
@@ -65,11 +65,16 @@ class DatagramConnection:
         return self.sock.fileno()
 
     def receive(self, scratch: memoryview, deliver: Deliver) -> bool:
-        try:
-            n = self.sock.recv_into(scratch)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return True  # ICMP port unreachable surfaces here: the poll timeout moves on
-        deliver(scratch[:n])
+        recv_into = self.sock.recv_into
+        for _ in range(MAX_PACKETS_PER_READ):  # a bounded batch per readiness callback
+            try:
+                n = recv_into(scratch)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue  # ICMP port unreachable surfaces here: the poll timeout moves on
+            if n:
+                deliver(scratch[:n])
         return True
 
     def queue_packet(self, packet: bytes | memoryview) -> bool:
