@@ -90,3 +90,35 @@ def test_connection_block_errors(parse_error: ParseError) -> None:
                 "'tun-mtu' inside <connection>")
     parse_error(MINIMAL_SERVER + "<connection>\nremote 192.0.2.1\n</connection>\n", 8,
                 "<connection> blocks cannot be used in a server")
+
+
+def test_http_proxy_options(parse: Parse, pki_dir) -> None:  # type: ignore[no-untyped-def]
+    (pki_dir / "proxy-auth.txt").write_text("alice\ns3cret\n")
+    cfg = parse(HEAD + CLIENT_TLS + "remote vpn.example.com 443 tcp\n"
+                "http-proxy proxy.example.com 8080 proxy-auth.txt basic\n"
+                "http-proxy-option VERSION 1.1\nhttp-proxy-option AGENT Mozilla/5.0\n"
+                "http-proxy-option CUSTOM-HEADER X-Test yes\n")
+    proxy = cfg.http_proxy
+    assert proxy is not None
+    assert (proxy.host, proxy.port, proxy.auth, proxy.username) == (
+        "proxy.example.com", 8080, "basic", "alice")
+    assert (proxy.version, proxy.agent, proxy.headers) == ("1.1", "Mozilla/5.0",
+                                                           (("X-Test", "yes"),))
+    assert "s3cret" not in repr(cfg)
+    inline = parse(HEAD + CLIENT_TLS + "remote vpn.example.com 443 tcp\n"
+                   "http-proxy proxy.example.com 8080\n"
+                   "<http-proxy-user-pass>\nbob\npw\n</http-proxy-user-pass>\n").http_proxy
+    assert inline is not None and (inline.auth, inline.username, inline.password) == (
+        "basic", "bob", "pw")
+
+
+def test_connect_request_as_stock_builds_it() -> None:
+    from tunnel.io.client_link import connect_request
+
+    assert connect_request("vpn.example.com", 443) == (
+        b"CONNECT vpn.example.com:443 HTTP/1.0\r\n\r\n")
+    request = connect_request("vpn.example.com", 443, version="1.1", agent="A",
+                              headers=[("X-Y", "z")], basic=("alice", "s3cret"))
+    assert request == (b"CONNECT vpn.example.com:443 HTTP/1.1\r\nHost: vpn.example.com\r\n"
+                       b"User-Agent: A\r\nX-Y: z\r\n"
+                       b"Proxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n")

@@ -154,3 +154,51 @@ def test_mixed_profile_uses_its_udp_remote_when_it_answers(netns_pair: NetnsPair
             assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), log
             result = ping(pair, pair.ns_b, subnet[1], count=5)
             assert result.received == 5, result.output
+
+
+PROXY_PORT = 3128
+
+
+@pytest.mark.timeout(120)
+def test_http_proxy_with_basic_auth(netns_pair: NetnsPair, tmp_path: Path, pki: Pki) -> None:
+    """A TCP remote through an HTTP CONNECT proxy (Basic auth from a file, a User-Agent): the
+    proxy sees the remote's name unresolved and valid credentials; wrong ones get 407 and the
+    client does not come up (and says why)."""
+    pair = netns_pair
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
+                                extra=["proto tcp4-server"])
+    proxy_log = tmp_path / "proxy.log"
+    proxy = pair.spawn(pair.ns_a, *pair.python_argv(), "-m", "tests.e2e.http_proxy",
+                       "--listen", str(pair.addr_a), str(PROXY_PORT), "--user", "alice",
+                       "--password", "s3cret", "--seconds", "100", log_path=proxy_log)
+    assert wait_for(lambda: "listening" in proxy_log.read_text(), 15, 0.1), proxy_log.read_text()
+    try:
+        for case, password in (("good", "s3cret"), ("bad", "wrong")):
+            auth = tmp_path / f"auth-{case}.txt"
+            auth.write_text(f"alice\n{password}\n")
+            client_text = _profile(pki, [f"remote {pair.addr_a} {TCP_PORT} tcp"], [
+                f"http-proxy {pair.addr_a} {PROXY_PORT} {auth} basic",
+                "http-proxy-option AGENT tunnel-test",
+            ])
+            workdir = tmp_path / case
+            workdir.mkdir()
+            with start_peer(pair, pair.ns_a, kind="stock", role="server",
+                            config_text=server_text, workdir=workdir) as server:
+                server.wait_up()
+                with start_peer(pair, pair.ns_b, kind="ours", role="client",
+                                config_text=client_text, workdir=workdir) as client:
+                    if case == "good":
+                        client.wait_up(timeout=30)
+                        assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok,
+                                        15, 0.2), client.log()
+                    else:
+                        assert wait_for(lambda: "bad status" in client.log(), 20, 0.2), (
+                            client.log())
+                        assert "Initialization Sequence Completed" not in client.log()
+                        assert "s3cret" not in client.log() and "wrong" not in client.log()
+        seen = proxy_log.read_text()
+        assert f"CONNECT {pair.addr_a}:{TCP_PORT} auth=ok agent=tunnel-test" in seen, seen
+        assert f"CONNECT {pair.addr_a}:{TCP_PORT} auth=bad agent=tunnel-test" in seen, seen
+    finally:
+        pair.stop(proxy)

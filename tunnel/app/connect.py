@@ -45,7 +45,7 @@ from tunnel.app.routing import (
 )
 from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
-from tunnel.io.client_link import ClientLinkDriver, RemoteLink
+from tunnel.io.client_link import ClientLinkDriver, RemoteLink, connect_request
 from tunnel.io.driver import Driver
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
 from tunnel.protocol.messages import PushOptions
@@ -54,6 +54,17 @@ from tunnel.runtime import make_pool
 __all__ = ["ClientRuntime"]
 
 _SPECIAL_GATEWAYS = frozenset({"dhcp", "vpn_gateway", "net_gateway", "remote_host"})
+
+
+def _proxy_request(remote: ResolvedRemote) -> bytes:
+    proxy = remote.proxy
+    if proxy is None:
+        return b""
+    basic = None
+    if proxy.auth == "basic" and proxy.username is not None and proxy.password is not None:
+        basic = (proxy.username, proxy.password)
+    return connect_request(remote.host, remote.address[1], version=proxy.version,
+                           agent=proxy.agent, headers=proxy.headers, basic=basic)
 
 
 class ClientRuntime(Runtime):
@@ -66,6 +77,7 @@ class ClientRuntime(Runtime):
         self.redirected = False
         remotes = resolve_remotes(cfg, self.log)
         if any(r.tcp or (r.remote is not None and r.remote.profile) for r in remotes):
+            # TCP, <connection> profiles or an HTTP proxy: one link per session
             return self._prepare_links(loop, remotes)
         family = remotes[0].family
         self.family = family
@@ -109,7 +121,8 @@ class ClientRuntime(Runtime):
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
         links = [
-            RemoteLink(r.tcp, r.family, client_bind_address(view, r.family))
+            RemoteLink(r.tcp, r.family, client_bind_address(view, r.family),
+                       proxy_address=r.proxy_address, proxy_request=_proxy_request(r))
             for view, r in zip(views, remotes, strict=True)
         ]
         tun = self.device.open()
@@ -127,7 +140,10 @@ class ClientRuntime(Runtime):
 
         def on_link(link: RemoteLink, addr: tuple[str, int]) -> None:
             where = format_address(addr, link.family)
-            if link.tcp:
+            if link.proxy_address is not None:
+                log.info("Attempting to establish TCP connection with %s via HTTP proxy %s",
+                         f"{addr[0]}:{addr[1]}", format_address(link.proxy_address, link.family))
+            elif link.tcp:
                 log.info("Attempting to establish TCP connection with %s", where)
             else:
                 log.info("%s link remote: %s", link_name(link.family), where)

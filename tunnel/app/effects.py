@@ -33,9 +33,10 @@ APPLIED: frozenset[str] = frozenset(
         # transport: options_transport.py, build.py (Client), tunnel/io (TCP drivers)
         "connect-retry", "connect-retry-max", "connect-timeout", "server-poll-timeout",
         "tcp-nodelay", "tcp-queue-limit", "socket-flags", "connection",
+        "http-proxy", "http-proxy-option", "http-proxy-user-pass",
         # refused by the parser (options_transport.py), whatever their arguments
-        "port-share", "http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user-pass",
-        "http-proxy-override", "http-proxy-retry", "http-proxy-timeout", "socks-proxy-retry",
+        "port-share", "socks-proxy", "http-proxy-override", "http-proxy-retry",
+        "http-proxy-timeout", "socks-proxy-retry",
         # addresses and push: build.py (ServerSettings)
         "ifconfig-pool", "push", "max-clients", "connect-freq-initial", "duplicate-cn",
         "server-ipv6",

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from tunnel.config import Remote, TunnelConfig
+from tunnel.config.model import HttpProxy
 from tunnel.io.udp import open_udp_socket
 
 __all__ = [
@@ -48,6 +49,8 @@ class ResolvedRemote:
     family: int
     proto: str = "udp"  # the remote's proto (udp/udp4/udp6/tcp/tcp4/tcp6)
     remote: Remote | None = None  # the config's entry (with its <connection> profile)
+    proxy: HttpProxy | None = None  # reached through this HTTP proxy (address: unresolved)
+    proxy_address: Address | None = None
 
     @property
     def tcp(self) -> bool:
@@ -100,7 +103,7 @@ def resolve_remotes(cfg: TunnelConfig, log: logging.Logger) -> list[ResolvedRemo
     retry_for = cfg.resolv_retry if "resolv-retry" in cfg.option_lines else 0
     deadline = None if retry_for is None else time.monotonic() + retry_for
     while True:
-        resolved, problems = _resolve_all(remotes, log)
+        resolved, problems = _resolve_all(remotes, log, cfg.http_proxy)
         if resolved:
             return resolved
         if deadline is not None and time.monotonic() >= deadline:
@@ -109,13 +112,36 @@ def resolve_remotes(cfg: TunnelConfig, log: logging.Logger) -> list[ResolvedRemo
         time.sleep(_RESOLVE_PAUSE)
 
 
+def proxy_for(remote: Remote, global_proxy: HttpProxy | None) -> HttpProxy | None:
+    """The HTTP proxy a remote is reached through (its <connection> block's, or the global)."""
+    if remote.profile is not None:
+        return remote.profile.http_proxy
+    return global_proxy
+
+
 def _resolve_all(
-    remotes: list[Remote], log: logging.Logger
+    remotes: list[Remote], log: logging.Logger, global_proxy: HttpProxy | None = None
 ) -> tuple[list[ResolvedRemote], list[str]]:
     resolved: list[ResolvedRemote] = []
     problems: list[str] = []
     family: int | None = None
     for remote in remotes:
+        proxy = proxy_for(remote, global_proxy)
+        if proxy is not None:
+            # The proxy resolves the remote's name (proxy.c sends it as written); we only
+            # need the proxy's own address.
+            try:
+                proxy_remote = Remote(proxy.host, proxy.port, remote.proto)
+                proxy_family, proxy_address = _resolve_one(proxy_remote)[0]
+            except (socket.gaierror, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+                problems.append(f"cannot resolve http-proxy {proxy.host!r}: {reason}")
+                continue
+            resolved.append(ResolvedRemote(
+                remote.host, (remote.host, remote.port), proxy_family, remote.proto, remote,
+                proxy=proxy, proxy_address=proxy_address,
+            ))
+            continue
         try:
             candidates = _resolve_one(remote)
         except (socket.gaierror, UnicodeError) as exc:

@@ -144,6 +144,8 @@ def _check_server(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "remote", "option 'remote' cannot be used in a server ('server' / 'mode server')"
         )
+    if cfg.http_proxy is not None:
+        raise cfg.error("http-proxy", "option 'http-proxy' is for clients; a server listens")
     if cfg.proto_tcp_role == "client":
         raise cfg.error(
             "proto", "a server listens: use 'proto tcp-server' (or 'tcp'), not a tcp-client proto"

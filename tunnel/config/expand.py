@@ -14,6 +14,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 from tunnel.config.checks import device_type_of
 from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS
+from tunnel.config.diagnostics import config_error
 from tunnel.config.model import AddressPool, Remote, TunnelConfig
 from tunnel.config.registry import ParseContext
 
@@ -164,6 +165,12 @@ def _settle_link(cfg: TunnelConfig, ctx: ParseContext) -> None:
             cfg.note_at(ctx.remotes[0].line, "'remote' lines outside <connection> blocks are "
                         "ignored when the file has <connection> blocks, as in OpenVPN")
         cfg.remotes = list(ctx.connections)
+    for remote in cfg.remotes:
+        proxy = remote.profile.http_proxy if remote.profile is not None else cfg.http_proxy
+        if proxy is not None and not remote.proto.startswith("tcp"):
+            line = remote.profile.line if remote.profile is not None else cfg.line_of("http-proxy")
+            raise config_error(cfg.source, line, "'http-proxy' must be used with TCP remotes "
+                               f"('proto tcp-client'); remote {remote.host} is {remote.proto}")
     # options_postprocess_mutate_ce(): a pulling client binds only if asked to (local/lport),
     # otherwise it uses a random source port like any ordinary UDP client.
     asked_to_bind = cfg.local is not None or "lport" in cfg.option_lines

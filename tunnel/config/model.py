@@ -40,6 +40,7 @@ __all__ = [
     "SUPPORTED_DATA_CIPHERS",
     "AddressPool",
     "ConnectionProfile",
+    "HttpProxy",
     "IgnoredOption",
     "Mode",
     "MssfixMode",
@@ -75,6 +76,20 @@ X509NameType = Literal["subject", "name", "name-prefix"]
 
 
 @dataclass(frozen=True, slots=True)
+class HttpProxy:
+    """`http-proxy HOST PORT [AUTHFILE [basic|none]]` and its `http-proxy-option`s."""
+
+    host: str
+    port: int
+    auth: Literal["none", "basic"] = "none"
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    version: str = "1.0"  # http-proxy-option VERSION
+    agent: str | None = None  # http-proxy-option AGENT
+    headers: tuple[tuple[str, str], ...] = ()  # http-proxy-option CUSTOM-HEADER
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionProfile:
     """The per-connection options of a `<connection>` block (OpenVPN's connection_entry), as
     they stood when the block ended: the global values at that point, then the block's own."""
@@ -93,6 +108,7 @@ class ConnectionProfile:
     mssfix_mode: MssfixMode
     mssfix_default: bool  # no `mssfix N` yet: the default follows tun-mtu
     explicit_exit_notify: int
+    http_proxy: HttpProxy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +228,7 @@ class TunnelConfig:
     tcp_nodelay: bool = False
     socket_flags_nodelay: bool = False  # socket-flags TCP_NODELAY
     tcp_queue_limit: int = 64  # packets queued per TCP connection (OpenVPN: 64)
+    http_proxy: HttpProxy | None = None
     sndbuf: int | None = None
     rcvbuf: int | None = None
     fast_io: bool = False

@@ -15,19 +15,25 @@ Semantics follow OpenVPN 2.6 ``options.c``:
   stand where the block is (stock: ``sub.ce = options->ce``). With blocks in a file, plain
   ``remote`` lines are ignored, as stock ignores them (a note says so). Other options inside a
   block are errors, as in stock.
-* ``port-share``, ``http-proxy`` and ``socks-proxy`` are refused with a message saying so; a
-  profile that needs a proxy to reach its server cannot work without one, so skipping it
-  silently would only fail later and less clearly.
+* ``http-proxy HOST PORT [AUTHFILE [basic|none]]`` (+ ``<http-proxy-user-pass>``,
+  ``http-proxy-option VERSION|AGENT|CUSTOM-HEADER``): TCP remotes are reached through an HTTP
+  CONNECT proxy as stock does it (proxy.c); the remote's name goes to the proxy unresolved.
+  ``auto``/``auto-nct``, NTLM and Digest are refused, as are ``port-share`` and
+  ``socks-proxy``, with a message saying so: a profile that needs them cannot work without
+  them, so skipping one silently would only fail later and less clearly.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 from tunnel.config.diagnostics import OptionProblem, config_error, quote
+from tunnel.config.files import resolve_path
 from tunnel.config.lexer import Directive
-from tunnel.config.model import ConnectionProfile, Remote, TunnelConfig, is_tcp
+from tunnel.config.model import ConnectionProfile, HttpProxy, Remote, TunnelConfig, is_tcp
 from tunnel.config.registry import ParseContext, flag_option, number_option, option
+from tunnel.config.values import parse_choice, parse_host, parse_port
 
 __all__: list[str] = []
 
@@ -62,14 +68,94 @@ _refuse(
     "this server does not proxy non-OpenVPN connections to another server; give the web "
     "server its own port (or address) instead",
 )
-_PROXY = (
-    "connecting through a proxy is not implemented; connect directly (a 'remote ... tcp' "
-    "the network lets through), or run the stock openvpn for this profile"
+_SOCKS = (
+    "connecting through a SOCKS proxy is not implemented; use 'http-proxy' if the network "
+    "has one, or connect directly"
 )
-for _name in ("http-proxy", "socks-proxy", "http-proxy-option", "http-proxy-user-pass",
-              "http-proxy-override", "http-proxy-retry", "http-proxy-timeout",
-              "socks-proxy-retry"):
-    _refuse(_name, _PROXY)
+for _name in ("socks-proxy", "socks-proxy-retry"):
+    _refuse(_name, _SOCKS)
+_refuse("http-proxy-override", "it is a management-interface feature this client does not offer")
+_refuse("http-proxy-retry", "removed in OpenVPN 2.4 (proxy retries are ordinary connect retries)")
+_refuse("http-proxy-timeout", "removed from OpenVPN; 'connect-timeout' bounds the connect")
+
+
+def _proxy(cfg: TunnelConfig) -> HttpProxy:
+    if cfg.http_proxy is None:
+        raise OptionProblem("needs an 'http-proxy HOST PORT' line before it")
+    return cfg.http_proxy
+
+
+def _read_user_pass(text: str, where: str) -> tuple[str, str]:
+    lines = text.splitlines()
+    if len(lines) < 2 or not lines[0]:
+        raise OptionProblem(f"{where} must hold a username line and a password line")
+    return lines[0], lines[1]
+
+
+@option("http-proxy", "HOST PORT [AUTHFILE|auto|auto-nct] [none|basic|ntlm|digest]")
+def _http_proxy(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    """proxy.c: an HTTP CONNECT proxy for TCP links; Basic auth from a file (or an inline
+    <http-proxy-user-pass>). 'auto', NTLM and Digest are refused: they need a dialogue with
+    the proxy (or the user) this client does not carry."""
+    host, port = parse_host(d, 0), parse_port(d, 1)
+    auth: str = "none"
+    username = password = None
+    if len(d.args) > 2:
+        if d.args[2] in ("auto", "auto-nct"):
+            raise OptionProblem(
+                f"option 'http-proxy': {quote(d.args[2])} (asking for the proxy's credentials "
+                "when it wants them) is not supported; give an AUTHFILE with 'basic'"
+            )
+        auth = parse_choice(d, 3, ("none", "basic", "ntlm", "digest")) if len(d.args) > 3 \
+            else "basic"
+        if auth in ("ntlm", "digest"):
+            raise OptionProblem(f"option 'http-proxy': {auth} authentication is not "
+                                "supported; only 'basic' (or 'none')")
+        if auth == "basic" and d.args[2] != "stdin":
+            path = resolve_path(ctx.base_dir, d.args[2])
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise OptionProblem(f"cannot read the 'http-proxy' auth file {path}: "
+                                    f"{exc.strerror or exc}") from None
+            username, password = _read_user_pass(text, f"the 'http-proxy' auth file {path}")
+        elif auth == "basic":
+            raise OptionProblem("option 'http-proxy': reading the credentials from stdin is "
+                                "not supported; give a file or an <http-proxy-user-pass> block")
+    cfg.http_proxy = HttpProxy(host, port, "basic" if auth == "basic" else "none",
+                               username, password)
+
+
+@option("http-proxy-user-pass", "FILE", inline=True)
+def _http_proxy_user_pass(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    proxy = _proxy(cfg)
+    if d.inline is not None:
+        username, password = _read_user_pass(d.inline, "the inline <http-proxy-user-pass>")
+    else:
+        path = resolve_path(ctx.base_dir, d.args[0])
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise OptionProblem(f"cannot read the 'http-proxy-user-pass' file {path}: "
+                                f"{exc.strerror or exc}") from None
+        username, password = _read_user_pass(text, f"the 'http-proxy-user-pass' file {path}")
+    cfg.http_proxy = replace(proxy, auth="basic", username=username, password=password)
+
+
+@option("http-proxy-option", "VERSION|AGENT|CUSTOM-HEADER ...", any_arity=True)
+def _http_proxy_option(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
+    proxy = _proxy(cfg)
+    kind = d.args[0] if d.args else ""
+    if kind == "VERSION" and len(d.args) == 2:
+        cfg.http_proxy = replace(proxy, version=parse_choice(d, 1, ("1.0", "1.1")))
+    elif kind == "AGENT" and len(d.args) == 2:
+        cfg.http_proxy = replace(proxy, agent=d.args[1])
+    elif kind == "CUSTOM-HEADER" and len(d.args) in (2, 3):
+        value = d.args[2] if len(d.args) == 3 else ""
+        cfg.http_proxy = replace(proxy, headers=(*proxy.headers, (d.args[1], value)))
+    else:
+        raise OptionProblem("option 'http-proxy-option' expects 'VERSION 1.0|1.1', "
+                            "'AGENT NAME' or 'CUSTOM-HEADER NAME [VALUE]'")
 
 
 # -- <connection> blocks ------------------------------------------------------------------
@@ -139,6 +225,7 @@ def _connection(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
         mssfix_mode=sub.mssfix_mode,
         mssfix_default=sub_ctx.mssfix_default,
         explicit_exit_notify=sub.explicit_exit_notify,
+        http_proxy=sub.http_proxy,
     )
     proto = pending.proto or sub.proto
     if is_tcp(proto) and sub.proto_tcp_role == "server" and pending.proto is None:

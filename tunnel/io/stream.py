@@ -111,6 +111,12 @@ class StreamConnection:
 
     # -- input ------------------------------------------------------------------------------
 
+    def prime(self, data: bytes) -> None:
+        """Bytes already read from the stream (after a proxy's answer): parsed first."""
+        if len(data) > self.max_packet + LENGTH_PREFIX:
+            raise FramingError("more than one packet arrived with the proxy's answer")
+        self._partial = data
+
     def receive(self, scratch: memoryview, deliver: Deliver) -> bool:
         """Read once and deliver every whole packet; False when the peer closed the stream.
 
