@@ -167,7 +167,7 @@ CASES: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("key-without-cert", CLIENT_HEAD + "ca ca.crt\nkey client.key\n", 5,
      ("option 'key' needs a matching 'cert'",)),
     ("no-cert-no-key", CLIENT_HEAD + "ca ca.crt\n", 4,
-     ("options 'cert' and 'key' are missing", "a client")),
+     ("options 'cert' and 'key' are missing", "--cert/--key or --auth-user-pass")),
     ("client-without-remote", "client\ndev tun\n" + CLIENT_TLS, 1,
      ("a client needs at least one 'remote HOST [PORT]'",)),
     ("server-without-address", "tls-server\ndev tun\n" + SERVER_TLS, 1,

@@ -90,7 +90,8 @@ def check_supported(cfg: TunnelConfig) -> None:
 
 
 def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
-    assert cfg.cert_pem is not None and cfg.key_pem is not None
+    # A client may have no certificate (auth-user-pass with only `ca`); checks.py insists on
+    # one everywhere else.
     ops = cfg.ops
     peer_checks = []
     if ops.crl_verify is not None or ops.crl_inline is not None:
@@ -98,8 +99,9 @@ def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
                                     ops.crl_inline))
     return TlsSettings(
         ca=cfg.ca_pem or "",
-        cert=cfg.cert_pem,
-        key=cfg.key_pem,
+        cert=cfg.cert_pem or "",
+        key=cfg.key_pem or "",
+        verify_client_cert=cfg.verify_client_cert,
         remote_cert_tls=cfg.remote_cert_tls,
         verify_x509_name=(
             (cfg.verify_x509_name, cfg.verify_x509_type) if cfg.verify_x509_name else None
@@ -247,16 +249,23 @@ def _tls_crypt_v2_wrap(cfg: TunnelConfig) -> ControlWrap:
 
 
 def build_session_settings(
-    cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool | None = None
+    cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool | None = None,
+    credentials: tuple[str, str] | None = None,
 ) -> SessionSettings:
     """Raises ConfigError at FILE:LINE of ca/cert/key when the PEM material is unusable.
 
-    `tcp`: the link is TCP (default: the config's `proto`)."""
+    `tcp`: the link is TCP (default: the config's `proto`). `credentials`: the client's
+    auth-user-pass username and password (credentials.py reads them once per start)."""
     try:
-        return _session_settings(cfg, ipv6_link=ipv6_link, tcp=is_tcp(cfg.proto) if tcp is None
-                                 else tcp)
+        settings = _session_settings(cfg, ipv6_link=ipv6_link,
+                                     tcp=is_tcp(cfg.proto) if tcp is None else tcp)
     except ConfigError as exc:
         raise located(cfg, exc) from None
+    settings.auth_retry = cfg.auth_retry
+    settings.username_as_common_name = cfg.username_as_common_name
+    if credentials is not None:
+        settings.username, settings.password = credentials
+    return settings
 
 
 def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> SessionSettings:
@@ -299,6 +308,9 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         gateway6 = cfg.ifconfig_ipv6.ip if cfg.ifconfig_ipv6 is not None else None
     if cfg.management is not None and cfg.management.client_auth:
         # management-client-auth: every client waits for client-auth / client-deny
+        session = dataclasses.replace(session, defer_auth=True)
+    if cfg.auth_user_pass_verify is not None:
+        # auth-user-pass-verify: every key waits for the command (app/auth_verify.py)
         session = dataclasses.replace(session, defer_auth=True)
     return ServerSettings(
         session=session,

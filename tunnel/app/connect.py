@@ -19,6 +19,7 @@ from typing import Any
 
 from tunnel.app.accounting import CountingClient
 from tunnel.app.build import build_client, build_frame, build_session_settings, profile_view
+from tunnel.app.credentials import load_credentials
 from tunnel.app.device import (
     DeviceConfig,
     DeviceError,
@@ -75,6 +76,9 @@ class ClientRuntime(Runtime):
         self.host_routes = HostRoutes(self.log)  # redirect-gateway's route to the server
         self.cleanups.append(self.host_routes.remove_all)
         self.redirected = False
+        # auth-user-pass: read (or asked on the terminal) once, before anything is opened;
+        # under management-query-passwords without a file the management client answered.
+        self.user_pass = self._user_pass()
         remotes = resolve_remotes(cfg, self.log)
         if any(r.tcp or (r.remote is not None and r.remote.profile) for r in remotes):
             # TCP, <connection> profiles or an HTTP proxy: one link per session
@@ -82,7 +86,8 @@ class ClientRuntime(Runtime):
         family = remotes[0].family
         self.family = family
         ipv6_link = family == socket.AF_INET6
-        settings = self.with_peer_checks(build_session_settings(cfg, ipv6_link=ipv6_link))
+        settings = self.with_peer_checks(
+            build_session_settings(cfg, ipv6_link=ipv6_link, credentials=self.user_pass))
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
         sock = open_client_socket(cfg, family)
@@ -106,6 +111,15 @@ class ClientRuntime(Runtime):
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)
 
+    def credentials_wanted(self) -> str | None:
+        return "Auth" if self.cfg.auth_user_pass == "" else None
+
+    def _user_pass(self) -> tuple[str, str] | None:
+        if self.credentials is not None and self.cfg.auth_user_pass == "":
+            return self.credentials.username, self.credentials.password
+        loaded = load_credentials(self.cfg)
+        return None if loaded is None else (loaded.username, loaded.password)
+
     def _prepare_links(
         self, loop: asyncio.AbstractEventLoop, remotes: list[ResolvedRemote]
     ) -> ClientLinkDriver:
@@ -115,7 +129,8 @@ class ClientRuntime(Runtime):
         views = [cfg if r.remote is None else profile_view(cfg, r.remote) for r in remotes]
         per_remote = [
             self.with_peer_checks(
-                build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp))
+                build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp,
+                                       credentials=self.user_pass))
             for view, r in zip(views, remotes, strict=True)
         ]
         frame = build_frame(cfg)

@@ -46,6 +46,9 @@ APPLIED: frozenset[str] = frozenset(
         "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
         "data-ciphers", "ncp-ciphers", "data-ciphers-fallback", "replay-window",
         "allow-compression", "compress", "comp-lzo", "cipher", "auth",
+        # username/password: credentials.py, auth_verify.py, build.py
+        "auth-user-pass", "auth-retry", "auth-user-pass-verify", "verify-client-cert",
+        "username-as-common-name",
         # keepalive and exit: build.py timers, run.py (ping-exit)
         "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
         # process: logsetup.py, status.py, privileges.py
@@ -88,7 +91,11 @@ def _for_role(role: str, reason: str) -> _Reason:
 # Accepted but without effect here, with the reason logged. A function returning None means
 # "applied in this configuration" (some options matter for one role only).
 NO_EFFECT: dict[str, _Reason] = {
-    "auth-nocache": _always("no password is cached: authentication is by certificate only"),
+    "comp-noadapt": _always("nothing is ever compressed, so nothing adapts (a no-op in 2.6)"),
+    "auth-nocache": _always(
+        "the auth-user-pass password is read once and kept in memory (never written anywhere) "
+        "for reconnects and renegotiations"
+    ),
     "client-to-client": _always(
         "clients reach each other through the server's TUN device and the kernel's routing "
         "(enable net.ipv4.ip_forward on the server)"

@@ -12,6 +12,7 @@ import asyncio
 import socket
 
 from tunnel.app.accounting import CountingServer
+from tunnel.app.auth_verify import AuthVerifier
 from tunnel.app.build import (
     build_frame,
     build_server,
@@ -29,7 +30,7 @@ from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
 from tunnel.io.tcp_server import TcpServerDriver
-from tunnel.protocol.events import Event
+from tunnel.protocol.events import AuthRequested, Event
 from tunnel.protocol.server import ServerSettings
 from tunnel.runtime import make_pool
 
@@ -58,6 +59,13 @@ class ServerRuntime(Runtime):
         self.device.configure(server_device_config(cfg, self.log))
         self._run_up()
         server = build_server(cfg, settings, loop.time())
+        self.auth_verifier: AuthVerifier | None = None
+        if cfg.auth_user_pass_verify is not None:
+            command, method = cfg.auth_user_pass_verify
+            self.auth_verifier = AuthVerifier(
+                command=command, method=method, script_security=cfg.script_security,
+                server=server, loop=loop, log=self.log, kick=self._kick_driver,
+                timeout=float(cfg.hand_window))
         self.endpoint = CountingServer(server)
         self.peers = PeerRegistry(self.endpoint)
         self.events = ServerEventLog(
@@ -128,7 +136,13 @@ class ServerRuntime(Runtime):
             self.spawn(self._persist_loop())
         self.log.info("Initialization Sequence Completed")
 
+    def _kick_driver(self) -> None:
+        if self.driver is not None:
+            self.driver.kick()  # AUTH_FAILED or the push reply, queued outside a callback
+
     def on_event(self, event: Event) -> None:
+        if self.auth_verifier is not None and isinstance(event, AuthRequested):
+            self.auth_verifier.request(event)
         self.events.shutting_down = self.shutting_down
         self.events(event)
         self.management_event(event)

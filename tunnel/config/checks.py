@@ -98,13 +98,18 @@ def _check_tls(cfg: TunnelConfig) -> None:
     if (cfg.cert_pem is None) != (cfg.key_pem is None):
         given, missing = ("cert", "key") if cfg.key_pem is None else ("key", "cert")
         raise cfg.error(given, f"option {quote(given)} needs a matching {quote(missing)}")
-    if cfg.cert_pem is None:
-        who = "a server" if cfg.role == "server" else "a client"
+    if cfg.cert_pem is None and (cfg.role == "server" or cfg.auth_user_pass is None):
+        if cfg.role == "server":
+            raise cfg.error(
+                "cert", "options 'cert' and 'key' are missing: a server needs a certificate "
+                "and its key"
+            )
         raise cfg.error(
             "cert",
-            f"options 'cert' and 'key' are missing: {who} needs a certificate and its key "
-            "(username/password authentication is not supported)",
+            "No client-side authentication method is specified. You must use either "
+            "--cert/--key or --auth-user-pass (options 'cert' and 'key' are missing)",
         )
+    _check_user_pass(cfg)
     low, high = cfg.tls_version_min, cfg.tls_version_max
     for option, version in (("tls-version-min", low), ("tls-version-max", high)):
         if version is not None and version not in _TLS_VERSIONS:
@@ -113,6 +118,29 @@ def _check_tls(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "tls-version-min", f"option 'tls-version-min' {low} is above 'tls-version-max' {high}"
         )
+
+
+def _check_user_pass(cfg: TunnelConfig) -> None:
+    """options.c: what needs a non-certificate authentication method on a server."""
+    if cfg.role != "server":
+        for option, given in (("auth-user-pass-verify", cfg.auth_user_pass_verify is not None),
+                              ("verify-client-cert", "verify-client-cert" in cfg.option_lines),
+                              ("username-as-common-name", cfg.username_as_common_name)):
+            if given:
+                raise cfg.error(option, f"option {quote(option)} only applies to a server")
+        return
+    mgmt = cfg.management
+    method = cfg.auth_user_pass_verify is not None or (mgmt is not None and mgmt.client_auth)
+    if method:
+        return
+    for option, given in (("verify-client-cert", cfg.verify_client_cert != "require"),
+                          ("username-as-common-name", cfg.username_as_common_name)):
+        if given:
+            what = "verify-client-cert none|optional" if option == "verify-client-cert" else option
+            raise cfg.error(
+                option, f"--{what} must be used with --management-client-auth, an "
+                "--auth-user-pass-verify script, or plugin",
+            )
 
 
 def _check_ciphers(cfg: TunnelConfig) -> None:

@@ -269,6 +269,13 @@ class TunnelConfig:
     tls_timeout: int = 2
     tran_window: int = 3600
     auth_nocache: bool = False
+    # -- username/password (options_auth.py) -----------------------------------------------
+    auth_user_pass: str | None = None  # a file name, "inline", or "" (ask on the terminal)
+    auth_user_pass_inline: str | None = field(default=None, repr=False)
+    auth_retry: str = "none"
+    auth_user_pass_verify: tuple[str, str] | None = None  # (command, "via-file"|"via-env")
+    verify_client_cert: str = "require"
+    username_as_common_name: bool = False
     # Control-channel wrap (options_wrap.py): which one, its key, where it came from.
     control_wrap: Literal["tls-auth", "tls-crypt", "tls-crypt-v2"] | None = None
     control_key: bytes | None = field(default=None, repr=False)

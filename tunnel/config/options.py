@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+import tunnel.config.options_auth  # username/password (auth-user-pass, -verify, ...)
 import tunnel.config.options_crypto  # importing it registers the TLS half
 import tunnel.config.options_ops  # operations half (issue 11 part B)
 import tunnel.config.options_transport  # TCP and connection-profile options

@@ -551,6 +551,8 @@ class Session:
                 renegotiation=key.key_id != 0,
             )
         )
+        if not self.is_client and self.settings.username_as_common_name and remote.username:
+            self.peer_common_name = remote.username  # ssl_verify.c: set_common_name()
         if not self.is_client and self.settings.defer_auth:
             self._request_auth(key, remote)
         if self.is_client or key.key_id != 0:
@@ -779,7 +781,9 @@ class Session:
         if keyword == "PUSH_REPLY":
             self._apply_push_reply(text, now)
         elif keyword == "AUTH_FAILED":
-            self._close(f"server refused us: {text}", restart=False, now=now)
+            # auth-retry none: exit; nointeract/interact: start over (init.c, ssl.c).
+            self._close(f"server refused us: {text}",
+                        restart=self.settings.auth_retry != "none", now=now)
         elif keyword == "RESTART":
             self._close(f"server sent {text}", restart=True, now=now)
         elif keyword in ("HALT", "EXIT"):

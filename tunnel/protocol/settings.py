@@ -69,3 +69,7 @@ class SessionSettings:
     # Server: every key's authentication waits for an outside verdict (management-client-auth):
     # an AuthRequested event, then Session.authorize(). No verdict in hand-window: refused.
     defer_auth: bool = False
+    # Server: `username-as-common-name` (the client's name is its username once authenticated).
+    username_as_common_name: bool = False
+    # Client: `auth-retry` after AUTH_FAILED: "none" exits, "nointeract"/"interact" reconnect.
+    auth_retry: str = "none"

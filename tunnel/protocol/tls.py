@@ -122,6 +122,9 @@ class TlsSettings:
     remote_cert_ku: tuple[int, ...] = ()
     remote_cert_eku: str | None = None
     peer_checks: tuple[PeerCheck, ...] = field(default=(), repr=False)
+    # Server: `verify-client-cert none|optional|require` (a client without a certificate
+    # authenticates by username/password). Client: `cert`/`key` may be "" (auth-user-pass).
+    verify_client_cert: str = "require"
 
     def __post_init__(self) -> None:
         if self.remote_cert_tls is not None and self.remote_cert_tls not in _REMOTE_CERT_TLS:
@@ -158,6 +161,10 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     # SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT).
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    if server_side and settings.verify_client_cert != "require":
+        ctx.verify_mode = (
+            ssl.CERT_OPTIONAL if settings.verify_client_cert == "optional" else ssl.CERT_NONE
+        )
     ctx.minimum_version = _tls_version("tls-version-min", settings.tls_version_min)
     ctx.maximum_version = (
         _tls_version("tls-version-max", settings.tls_version_max)
@@ -176,10 +183,12 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     # a resumed session anyway: every key gets a full handshake.
 
     ca_certs = _parse_certificates("ca", settings.ca) if settings.ca or not settings.capath else []
-    chain = _parse_certificates("cert", settings.cert)
-    key = _parse_private_key(settings.key, settings.key_password)
-    if key.public_key() != chain[0].public_key():
-        raise ConfigError("key: the private key does not belong to the certificate in 'cert'")
+    with_cert = bool(settings.cert) or server_side  # a client may have none (auth-user-pass)
+    chain = _parse_certificates("cert", settings.cert) if with_cert else []
+    if with_cert:
+        key = _parse_private_key(settings.key, settings.key_password)
+        if key.public_key() != chain[0].public_key():
+            raise ConfigError("key: the private key does not belong to the certificate in 'cert'")
 
     try:
         if ca_certs:  # none when only `capath` names the CAs
@@ -189,7 +198,9 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     apply_tls_knobs(ctx, tls_cipher=settings.tls_cipher, tls_ciphersuites=settings.tls_ciphersuites,
                     tls_groups=settings.tls_groups, ecdh_curve=settings.ecdh_curve,
                     capath=settings.capath)
-    _load_cert_chain(ctx, "".join(_pem(c) for c in chain), settings.key, settings.key_password)
+    if with_cert:
+        _load_cert_chain(ctx, "".join(_pem(c) for c in chain), settings.key,
+                         settings.key_password)
     return ctx
 
 
@@ -371,8 +382,13 @@ class TlsSession:
                 "a full handshake with a certificate for every key"
             )
         der = self._ssl.getpeercert(binary_form=True)
+        if not der and self._server_side and self._settings.verify_client_cert != "require":
+            # verify-client-cert none/optional: no certificate, no CN; the username decides.
+            return PeerIdentity("", "")
         if not der:  # CERT_REQUIRED makes this unreachable; checked anyway, it is cheap
             self._fail("TLS handshake failed: the peer presented no certificate")
+        if self._server_side and self._settings.verify_client_cert == "none":
+            return PeerIdentity("", "")  # stock does not look at a certificate it did not ask for
         try:
             return verify_peer_certificate(der, self._settings, self._peer_address)
         except HandshakeError as exc:
