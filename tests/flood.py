@@ -185,12 +185,17 @@ def start_server(
 
     if kind == "ours":
         argv = [*pair.python_argv(), "-m", "tunnel", "server", "--config", str(conf)]
+    elif kind.startswith("ours@"):  # another tree of ours (scripts/flood --kinds ours@DIR)
+        # -C: `python -m` puts the working directory first on sys.path
+        argv = ["env", "-C", kind[5:], f"PYTHONPATH={kind[5:]}", *pair.python_argv(), "-m",
+                "tunnel", "server", "--config", str(conf)]
     else:
         openvpn = shutil.which("openvpn")
         assert openvpn is not None
         argv = [openvpn, "--config", str(conf)]
     proc: subprocess.Popen[bytes] = pair.spawn(
-        pair.ns_a, *argv, log_path=pair.workdir / f"server-{kind}-{time.monotonic_ns()}.log")
+        pair.ns_a, *argv,
+        log_path=pair.workdir / f"server-{kind.replace('/', '_')}-{time.monotonic_ns()}.log")
     ok = wait_for(lambda: "Initialization Sequence Completed" in pair.log(proc)
                   or proc.poll() is not None, timeout)
     assert ok and proc.poll() is None, pair.log(proc)

@@ -37,7 +37,8 @@ class Lab:
     """A server (wrapped as the runtime wraps it) and whoever talks to it, on a fake clock."""
 
     def __init__(self, *, hand_window: float = 4.0, max_clients: int = 1024,
-                 connect_freq_initial: tuple[int, int] = (100, 10)) -> None:
+                 connect_freq_initial: tuple[int, int] = (100, 10),
+                 duplicate_cn: bool = False) -> None:
         self.now = 1000.0
         self.timers = Timers(ping=10, ping_restart=60, hand_window=hand_window)
         self.server = Server(ServerSettings(
@@ -48,6 +49,7 @@ class Lab:
             push=("topology subnet",),
             max_clients=max_clients,
             connect_freq_initial=connect_freq_initial,
+            duplicate_cn=duplicate_cn,
         ), self.now)
         self.endpoint = CountingServer(self.server)
         self.peers = PeerRegistry(self.endpoint)
@@ -104,17 +106,17 @@ class Lab:
         self.inbox.pop(addr, None)
         return True
 
-    def connect_legit(self, seconds: float = 10.0) -> float | None:
-        """A real client at LEGIT: simulated seconds until its data channel is ready."""
+    def connect_legit(self, seconds: float = 10.0, addr: Address = LEGIT) -> float | None:
+        """A real client at `addr`: simulated seconds until its data channel is ready."""
         client = Client(session_settings(is_client=True, tls=tls_settings("client"),
                                          timers=self.timers), [SERVER_ADDR], self.now,
                         reconnect=False)
         start = self.now
         while self.now - start < seconds:
             for datagram, _addr in client.datagrams_to_send(self.now):
-                self.send(datagram, LEGIT)
+                self.send(datagram, addr)
             self.service()
-            for datagram in self.inbox.pop(LEGIT, []):
+            for datagram in self.inbox.pop(addr, []):
                 buf = self.pool.acquire()
                 try:
                     buf.append(datagram)
@@ -220,3 +222,12 @@ def test_per_event_work_does_not_grow_with_the_number_of_sessions() -> None:
     small, large = cost(1), cost(500)
     # Walking 500 sessions per packet made this ~100x; a generous bound for a loaded machine.
     assert large < 3 * small + 0.2, (small, large)
+
+
+def test_max_clients_refuses_once_every_slot_is_an_established_client() -> None:
+    lab = Lab(max_clients=2, duplicate_cn=True)  # one certificate for all three
+    assert lab.connect_legit(addr=("198.51.100.1", 1)) is not None
+    assert lab.connect_legit(addr=("198.51.100.2", 2)) is not None
+    assert lab.connect_legit(seconds=3, addr=("198.51.100.3", 3)) is None
+    assert lab.server.drops.counts[RATE_LIMITED] >= 1
+    assert len(lab.server.sessions) == 2 and lab.server.half_open == 0  # nobody pushed out
