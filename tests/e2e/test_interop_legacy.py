@@ -158,8 +158,11 @@ def test_compression_framing(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, di
 USERNAME, PASSWORD = "alice", "s3cret pass"
 WRONG_PASSWORD = "Xq9-not-the-password"
 VERIFY_SCRIPT = """#!/bin/sh
-# auth-user-pass-verify via-file: $1 holds the username and the password on two lines.
-[ "$(sed -n 1p "$1")" = "alice" ] && [ "$(sed -n 2p "$1")" = "s3cret pass" ] || exit 1
+# auth-user-pass-verify: via-file, $1 holds the username and the password on two lines;
+# via-env (script-security 3), $username and $password.
+if [ -n "$1" ]; then user=$(sed -n 1p "$1"); pass=$(sed -n 2p "$1")
+else user=$username; pass=$password; fi
+[ "$user" = "alice" ] && [ "$pass" = "s3cret pass" ] || exit 1
 [ "$script_type" = "user-pass-verify" ] && [ -n "$untrusted_ip" ] || exit 1
 exit 0
 """
@@ -175,8 +178,9 @@ def auth_files(workdir: Path, password: str) -> tuple[Path, Path]:
     return script, creds
 
 
-def server_auth_lines(script: Path) -> list[str]:
-    return [f"auth-user-pass-verify {script} via-file", "script-security 2",
+def server_auth_lines(script: Path, method: str = "via-file") -> list[str]:
+    security = "3" if method == "via-env" else "2"  # stock passes $password only with 3
+    return [f"auth-user-pass-verify {script} {method}", f"script-security {security}",
             "verify-client-cert none", "username-as-common-name"]
 
 
@@ -186,16 +190,17 @@ def without_cert(text: str) -> str:
                    if not line.startswith(("cert ", "key ")))
 
 
+@pytest.mark.parametrize("method", ["via-file", "via-env"])
 @pytest.mark.parametrize("direction", list(ALL_KINDS))
 def test_username_password(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
-                           direction: str) -> None:
+                           direction: str, method: str) -> None:
     """A client with only `ca` + auth-user-pass FILE; the server checks it with a script."""
     pair = netns_pair
     script, creds = auth_files(tmp_path, PASSWORD)
     server_kind, client_kind = ALL_KINDS[direction]
     subnet = pair.new_subnet()
     server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
-                                extra=server_auth_lines(script))
+                                extra=server_auth_lines(script, method))
     client_text = without_cert(client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
                                              extra=[f"auth-user-pass {creds}"]))
     with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
@@ -214,7 +219,7 @@ def test_username_password(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                 assert "Username/Password authentication succeeded" in server.log() or (
                     "TLS: Username/Password authentication succeeded" in server.log())
                 assert f"{USERNAME}/" in server.log()  # the CN is the username
-    print(f"\ninterop {direction} auth-user-pass (ca only, via-file, username-as-common-name): "
+    print(f"\ninterop {direction} auth-user-pass (ca only, {method}, username-as-common-name): "
           "ping both ways ok")
 
 
