@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.openvpn_peer import Pki, make_pki
+from tests.e2e.openvpn_peer import (
+    Pki,
+    client_config,
+    make_pki,
+    ping,
+    server_config,
+    start_peer,
+)
 from tests.e2e.test_interop_openvpn import (
     CIPHERS,
     DIRECTIONS,
@@ -25,7 +32,7 @@ from tests.e2e.test_interop_openvpn import (
     tunnel_up,
     warm_up,
 )
-from tests.netns import NetnsPair
+from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
@@ -83,3 +90,28 @@ def test_tcp_renegotiation_during_traffic(netns_pair: NetnsPair, tmp_path: Path,
         assert_clean_stock_log(tunnel)
     record(f"tcp-{direction}-reneg{RENEG_SEC}", "AES-256-GCM", result, pings,
            extra=f", {soft_resets} soft resets")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+def test_tcp6_underlay(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direction: str) -> None:
+    """`proto tcp6-server` / `tcp6-client` over the IPv6 underlay: up, ping crosses."""
+    pair = netns_pair
+    server_kind, client_kind = DIRECTIONS[direction]
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr6_a, subnet=subnet,  # type: ignore[arg-type]
+                                cipher="AES-256-GCM", extra=["proto tcp6-server"])
+    client_text = client_config(pki=pki, remote=pair.addr6_a,  # type: ignore[arg-type]
+                                cipher="AES-256-GCM", extra=["proto tcp6-client"])
+    with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
+                    workdir=tmp_path) as server:
+        server.wait_up()
+        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
+                        config_text=client_text, workdir=tmp_path) as client:
+            client.wait_up()
+            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), (
+                f"{server.describe()}\n{client.describe()}")
+            result = ping(pair, pair.ns_b, subnet[1], count=3)
+            assert result.received == 3, result.output
+            stock = server if server_kind == "stock" else client
+            assert "AF_INET6" in stock.log(), stock.log()
