@@ -134,3 +134,31 @@ def test_crl_dir_and_inline(tmp_path: Path, pem: dict[str, bytes]) -> None:
     inline(_cert(pem, "client"))
     with pytest.raises(HandshakeError):
         inline(revoked)
+
+
+def test_peer_fingerprint_without_ca(pem: dict[str, bytes]) -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tunnel.protocol.tls import verify_peer_certificate
+
+    client_der = _cert(pem, "client").public_bytes(serialization.Encoding.DER)
+    server_der = _cert(pem, "server").public_bytes(serialization.Encoding.DER)
+    server_settings = TlsSettings(ca="", cert=pem["server.crt"].decode(),
+                                  key=pem["server.key"].decode(),
+                                  peer_fingerprints=(hashlib.sha256(client_der).digest(),))
+    client_settings = TlsSettings(ca="", cert=pem["client.crt"].decode(),
+                                  key=pem["client.key"].decode(),
+                                  peer_fingerprints=(hashlib.sha256(server_der).digest(),))
+    # Without a CA the chain check is the fingerprint's: the TLS handshake itself completes.
+    _handshake(make_context(server_settings, server_side=True),
+               make_context(client_settings, server_side=False))
+    assert verify_peer_certificate(client_der, server_settings).common_name == "client"
+    revoked_der = _cert(pem, "revoked").public_bytes(serialization.Encoding.DER)
+    with pytest.raises(HandshakeError, match="fingerprint"):
+        verify_peer_certificate(revoked_der, server_settings)
+    # Without a fingerprint and without a CA nothing is accepted.
+    bare = TlsSettings(ca="", cert=pem["server.crt"].decode(), key=pem["server.key"].decode())
+    with pytest.raises(ConfigError):
+        make_context(bare, server_side=True)

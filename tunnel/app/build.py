@@ -117,6 +117,7 @@ def build_tls_settings(cfg: TunnelConfig) -> TlsSettings:
         remote_cert_ku=tuple(ops.remote_cert_ku),
         remote_cert_eku=ops.remote_cert_eku,
         peer_checks=tuple(peer_checks),
+        peer_fingerprints=tuple(ops.peer_fingerprints),
     )
 
 

@@ -71,7 +71,7 @@ APPLIED: frozenset[str] = frozenset(
         # scripts.py + hooks.py (script-security decides whether they run), routing.py
         "up", "down", "route-up", "tls-verify", "client-connect", "client-disconnect",
         "learn-address", "up-restart", "down-pre", "redirect-gateway", "route-nopull",
-        "route-noexec", "script-security", "pull-filter", "tls-exit",
+        "route-noexec", "script-security", "pull-filter", "tls-exit", "peer-fingerprint",
         # refused at start until applied (ops_support.py)
         *OPS_REFUSED,
     }

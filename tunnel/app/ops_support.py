@@ -16,7 +16,6 @@ _REASONS: dict[str, str] = {
     "route-pre-down": "this script hook is not run by this version",
     "ipchange": "this script hook is not run by this version",
     "up-delay": "delaying the device until the TLS session is up is not supported",
-    "peer-fingerprint": "certificate pinning without a CA is not supported yet",
 }
 OPS_REFUSED: frozenset[str] = frozenset(_REASONS)
 

@@ -91,7 +91,7 @@ def _check_device(cfg: TunnelConfig) -> None:
 
 
 def _check_tls(cfg: TunnelConfig) -> None:
-    if cfg.ca_pem is None and cfg.ops.capath is None:
+    if cfg.ca_pem is None and cfg.ops.capath is None and not cfg.ops.peer_fingerprints:
         raise cfg.error(
             "ca", "option 'ca' is missing: the peer's certificate cannot be verified without it"
         )

@@ -35,6 +35,7 @@ key_id, never TLS-level renegotiation or resumption; make a new `TlsSession` eac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import ssl
@@ -51,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tunnel.protocol.errors import ConfigError, HandshakeError
-from tunnel.protocol.tls_ops import apply_tls_knobs, verify_peer_extras
+from tunnel.protocol.tls_ops import accept_any_chain, apply_tls_knobs, verify_peer_extras
 
 __all__ = [
     "MAX_RECORD_PLAINTEXT",
@@ -122,6 +123,9 @@ class TlsSettings:
     remote_cert_ku: tuple[int, ...] = ()
     remote_cert_eku: str | None = None
     peer_checks: tuple[PeerCheck, ...] = field(default=(), repr=False)
+    # peer-fingerprint: SHA-256 digests of the certificates the peer may present; without a CA
+    # they replace the chain check (tls_ops.accept_any_chain), with one they add to it.
+    peer_fingerprints: tuple[bytes, ...] = ()
     # Server: `verify-client-cert none|optional|require` (a client without a certificate
     # authenticates by username/password). Client: `cert`/`key` may be "" (auth-user-pass).
     verify_client_cert: str = "require"
@@ -182,7 +186,9 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     # client never offers a session, a stock client has its cache off, and TlsSession refuses
     # a resumed session anyway: every key gets a full handshake.
 
-    ca_certs = _parse_certificates("ca", settings.ca) if settings.ca or not settings.capath else []
+    pki_less = not settings.ca and not settings.capath and bool(settings.peer_fingerprints)
+    ca_certs = (_parse_certificates("ca", settings.ca)
+                if settings.ca or not (settings.capath or pki_less) else [])
     with_cert = bool(settings.cert) or server_side  # a client may have none (auth-user-pass)
     chain = _parse_certificates("cert", settings.cert) if with_cert else []
     if with_cert:
@@ -195,6 +201,8 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
             ctx.load_verify_locations(cadata="".join(_pem(c) for c in ca_certs))
     except ssl.SSLError as exc:
         raise ConfigError(f"ca: rejected by OpenSSL: {_ssl_reason(exc)}") from None
+    if pki_less:
+        accept_any_chain(ctx)
     apply_tls_knobs(ctx, tls_cipher=settings.tls_cipher, tls_ciphersuites=settings.tls_ciphersuites,
                     tls_groups=settings.tls_groups, ecdh_curve=settings.ecdh_curve,
                     capath=settings.capath)
@@ -476,6 +484,10 @@ def verify_peer_certificate(
                 f"verify-x509-name '{expected}' name-prefix"
             )
 
+    if settings.peer_fingerprints and hashlib.sha256(der).digest() not in \
+            settings.peer_fingerprints:
+        raise HandshakeError(
+            "VERIFY ERROR: the peer certificate's SHA-256 fingerprint is not in peer-fingerprint")
     verify_peer_extras(cert, ns_cert_type=settings.ns_cert_type,
                        remote_cert_ku=settings.remote_cert_ku,
                        remote_cert_eku=settings.remote_cert_eku)

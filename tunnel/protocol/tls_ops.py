@@ -29,6 +29,7 @@ from tunnel.protocol.errors import ConfigError, HandshakeError
 from tunnel.protocol.tls_names import OPENSSL_BY_IANA
 
 __all__ = [
+    "accept_any_chain",
     "apply_tls_knobs",
     "openssl_cipher_list",
     "verify_peer_extras",
@@ -81,6 +82,23 @@ def _set_groups(ctx: ssl.SSLContext, groups: str) -> bool:
     if not ok:
         lib.ERR_clear_error()
     return ok
+
+
+# peer-fingerprint without a CA (2.6's PKI-less mode): OpenSSL still asks for and parses the
+# peer's certificate, but its chain cannot verify against nothing; stock's verify callback then
+# lets it through (verify_hash_no_ca) and compares the SHA-256 fingerprint instead, which
+# verify_peer_certificate does here. The callback object must outlive every context using it.
+_VERIFY_CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+_ACCEPT_CHAIN = _VERIFY_CALLBACK_TYPE(lambda preverify_ok, store_ctx: 1)
+_SSL_VERIFY_PEER_REQUIRED = 0x01 | 0x02  # SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+
+
+def accept_any_chain(ctx: ssl.SSLContext) -> None:
+    """Request the peer's certificate but leave judging it to the fingerprint check."""
+    func = _libssl().SSL_CTX_set_verify
+    func.argtypes = [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK_TYPE]
+    func.restype = None
+    func(_ssl_ctx_pointer(ctx), _SSL_VERIFY_PEER_REQUIRED, _ACCEPT_CHAIN)
 
 
 def _groups_for_openssl(groups: str) -> str:
