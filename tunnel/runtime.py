@@ -17,10 +17,12 @@ from tunnel.protocol.cbc import CBC_CIPHERS
 from tunnel.protocol.compress import register_compression
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
 from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_ciphers
+from tunnel.protocol.ekm import supported as ekm_supported
 from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
 from tunnel.protocol.wrap import PLAIN, ControlWrap
+from tunnel.protocol.wrap.base import DYNAMIC_RESERVED
 
 # Buffers in flight at once: a batch per direction and per arena, plus slack for the
 # control path; bounded so a leak shows up as exhaustion instead of growth.
@@ -99,9 +101,18 @@ def session_settings(
     peer_info: str | None = None,
     compression: str | None = None,
     allow_compression: str = "stub-only",
+    dyn_tls_crypt: bool | None = None,
 ) -> SessionSettings:
-    """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests)."""
+    """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests).
+
+    `dyn_tls_crypt` (default: wherever the TLS exporter works) announces/accepts 2.6's
+    dynamic tls-crypt for renegotiations."""
     timers = timers or Timers()
+    if dyn_tls_crypt is None:
+        dyn_tls_crypt = ekm_supported()
+    # The largest wrap any packet of this session may get: the configured one, or the dynamic
+    # tls-crypt of renegotiations.
+    reserved = max(control_wrap.reserved, DYNAMIC_RESERVED if dyn_tls_crypt else 0)
     occ_name, occ_auth, keysize = occ_cipher(
         data_ciphers, ciphername or data_ciphers_fallback, auth
     )
@@ -123,7 +134,7 @@ def session_settings(
         auth=auth.upper(),
         peer_info=peer_info if peer_info is not None else (
             build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__,
-                            compression=allow_compression)
+                            compression=allow_compression, dyn_tls_crypt=dyn_tls_crypt)
             if is_client
             else None
         ),
@@ -137,7 +148,7 @@ def session_settings(
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
         # tls-mtu holds the wrapped datagram (ssl.c: calc_control_channel_frame_overhead()).
-        max_control_datagram=1250 - _outer_overhead(proto) - control_wrap.reserved,
+        max_control_datagram=1250 - _outer_overhead(proto) - reserved,
         tun_mtu=tun_mtu,
         mssfix=mssfix,
         outer_overhead=_outer_overhead(proto),
@@ -145,6 +156,7 @@ def session_settings(
         compression=compression,
         allow_compression=allow_compression,
         control_wrap=control_wrap,
+        dyn_tls_crypt=dyn_tls_crypt,
         clock_offset=time.time() - time.monotonic(),
     )
 

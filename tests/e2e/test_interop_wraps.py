@@ -9,6 +9,7 @@ the stock writer (and test_genkey.py checks the other way round).
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.e2e.test_interop_openvpn import (
     warm_up,
 )
 from tests.netns import NetnsPair
+from tunnel.protocol.ekm import supported as ekm_supported
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
@@ -76,6 +78,20 @@ CASES = [
 ]  # (tls-auth-no-direction-sha512 and tls-crypt-inline exist for manual runs; CI time is short)
 
 
+TLS_HANDSHAKE = re.compile(r"Control Channel: TLSv")
+
+
+def assert_dynamic_tls_crypt(stock_log: str, soft_resets: int) -> None:
+    """Where we can export TLS keying material both sides announce 2.6's dynamic tls-crypt:
+    stock derives the key ("Outgoing dynamic tls-crypt") and every renegotiation, wrapped
+    with it, completes its handshake."""
+    if not ekm_supported():
+        assert "dynamic tls-crypt" not in stock_log
+        return
+    assert "Outgoing dynamic tls-crypt: Cipher 'AES-256-CTR'" in stock_log, stock_log
+    assert len(TLS_HANDSHAKE.findall(stock_log)) >= 1 + soft_resets, stock_log
+
+
 def stock_genkey(path: Path) -> Path:
     subprocess.run(["openvpn", "--genkey", "secret", str(path)], check=True,
                    capture_output=True, timeout=30)
@@ -113,6 +129,7 @@ def test_wrap_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: 
         else:
             wrap_line = "Control Channel Authentication: Using 160 bit message hash 'SHA1'"
         assert wrap_line in stock_log, stock_log
+        assert_dynamic_tls_crypt(stock_log, soft_resets)
     record(f"{direction}-{case}", "AES-256-GCM", result, pings,
            extra=f", {soft_resets} stock soft resets")
 
@@ -190,6 +207,7 @@ def test_tls_crypt_v2_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  
         assert soft_resets >= 1, f"no soft reset during the run\n{tunnel.logs()}"
         assert result.mbit_per_s > MIN_MBIT_PER_S, result
         assert_clean_stock_log(tunnel)
+        assert_dynamic_tls_crypt(stock_log, soft_resets)
         if stock_is_server:
             assert "TLS CRYPT V2 VERIFY SCRIPT OK" in stock_log, stock_log
         # The refused client: same server, mallory's key; it never comes up, the server lives.
@@ -236,5 +254,6 @@ def test_wrap_over_tcp(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa:
         assert soft_resets >= 1, f"no soft reset during the run\n{tunnel.logs()}"
         assert result.mbit_per_s > MIN_MBIT_PER_S, result
         assert_clean_stock_log(tunnel)
+        assert_dynamic_tls_crypt(tunnel.stock().log(), soft_resets)
     record(f"{direction}-{case}-tcp", "AES-256-GCM", result, pings,
            extra=f", {soft_resets} stock soft resets")

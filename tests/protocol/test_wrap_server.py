@@ -104,11 +104,14 @@ def test_renegotiation_and_replay_through_the_wrap() -> None:
     for datagram, _addr in pair.client.datagrams_to_send(pair.now):
         sent.append(datagram)
     assert sent
-    before = session.wrap_channel.replayed
+    # After the renegotiation the message goes on key_id 1: with dynamic tls-crypt (both
+    # sides ours, the exporter reachable) through the renegotiation channel.
+    channel = session.reneg_channel or session.wrap_channel
+    before = channel.replayed
     for datagram in sent:
         pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
         pair.server.receive(buf_of(datagram), CLIENT_ADDR, pair.now)
-    assert session.wrap_channel.replayed == before + len(sent)
+    assert channel.replayed == before + len(sent)
 
 
 def test_v2_flood_with_keys_for_another_server_keeps_no_state() -> None:
@@ -123,3 +126,26 @@ def test_v2_flood_with_keys_for_another_server_keeps_no_state() -> None:
     attacker = TlsCryptV2ClientWrap(foreign, resend_wkc=True)
     wrong_key_flood(TlsCryptV2ServerWrap(server_key), TlsCryptV2ClientWrap(good),
                     attacker, 2000, v3=True)
+
+
+def test_dynamic_tls_crypt_between_two_of_ours() -> None:
+    """Both announce it: the server pushes dyn-tls-crypt, both derive the same renegotiation
+    key from the exporter (XORed with the configured key), renegotiations go through it."""
+    from tunnel.protocol.ekm import supported
+    from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL
+
+    if not supported():  # pragma: no cover - CPython with OpenSSL everywhere we run
+        return
+    pair = Pair(client_wrap=TlsAuthWrap(KEY, 1), server_wrap=TlsAuthWrap(KEY, 0))
+    pair.connect(10)
+    client, server = pair.client.session, pair.server.sessions[0]
+    assert client.pushed is not None and "dyn-tls-crypt" in client.pushed.protocol_flags
+    assert client.reneg_channel is not None and server.reneg_channel is not None
+    exported = [s.keys[0].tls.export_keying_material(DYNAMIC_TLS_CRYPT_LABEL, 256)
+                for s in (client, server)]
+    assert exported[0] is not None and exported[0] == exported[1]
+    for _ in range(2):
+        assert client.renegotiate(pair.now)
+        pair.run(5)
+    assert client.renegotiations == 2 and server.renegotiations == 2
+    assert server.reneg_channel.dropped == 0 and client.reneg_channel.dropped == 0

@@ -16,7 +16,7 @@ from tunnel.config import TunnelConfig
 
 __all__ = ["APPLIED", "NO_EFFECT", "no_effect_reason", "unapplied_options"]
 
-# Applied by the runtime (or refused before it starts: tls-auth & co. by the parser). The
+# Applied by the runtime (or refused before it starts: `secret` by the parser). The
 # comment says where, for a reader hunting an option down.
 APPLIED: frozenset[str] = frozenset(
     {
@@ -62,8 +62,11 @@ APPLIED: frozenset[str] = frozenset(
         "metrics-listen",
         # read by the parser itself
         "ignore-unknown-option", "setenv",
-        # refused by the parser, whatever their arguments
-        "tls-auth", "tls-crypt", "tls-crypt-v2", "key-direction", "secret",
+        # control-channel wraps (options_wrap.py -> app/build.py: build_control_wrap)
+        "tls-auth", "tls-crypt", "tls-crypt-v2", "tls-crypt-v2-verify", "tls-crypt-v2-max-age",
+        "key-direction",
+        # refused by the parser, whatever its arguments
+        "secret",
         # issue 11 operations (options_ops.py): process.py, serve.py + ccd.py, crl.py, tls_ops.py
         "daemon", "syslog", "writepid", "dev-node", "client-config-dir", "ccd-exclusive",
         "ifconfig-pool-persist", "crl-verify", "tls-cipher", "tls-ciphersuites", "tls-groups",

@@ -114,9 +114,10 @@ IV_PROTO_DYN_TLS_CRYPT = 512
 
 # 406. Never TLS_KEY_EXPORT (8): a server seeing it pushes `key-derivation tls-ekm` and derives
 # the data keys with RFC 5705 EKM, which the stdlib ssl module cannot export - every data packet
-# would then fail to decrypt. Never DYN_TLS_CRYPT (512): the server would then wrap every
-# renegotiation in tls-crypt keyed from EKM, same problem. NCP_P2P (32) is for p2p mode only,
-# and DNS_OPTION (64) would promise that we parse the pushed `dns` option, which we do not.
+# would then fail to decrypt. DYN_TLS_CRYPT (512) is added by build_peer_info only where
+# tunnel/protocol/ekm.py reaches OpenSSL's exporter (wrap/dynamic.py). NCP_P2P (32) is for p2p
+# mode only, and DNS_OPTION (64) would promise that we parse the pushed `dns` option, which we
+# do not.
 OUR_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
                 | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 
@@ -138,8 +139,12 @@ def build_peer_info(
     tun_mtu_max: int = 1600,
     platform: str = "linux",
     compression: str | None = None,
+    dyn_tls_crypt: bool = False,
 ) -> str:
     """The client's peer-info, in stock's line order (`ssl.c: push_peer_info()`).
+
+    `dyn_tls_crypt` adds IV_PROTO_DYN_TLS_CRYPT (512): renegotiations wrapped with a key from
+    the TLS exporter, which only works where tunnel/protocol/ekm.py reaches it.
 
     IV_NCP=2 is the pre-2.5 way of saying "AES-256-GCM and AES-128-GCM"; stock sends it only
     when both are in data-ciphers. `compression` adds what `comp.c:
@@ -156,7 +161,7 @@ def build_peer_info(
     if "AES-128-GCM" in names and "AES-256-GCM" in names:
         lines.append("IV_NCP=2")
     lines.append("IV_CIPHERS=" + ":".join(names))
-    lines.append(f"IV_PROTO={OUR_IV_PROTO}")
+    lines.append(f"IV_PROTO={OUR_IV_PROTO | (IV_PROTO_DYN_TLS_CRYPT if dyn_tls_crypt else 0)}")
     if compression == "asym":
         lines += ["IV_LZ4=1", "IV_LZ4v2=1", "IV_LZO=1"]
     elif compression == "stub-only":
@@ -383,9 +388,9 @@ def _tun_mtu(opts: PushOptions, name: str, args: list[str]) -> None:
 def _protocol_flags(opts: PushOptions, name: str, args: list[str]) -> None:
     _arity(name, args, 1, 16)
     for flag in args:
-        # Both switch the key derivation to TLS-EKM, which we did not announce (IV_PROTO bits
-        # 8/512) and cannot do: keys would silently differ.
-        if flag in ("tls-ekm", "dyn-tls-crypt"):
+        # tls-ekm switches the data key derivation to TLS-EKM, which we never announce (IV_PROTO
+        # bit 8): keys would silently differ. dyn-tls-crypt (bit 512) is the session's call.
+        if flag == "tls-ekm":
             raise _bad(name, f"'{flag}' was not announced and is not supported")
     opts.protocol_flags.update(args)
 

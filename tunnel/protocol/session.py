@@ -44,6 +44,7 @@ from tunnel.protocol.keystate import KeyPhase, KeyState
 from tunnel.protocol.messages import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
+    IV_PROTO_DYN_TLS_CRYPT,
     IV_PROTO_REQUEST_PUSH,
     PushOptions,
     build_push_reply,
@@ -58,7 +59,8 @@ from tunnel.protocol.prf import derive_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
-from tunnel.protocol.wrap.base import WrapChannel
+from tunnel.protocol.wrap.base import WrapChannel, control_frame
+from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL, dynamic_wrap
 
 # What `decrypt` tells the I/O layer to do with the buffer.
 TO_TUN = 1  # an IP packet: write buf.data to the device
@@ -153,8 +155,12 @@ class Session:
             replay_seconds=settings.replay_seconds,
             clock_offset=settings.clock_offset,
         )
-        self._control_frame = settings.control_wrap.frame
+        self._control_frame = control_frame(settings.control_wrap,
+                                            dynamic=settings.dyn_tls_crypt)
         self._control_buf = Buffer(self._control_frame.buffer_size)
+        # 2.6 dynamic tls-crypt (wrap/dynamic.py): key_id > 0 goes through this channel once
+        # both peers agreed on it.
+        self.reneg_channel: WrapChannel | None = None
         # client push state
         self.pushed: PushOptions | None = None
         self._push_parts: PushOptions | None = None
@@ -245,7 +251,11 @@ class Session:
         """One wrapped control datagram: tag and replay check, unwrapped in place, processed."""
         if self.closed is not None:
             return
-        if not self.wrap_channel.open(buf, now):
+        data = buf.data
+        channel = self.wrap_channel
+        if data and data[0] & 7 and self.reneg_channel is not None:
+            channel = self.reneg_channel
+        if not channel.open(buf, now):
             self.dropped_control += 1
             self.control_drop = AUTH_FAILED  # the wrap's tag (or its replay check) refused it
             return
@@ -378,13 +388,31 @@ class Session:
         return out
 
     def _wrap(self, datagram: bytes, now: float) -> bytes:
-        if not self.wrap_channel.wrap.has_packet_id:
+        channel = self.wrap_channel
+        if datagram[0] & 7 and self.reneg_channel is not None:
+            channel = self.reneg_channel
+        if not channel.wrap.has_packet_id:
             return datagram
         buf = self._control_buf
         buf.reset(self._control_frame.headroom)
         buf.append(datagram)
-        self.wrap_channel.seal(buf, now)
+        channel.seal(buf, now)
         return bytes(buf.data)
+
+    def _start_dynamic_tls_crypt(self, now: float) -> bool:
+        """Derive the renegotiation wrap from the key_id 0 session; False if we cannot."""
+        key = self._key_state(0)
+        if key is None or self.reneg_channel is not None:
+            return self.reneg_channel is not None
+        exported = key.tls.export_keying_material(DYNAMIC_TLS_CRYPT_LABEL, 256)
+        if exported is None:
+            return False
+        s = self.settings
+        wrap = dynamic_wrap(exported, self.wrap_channel.wrap, server=not self.is_client)
+        self.reneg_channel = wrap.channel(replay_window=s.replay_window,
+                                          replay_seconds=s.replay_seconds,
+                                          clock_offset=s.clock_offset)
+        return True
 
     def send_control_message(self, text: str) -> None:
         key = self._control_key()
@@ -823,8 +851,12 @@ class Session:
         if self.tx_peer_id is not None:
             items.append(f"peer-id {self.tx_peer_id}")
         items.append(f"cipher {self.cipher}")
-        if self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
-            items.append("protocol-flags cc-exit")
+        flags = ["cc-exit"] if self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY else []
+        if (self.settings.dyn_tls_crypt and self.iv_proto & IV_PROTO_DYN_TLS_CRYPT
+                and self._start_dynamic_tls_crypt(now)):
+            flags.append("dyn-tls-crypt")  # push.c: after cc-exit (and tls-ekm)
+        if flags:
+            items.append("protocol-flags " + " ".join(flags))
         if "IV_MTU" in self.peer_info:
             items.append(f"tun-mtu {self.settings.tun_mtu}")
         try:
@@ -873,6 +905,11 @@ class Session:
         self.cipher = cipher
         self.tx_peer_id = options.peer_id
         self.cc_exit = "cc-exit" in options.protocol_flags
+        if "dyn-tls-crypt" in options.protocol_flags and not (
+                self.settings.dyn_tls_crypt and self._start_dynamic_tls_crypt(now)):
+            self._close("server pushed dyn-tls-crypt, which we cannot do", restart=False,
+                        now=now)
+            return
         if options.ping is not None:
             self.ping = float(options.ping)
         if options.ping_restart is not None:

@@ -64,6 +64,9 @@ class SessionSettings:
     # long-form packet-id carries Unix time: now + clock_offset (the app sets the offset).
     control_wrap: ControlWrap = field(default=PLAIN, repr=False)
     clock_offset: float = 0.0
+    # 2.6 dynamic tls-crypt for renegotiations (wrap/dynamic.py): announced (client) and
+    # accepted (server) only when the TLS exporter is reachable (tunnel/protocol/ekm.py).
+    dyn_tls_crypt: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     # Server: every key's authentication waits for an outside verdict (management-client-auth):

@@ -280,6 +280,15 @@ class TlsSession:
         """The negotiated protocol ("TLSv1.3"), once the handshake is complete."""
         return self._ssl.version() if self._complete else None
 
+    def export_keying_material(self, label: bytes, length: int) -> bytes | None:
+        """RFC 5705 keying material of the completed session (tunnel/protocol/ekm.py), or
+        None when it cannot be exported."""
+        if not self._complete:
+            return None
+        from tunnel.protocol.ekm import export_keying_material
+
+        return export_keying_material(self._ssl, label, length)
+
     # -- input ------------------------------------------------------------------------------
 
     def feed(self, ciphertext: bytes) -> None:

@@ -73,6 +73,9 @@ class ControlWrap(ABC):
     # early negotiation, ssl.c: tls_session_init()).
     client_reset_opcode: Opcode = Opcode.P_CONTROL_HARD_RESET_CLIENT_V2
     initial_packet_id: int = 0
+    # The key2 the wrap was made from (tls-auth/tls-crypt file, tls-crypt-v2 client key):
+    # 2.6's dynamic tls-crypt key is XORed with it (stock: original_wrap_keydata).
+    original_key: bytes | None = None
 
     @property
     def reserved(self) -> int:
@@ -138,12 +141,19 @@ def register_control_channel(builder: FrameBuilder, wrap: ControlWrap) -> None:
     wrap.register(builder)
 
 
-def control_frame(wrap: ControlWrap) -> Frame:
+def control_frame(wrap: ControlWrap, *, dynamic: bool = False) -> Frame:
     """The control channel's own frame (stock keeps one apart from the data channel's too:
-    `ssl.c: tls_init_control_channel_frame_parameters()`)."""
+    `ssl.c: tls_init_control_channel_frame_parameters()`); `dynamic` leaves room for the
+    dynamic tls-crypt wrap of renegotiations as well."""
     builder = FrameBuilder(tun_mtu=CONTROL_PAYLOAD)
     register_control_channel(builder, wrap)
+    if dynamic:
+        builder.reserve("control-wrap dynamic tls-crypt", headroom=DYNAMIC_OVERHEAD)
     return builder.finalize()
+
+
+DYNAMIC_OVERHEAD = LONG_PID_LEN + 32  # tls-crypt: packet-id + tag
+DYNAMIC_RESERVED = DYNAMIC_OVERHEAD + 16  # what stock reserves for tls-crypt
 
 
 class LongReplayWindow:

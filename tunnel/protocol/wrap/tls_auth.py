@@ -50,6 +50,7 @@ class TlsAuthWrap(ControlWrap):
         constructor = TLS_AUTH_DIGESTS[name]
         self.digest = name
         self.digest_size = constructor().digest_size
+        self.original_key = key
         keys = direction_keys(key, direction)
         # A keyed HMAC object per direction, copied per packet: the key schedule runs once.
         self._send = hmac.new(keys.send_hmac[: self.digest_size], digestmod=constructor)

@@ -50,7 +50,9 @@ class TlsCryptWrap(ControlWrap):
 
     @classmethod
     def from_key(cls, key: bytes, *, server: bool) -> TlsCryptWrap:
-        return cls(direction_keys(key, 0 if server else 1))
+        wrap = cls(direction_keys(key, 0 if server else 1))
+        wrap.original_key = key
+        return wrap
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
         buf.reserve_head(TLS_CRYPT_OVERHEAD)

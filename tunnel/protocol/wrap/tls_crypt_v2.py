@@ -91,6 +91,7 @@ class _PeerWrap(TlsCryptWrap):
     def __init__(self, client_key: bytes, metadata: bytes) -> None:
         super().__init__(direction_keys(client_key, 0))
         self.metadata = metadata
+        self.original_key = client_key
 
     def open(self, buf: Buffer) -> Opened | None:
         view = buf.data
@@ -167,6 +168,7 @@ class TlsCryptV2ClientWrap(TlsCryptWrap):
 
     def __init__(self, client_key: ClientKey, *, resend_wkc: bool = False) -> None:
         super().__init__(direction_keys(client_key.key, 1))
+        self.original_key = client_key.key
         self.client_key = client_key
         self.resend_wkc = resend_wkc
         self._resending: TlsCryptV2ClientWrap | None = self if resend_wkc else None
