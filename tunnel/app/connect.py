@@ -342,5 +342,6 @@ class ClientRuntime(Runtime):
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
-            drops=drop_counts(self.endpoint.client.drops.counts, self.driver.stats),
+            drops=drop_counts(self.endpoint.client.drops.counts, self.driver.stats,
+                              getattr(self.driver, "device", None)),
         )

@@ -174,7 +174,8 @@ class ServerRuntime(Runtime):
             arena=self.arena_counters(),
             link=self.driver.stats,
             clients=rows,
-            drops=drop_counts(self.endpoint.server.drops.counts, self.driver.stats),
+            drops=drop_counts(self.endpoint.server.drops.counts, self.driver.stats,
+                              getattr(self.driver, "device", None)),
         )
 
     @staticmethod

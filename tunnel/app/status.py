@@ -78,10 +78,13 @@ class StatusSnapshot:
     drops: dict[str, int] = field(default_factory=dict)
 
 
-def drop_counts(endpoint_drops: dict[str, int], link: DriverStats) -> dict[str, int]:
-    """The endpoint's drops by cause plus what the driver refused before it (malformed)."""
+def drop_counts(
+    endpoint_drops: dict[str, int], link: DriverStats, device: object = None
+) -> dict[str, int]:
+    """The endpoint's drops by cause plus what the driver (and the device: cut or malformed
+    packets read from the TUN) refused before it, as malformed."""
     counts = {cause: endpoint_drops.get(cause, 0) for cause in CAUSES}
-    counts[MALFORMED] += link.malformed
+    counts[MALFORMED] += link.malformed + int(getattr(device, "rx_dropped", 0))
     return counts
 
 

@@ -154,6 +154,7 @@ class Client:
         if self._reconnect_at is not None:
             if now >= self._reconnect_at:
                 self._reconnect_at = None
+                self.session.release()  # freed now, not at the next full collection
                 self.session = self._start(now)
             return
         poll = self._poll_deadline()
