@@ -153,8 +153,9 @@ def _debootstrap(root: Path, mirrors: dict[str, str], proxy: str, pip_conf: str,
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)
 
 
-def standin_base(engine: Engine, log: list[str]) -> str:
-    """Import (building it first unless cached) the stand-in; return its image name."""
+def standin_base(engine: Engine, log: list[str], imported: list[str]) -> str:
+    """Import (building it first unless cached) the stand-in; return its image name. Names
+    this call imported into the engine are added to `imported` (for removal afterwards)."""
     mirrors = _host_mirrors()
     proxy = _host_apt_proxy()
     pip_conf = _pip_conf(_host_pip_settings())
@@ -187,12 +188,13 @@ def standin_base(engine: Engine, log: list[str]) -> str:
         else:
             log.append(f"stand-in base {name}: cached {tarball}")
         engine.docker("import", str(tarball), name, timeout=300)
+        imported.append(name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return name
 
 
-def base_image(engine: Engine, log: list[str]) -> str:
+def base_image(engine: Engine, log: list[str], imported: list[str]) -> str:
     """The default base if the engine has it or can pull it, else the stand-in."""
     default = default_base()
     if engine.docker("image", "inspect", default, check=False).returncode == 0:
@@ -204,4 +206,4 @@ def base_image(engine: Engine, log: list[str]) -> str:
         return default
     reason = (pull.stderr.strip().splitlines() or ["no output"])[-1]
     log.append(f"base {default}: cannot be pulled ({reason}); using a local stand-in")
-    return standin_base(engine, log)
+    return standin_base(engine, log, imported)

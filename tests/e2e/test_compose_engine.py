@@ -76,28 +76,30 @@ def engine() -> Iterator[Engine]:
 def image(engine: Engine) -> Iterator[str]:
     """The tunnel image, built from the Dockerfile under a tag of this run; removed after."""
     log: list[str] = []
-    base = base_image(engine, log)
+    imported: list[str] = []
     tag = f"pyovpn-tunnel:test-{secrets.token_hex(4)}"
-    build_args = ["--build-arg", f"BASE_IMAGE={base}", *pip_build_args()]
-    # The predefined proxy build args pass the host's proxy without baking it into the image.
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-                "no_proxy"):
-        if os.environ.get(var):
-            build_args += ["--build-arg", f"{var}={os.environ[var]}"]
-    started = time.monotonic()
-    # The classic builder: the same with every engine and CLI version, no buildx needed.
-    # --network host: RUN steps reach the package servers without a NAT rule on the host.
-    engine.env["DOCKER_BUILDKIT"] = "0"
-    engine.docker("build", "--network", "host", *build_args, "-t", tag, str(REPO_ROOT),
-                  timeout=900)
-    log.append(f"image {tag} built from the Dockerfile on {base} in "
-               f"{time.monotonic() - started:.0f} s")
-    report_result("compose: " + "; ".join(log))
     try:
+        base = base_image(engine, log, imported)
+        build_args = ["--build-arg", f"BASE_IMAGE={base}", *pip_build_args()]
+        # The predefined proxy build args pass the host's proxy, not kept in the image.
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                    "no_proxy"):
+            if os.environ.get(var):
+                build_args += ["--build-arg", f"{var}={os.environ[var]}"]
+        started = time.monotonic()
+        # The classic builder: the same with every engine and CLI version, no buildx needed.
+        # --network host: RUN steps reach the package servers without a NAT rule on the host.
+        engine.env["DOCKER_BUILDKIT"] = "0"
+        engine.docker("build", "--network", "host", *build_args, "-t", tag, str(REPO_ROOT),
+                      timeout=900)
+        log.append(f"image {tag} built from the Dockerfile on {base} in "
+                   f"{time.monotonic() - started:.0f} s")
+        report_result("compose: " + "; ".join(log))
         yield tag
     finally:
-        if not engine.ours:  # our own engine takes its images with it
-            engine.docker("image", "rm", "-f", tag, check=False)
+        # Also after a failed build. Our own engine takes its images with it.
+        if not engine.ours:
+            engine.docker("image", "rm", "-f", tag, *imported, check=False)
 
 
 @pytest.fixture
