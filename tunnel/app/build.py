@@ -329,6 +329,7 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         # already proved the address, and connections are bounded by max-clients instead.
         connect_freq_initial=(2**31 - 1, 10) if is_tcp(cfg.proto) else cfg.connect_freq_initial,
         duplicate_cn=cfg.duplicate_cn,
+        client_to_client=cfg.client_to_client,
     )
 
 

@@ -75,6 +75,7 @@ APPLIED: frozenset[str] = frozenset(
         "up", "down", "route-up", "tls-verify", "client-connect", "client-disconnect",
         "learn-address", "up-restart", "down-pre", "redirect-gateway", "route-nopull",
         "route-noexec", "script-security", "pull-filter", "tls-exit", "peer-fingerprint",
+        "client-to-client",
         # refused at start until applied (ops_support.py)
         *OPS_REFUSED,
     }
@@ -98,10 +99,6 @@ NO_EFFECT: dict[str, _Reason] = {
     "auth-nocache": _always(
         "the auth-user-pass password is read once and kept in memory (never written anywhere) "
         "for reconnects and renegotiations"
-    ),
-    "client-to-client": _always(
-        "clients reach each other through the server's TUN device and the kernel's routing "
-        "(enable net.ipv4.ip_forward on the server)"
     ),
     "disable-dco": _always("this tunnel never uses data channel offload"),
     "fast-io": _always("the event loop always drains the socket in batches"),

@@ -201,6 +201,7 @@ class ServerSettings:
     # client-config-dir (and client-connect): per-client settings by common name, looked up
     # once the client is authenticated; None = refuse the client (ccd-exclusive, a bad file).
     client_config: Callable[[Session], ClientConfig | None] | None = None
+    client_to_client: bool = False  # route client -> client packets inside the server
     # Told when a client got its address (after the push list is built) and when a client
     # that had one goes away: learn-address and client-disconnect scripts, issue 11 item 5.
     on_client_connected: Callable[[Session, ipaddress.IPv4Address], None] | None = None
@@ -305,7 +306,19 @@ class Server:
             self._float(session, addr)
         if verdict == CONSUMED:
             self.touch(session)  # a ping or OCC: an OCC reply may be queued
+        elif self.settings.client_to_client and verdict == TO_TUN:
+            return self._client_to_client(session, buf, now)
         return verdict
+
+    def _client_to_client(self, session: Session, buf: Buffer, now: float) -> int:
+        """client-to-client: a packet for another client goes straight to it, re-sealed in
+        place for that client (multi.c: multi_process_incoming_link), never to the TUN."""
+        other = self.route(buf)
+        if other is None or other is session:
+            return TO_TUN
+        if other.encrypt(buf, now):
+            self._stateless_out.append((bytes(buf.data), other.remote_addr))
+        return CONSUMED  # the caller's control step sends the queued datagram
 
     def _source_allowed(self, session: Session, buf: Buffer) -> bool:
         """A client may only send from the address we gave it (multi.c: 'bad source address')."""
