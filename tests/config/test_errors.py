@@ -76,8 +76,6 @@ CASES: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("socket-flags-bad", C + "socket-flags SO_FOO\n", 7,
      ("option 'socket-flags': only TCP_NODELAY",)),
     ("remote-bad-host", C + "remote 999.1.1.1\n", 7, ("option 'remote'", "host name or IP")),
-    ("topology-net30", C + "topology net30\n", 7,
-     ("option 'topology': only 'topology subnet' is supported",)),
     ("topology-bad", C + "topology star\n", 7, ("option 'topology'", "'star'")),
     ("tls-auth", C + "tls-auth ta.key 1\n", 7, ("cannot read 'tls-auth' file", "ta.key")),
     ("tls-auth-ignored", "ignore-unknown-option tls-auth\n" + C + "tls-auth ta.key\n", 8,

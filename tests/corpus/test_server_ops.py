@@ -84,3 +84,39 @@ def test_crl_ccd_and_pool_persist(server_kind: str, workdir: Path) -> None:
             server.assert_running()
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("topology", ["net30", "p2p"])
+@pytest.mark.parametrize(("server_kind", "client_kind"),
+                         [("stock", "stock"), ("ours", "stock"), ("stock", "ours")])
+def test_topology_net30_and_p2p(topology: str, server_kind: str, client_kind: str,
+                                workdir: Path) -> None:
+    """The sample server with `topology net30|p2p`: the client gets what stock's pool gives
+    (net30: 10.8.0.6 with peer .5; p2p: 10.8.0.4) and pings the server's 10.8.0.1."""
+    materials = make_materials(workdir)
+    with NetnsPair(workdir=workdir) as pair:
+        fill = {"remote": str(pair.addr_a), "local": str(pair.addr_a)}
+        server_text = render((PAIRS_DIR / "openvpn-sample" / "server.conf").read_text(),
+                             materials, **fill).replace("topology subnet", f"topology {topology}")
+        client_text = render((PAIRS_DIR / "openvpn-sample" / "client.ovpn").read_text(),
+                             materials, **fill)
+        network = _server_network(server_text)
+        server_dir, client_dir = workdir / "server", workdir / "client"
+        for directory in (server_dir, client_dir):
+            prepare(directory, materials)
+        (server_dir / "server.conf").write_text(server_text)
+        (client_dir / "client.ovpn").write_text(client_text)
+        server = _start(pair, pair.ns_a, server_kind, "server", server_dir / "server.conf")
+        try:
+            server.wait_up()
+            client = _start(pair, pair.ns_b, client_kind, "client", client_dir / "client.ovpn")
+            try:
+                client.wait_up()
+                expected = "10.8.0.6" if topology == "net30" else "10.8.0.4"
+                assert str(tun_address(pair, pair.ns_b, network)) == expected
+                assert wait_for(lambda: ping(pair, pair.ns_b, network[1], count=1).ok, 15, 0.2), \
+                    f"{server.describe()}\n\n{client.describe()}"
+            finally:
+                client.stop()
+        finally:
+            server.stop()

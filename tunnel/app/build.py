@@ -315,7 +315,12 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         session = dataclasses.replace(session, defer_auth=True)
     return ServerSettings(
         session=session,
-        pool=AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end)),
+        pool=(
+            AddressPool(ipaddress.IPv4Address(pool.start) + 2, ipaddress.IPv4Address(pool.end),
+                        step=4)
+            if cfg.topology == "net30" else
+            AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end))
+        ),
         netmask=str(netmask),
         pool6=pool6,
         prefix6=cfg.pool_ipv6.network.prefixlen if cfg.pool_ipv6 is not None else 64,
@@ -330,6 +335,8 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         connect_freq_initial=(2**31 - 1, 10) if is_tcp(cfg.proto) else cfg.connect_freq_initial,
         duplicate_cn=cfg.duplicate_cn,
         client_to_client=cfg.client_to_client,
+        topology=cfg.topology,
+        server_local=ifconfig.ip,
     )
 
 

@@ -78,8 +78,8 @@ def _check_device(cfg: TunnelConfig) -> None:
         raise cfg.error(
             where, f"option {quote(where)}: only dev tun is supported, got {quote(kind)}"
         )
-    if cfg.topology != "subnet":
-        raise cfg.error("topology", "option 'topology': only 'topology subnet' is supported")
+    if cfg.topology not in ("subnet", "net30", "p2p"):
+        raise cfg.error("topology", "option 'topology': subnet, net30 or p2p")
     if cfg.ifconfig is not None and cfg.ifconfig.network.prefixlen <= 30:
         network = cfg.ifconfig.network
         if cfg.ifconfig.ip in (network.network_address, network.broadcast_address):

@@ -119,7 +119,11 @@ def _expand_server(cfg: TunnelConfig, ctx: ParseContext) -> None:
     cfg.mode, cfg.tls_server = "server", True
     first = network.network_address
     cfg.ifconfig = IPv4Interface(f"{first + 1}/{network.prefixlen}")
-    if not cfg.server_nopool:
+    if not cfg.server_nopool and cfg.topology in ("net30", "p2p"):
+        # helper.c: the pool starts at .4 and keeps the last /30 free (a /29 keeps nothing).
+        reserve = 0 if network.prefixlen == 29 else 4
+        cfg.pool = AddressPool(first + 4, network.broadcast_address - reserve, None)
+    elif not cfg.server_nopool:
         cfg.pool = AddressPool(first + 2, network.broadcast_address - 1, network.netmask)
     elif cfg.pool is not None:
         cfg.pool = replace(cfg.pool, netmask=network.netmask)

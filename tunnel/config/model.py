@@ -198,7 +198,7 @@ class TunnelConfig:
     # -- tun device ------------------------------------------------------------------------
     dev: str | None = None  # as written: "tun" (kernel picks tunN) or a fixed name
     dev_type: str | None = None  # always "tun" once validated
-    topology: str = "subnet"  # the only one supported; see options.py for why
+    topology: str = "subnet"  # subnet, net30 or p2p (options.py)
     tun_mtu: int = 1500
     occ_mtu: int | None = None  # `tun-mtu N OCC`: the MTU announced in the options string
     mssfix: int | None = 1492  # None: MSS clamping disabled (`mssfix 0`)
@@ -355,8 +355,16 @@ class TunnelConfig:
         items = list(self.pushes)
         if self.server_ipv6 is not None:
             items.append("tun-ipv6")
-        if self.route_gateway is not None:
+        if self.route_gateway is not None and self.topology == "subnet":
             items.append(f"route-gateway {self.route_gateway}")
+            items.append(f"topology {self.topology}")
+        elif self.server is not None and self.ifconfig is not None:
+            # helper.c for net30/p2p: a route to the whole VPN with client-to-client, else
+            # (net30) one to the server's own address; then the topology.
+            if self.client_to_client:
+                items.append(f"route {self.server.network_address} {self.server.netmask}")
+            elif self.topology == "net30":
+                items.append(f"route {self.ifconfig.ip}")
             items.append(f"topology {self.topology}")
         if self.push_ping is not None and self.push_ping_restart is not None:
             items.append(f"ping {self.push_ping}")

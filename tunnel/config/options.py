@@ -6,10 +6,10 @@ importing this module registers both halves in :data:`OPTIONS`. Semantics follow
 
 Decisions worth knowing:
 
-* ``topology``: only ``subnet``. net30/p2p give each client its own /30 (or a point-to-point
-  pair), with different ifconfig semantics and pushed routes; that is a second addressing
-  scheme, not a flag, so it is refused rather than half-supported. When ``topology`` is absent
-  we use subnet (OpenVPN 2.7's default; 2.6's is net30) and leave a note for a server.
+* ``topology``: subnet, net30 or p2p. net30/p2p give each client its own /30 (or a single
+  address) and a point-to-point ifconfig, laid out as stock's helper.c does (pool from .4,
+  "route SERVER" pushed for net30). When ``topology`` is absent we use subnet (OpenVPN 2.7's
+  default; 2.6's is net30) and leave a note for a server.
 * ``dev``: tun only; ``dev tap`` (or ``dev-type tap``) is an error at its line.
 * ``ifconfig A B``: under topology subnet B is a netmask; a point-to-point B is an error.
 """
@@ -95,14 +95,11 @@ def _dev_type(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     cfg.dev_type = parse_choice(d, 0, ("tun",))
 
 
-@option("topology", "subnet")
+@option("topology", "subnet|net30|p2p")
 def _topology(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
-    if d.args[0] in ("net30", "p2p"):
-        raise OptionProblem(
-            f"option 'topology': only 'topology subnet' is supported, not {quote(d.args[0])} "
-            "(net30/p2p give every client a point-to-point link this tunnel does not implement)"
-        )
-    cfg.topology = parse_choice(d, 0, ("subnet",))
+    # net30/p2p on a server: each client gets a /30 (net30) or a single address (p2p) and a
+    # point-to-point ifconfig, as stock's helper.c lays them out (issue 11).
+    cfg.topology = parse_choice(d, 0, ("subnet", "net30", "p2p"))
     ctx.topology_given = True
 
 

@@ -79,11 +79,12 @@ class AddressPool(Generic[IP]):
     its queue entry behind as stale, skipped when it reaches the front.
     """
 
-    def __init__(self, first: IP, last: IP) -> None:
+    def __init__(self, first: IP, last: IP, step: int = 1) -> None:
+        # step 4 from base+2: one address per /30, as topology net30 hands them out.
         if int(last) < int(first):
             raise ValueError(f"empty address pool {first}..{last}")
         self._kind: type[IP] = type(first)
-        self._queue: deque[int] = deque(range(int(first), int(last) + 1))
+        self._queue: deque[int] = deque(range(int(first), int(last) + 1, step))
         self._free: set[int] = set(self._queue)
         self._stale: dict[int, int] = {}  # address -> queue entries of it to skip
         self.size = len(self._queue)
@@ -202,6 +203,10 @@ class ServerSettings:
     # once the client is authenticated; None = refuse the client (ccd-exclusive, a bad file).
     client_config: Callable[[Session], ClientConfig | None] | None = None
     client_to_client: bool = False  # route client -> client packets inside the server
+    # subnet: "ifconfig ADDR NETMASK"; net30: "ifconfig ADDR ADDR-1" (its /30's other end);
+    # p2p: "ifconfig ADDR SERVER" (server_local, the server's own tunnel address).
+    topology: str = "subnet"
+    server_local: ipaddress.IPv4Address | None = None
     # Told when a client got its address (after the push list is built) and when a client
     # that had one goes away: learn-address and client-disconnect scripts, issue 11 item 5.
     on_client_connected: Callable[[Session, ipaddress.IPv4Address], None] | None = None
@@ -309,6 +314,14 @@ class Server:
         elif self.settings.client_to_client and verdict == TO_TUN:
             return self._client_to_client(session, buf, now)
         return verdict
+
+    def _ifconfig_second(self, vip: ipaddress.IPv4Address) -> str:
+        topology = self.settings.topology
+        if topology == "net30":
+            return str(vip - 1)
+        if topology == "p2p" and self.settings.server_local is not None:
+            return str(self.settings.server_local)
+        return self.settings.netmask
 
     def _client_to_client(self, session: Session, buf: Buffer, now: float) -> int:
         """client-to-client: a packet for another client goes straight to it, re-sealed in
@@ -674,7 +687,7 @@ class Server:
         if vip6 is not None:
             # Stock order: ifconfig-ipv6, then ifconfig (push.c: prepare_push_reply).
             items.append(f"ifconfig-ipv6 {vip6}/{self.settings.prefix6} {self.settings.gateway6}")
-        items.append(f"ifconfig {vip} {self.settings.netmask}")
+        items.append(f"ifconfig {vip} {self._ifconfig_second(vip)}")
         if self.settings.on_client_connected is not None:
             self.settings.on_client_connected(session, vip)
         return items
