@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +111,18 @@ def test_lab_uses_the_project_venv_and_says_each_step() -> None:
 
 @pytest.mark.setpriv
 def test_lab_help_needs_no_root() -> None:
-    result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                             str(LAB), "--help"], capture_output=True, text=True, timeout=30)
+    # A copy nobody can reach: the checkout may sit under a directory only root may enter
+    # (/root, a mktemp -d), which says nothing about the script.
+    directory = Path(tempfile.mkdtemp(prefix="lab-help."))
+    try:
+        directory.chmod(0o755)
+        lab = directory / "lab"
+        shutil.copyfile(LAB, lab)
+        lab.chmod(0o755)
+        result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                 "--clear-groups", str(lab), "--help"],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(directory)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("scripts/lab -- ") and "--stock-server" in result.stdout
