@@ -18,6 +18,7 @@ error: `--strict-markers`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -54,6 +55,11 @@ def _compose_present() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
+
+
+def _lzo_present() -> bool:
+    """python-lzo in this interpreter (`make` installs it where liblzo2-dev lets it build)."""
+    return importlib.util.find_spec("lzo") is not None
 
 
 def _docker_present() -> bool:
@@ -93,6 +99,9 @@ TOOLS: dict[str, Tool] = {
                            "resolving docker-compose.yml without an engine"),
     "docker": Tool(("docker", "dockerd", "docker-compose"), ("docker.io", "docker-compose"),
                    "a Docker engine for the compose topology", present=_docker_present),
+    "lzo": Tool(("python-lzo",), ("liblzo2-dev",),
+                "LZO decompression; `make test` builds it once liblzo2-dev is installed",
+                present=_lzo_present),
     "debootstrap": Tool(("debootstrap",), ("debootstrap",),
                         "a local Debian base image when no image registry answers"),
 }
