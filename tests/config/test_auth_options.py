@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from tests.config.conftest import MINIMAL_CLIENT, MINIMAL_SERVER, Parse, ParseError
+from tunnel.app.connect import ClientRuntime
 from tunnel.app.credentials import load_credentials
+from tunnel.app.privileges import Target
 from tunnel.protocol.errors import ConfigError
 
 CA_ONLY_CLIENT = "".join(
@@ -56,3 +59,20 @@ def test_server_options_and_stocks_rules(parse: Parse, parse_error: ParseError) 
                 "option 'auth-user-pass-verify'")
     parse_error(MINIMAL_CLIENT + "auth-user-pass-verify /bin/true via-env\n",
                 MINIMAL_CLIENT.count("\n") + 1, "only applies to a server")
+
+
+def test_auth_nocache_reader_hands_over_then_reads_the_file_again(parse: Parse,
+                                                                  tmp_path: Path) -> None:
+    path = tmp_path / "up.txt"
+    path.write_text("alice\nfirst\n")
+    cfg = parse(CA_ONLY_CLIENT + f"auth-user-pass {path}\nauth-nocache\n")
+    runtime = ClientRuntime(cfg, logging.getLogger("test"), Target(None, None, None, None))
+    runtime.user_pass = runtime._user_pass()
+    read = runtime._nocache_source()
+    assert read is not None and runtime.user_pass is None  # the runtime keeps no copy
+    path.write_text("alice\nsecond\n")
+    assert read() == ("alice", "first")  # read at start (errors show before anything opens)
+    assert read() == ("alice", "second")  # then the file again, each time
+    path.unlink()
+    with pytest.raises(ConfigError, match="cannot read the auth-user-pass file"):
+        read()

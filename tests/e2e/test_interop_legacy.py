@@ -249,3 +249,51 @@ def test_wrong_password_gets_auth_failed(netns_pair: NetnsPair, tmp_path: Path, 
             assert "Initialization Sequence Completed" not in client.log()
             assert WRONG_PASSWORD not in server.log() + client.log()  # never logged
     print(f"\ninterop {direction} wrong password: AUTH_FAILED, client exited")
+
+
+NOCACHE_SCRIPT = """#!/bin/sh
+# via-file: record every password the client sends (one per key), accept two known ones.
+pass=$(sed -n 2p "$1")
+printf '%s\\n' "$pass" >> {seen}
+[ "$(sed -n 1p "$1")" = "alice" ] || exit 1
+[ "$pass" = "s3cret pass" ] || [ "$pass" = "second pass" ] || exit 1
+"""
+
+
+def test_auth_nocache_reads_the_file_again_on_renegotiation(netns_pair: NetnsPair,
+                                                            tmp_path: Path, pki: Pki) -> None:
+    """Our client with auth-nocache, the stock server renegotiating every few seconds: the
+    password of the first key is dropped, the renegotiation sends the file's new content."""
+    pair = netns_pair
+    seen = tmp_path / "seen.txt"
+    script = tmp_path / "verify.sh"
+    script.write_text(NOCACHE_SCRIPT.format(seen=seen))
+    script.chmod(0o755)
+    creds = tmp_path / "creds.txt"
+    creds.write_text(f"{USERNAME}\n{PASSWORD}\n")
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
+                                extra=[*server_auth_lines(script), "reneg-sec 6"])
+    client_text = without_cert(client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
+                                             extra=[f"auth-user-pass {creds}", "auth-nocache"]))
+    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
+                    workdir=tmp_path) as server:
+        server.wait_up()
+        with start_peer(pair, pair.ns_b, kind="ours", role="client",
+                        config_text=client_text, workdir=tmp_path) as client:
+            client.wait_up()
+            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), (
+                f"{server.describe()}\n{client.describe()}")
+            creds.write_text(f"{USERNAME}\nsecond pass\n")
+
+            def renegotiated() -> bool:
+                return seen.exists() and "second pass" in seen.read_text()
+
+            assert wait_for(renegotiated, 30, 0.3), f"{server.describe()}\n{client.describe()}"
+            assert seen.read_text().splitlines()[0] == PASSWORD
+            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2)
+            assert not any("auth-nocache" in line and "no effect" in line
+                           for line in client.log().splitlines())  # applied, not skipped
+            assert PASSWORD not in client.log() and "second pass" not in client.log()
+    print("\ninterop ours-client-to-stock-server auth-nocache: renegotiation sent the re-read "
+          "password, ping ok")

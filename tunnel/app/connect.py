@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
@@ -48,8 +49,10 @@ from tunnel.app.run import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink, connect_request
 from tunnel.io.driver import Driver
+from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
 from tunnel.protocol.messages import PushOptions
+from tunnel.protocol.settings import SessionSettings
 from tunnel.runtime import make_pool
 
 __all__ = ["ClientRuntime"]
@@ -79,6 +82,7 @@ class ClientRuntime(Runtime):
         # auth-user-pass: read (or asked on the terminal) once, before anything is opened;
         # under management-query-passwords without a file the management client answered.
         self.user_pass = self._user_pass()
+        self._read_user_pass = self._nocache_source()
         remotes = resolve_remotes(cfg, self.log)
         if any(r.tcp or (r.remote is not None and r.remote.profile) for r in remotes):
             # TCP, <connection> profiles or an HTTP proxy: one link per session
@@ -87,7 +91,7 @@ class ClientRuntime(Runtime):
         self.family = family
         ipv6_link = family == socket.AF_INET6
         settings = self.with_peer_checks(
-            build_session_settings(cfg, ipv6_link=ipv6_link, credentials=self.user_pass))
+            self._with_credentials(build_session_settings(cfg, ipv6_link=ipv6_link)))
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
         sock = open_client_socket(cfg, family)
@@ -120,6 +124,43 @@ class ClientRuntime(Runtime):
         loaded = load_credentials(self.cfg)
         return None if loaded is None else (loaded.username, loaded.password)
 
+    def _nocache_source(self) -> Callable[[], tuple[str, str]] | None:
+        """Under `auth-nocache`: the one place the credentials read at start wait until the
+        first key-method 2 message takes them; every later call reads their source again
+        (stock's get_user_pass() after purge_user_pass()). The runtime keeps no copy: a Python
+        str cannot be wiped, so dropping every reference is what "not cached" can mean here."""
+        if not self.cfg.auth_nocache or self.user_pass is None:
+            return None
+        if self.credentials is not None and self.cfg.auth_user_pass == "":
+            raise ConfigError(
+                f"{self.cfg.source}:{self.cfg.line_of('auth-nocache')}: auth-nocache with "
+                "the password from management-query-passwords is not supported (it would have "
+                "to be asked for again at every renegotiation); drop auth-nocache or use a file")
+        first: list[tuple[str, str]] = [self.user_pass]
+        self.user_pass = None
+        self.credentials = None
+        cfg = self.cfg
+
+        def read() -> tuple[str, str]:
+            if first:
+                return first.pop()
+            loaded = load_credentials(cfg)
+            if loaded is None:
+                raise ConfigError("auth-user-pass is no longer configured")
+            username, password = loaded.username, loaded.password
+            loaded.password = ""
+            return username, password
+
+        return read
+
+    def _with_credentials(self, settings: SessionSettings) -> SessionSettings:
+        if self._read_user_pass is not None:
+            settings.auth_nocache = True
+            settings.read_user_pass = self._read_user_pass
+        elif self.user_pass is not None:
+            settings.username, settings.password = self.user_pass
+        return settings
+
     def _prepare_links(
         self, loop: asyncio.AbstractEventLoop, remotes: list[ResolvedRemote]
     ) -> ClientLinkDriver:
@@ -128,9 +169,8 @@ class ClientRuntime(Runtime):
         self.family = remotes[0].family
         views = [cfg if r.remote is None else profile_view(cfg, r.remote) for r in remotes]
         per_remote = [
-            self.with_peer_checks(
-                build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp,
-                                       credentials=self.user_pass))
+            self.with_peer_checks(self._with_credentials(
+                build_session_settings(view, ipv6_link=r.family == socket.AF_INET6, tcp=r.tcp)))
             for view, r in zip(views, remotes, strict=True)
         ]
         frame = build_frame(cfg)

@@ -46,8 +46,9 @@ APPLIED: frozenset[str] = frozenset(
         "tls-version-max", "reneg-sec", "hand-window", "tls-timeout", "tran-window",
         "data-ciphers", "ncp-ciphers", "data-ciphers-fallback", "replay-window",
         "allow-compression", "compress", "comp-lzo", "cipher", "auth",
-        # username/password: credentials.py, auth_verify.py, build.py
-        "auth-user-pass", "auth-retry", "auth-user-pass-verify", "verify-client-cert",
+        # username/password: credentials.py, auth_verify.py, build.py, connect.py (auth-nocache)
+        "auth-user-pass", "auth-nocache", "auth-retry", "auth-user-pass-verify",
+        "verify-client-cert",
         "username-as-common-name",
         # keepalive and exit: build.py timers, run.py (ping-exit)
         "keepalive", "ping", "ping-restart", "ping-exit", "explicit-exit-notify",
@@ -96,10 +97,6 @@ def _for_role(role: str, reason: str) -> _Reason:
 # "applied in this configuration" (some options matter for one role only).
 NO_EFFECT: dict[str, _Reason] = {
     "comp-noadapt": _always("nothing is ever compressed, so nothing adapts (a no-op in 2.6)"),
-    "auth-nocache": _always(
-        "the auth-user-pass password is read once and kept in memory (never written anywhere) "
-        "for reconnects and renegotiations"
-    ),
     "disable-dco": _always("this tunnel never uses data channel offload"),
     "fast-io": _always("the event loop always drains the socket in batches"),
     "float": _for_role(

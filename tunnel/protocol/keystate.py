@@ -185,6 +185,9 @@ class KeyState:
             return
         self.tls.write(encode_key_method2(self.local_key, from_client=self.is_client))
         self.local_key_sent = True
+        # Sent: the password (or auth-token) is not needed again. A Python str cannot be
+        # wiped, so dropping the last reference is what we can do (stock's purge_user_pass()).
+        self.local_key.password = None
         self._flush_tls()
 
     def _flush_tls(self) -> None:

@@ -10,6 +10,8 @@ The control path works on `bytes` (a few packets per handshake). The data path, 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import random
 from collections import deque
@@ -29,7 +31,7 @@ from tunnel.protocol.constants import (
 from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
 from tunnel.protocol.datacipher import DataCipherKey, data_overhead, make_data_key
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
-from tunnel.protocol.errors import HandshakeError, ProtocolError
+from tunnel.protocol.errors import ConfigError, HandshakeError, ProtocolError
 from tunnel.protocol.events import (
     AuthRequested,
     ControlMessageReceived,
@@ -127,6 +129,10 @@ class Session:
         self.peer_info: dict[str, str] = {}
         self.peer_common_name: str | None = None
         self.iv_proto = 0
+        # Client: a pushed auth-token as (username, token), sent instead of the password on
+        # renegotiations; the username our credentials had, for a token pushed without one.
+        self.auth_token: tuple[str | None, str] | None = None
+        self._auth_username: str | None = settings.username
         self.ping = settings.ping
         self.ping_restart = settings.ping_restart
         self.last_rx = now
@@ -222,13 +228,15 @@ class Session:
         s = self.settings
         tls = TlsSession(s.tls_context, server_side=not self.is_client, settings=s.tls_settings,
                          peer_address=self.remote_addr)
+        username, password = self._user_pass() if self.is_client else (None, None)
         local_key = new_key_method2(
             from_client=self.is_client,
             options=s.options_string,
             peer_info=s.peer_info if self.is_client else None,
-            username=s.username if self.is_client else None,
-            password=s.password if self.is_client else None,
+            username=username,
+            password=password,
         )
+        del password  # the only reference left is the message's, dropped once it is sent
         key = KeyState(
             key_id=key_id,
             is_client=self.is_client,
@@ -487,6 +495,26 @@ class Session:
         if message:
             self.send_control_message(message)
         self._close(reason, restart=False, now=now)
+
+    def _user_pass(self) -> tuple[str | None, str | None]:
+        """Client: what this key's key-method 2 message carries as username and password.
+
+        A pushed auth-token replaces the password (ssl.c: key_method_2_write()); otherwise the
+        configured credentials, or under auth-nocache a fresh read from their source. A read
+        that fails (file gone, no terminal) ends the session for good, as stock's fatal error.
+        """
+        if self.auth_token is not None:
+            return self.auth_token
+        s = self.settings
+        if s.username is not None or s.read_user_pass is None:
+            return s.username, s.password
+        try:
+            username, password = s.read_user_pass()
+        except (ConfigError, OSError) as exc:
+            self._close(f"auth-user-pass: {exc}", restart=False, now=self.last_rx)
+            return None, None
+        self._auth_username = username  # an auth-token pushed later goes with it
+        return username, password
 
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
@@ -903,6 +931,9 @@ class Session:
             self.comp = self._compression(options.compression)
         self.pushed = options
         self.cipher = cipher
+        if options.auth_token:
+            user = _token_user(options.auth_token_user) or self._auth_username
+            self.auth_token = (user, options.auth_token)
         self.tx_peer_id = options.peer_id
         self.cc_exit = "cc-exit" in options.protocol_flags
         if "dyn-tls-crypt" in options.protocol_flags and not (
@@ -982,3 +1013,13 @@ def _random_session_id() -> bytes:
 
 
 __all__ = ["COMP_LZO_STUB_SIZE", "CONSUMED", "DROPPED", "TO_TUN", "Session", "next_key_id"]
+
+
+def _token_user(encoded: str | None) -> str | None:
+    """`auth-token-user` carries the username base64-encoded (push.c); unreadable: None."""
+    if not encoded:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None

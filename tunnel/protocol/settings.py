@@ -69,6 +69,12 @@ class SessionSettings:
     dyn_tls_crypt: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Client `auth-nocache` (stock's purge_user_pass()): username/password above stay None and
+    # each key-method 2 message takes them from `read_user_pass` (the first call hands over the
+    # values read at start, later ones read the file/inline block/terminal again), unless the
+    # server pushed an auth-token, which is sent instead. Nothing here keeps the password.
+    auth_nocache: bool = False
+    read_user_pass: Callable[[], tuple[str, str]] | None = field(default=None, repr=False)
     # Server: every key's authentication waits for an outside verdict (management-client-auth):
     # an AuthRequested event, then Session.authorize(). No verdict in hand-window: refused.
     defer_auth: bool = False

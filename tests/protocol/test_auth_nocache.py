@@ -1,0 +1,120 @@
+"""`auth-nocache` in the protocol: the password is dropped once key-method 2 carried it and
+read again from its source for the next key; a pushed auth-token is sent instead."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tests.protocol.harness import SERVER_ADDR, Pair
+from tunnel.protocol.client import Client
+from tunnel.protocol.errors import ConfigError
+from tunnel.protocol.events import AuthRequested, SessionClosed
+
+
+class FileSource:
+    """Reads the auth-user-pass file at every call, as the app's auth-nocache reader does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reads = 0
+
+    def __call__(self) -> tuple[str, str]:
+        self.reads += 1
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}") from exc
+        return lines[0], lines[1]
+
+
+def _pair(source: FileSource, push: tuple[str, ...] = ()) -> Pair:
+    pair = Pair()
+    pair.server.settings.session.defer_auth = True
+    pair.server.settings.push = (*pair.server.settings.push, *push)
+    settings = dataclasses.replace(pair.client.session.settings, auth_nocache=True,
+                                   read_user_pass=source)
+    pair.client = Client(settings, [SERVER_ADDR], pair.now)
+    return pair
+
+
+def _requests(pair: Pair) -> list[AuthRequested]:
+    return [e for e in pair.server_events if isinstance(e, AuthRequested)]
+
+
+def _holders(pair: Pair) -> list[object]:
+    session = pair.client.session
+    objects: list[object] = [pair.client, pair.client.settings, session, session.settings]
+    for key in session.keys:
+        objects += [key, key.local_key]
+    return objects
+
+
+def _values(obj: object) -> list[object]:
+    names = list(getattr(obj, "__dict__", {}))
+    for cls in type(obj).__mro__:
+        names += list(getattr(cls, "__slots__", ()))
+    return [getattr(obj, name, None) for name in names]
+
+
+def _connect(pair: Pair, auth_id: int) -> AuthRequested:
+    pair.run(3)
+    request = _requests(pair)[-1]
+    assert request.auth_id == auth_id
+    session = pair.server.sessions[0]
+    assert pair.server.authorize(session, auth_id, True, "", None, pair.now)
+    pair.run(3)
+    return request
+
+
+def test_password_dropped_after_key_method_2_and_read_again_on_renegotiation(
+        tmp_path: Path) -> None:
+    path = tmp_path / "up.txt"
+    path.write_text("alice\nfirst-secret\n")
+    source = FileSource(path)
+    pair = _pair(source)
+    first = _connect(pair, 1)
+    assert (first.username, first.password) == ("alice", "first-secret")
+    assert pair.client.session.pushed is not None
+    # Nothing the client keeps holds the password any more.
+    for holder in _holders(pair):
+        for value in _values(holder):
+            assert value != "first-secret", holder
+            assert not (isinstance(value, tuple) and "first-secret" in value), holder
+    assert pair.client.settings.username is None and pair.client.settings.password is None
+    assert pair.client.session.primary is not None
+    assert pair.client.session.primary.local_key.password is None
+
+    path.write_text("alice\nsecond-secret\n")
+    assert pair.client.session.renegotiate(pair.now)
+    pair.run(2)
+    again = _requests(pair)[-1]
+    assert again.reauth and (again.username, again.password) == ("alice", "second-secret")
+    assert source.reads == 2
+
+
+def test_a_pushed_auth_token_replaces_the_password(tmp_path: Path) -> None:
+    path = tmp_path / "up.txt"
+    path.write_text("alice\nsecret\n")
+    source = FileSource(path)
+    pair = _pair(source, push=("auth-token SESS_tok3n",))
+    _connect(pair, 1)
+    path.unlink()  # not needed again: the token is sent
+    assert pair.client.session.renegotiate(pair.now)
+    pair.run(2)
+    again = _requests(pair)[-1]
+    assert again.reauth and (again.username, again.password) == ("alice", "SESS_tok3n")
+    assert source.reads == 1
+    assert not any(isinstance(e, SessionClosed) for e in pair.client_events)
+
+
+def test_a_source_that_cannot_be_read_again_ends_the_session(tmp_path: Path) -> None:
+    path = tmp_path / "up.txt"
+    path.write_text("alice\nsecret\n")
+    pair = _pair(FileSource(path))
+    _connect(pair, 1)
+    path.unlink()
+    pair.client.session.renegotiate(pair.now)
+    pair.run(1)
+    closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
+    assert closed and "auth-user-pass" in closed[0].reason and not closed[0].restart
