@@ -2,8 +2,9 @@
 
 Each pushed option is matched against the filters in config order; the first filter whose TEXT
 the option starts with decides: accept keeps it, ignore drops it with a log line, reject
-refuses the whole push. An option no filter matches is accepted. Stock answers a reject with a
-restart (which gets the same push again); we end the session with the reason instead.
+refuses the whole push. An option no filter matches is accepted. A reject restarts the
+connection as stock's does (SIGUSR1 "Offending option received from server"): the session ends
+with restart=True and the client reconnects under its connect-retry rules.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from tunnel.config.model_ops import PullFilter
-from tunnel.protocol.errors import ProtocolError
+from tunnel.protocol.errors import PushRejected
 
 __all__ = ["make_push_filter"]
 
@@ -37,7 +38,7 @@ def make_push_filter(filters: Sequence[PullFilter], log: logging.Logger) -> Call
             elif action == "ignore":
                 log.info("Pushed option removed by filter: '%s'", option)
             else:
-                raise ProtocolError(f"pushed option rejected by pull-filter: '{option}'")
+                raise PushRejected(f"Pushed option rejected by pull-filter: '{option}'")
         return _PUSH_REPLY + ",".join(kept)
 
     return apply

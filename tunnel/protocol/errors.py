@@ -12,11 +12,17 @@ Three kinds, because callers react to them differently:
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HandshakeError", "ProtocolError"]
+__all__ = ["ConfigError", "HandshakeError", "ProtocolError", "PushRejected"]
 
 
 class ProtocolError(ValueError):
     """A received packet is malformed or unacceptable; count it and drop it."""
+
+
+class PushRejected(ProtocolError):
+    """Client: `pull-filter reject` matched a pushed option. Stock restarts the connection
+    (push.c: SIGUSR1 "Offending option received from server"), so the session ends with a
+    restart rather than for good."""
 
 
 class HandshakeError(Exception):

@@ -31,7 +31,7 @@ from tunnel.protocol.constants import (
 from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
 from tunnel.protocol.datacipher import DataCipherKey, data_overhead, make_data_key
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
-from tunnel.protocol.errors import ConfigError, HandshakeError, ProtocolError
+from tunnel.protocol.errors import ConfigError, HandshakeError, ProtocolError, PushRejected
 from tunnel.protocol.events import (
     AuthRequested,
     ControlMessageReceived,
@@ -906,6 +906,11 @@ class Session:
             if self.settings.push_filter is not None:
                 text = self.settings.push_filter(text)
             options, more = parse_push_reply(text, self._push_parts)
+        except PushRejected as exc:
+            # Stock restarts (SIGUSR1): the client reconnects under its connect-retry rules.
+            self._close(f"{exc}; Offending option received from server", restart=True,
+                        now=now)
+            return
         except ProtocolError as exc:
             self._close(f"bad PUSH_REPLY: {exc}", restart=False, now=now)
             return
