@@ -102,8 +102,10 @@ def session_settings(
     compression: str | None = None,
     allow_compression: str = "stub-only",
     dyn_tls_crypt: bool | None = None,
+    peer_info_extra: Sequence[str] = (),
 ) -> SessionSettings:
-    """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests).
+    """`peer_info` replaces the client's IV_ lines (e.g. to play a pre-2.4 peer in tests);
+    `peer_info_extra` are lines appended to the built ones (push-peer-info, setenv UV_*).
 
     `dyn_tls_crypt` (default: wherever the TLS exporter works) announces/accepts 2.6's
     dynamic tls-crypt for renegotiations."""
@@ -134,7 +136,8 @@ def session_settings(
         auth=auth.upper(),
         peer_info=peer_info if peer_info is not None else (
             build_peer_info(ciphers=[c.upper() for c in data_ciphers], version=__version__,
-                            compression=allow_compression, dyn_tls_crypt=dyn_tls_crypt)
+                            compression=allow_compression, dyn_tls_crypt=dyn_tls_crypt,
+                            extra=peer_info_extra)
             if is_client
             else None
         ),

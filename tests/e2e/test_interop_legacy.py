@@ -297,3 +297,27 @@ def test_auth_nocache_reads_the_file_again_on_renegotiation(netns_pair: NetnsPai
             assert PASSWORD not in client.log() and "second pass" not in client.log()
     print("\ninterop ours-client-to-stock-server auth-nocache: renegotiation sent the re-read "
           "password, ping ok")
+
+
+@pytest.mark.parametrize("client_kind", ["ours", "stock"])
+def test_push_peer_info_reaches_the_stock_server(netns_pair: NetnsPair, tmp_path: Path,
+                                                 pki: Pki, client_kind: str) -> None:
+    """`push-peer-info` + `setenv UV_*`: the stock server logs ("peer info: ...") the same
+    detail-3 names from our client as from the stock one."""
+    pair = netns_pair
+    subnet = pair.new_subnet()
+    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM")
+    client_text = client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
+                                extra=["push-peer-info", "setenv UV_ID 42"])
+    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
+                    workdir=tmp_path) as server:
+        server.wait_up()
+        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
+                        config_text=client_text, workdir=tmp_path) as client:
+            client.wait_up()
+            assert wait_for(lambda: "peer info: UV_ID=42" in server.log(), 15, 0.2), (
+                f"{server.describe()}\n{client.describe()}")
+            names = {line.split("peer info: ", 1)[1].split("=", 1)[0]
+                     for line in server.log().splitlines() if "peer info: " in line}
+            assert {"UV_ID", "IV_SSL", "IV_PLAT_VER", "IV_PROTO", "IV_CIPHERS"} <= names, names
+    print(f"\ninterop {client_kind}-client push-peer-info: stock server saw {sorted(names)}")

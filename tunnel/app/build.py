@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from core import Frame
 from tunnel.app.crl import CrlCheck
 from tunnel.app.ops_support import refuse_unapplied
+from tunnel.app.peerinfo import peer_info_extra
 from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import Remote, is_tcp
@@ -289,6 +290,7 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         control_wrap=build_control_wrap(cfg),
         auth=cfg.auth or DEFAULT_AUTH,
         ciphername=cfg.cipher,
+        peer_info_extra=peer_info_extra(cfg) if cfg.role == "client" else (),
     )
 
 

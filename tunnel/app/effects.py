@@ -110,7 +110,7 @@ NO_EFFECT: dict[str, _Reason] = {
     ),
     "tun-mtu-extra": _always("it only sizes buffers for a tap device's Ethernet header"),
     "push-peer-info": _for_role(
-        "client", "peer-info always carries every IV_ variable this client has; no UV_ ones"
+        "server", "this server sends no peer-info to its clients (a client's: app/peerinfo.py)"
     ),
     "disable-occ": _always("this tunnel never sends OCC requests or compares options strings"),
     "tun-ipv6": _always("IPv6 on the tun device needs no switch (as in OpenVPN 2.5+)"),

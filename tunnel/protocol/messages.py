@@ -140,8 +140,13 @@ def build_peer_info(
     platform: str = "linux",
     compression: str | None = None,
     dyn_tls_crypt: bool = False,
+    extra: Sequence[str] = (),
 ) -> str:
     """The client's peer-info, in stock's line order (`ssl.c: push_peer_info()`).
+
+    `extra`: NAME=VALUE lines appended at the end, where stock puts its detail-3 lines
+    (`push-peer-info`: IV_HWADDR, IV_SSL, IV_PLAT_VER, `setenv UV_*`) and the IV_GUI_VER /
+    IV_SSO it copies from `setenv`; see tunnel/app/peerinfo.py. Each NAME is [A-Za-z0-9_]+.
 
     `dyn_tls_crypt` adds IV_PROTO_DYN_TLS_CRYPT (512): renegotiations wrapped with a key from
     the TLS exporter, which only works where tunnel/protocol/ekm.py reaches it.
@@ -168,6 +173,11 @@ def build_peer_info(
         lines.append("IV_LZO_STUB=1")
     if compression is not None:
         lines += ["IV_COMP_STUB=1", "IV_COMP_STUBv2=1"]
+    for line in extra:
+        name, sep, value = line.partition("=")
+        if not sep or not _PEER_INFO_NAME.fullmatch(name) or "\n" in value or "\0" in value:
+            raise ValueError(f"bad peer-info line {line!r}")
+        lines.append(line)
     return "".join(line + "\n" for line in lines)
 
 
