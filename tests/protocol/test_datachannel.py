@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from core import BoundsError, Buffer, BufferPool, Frame, FrameBuilder
 from tests.protocol.vectors import C2S_IV, C2S_KEY, DATA_V2_PACKET, LIVE, S2C_IV, S2C_KEY
-from tunnel.protocol.constants import NO_PEER_ID, OCC_MAGIC, PING_MAGIC
+from tunnel.protocol.constants import NO_PEER_ID, PING_MAGIC
 from tunnel.protocol.datachannel import (
     AEAD_ASSEMBLY_SIZE,
     AEAD_TAG_SIZE,
@@ -25,7 +25,6 @@ from tunnel.protocol.datachannel import (
     cipher_key_length,
     register_data_channel,
 )
-from tunnel.protocol.payload import is_occ, is_ping
 from tunnel.protocol.prf import DirectionKey, derive_key2, split_key2
 from tunnel.protocol.replay import ReplayWindow
 
@@ -227,7 +226,6 @@ def test_live_vector_open_on_server_side(pool: BufferPool) -> None:
     try:
         assert server.open(buf, 0.0)
         assert buf.equals(PING_MAGIC)
-        assert is_ping(buf.data)
     finally:
         pool.release(buf)
     assert server.replay.highest == 1
@@ -561,24 +559,3 @@ def test_seal_any_geometry(
     sender.seal(buf, peer_id)
     assert len(buf) == len(payload) + overhead
     assert receiver.open(buf, 0.0) and buf.equals(payload)
-
-
-# --- payload classification ----------------------------------------------------------------
-
-
-def test_is_ping_exact_match_only() -> None:
-    assert is_ping(memoryview(PING_MAGIC))
-    assert is_ping(PING_MAGIC)
-    assert not is_ping(memoryview(PING_MAGIC + b"\0"))
-    assert not is_ping(memoryview(PING_MAGIC[:-1]))
-    assert not is_ping(memoryview(bytes(16)))
-    assert not is_ping(memoryview(b""))
-
-
-def test_is_occ_prefix_match() -> None:
-    assert is_occ(memoryview(OCC_MAGIC + b"\x06"))
-    assert is_occ(memoryview(OCC_MAGIC))
-    assert is_occ(bytearray(OCC_MAGIC + b"\x01options\0"))
-    assert not is_occ(memoryview(OCC_MAGIC[:-1]))
-    assert not is_occ(memoryview(PING_MAGIC + b"\x06"))
-    assert not is_occ(memoryview(b""))
