@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tests.config.conftest import MINIMAL_CLIENT, MINIMAL_SERVER
 from tunnel.config import SUPPORTED_OPTIONS, TunnelConfig, load_config, parse_config
+from tunnel.config.checks import check_config
 from tunnel.protocol.errors import ConfigError
 
 _LOCATED = re.compile(r"fuzz\.conf:\d+: \S")
@@ -72,7 +73,7 @@ def _parse_or_config_error(text: str, base_dir: Path) -> None:
         return
     assert isinstance(cfg, TunnelConfig)
     assert cfg.role in ("server", "client")
-    cfg.validate()  # what the parser validated stays valid
+    check_config(cfg)  # what the parser validated stays valid
 
 
 _SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from tunnel.config import AddressPool, IgnoredOption, Remote, TunnelConfig
+from tunnel.config.checks import check_config
 from tunnel.protocol.errors import ConfigError
 
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n"
@@ -29,14 +30,14 @@ def hand_built_client() -> TunnelConfig:
 
 
 def test_hand_built_config_validates() -> None:
-    hand_built_client().validate()
+    check_config(hand_built_client())
 
 
 def test_hand_built_config_errors_have_a_location() -> None:
     cfg = hand_built_client()
     cfg.ca_pem = None
     with pytest.raises(ConfigError, match=r"^demo:0: option 'ca' is missing"):
-        cfg.validate()
+        check_config(cfg)
 
 
 def test_defaults_match_openvpn() -> None:

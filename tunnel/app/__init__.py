@@ -2,7 +2,8 @@
 
 Layout:
 
-- `run.py`: the asyncio main both roles share (driver, signals, status, shutdown);
+- `run.py`: the process's main (config, logging, management/metrics, restarts);
+- `runtime.py`: `Runtime`, what both roles share (driver, signals, status, shutdown);
 - `serve.py`, `connect.py`: the server and the client halves;
 - `build.py`: TunnelConfig -> protocol objects, via tunnel.runtime;
 - `link.py`: remotes and the UDP socket; `device.py`: the TUN device, addresses, routes;
@@ -12,6 +13,7 @@ Layout:
 - `effects.py`: what each option the parser accepts does at run time.
 """
 
-from tunnel.app.run import StartupError, run_tunnel
+from tunnel.app.run import run_tunnel
+from tunnel.app.runtime import StartupError
 
 __all__ = ["StartupError", "run_tunnel"]

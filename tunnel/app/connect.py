@@ -45,7 +45,7 @@ from tunnel.app.routing import (
     find_net_gateway,
     net_gateway_routes,
 )
-from tunnel.app.run import EXIT_FAILED, Runtime, version_line
+from tunnel.app.runtime import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink, connect_request
 from tunnel.io.driver import Driver

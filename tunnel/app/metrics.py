@@ -29,7 +29,7 @@ from tunnel import __version__
 from tunnel.protocol.events import ClientRefused, Event, HandshakeComplete
 
 if TYPE_CHECKING:
-    from tunnel.app.run import Runtime
+    from tunnel.app.runtime import Runtime
 
 __all__ = ["MetricsError", "MetricsServer"]
 

@@ -25,7 +25,7 @@ from tunnel.app.eventlog import ServerEventLog
 from tunnel.app.hooks import ServerHooks
 from tunnel.app.link import format_address, link_name, open_server_socket
 from tunnel.app.peers import PeerRegistry
-from tunnel.app.run import Runtime, StartupError
+from tunnel.app.runtime import Runtime, StartupError, version_line
 from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
@@ -180,6 +180,4 @@ class ServerRuntime(Runtime):
 
     @staticmethod
     def _title() -> str:
-        from tunnel.app.run import version_line
-
         return version_line()

@@ -1,4 +1,4 @@
-"""Cross-option consistency checks on a finished TunnelConfig (``TunnelConfig.validate()``).
+"""Cross-option consistency checks on a finished TunnelConfig (the parser's last step).
 
 Mostly OpenVPN's own (``options.c: options_postprocess_verify_ce()``, ``helper.c``), reworded,
 plus the ones that follow from what this tunnel supports (tun only, certificates only). Each
@@ -8,14 +8,9 @@ problem is a missing option.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tunnel.config.ciphers import SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import quote
-from tunnel.config.mgmt_model import check_management
-
-if TYPE_CHECKING:
-    from tunnel.config.model import TunnelConfig
+from tunnel.config.model import TunnelConfig
 
 __all__ = ["check_config", "device_type_of"]
 
@@ -43,7 +38,7 @@ def check_config(cfg: TunnelConfig) -> None:
         _check_client(cfg)
     _check_server_only_options(cfg)
     _check_binding(cfg)
-    check_management(cfg)
+    _check_management(cfg)
 
 
 def _check_role(cfg: TunnelConfig) -> None:
@@ -241,3 +236,22 @@ def _check_binding(cfg: TunnelConfig) -> None:
         raise cfg.error("local", "options 'local' and 'nobind' contradict each other")
     if "lport" in cfg.option_lines:
         raise cfg.error("lport", "options 'lport' and 'nobind' contradict each other")
+
+
+def _check_management(cfg: TunnelConfig) -> None:
+    m = cfg.management
+    if m is None:
+        return
+    if not m.listens:
+        raise cfg.error(
+            "management-hold" if "management-hold" in cfg.option_lines else "management",
+            "--management is not specified, however one or more options which modify the "
+            "behavior of --management were specified",
+        )
+    if m.client_auth and cfg.role != "server":
+        raise cfg.error("management-client-auth", "--management-client-auth requires "
+                        "--mode server")
+    if (m.client_user or m.client_group) and m.unix_path is None:
+        option = "management-client-user" if m.client_user else "management-client-group"
+        raise cfg.error(option, f"--{option} needs 'management PATH unix' (it checks the "
+                        "user of a unix socket's peer)")

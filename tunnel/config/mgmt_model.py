@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tunnel.config.model import TunnelConfig
-
-__all__ = ["ManagementOptions", "check_management"]
+__all__ = ["ManagementOptions"]
 
 
 @dataclass(slots=True)
@@ -36,22 +32,3 @@ class ManagementOptions:
     def listens(self) -> bool:
         """A `management` line was given (not only its modifiers)."""
         return self.unix_path is not None or self.port is not None
-
-
-def check_management(cfg: TunnelConfig) -> None:
-    m = cfg.management
-    if m is None:
-        return
-    if not m.listens:
-        raise cfg.error(
-            "management-hold" if "management-hold" in cfg.option_lines else "management",
-            "--management is not specified, however one or more options which modify the "
-            "behavior of --management were specified",
-        )
-    if m.client_auth and cfg.role != "server":
-        raise cfg.error("management-client-auth", "--management-client-auth requires "
-                        "--mode server")
-    if (m.client_user or m.client_group) and m.unix_path is None:
-        option = "management-client-user" if m.client_user else "management-client-group"
-        raise cfg.error(option, f"--{option} needs 'management PATH unix' (it checks the "
-                        "user of a unix socket's peer)")

@@ -6,8 +6,9 @@ post-processing (``options_postprocess_mutate()``): ``keepalive`` already expand
 ``ifconfig``/``pool``, remotes carrying their resolved port and protocol, defaults filled in.
 Times are whole seconds; 0 disables a timer, as in OpenVPN.
 
-A TunnelConfig can also be built by hand (tests, the demo); call :meth:`TunnelConfig.validate`
-afterwards to get the same cross-option checks the parser applies.
+A TunnelConfig can also be built by hand (tests, the demo); `checks.check_config(cfg)`
+afterwards applies the same cross-option checks the parser does (checks.py imports this
+module, never the other way round).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from ipaddress import (
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from tunnel.config.checks import check_config
 from tunnel.config.ciphers import DEFAULT_DATA_CIPHERS, SUPPORTED_DATA_CIPHERS
 from tunnel.config.diagnostics import config_error, quote
 from tunnel.config.mgmt_model import ManagementOptions
@@ -395,7 +395,3 @@ class TunnelConfig:
     def note_at(self, line: int, text: str) -> None:
         """A note at an explicit line (inside a <connection> block)."""
         self.notes.append(f"{self.source}:{line}: {text}")
-
-    def validate(self) -> None:
-        """Cross-option consistency; raises ConfigError naming the file, line and option."""
-        check_config(self)

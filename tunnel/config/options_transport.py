@@ -28,9 +28,10 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
+from tunnel.config.apply import apply_directive
 from tunnel.config.diagnostics import OptionProblem, config_error, quote
 from tunnel.config.files import resolve_path
-from tunnel.config.lexer import Directive
+from tunnel.config.lexer import Directive, lex_config
 from tunnel.config.model import ConnectionProfile, HttpProxy, Remote, TunnelConfig, is_tcp
 from tunnel.config.registry import ParseContext, flag_option, number_option, option
 from tunnel.config.values import parse_choice, parse_host, parse_port
@@ -179,9 +180,6 @@ def _connection(cfg: TunnelConfig, d: Directive, ctx: ParseContext) -> None:
     if d.inline is None:
         raise OptionProblem("option 'connection' must be an inline <connection> ... "
                             "</connection> block")
-    from tunnel.config.lexer import lex_config
-    from tunnel.config.parser import apply_directive
-
     sub = copy.copy(cfg)
     sub.option_lines = dict(cfg.option_lines)
     sub_ctx = ParseContext(

@@ -13,8 +13,11 @@ import os
 from typing import TYPE_CHECKING, Literal
 
 from tunnel.app.ccd import parse_client_config
+from tunnel.app.connect import ClientRuntime
 from tunnel.app.management.host import AuthDecision, ByteCount, Unsupported
 from tunnel.app.management.server import Management
+from tunnel.app.runtime import Runtime
+from tunnel.app.serve import ServerRuntime
 from tunnel.app.status import render_status
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.events import (
@@ -27,10 +30,7 @@ from tunnel.protocol.events import (
 )
 
 if TYPE_CHECKING:
-    from tunnel.app.connect import ClientRuntime
     from tunnel.app.peers import Peer
-    from tunnel.app.run import Runtime
-    from tunnel.app.serve import ServerRuntime
 
 __all__ = ["ClientHost", "RuntimeHost", "ServerHost", "host_for"]
 
@@ -312,9 +312,8 @@ def _clean(text: str) -> str:
 
 
 def host_for(runtime: Runtime, management: Management) -> RuntimeHost:
-    from tunnel.app.connect import ClientRuntime
-    from tunnel.app.serve import ServerRuntime
-
+    """The runtime's `host_factory` (run.py hands it in: this module imports the role halves,
+    which therefore never import it)."""
     if isinstance(runtime, ServerRuntime):
         return ServerHost(runtime, management)
     assert isinstance(runtime, ClientRuntime)
