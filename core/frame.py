@@ -10,13 +10,19 @@ from literals scattered through the code. The vocabulary:
   on the wire too.
 - *tailroom*: working space a module needs after the payload that is *not* sent as such (e.g.
   room for `cryptography`'s `encrypt_into` to write `ciphertext||tag` before the tag is moved).
+- *device headroom*: bytes a local device puts in front of a packet that are never sent (the
+  TUN's 10-byte virtio-net header). A device read lands them just in front of the payload, and
+  they are consumed before any wire header is prepended into the same bytes; so the frame's
+  headroom holds the larger of the two sums, not their total, and `overhead`/`link_mtu` never
+  count them.
 
 Derived geometry:
 
 - `overhead = sum(headroom) + sum(expansion)`: what a packet grows by on the wire, exact;
 - `link_mtu = tun_mtu + overhead`: the largest UDP payload we send;
 - `payload_size = tun_mtu + sum(expansion)`: the largest payload a buffer must hold;
-- `headroom = round_up(sum(headroom), HEADROOM_ALIGN)`: where a TUN read lands in a block;
+- `headroom = round_up(max(sum(headroom), sum(device_headroom)), HEADROOM_ALIGN)`: where a TUN
+  read's packet lands in a block (a virtio-net header, if any, just in front of it);
 - `buffer_size = round_up(headroom + payload_size + tailroom, BLOCK_ALIGN)`: one pool block.
 """
 
@@ -60,11 +66,18 @@ class Registration:
     headroom: int
     tailroom: int
     expansion: int
+    device_headroom: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """An immutable, finalized packet geometry. Build it with `FrameBuilder`."""
+    """An immutable, finalized packet geometry. Build it with `FrameBuilder`.
+
+    There is no merge of a local and a remote frame (an earlier `Frame.negotiate` had no
+    caller): OpenVPN peers never exchange frames. What is negotiated is a cipher and a framing
+    (and a pushed tun-mtu), and the geometry that follows is built afresh from the registrations
+    of what was chosen, as stock's `frame_calculate_dynamic` does after the push
+    (`tunnel/protocol/geometry.data_frame`)."""
 
     tun_mtu: int
     headroom: int
@@ -75,48 +88,22 @@ class Frame:
     overhead: int
     registrations: tuple[Registration, ...]
     link_mtu_limit: int | None = None
-    """The link MTU cap the frame was built under (None: no cap); `negotiate` keeps the lower."""
-
-    @staticmethod
-    def negotiate(local: Frame, remote: Frame) -> Frame:
-        """The geometry both sides can carry.
-
-        The smaller tun MTU, every module either side registered (with the larger of the two
-        sizes when both registered one name), and the lower link MTU cap. Raises `FrameError`
-        when the result cannot carry `MIN_TUN_MTU` under the cap.
-        """
-        merged: dict[str, Registration] = {reg.name: reg for reg in local.registrations}
-        for reg in remote.registrations:
-            mine = merged.get(reg.name)
-            if mine is not None:
-                reg = Registration(
-                    reg.name,
-                    max(mine.headroom, reg.headroom),
-                    max(mine.tailroom, reg.tailroom),
-                    max(mine.expansion, reg.expansion),
-                )
-            merged[reg.name] = reg
-        limits = [lim for lim in (local.link_mtu_limit, remote.link_mtu_limit) if lim is not None]
-        builder = FrameBuilder(
-            tun_mtu=min(local.tun_mtu, remote.tun_mtu),
-            link_mtu=min(limits) if limits else None,
-        )
-        for reg in merged.values():
-            builder.reserve(
-                reg.name, headroom=reg.headroom, tailroom=reg.tailroom, expansion=reg.expansion
-            )
-        return builder.finalize()
+    """The link MTU cap the frame was built under (None: no cap)."""
+    device_headroom: int = 0
+    """Bytes registered in front of the payload for a local device, never sent (see above)."""
 
     def describe(self) -> str:
         """A multi-line account of where every byte goes (for logs and `--show-frame`)."""
         lines = [
             f"tun_mtu={self.tun_mtu} link_mtu={self.link_mtu} overhead={self.overhead} "
             f"payload_size={self.payload_size} headroom={self.headroom} "
-            f"tailroom={self.tailroom} buffer_size={self.buffer_size}"
+            f"tailroom={self.tailroom} device_headroom={self.device_headroom} "
+            f"buffer_size={self.buffer_size}"
         ]
         lines += [
             f"  {reg.name}: headroom={reg.headroom} tailroom={reg.tailroom} "
             f"expansion={reg.expansion}"
+            + (f" device_headroom={reg.device_headroom}" if reg.device_headroom else "")
             for reg in self.registrations
         ]
         return "\n".join(lines)
@@ -142,24 +129,36 @@ class FrameBuilder:
         self._registrations: dict[str, Registration] = {}
 
     def reserve(
-        self, name: str, *, headroom: int = 0, tailroom: int = 0, expansion: int = 0
+        self,
+        name: str,
+        *,
+        headroom: int = 0,
+        tailroom: int = 0,
+        expansion: int = 0,
+        device_headroom: int = 0,
     ) -> None:
-        """Register what module `name` adds to every packet; each name registers once."""
+        """Register what module `name` adds to every packet; each name registers once.
+
+        `device_headroom`: bytes a local device reads/writes in front of the packet that are
+        never sent (the TUN's virtio-net header); see the module docstring."""
         if name in self._registrations:
             raise FrameError(f"{name!r} already registered its geometry")
-        if headroom < 0 or tailroom < 0 or expansion < 0:
+        if headroom < 0 or tailroom < 0 or expansion < 0 or device_headroom < 0:
             raise FrameError(
                 f"{name!r}: negative geometry (headroom={headroom}, tailroom={tailroom}, "
-                f"expansion={expansion})"
+                f"expansion={expansion}, device_headroom={device_headroom})"
             )
-        self._registrations[name] = Registration(name, headroom, tailroom, expansion)
+        self._registrations[name] = Registration(
+            name, headroom, tailroom, expansion, device_headroom
+        )
 
     def finalize(self) -> Frame:
         regs = tuple(self._registrations.values())
         header_bytes = sum(reg.headroom for reg in regs)
         expansion = sum(reg.expansion for reg in regs)
         tailroom = sum(reg.tailroom for reg in regs)
-        overhead = header_bytes + expansion
+        device_headroom = sum(reg.device_headroom for reg in regs)
+        overhead = header_bytes + expansion  # device headroom is never sent
         tun_mtu = self._tun_mtu
         limit = self._link_mtu
         if limit is not None and tun_mtu + overhead > limit:
@@ -176,7 +175,9 @@ class FrameBuilder:
                 f"link_mtu {link_mtu} (tun_mtu {tun_mtu} + overhead {overhead}) "
                 f"exceeds the UDP limit {MAX_LINK_MTU}"
             )
-        headroom = _round_up(header_bytes, HEADROOM_ALIGN)
+        # The device's bytes and the wire headers share the room in front of the payload at
+        # different times (the first are consumed before the second are prepended).
+        headroom = _round_up(max(header_bytes, device_headroom), HEADROOM_ALIGN)
         payload_size = tun_mtu + expansion
         return Frame(
             tun_mtu=tun_mtu,
@@ -188,4 +189,5 @@ class FrameBuilder:
             overhead=overhead,
             registrations=regs,
             link_mtu_limit=limit,
+            device_headroom=device_headroom,
         )

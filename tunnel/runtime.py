@@ -9,15 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from core import BufferPool, Frame, FrameBuilder
 from tunnel import __version__
+from tunnel.io.offload import register_vnet_header
 from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.cbc import CBC_CIPHERS
 from tunnel.protocol.compress import register_compression
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
 from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_ciphers
 from tunnel.protocol.ekm import supported as ekm_supported
+from tunnel.protocol.geometry import framing_overhead, outer_overhead
 from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
@@ -41,6 +44,8 @@ def make_frame(
     """The data-channel geometry: every module registers what it adds (for every cipher kind
     that `ciphers` may negotiate; `stream`: the TCP transport's 16-bit length prefix)."""
     builder = FrameBuilder(tun_mtu=tun_mtu)
+    # The TUN's virtio-net header (when the device has one): in front of a packet read, not sent.
+    register_vnet_header(builder)
     if stream:
         register_stream_framing(builder)
     register_data_ciphers(builder, ciphers, auth)
@@ -94,6 +99,7 @@ def session_settings(
     proto: str = "UDPv4",  # as in the options string: UDPv4, UDPv6, TCPv4_CLIENT, ...
     tun_mtu: int = 1500,
     mssfix: int = 1492,
+    mssfix_mode: Literal["mtu", "payload", "fixed"] = "mtu",
     comp_lzo_stub: bool = False,
     control_wrap: ControlWrap = PLAIN,
     auth: str = DEFAULT_AUTH,
@@ -110,6 +116,8 @@ def session_settings(
     `dyn_tls_crypt` (default: wherever the TLS exporter works) announces/accepts 2.6's
     dynamic tls-crypt for renegotiations."""
     timers = timers or Timers()
+    outer = outer_overhead(proto)
+    link_framing = register_stream_framing if proto.startswith("TCP") else None
     if dyn_tls_crypt is None:
         dyn_tls_crypt = ekm_supported()
     # The largest wrap any packet of this session may get: the configured one, or the dynamic
@@ -151,10 +159,12 @@ def session_settings(
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
         # tls-mtu holds the wrapped datagram (ssl.c: calc_control_channel_frame_overhead()).
-        max_control_datagram=1250 - _outer_overhead(proto) - reserved,
+        max_control_datagram=1250 - outer - framing_overhead(link_framing) - reserved,
         tun_mtu=tun_mtu,
         mssfix=mssfix,
-        outer_overhead=_outer_overhead(proto),
+        mssfix_mode=mssfix_mode,
+        outer_overhead=outer,
+        link_framing=link_framing,
         comp_lzo_stub=comp_lzo_stub,
         compression=compression,
         allow_compression=allow_compression,
@@ -163,9 +173,3 @@ def session_settings(
         clock_offset=time.time() - time.monotonic(),
     )
 
-
-def _outer_overhead(proto: str) -> int:
-    """Outer IP + UDP/TCP headers (+ TCP's length prefix) of the link a session runs on."""
-    if proto.startswith("TCP"):
-        return (60 if proto.startswith("TCPv6") else 40) + 2
-    return 48 if proto == "UDPv6" else 28

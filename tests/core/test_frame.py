@@ -1,4 +1,4 @@
-"""Tests of core.Frame / FrameBuilder: derived geometry, limits, negotiation."""
+"""Tests of core.Frame / FrameBuilder: derived geometry, limits."""
 
 from __future__ import annotations
 
@@ -112,55 +112,6 @@ def test_link_mtu_beyond_udp_is_refused() -> None:
 
 def test_frame_error_is_a_value_error() -> None:
     assert issubclass(FrameError, ValueError)
-
-
-# -- negotiation -----------------------------------------------------------------------------
-
-
-def test_negotiate_takes_the_smaller_tun_mtu_and_the_union_of_overheads() -> None:
-    local = aead_frame(tun_mtu=1500)
-    builder = FrameBuilder(tun_mtu=1400)
-    builder.reserve("p_data_v2", headroom=4)
-    builder.reserve("aead_tag", headroom=16, tailroom=32)  # larger tailroom than local
-    builder.reserve("compress", headroom=1, expansion=8)  # only the remote has it
-    remote = builder.finalize()
-    frame = Frame.negotiate(local, remote)
-    assert frame.tun_mtu == 1400
-    by_name = {r.name: r for r in frame.registrations}
-    assert set(by_name) == {"p_data_v2", "packet_id", "aead_tag", "compress"}
-    assert by_name["aead_tag"] == Registration("aead_tag", 16, 32, 0)
-    assert frame.overhead == 4 + 4 + 16 + 1 + 8
-    assert frame.link_mtu == 1400 + 33
-    assert frame.tailroom == 32
-
-
-def test_negotiate_is_symmetric_in_geometry() -> None:
-    a = aead_frame(tun_mtu=1500)
-    builder = FrameBuilder(tun_mtu=1450)
-    builder.reserve("compress", headroom=1)
-    b = builder.finalize()
-    ab, ba = Frame.negotiate(a, b), Frame.negotiate(b, a)
-    assert (ab.tun_mtu, ab.link_mtu, ab.buffer_size) == (ba.tun_mtu, ba.link_mtu, ba.buffer_size)
-    assert sorted(ab.registrations, key=lambda r: r.name) == sorted(
-        ba.registrations, key=lambda r: r.name
-    )
-
-
-def test_negotiate_keeps_the_lower_link_cap() -> None:
-    capped = aead_frame(tun_mtu=1500, link_mtu=1300)
-    uncapped = aead_frame(tun_mtu=1500)
-    frame = Frame.negotiate(uncapped, capped)
-    assert frame.link_mtu == 1300
-    assert frame.tun_mtu == 1276
-
-
-def test_negotiate_fails_when_the_union_overhead_does_not_fit_the_cap() -> None:
-    local = aead_frame(tun_mtu=1500, link_mtu=600)  # exactly MIN_TUN_MTU + 24
-    builder = FrameBuilder(tun_mtu=1500)
-    builder.reserve("compress", headroom=1)
-    remote = builder.finalize()
-    with pytest.raises(FrameError, match="link_mtu 600 cannot carry 25 bytes"):
-        Frame.negotiate(local, remote)
 
 
 # -- a frame's buffers really hold its packets ----------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tunnel.protocol.geometry import data_frame, outer_overhead
 from tunnel.protocol.mssfix import clamp_mss, mss_for
 
 
@@ -48,8 +49,12 @@ def _tcp_checksum_ok(packet: bytes) -> bool:
 
 def test_default_mssfix_gives_openvpn_values() -> None:
     # mssfix 1492, outer IPv4+UDP, P_DATA_V2 + AEAD: stock logs mss_fix:1400.
-    assert mss_for(1492, outer_overhead=28, tunnel_overhead=24, inner_ipv6=False) == 1400
-    assert mss_for(1492, outer_overhead=28, tunnel_overhead=24, inner_ipv6=True) == 1380
+    frame = data_frame("AES-256-GCM")
+    assert frame.overhead == 24
+    outer = outer_overhead("UDPv4")
+    assert outer == 28
+    assert mss_for(1492, frame, outer_overhead=outer, inner_ipv6=False) == 1400
+    assert mss_for(1492, frame, outer_overhead=outer, inner_ipv6=True) == 1380
 
 
 @pytest.mark.parametrize("nops", [0, 1, 2, 3])

@@ -20,8 +20,7 @@ from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import Remote, is_tcp
 from tunnel.protocol.client import Client
-from tunnel.protocol.compress import COMP_MAX_OVERHEAD
-from tunnel.protocol.datacipher import DEFAULT_AUTH, data_overhead
+from tunnel.protocol.datacipher import DEFAULT_AUTH
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
 from tunnel.protocol.settings import SessionSettings
@@ -53,7 +52,6 @@ __all__ = [
     "build_timers",
     "build_tls_settings",
     "check_supported",
-    "session_mssfix",
 ]
 
 Address = tuple[str, int]
@@ -61,8 +59,6 @@ Address = tuple[str, int]
 # A pulling stock client uses ping-restart 120 until the server pushes its own values
 # (OpenVPN's PRE_PULL_INITIAL_PING_RESTART), so a dead server is noticed even before the push.
 PRE_PULL_PING_RESTART = 120
-OUTER_IPV4_UDP = 28
-OUTER_IPV6_UDP = 48
 # What our client announces as IV_MTU (runtime's peer-info): a server may push a tun-mtu up to
 # this, so the client's buffers are sized for it whatever its own tun-mtu says.
 TUN_MTU_MAX = 1600
@@ -168,28 +164,6 @@ def link_proto(cfg: TunnelConfig, *, tcp: bool, ipv6_link: bool) -> str:
     return "UDPv6" if ipv6_link else "UDPv4"
 
 
-def session_mssfix(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool = False) -> int:
-    """`mssfix N [mtu|fixed]` as the session's one unit: the whole outer IP datagram.
-
-    mtu: N already is that. payload (plain `mssfix N`): N is the UDP payload, so the outer
-    IP/UDP headers come on top. fixed: N is the inner IP packet, so the data-channel overhead
-    comes on top as well. 0 turns clamping off.
-    """
-    if cfg.mssfix is None:
-        return 0
-    outer = OUTER_IPV6_UDP if ipv6_link else OUTER_IPV4_UDP
-    if tcp:  # TCP's header is 12 bytes more than UDP's, and the length prefix 2 more
-        outer += 12 + 2
-    if cfg.mssfix_mode == "mtu":
-        return cfg.mssfix
-    if cfg.mssfix_mode == "payload":
-        return cfg.mssfix + outer
-    # The largest overhead any cipher we may negotiate adds (CBC's exceeds AEAD's).
-    tunnel = max(data_overhead(c, cfg.auth or DEFAULT_AUTH) for c in _possible_ciphers(cfg))
-    tunnel += COMP_MAX_OVERHEAD if cfg.compression is not None else 0
-    return cfg.mssfix + outer + tunnel
-
-
 def build_control_wrap(cfg: TunnelConfig) -> ControlWrap:
     """tls-auth / tls-crypt from the config (keys were read and checked by the parser)."""
     kind = cfg.control_wrap
@@ -283,7 +257,10 @@ def _session_settings(cfg: TunnelConfig, *, ipv6_link: bool, tcp: bool) -> Sessi
         explicit_exit_notify=0 if tcp else cfg.explicit_exit_notify,
         proto=link_proto(cfg, tcp=tcp, ipv6_link=ipv6_link),
         tun_mtu=cfg.occ_mtu or cfg.tun_mtu,
-        mssfix=session_mssfix(cfg, ipv6_link=ipv6_link, tcp=tcp),
+        # What mssfix counts, and the sizes it is checked against, are the session's
+        # (mssfix.mss_for, from the negotiated data frame and the link's outer headers).
+        mssfix=cfg.mssfix or 0,
+        mssfix_mode=cfg.mssfix_mode,
         comp_lzo_stub=cfg.comp_lzo_stub,
         compression=cfg.compression,
         allow_compression=cfg.compression_mode,

@@ -33,7 +33,7 @@ from tunnel.io.device import PacketDevice
 from tunnel.io.driver import DEFAULT_BATCH, DriverStats, Endpoint
 from tunnel.io.faults import CallbackFaults
 from tunnel.io.link_conn import LinkConnection, queue_sealed
-from tunnel.io.offload import TunCoalescer
+from tunnel.io.offload import TunCoalescer, check_device_headroom
 from tunnel.io.stream import SCRATCH_SIZE, FramingError
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
@@ -89,6 +89,8 @@ class ConnDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._coalescer: TunCoalescer | None = None
+        if isinstance(device, TunDevice):
+            check_device_headroom(pool.frame, device.read_offset)
         if isinstance(device, TunDevice) and device.vnet_hdr:
             self._coalescer = TunCoalescer(device.write_frame)
         self._running = False

@@ -27,7 +27,7 @@ from tunnel.io.gso import (
     enable_gro,
     gro_segment_size,
 )
-from tunnel.io.offload import TunCoalescer
+from tunnel.io.offload import TunCoalescer, check_device_headroom
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
 from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN
@@ -123,6 +123,8 @@ class Driver:
         # TUN offload: consecutive TCP segments (UDP datagrams) of a flow enter the kernel as
         # one packet.
         self._coalescer: TunCoalescer | None = None
+        if isinstance(device, TunDevice):
+            check_device_headroom(pool.frame, device.read_offset)
         if isinstance(device, TunDevice) and device.vnet_hdr:
             self._coalescer = TunCoalescer(device.write_frame)
         self._running = False

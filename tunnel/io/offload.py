@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from core import Buffer
+from core import Buffer, Frame, FrameBuilder
 
 __all__ = [
     "GSO_NONE",
@@ -38,7 +38,9 @@ __all__ = [
     "VNET_HDR_SIZE",
     "ZERO_VNET_HDR",
     "TunCoalescer",
+    "check_device_headroom",
     "kernel_has_tun_udp_gso",
+    "register_vnet_header",
 ]
 
 # <linux/virtio_net.h>: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (host order)
@@ -71,6 +73,24 @@ _UDP_CSUM: Final = 6
 _OPTS: Final = VNET_HDR_SIZE + _IP4 + _TCP_MIN  # where the run's first TCP options are
 
 Writer = Callable[[memoryview], bool]
+
+
+def register_vnet_header(builder: FrameBuilder) -> None:
+    """The virtio-net header as device headroom: read from/written to the TUN just in front of
+    the packet, never sent (the driver reads a packet at `headroom - VNET_HDR_SIZE`)."""
+    builder.reserve("virtio-net header", device_headroom=VNET_HDR_SIZE)
+
+
+def check_device_headroom(frame: Frame, read_offset: int) -> None:
+    """A device that reads `read_offset` bytes in front of each packet (the TUN's virtio-net
+    header) needs them registered with the frame (`offload.register_vnet_header`), so that the
+    buffers are sized for them instead of fitting by luck."""
+    if read_offset > frame.device_headroom:
+        raise ValueError(
+            f"the device puts a {read_offset}-byte virtio-net header in front of each packet, "
+            f"but the frame registers {frame.device_headroom} bytes of device headroom "
+            "(build it with register_vnet_header)"
+        )
 
 
 def kernel_has_tun_udp_gso() -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "PacketIdExhausted",
     "cipher_key_length",
     "register_data_channel",
+    "register_shared_words",
 ]
 
 # -- geometry: what the data channel registers in the frame ---------------------------------
@@ -60,9 +61,13 @@ AEAD_ASSEMBLY_SIZE: Final = AEAD_TAG_SIZE
 """Tailroom where `encrypt_into` writes the tag (behind the ciphertext) before it is moved to the
 front, and where `open` puts the tag back behind the ciphertext for `decrypt_into`."""
 
-REGISTRATIONS: Final = (
+SHARED_REGISTRATIONS: Final = (
     ("opcode+peer-id", OPCODE_PEER_ID_SIZE, 0),
     ("packet-id", PACKET_ID_SIZE, 0),
+)
+"""The words every data-channel kind puts in front of its payload (AEAD and CBC alike)."""
+REGISTRATIONS: Final = (
+    *SHARED_REGISTRATIONS,
     ("aead-tag", AEAD_TAG_SIZE, 0),
     ("aead-assembly", 0, AEAD_ASSEMBLY_SIZE),
 )
@@ -71,6 +76,12 @@ REGISTRATIONS: Final = (
 def register_data_channel(builder: FrameBuilder) -> None:
     """Register, by name, the headroom and tailroom the data channel needs in every buffer."""
     for name, headroom, tailroom in REGISTRATIONS:
+        builder.reserve(name, headroom=headroom, tailroom=tailroom)
+
+
+def register_shared_words(builder: FrameBuilder) -> None:
+    """Only the op/peer-id and packet-id words (a frame for a CBC cipher alone)."""
+    for name, headroom, tailroom in SHARED_REGISTRATIONS:
         builder.reserve(name, headroom=headroom, tailroom=tailroom)
 
 

@@ -17,15 +17,14 @@ from tunnel.protocol.cbc import (
     CBC_CIPHERS,
     HMAC_DIGESTS,
     CbcHmacKey,
-    cbc_overhead,
     register_cbc,
     split_key2_cbc,
 )
 from tunnel.protocol.datachannel import (
-    DATA_V2_OVERHEAD,
     SUPPORTED_CIPHERS,
     DataKey,
     register_data_channel,
+    register_shared_words,
 )
 from tunnel.protocol.prf import split_key2
 from tunnel.protocol.replay import ReplayWindow
@@ -37,6 +36,7 @@ __all__ = [
     "data_overhead",
     "is_aead",
     "make_data_key",
+    "register_data_cipher",
     "register_data_ciphers",
 ]
 
@@ -78,8 +78,21 @@ def data_cipher_names() -> tuple[str, ...]:
 
 
 def data_overhead(cipher: str, auth: str = DEFAULT_AUTH) -> int:
-    """The most bytes a P_DATA_V2 datagram of this cipher adds to its payload."""
-    return DATA_V2_OVERHEAD if is_aead(cipher) else cbc_overhead(auth.upper())
+    """The most bytes a P_DATA_V2 datagram of this cipher adds to its payload: what its
+    registrations add (the frame's `overhead`)."""
+    builder = FrameBuilder()
+    register_data_cipher(builder, cipher, auth)
+    return builder.finalize().overhead
+
+
+def register_data_cipher(builder: FrameBuilder, cipher: str, auth: str = DEFAULT_AUTH) -> None:
+    """Register exactly what one negotiated cipher adds: the geometry of a session's data
+    channel once the cipher is chosen (`register_data_ciphers` leaves room for any of several)."""
+    if is_aead(cipher):
+        register_data_channel(builder)
+        return
+    register_shared_words(builder)
+    register_cbc(builder, auth.upper())
 
 
 def register_data_ciphers(

@@ -12,17 +12,43 @@ reads; only SYNs are parsed further.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from core import Frame
+from tunnel.protocol.geometry import IPV4_HEADER, IPV6_HEADER, TCP_HEADER
+
 _TCP = 6
 _SYN = 0x02
 _OPT_END = 0
 _OPT_NOP = 1
 _OPT_MSS = 2
 
+MssfixMode = Literal["mtu", "payload", "fixed"]
 
-def mss_for(mssfix: int, *, outer_overhead: int, tunnel_overhead: int, inner_ipv6: bool) -> int:
-    """The MSS keeping the outer datagram within `mssfix` bytes (mss.c: frame_calculate_mssfix)."""
-    inner_headers = (40 if inner_ipv6 else 20) + 20
-    return mssfix - outer_overhead - tunnel_overhead - inner_headers
+
+def mss_for(
+    mssfix: int,
+    frame: Frame,
+    *,
+    outer_overhead: int,
+    inner_ipv6: bool,
+    mode: MssfixMode = "mtu",
+) -> int:
+    """The MSS keeping a packet within `mssfix` bytes (mss.c: frame_calculate_mssfix).
+
+    `frame` is the data frame of what was negotiated (`geometry.data_frame`): its `overhead`
+    is what a data packet adds on the wire. `mode` says what `mssfix` counts: "mtu" the whole
+    outer IP datagram (`outer_overhead`, the kernel's IP + UDP/TCP headers, on top of the
+    frame), "payload" the UDP/TCP payload (`mssfix N` without a flag), "fixed" the inner IP
+    packet alone. The inner IPv4 (or IPv6) and TCP headers, without options, come off last.
+    """
+    inner_headers = (IPV6_HEADER if inner_ipv6 else IPV4_HEADER) + TCP_HEADER
+    target = mssfix
+    if mode != "fixed":
+        target -= frame.overhead
+        if mode == "mtu":
+            target -= outer_overhead
+    return target - inner_headers
 
 
 def clamp_mss(packet: memoryview, mss_v4: int, mss_v6: int) -> bool:

@@ -29,7 +29,7 @@ from tunnel.protocol.constants import (
     Opcode,
 )
 from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
-from tunnel.protocol.datacipher import DataCipherKey, data_overhead, make_data_key
+from tunnel.protocol.datacipher import DataCipherKey, make_data_key
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
 from tunnel.protocol.errors import ConfigError, HandshakeError, ProtocolError, PushRejected
 from tunnel.protocol.events import (
@@ -41,6 +41,7 @@ from tunnel.protocol.events import (
     PushApplied,
     SessionClosed,
 )
+from tunnel.protocol.geometry import data_frame
 from tunnel.protocol.keymethod2 import OPTIONS_MAX_LEN, KeyMethod2, new_key_method2
 from tunnel.protocol.keystate import KeyPhase, KeyState
 from tunnel.protocol.messages import (
@@ -140,8 +141,7 @@ class Session:
         self.mssfix = settings.mssfix > 0
         kind = settings.compression or ("stub" if settings.comp_lzo_stub else None)
         self.comp: Compression | None = self._compression(kind)
-        self._data_overhead = DATA_V2_OVERHEAD
-        self._set_mss(DATA_V2_OVERHEAD)
+        self._set_mss()
         self.closed: SessionClosed | None = None
         self.auth_failed: str | None = None
         # defer_auth: auth id (stock's KID) -> key_id waiting for authorize(), and its deadline
@@ -191,17 +191,19 @@ class Session:
         return Compression(kind, decompress=s.allow_compression == "asym",
                            limit=max(s.tun_mtu, 1600))
 
-    def _set_mss(self, overhead: int) -> None:
-        """The MSS clamp for this tunnel overhead (recomputed once the cipher is known)."""
-        self._data_overhead = overhead
+    def _set_mss(self) -> None:
+        """The MSS clamp from the data frame of the cipher and framing in use (recomputed once
+        the cipher is known)."""
         s = self.settings
+        frame = data_frame(
+            self.cipher,  # None until negotiated: an AEAD's geometry
+            auth=s.auth,
+            compression=self.comp.kind if self.comp is not None else None,
+            link_framing=s.link_framing,
+        )
         self._mss_v4, self._mss_v6 = (
-            mss_for(
-                s.mssfix,
-                outer_overhead=s.outer_overhead,
-                tunnel_overhead=overhead + (self.comp.overhead if self.comp is not None else 0),
-                inner_ipv6=v6,
-            )
+            mss_for(s.mssfix, frame, outer_overhead=s.outer_overhead, inner_ipv6=v6,
+                    mode=s.mssfix_mode)
             for v6 in (False, True)
         )
 
@@ -704,7 +706,7 @@ class Session:
             self._close(f"cannot set up the data channel: {exc}", restart=False, now=now)
             return
         if self.send_key is None:
-            self._set_mss(data_overhead(self.cipher, self.settings.auth))
+            self._set_mss()
         self.data_keys[key.key_id] = data_key
         # Once only: a retired key state must never bring its data key back after the lame
         # duck expired (that would switch sending back to an old key).

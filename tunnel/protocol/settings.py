@@ -5,8 +5,9 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from core import FrameBuilder
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap.base import PLAIN, ControlWrap
 
@@ -42,11 +43,17 @@ class SessionSettings:
     # Client: applied to each PUSH_REPLY text before it is parsed (pull-filter, issue 11); it
     # returns the text with filtered options removed, or raises ProtocolError to refuse it.
     push_filter: Callable[[str], str] | None = None
-    # --mssfix: clamp TCP MSS in SYNs both ways so the outer datagram stays within this many
-    # bytes including the outer IP/UDP headers (`outer_overhead`); 0 disables it.
+    # --mssfix: clamp TCP MSS in SYNs both ways so that a packet stays within this many bytes;
+    # `mssfix_mode` says which (mssfix.mss_for: "mtu" the outer datagram, "payload" the UDP/TCP
+    # payload, "fixed" the inner packet); 0 disables it.
     tun_mtu: int = 1500  # pushed to clients that announce IV_MTU
     mssfix: int = 1492
+    mssfix_mode: Literal["mtu", "payload", "fixed"] = "mtu"
+    # The kernel's IP + UDP/TCP headers around each datagram (geometry.outer_overhead).
     outer_overhead: int = 28
+    # What the transport adds to each packet, registered with a FrameBuilder (TCP: the length
+    # prefix); the session's data frame (geometry.data_frame) includes it.
+    link_framing: Callable[[FrameBuilder], None] | None = None
     # `comp-lzo no`: nothing is compressed, but every data payload carries a 0xFA "not
     # compressed" byte in front (comp.h NO_COMPRESS_BYTE); both peers must agree. Kept as the
     # short way to say compression="stub".
