@@ -10,7 +10,7 @@ import pytest
 from core import Buffer
 from tests.protocol.harness import SERVER_ADDR, Pair, ip_packet
 from tunnel.protocol.client import Client
-from tunnel.protocol.session import CONSUMED, TO_TUN
+from tunnel.protocol.verdicts import CONSUMED, TO_TUN
 
 OTHER_ADDR = ("192.0.2.11", 40001)
 

@@ -12,7 +12,7 @@ from tests.protocol.harness import Pair, ip_packet
 from tests.protocol.vectors_comp import FRAMED
 from tunnel.protocol.compress import NON_STUB_KINDS, Compression
 from tunnel.protocol.events import SessionClosed
-from tunnel.protocol.session import DROPPED, TO_TUN
+from tunnel.protocol.verdicts import DROPPED, TO_TUN
 
 KINDS = sorted(FRAMED)
 # Decompressing stock's LZO payload needs python-lzo; the other kinds need nothing extra.

@@ -12,7 +12,7 @@ from tunnel.protocol.drops import (
     REPLAY,
 )
 from tunnel.protocol.events import PacketDropped
-from tunnel.protocol.session import DROPPED, TO_TUN
+from tunnel.protocol.verdicts import DROPPED, TO_TUN
 
 
 def _dropped_events(pair: Pair, side: str = "server") -> list[PacketDropped]:

@@ -7,7 +7,7 @@ import pytest
 from tests.protocol.harness import Pair
 from tunnel.protocol.events import ClientRefused, SessionClosed
 from tunnel.protocol.messages import negotiate_cipher, options_string, options_string_value
-from tunnel.protocol.session import TO_TUN
+from tunnel.protocol.verdicts import TO_TUN
 from tunnel.runtime import occ_cipher
 
 OLD_PEER_INFO = "IV_VER=2.3.18\nIV_PLAT=linux\n"  # a 2.3 client: no IV_NCP, no IV_CIPHERS

@@ -26,7 +26,8 @@ from tunnel.protocol.events import (
     PushApplied,
     SessionClosed,
 )
-from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, next_key_id
+from tunnel.protocol.session import next_key_id
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 from tunnel.runtime import Timers
 
 CIPHERS = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.protocol.harness import Pair, tls_settings
 from tunnel.protocol.events import AuthRequested, SessionClosed
-from tunnel.protocol.session import TO_TUN
+from tunnel.protocol.verdicts import TO_TUN
 
 
 def _pair(*, auth_retry: str = "none", no_cert: bool = False) -> Pair:

@@ -16,7 +16,8 @@ from core import Buffer
 from tunnel.protocol.client import Client
 from tunnel.protocol.events import Event
 from tunnel.protocol.server import Server
-from tunnel.protocol.session import TO_TUN, Session
+from tunnel.protocol.session import Session
+from tunnel.protocol.verdicts import TO_TUN
 
 __all__ = ["CountingClient", "CountingServer", "Traffic"]
 

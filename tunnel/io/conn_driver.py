@@ -37,7 +37,7 @@ from tunnel.io.offload import TunCoalescer, check_device_headroom
 from tunnel.io.stream import SCRATCH_SIZE, FramingError
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
-from tunnel.protocol.session import CONSUMED, TO_TUN
+from tunnel.protocol.verdicts import CONSUMED, TO_TUN
 
 Address = tuple[str, int]
 

@@ -30,7 +30,7 @@ from tunnel.io.gso import (
 from tunnel.io.offload import TunCoalescer, check_device_headroom
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
-from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 Address = tuple[str, int]
 

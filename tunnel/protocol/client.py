@@ -14,8 +14,9 @@ from core import Buffer
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
-from tunnel.protocol.session import CONSUMED, DROPPED, Session
+from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, Verdict
 
 Address = tuple[str, int]
 
@@ -107,7 +108,7 @@ class Client:
 
     # -- the role-agnostic endpoint interface -------------------------------------------------
 
-    def receive(self, buf: Buffer, addr: Address, now: float) -> int:
+    def receive(self, buf: Buffer, addr: Address, now: float) -> Verdict:
         session = self.session
         if addr != session.remote_addr:
             self.drops.drop(NO_SESSION, addr, "packet from an address that is not the server's",

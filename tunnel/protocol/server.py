@@ -49,8 +49,9 @@ from tunnel.protocol.events import (
 )
 from tunnel.protocol.keystate import KeyPhase
 from tunnel.protocol.ratelimit import InitialRateLimit
-from tunnel.protocol.session import CONSUMED, DROPPED, TO_TUN, Session
+from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import ControlWrap, Opened
 from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
 
@@ -250,13 +251,10 @@ class Server:
         self._auth_config: dict[Session, ClientConfig] = {}
         self.drops = DropLog(self._events)
         self.refused = 0
-        session_settings = settings.session
-        if session_settings.push_items is None:
-            session_settings.push_items = self._push_items_for
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, buf: Buffer, addr: Address, now: float) -> int:
+    def receive(self, buf: Buffer, addr: Address, now: float) -> Verdict:
         """One datagram: TO_TUN (buf now holds an IP packet), CONSUMED or DROPPED."""
         data = buf.data
         if not data:
@@ -295,7 +293,9 @@ class Server:
             return True
         return opcode in _COOKIE_ECHO_OPCODES and data[1:9] != session.remote_sid
 
-    def _receive_data(self, session: Session | None, buf: Buffer, addr: Address, now: float) -> int:
+    def _receive_data(
+        self, session: Session | None, buf: Buffer, addr: Address, now: float
+    ) -> Verdict:
         if session is None:
             self.drops.drop(NO_SESSION, addr, "data packet for no session", now)
             return DROPPED
@@ -323,7 +323,7 @@ class Server:
             return str(self.settings.server_local)
         return self.settings.netmask
 
-    def _client_to_client(self, session: Session, buf: Buffer, now: float) -> int:
+    def _client_to_client(self, session: Session, buf: Buffer, now: float) -> Verdict:
         """client-to-client: a packet for another client goes straight to it, re-sealed in
         place for that client (multi.c: multi_process_incoming_link), never to the TUN."""
         other = self.route(buf)
@@ -461,7 +461,8 @@ class Server:
         self.initial_limit.refund()
         peer_id = self._free_peer_ids.popleft()
         session = Session(
-            s, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id, wrap_channel=channel
+            s, remote_addr=addr, now=now, local_sid=echoed, peer_id=peer_id, wrap_channel=channel,
+            push_items=self._push_items_for,
         )
         self.by_addr[addr] = session
         self.by_peer_id[peer_id] = session

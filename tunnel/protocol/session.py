@@ -15,6 +15,7 @@ import binascii
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 
 from core import Buffer
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
@@ -43,6 +44,7 @@ from tunnel.protocol.events import (
 )
 from tunnel.protocol.geometry import data_frame
 from tunnel.protocol.keymethod2 import OPTIONS_MAX_LEN, KeyMethod2, new_key_method2
+from tunnel.protocol.keyring import KeyRing
 from tunnel.protocol.keystate import KeyPhase, KeyState
 from tunnel.protocol.messages import (
     IV_PROTO_CC_EXIT_NOTIFY,
@@ -62,13 +64,9 @@ from tunnel.protocol.prf import derive_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import WrapChannel, control_frame
 from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL, dynamic_wrap
-
-# What `decrypt` tells the I/O layer to do with the buffer.
-TO_TUN = 1  # an IP packet: write buf.data to the device
-CONSUMED = 0  # a ping, OCC or control packet: nothing more to do
-DROPPED = -1  # malformed, unauthenticated, replayed or unexpected: counted
 
 # `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
 COMP_LZO_STUB_SIZE = 1
@@ -108,8 +106,12 @@ class Session:
         local_sid: bytes | None = None,
         peer_id: int | None = None,
         wrap_channel: WrapChannel | None = None,
+        push_items: Callable[[Session], list[str]] | None = None,
     ) -> None:
         self.settings = settings
+        # Server: the push list for this client (route-gateway, topology, ifconfig, routes...);
+        # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
+        self._push_items = push_items
         self.is_client = settings.is_client
         self.remote_addr = remote_addr
         self.local_sid = local_sid if local_sid is not None else _random_session_id()
@@ -117,11 +119,10 @@ class Session:
         self.created_at = now
         self.keys: list[KeyState] = []
         self.primary: KeyState | None = None
-        # Data keys indexed by key_id (the low 3 bits of the first byte), for one lookup per packet.
-        self.data_keys: list[DataCipherKey | None] = [None] * 8
-        self.send_key: DataCipherKey | None = None
-        self._pending_send_key_id: int | None = None
-        self._lame_duck: tuple[DataCipherKey, float] | None = None
+        # The data keys: current, next, lame duck; `data_keys` is its by-key_id list (the same
+        # list object, for one lookup per received packet).
+        self.ring = KeyRing()
+        self.data_keys = self.ring.by_id
         self.cipher: str | None = None
         self.remote_cipher: str | None = None  # the `cipher` of the peer's options string
         # Server: the peer-id this client was given. Client: the pushed one (None = P_DATA_V1).
@@ -182,7 +183,15 @@ class Session:
         self.last_drop = MALFORMED
         self.control_drop = MALFORMED  # the same for the last refused control packet
         self._drop_seen: dict[int, tuple[DataCipherKey, int, int]] = {}
-        self.renegotiations = 0
+
+    @property
+    def send_key(self) -> DataCipherKey | None:
+        """The data key that seals outgoing packets (None until the data channel is up)."""
+        return self.ring.current
+
+    @property
+    def renegotiations(self) -> int:
+        return self.ring.rotations
 
     def _compression(self, kind: str | None) -> Compression | None:
         if kind is None:
@@ -319,14 +328,14 @@ class Session:
 
     def _handshake_failed(self, key: KeyState, reason: str, now: float) -> None:
         key.fail(reason)
-        if key is self.primary and self.send_key is None:
+        if key is self.primary and self.ring.current is None:
             self._close(reason, restart=self.is_client, now=now)
 
     # -- data path (hot) -------------------------------------------------------------------
 
     def encrypt(self, buf: Buffer, now: float) -> bool:
         """Seal the IP packet in `buf` in place. False when no data key is ready yet."""
-        key = self.send_key
+        key = self.ring.current
         if key is None:
             return False
         if self.mssfix:
@@ -338,7 +347,7 @@ class Session:
         self.last_tx = now
         return True
 
-    def decrypt(self, buf: Buffer, now: float) -> int:
+    def decrypt(self, buf: Buffer, now: float) -> Verdict:
         """Open a data datagram in place; returns TO_TUN, CONSUMED or DROPPED."""
         data = buf.data
         key = self.data_keys[data[0] & 7]
@@ -350,7 +359,8 @@ class Session:
             self.dropped_data += 1  # a compressed packet we may not decompress, or garbage
             self.last_drop = MALFORMED
             return DROPPED
-        if key is not self.send_key and key.key_id == self._pending_send_key_id:
+        ring = self.ring
+        if key is not ring.current and key.key_id == ring.next_id:
             # The peer already sends on the new key, so it has derived it: switch too.
             self._switch_send_key(key)
         # One view of the payload for the three checks (each Buffer call costs per packet).
@@ -366,7 +376,7 @@ class Session:
             clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
 
-    def _data_dropped(self, key: DataCipherKey | None) -> int:
+    def _data_dropped(self, key: DataCipherKey | None) -> Verdict:
         """Count a refused data packet and note why (off the hot path: drops only)."""
         self.dropped_data += 1
         if key is None:
@@ -450,8 +460,9 @@ class Session:
                       self._auth_deadline):
             if extra is not None:
                 deadlines.append(extra)
-        if self._lame_duck is not None:
-            deadlines.append(self._lame_duck[1])
+        lame_duck_until = self.ring.deadline()
+        if lame_duck_until is not None:
+            deadlines.append(lame_duck_until)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -569,9 +580,9 @@ class Session:
             self._install_data_key(key, now)
         for text in key.take_messages():
             self._handle_control_message(text, now)
-        if key.phase is KeyPhase.ACTIVE and self._pending_send_key_id == key.key_id:
+        if key.phase is KeyPhase.ACTIVE:
             # Our KM2 was ACKed, so the peer has it and can derive the key: switch sending.
-            new_key = self.data_keys[key.key_id]
+            new_key = self.ring.next_key(key.key_id)
             if new_key is not None:
                 self._switch_send_key(new_key)
         if (
@@ -705,41 +716,28 @@ class Session:
         except ValueError as exc:  # a cipher/digest no kind implements: never half-run
             self._close(f"cannot set up the data channel: {exc}", restart=False, now=now)
             return
-        if self.send_key is None:
+        if self.ring.current is None:
             self._set_mss()
-        self.data_keys[key.key_id] = data_key
         # Once only: a retired key state must never bring its data key back after the lame
         # duck expired (that would switch sending back to an old key).
         key.data_key_installed = True
-        if self.send_key is None:
-            self._switch_send_key(data_key)
+        if self.ring.install(data_key):
             self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id))
-        else:
-            self._pending_send_key_id = key.key_id
 
     def _switch_send_key(self, new_key: DataCipherKey) -> None:
-        old = self.send_key
-        self.send_key = new_key
-        self._pending_send_key_id = None
-        if old is None or old is new_key:
-            return
         new_state = self._key_state(new_key.key_id)
         began = new_state.started_at if new_state is not None else self.last_rx
-        if self._lame_duck is not None:
-            self.data_keys[self._lame_duck[0].key_id] = None
         # The previous key stays valid for decryption until tran-window after the
         # renegotiation began (ssl.c: lame_duck_must_die), so no packet in flight is lost.
-        self._lame_duck = (old, began + self.settings.tran_window)
-        self.primary = new_state if new_state is not None else self.primary
-        self.renegotiations += 1
+        if self.ring.rotate(new_key, began + self.settings.tran_window) and new_state is not None:
+            self.primary = new_state
 
     def _retired(self, key: KeyState, now: float) -> bool:
-        send_key = self.send_key
         if (
             key is self.primary
             or key.phase is not KeyPhase.ACTIVE
-            or send_key is None
-            or key.key_id in (send_key.key_id, self._pending_send_key_id)
+            or self.ring.current is None
+            or self.ring.in_use(key.key_id)
             or key.key_id in self.auth_pending.values()  # new, waiting for client-auth
         ):
             return False
@@ -754,11 +752,7 @@ class Session:
         return None
 
     def _expire_keys(self, now: float) -> None:
-        if self._lame_duck is not None and now >= self._lame_duck[1]:
-            old = self._lame_duck[0]
-            if self.data_keys[old.key_id] is old:
-                self.data_keys[old.key_id] = None
-            self._lame_duck = None
+        self.ring.expire(now)
         for key in list(self.keys):
             if self._retired(key, now):
                 # A replaced key: its handshake state goes once its last control packets are
@@ -820,8 +814,7 @@ class Session:
         return key is not None
 
     def _start_soft_reset(self, key_id: int, now: float) -> KeyState:
-        if self.data_keys[key_id] is not None and self.data_keys[key_id] is not self.send_key:
-            self.data_keys[key_id] = None  # an expired lame duck with the same id
+        self.ring.free_slot(key_id)  # an expired lame duck with the same id
         key = self._new_key_state(key_id, now)
         key.send_reset(Opcode.P_CONTROL_SOFT_RESET_V1)
         return key
@@ -873,7 +866,7 @@ class Session:
         if self.cipher is None:
             return  # no KM2 yet: the client repeats its request
         try:
-            items = list(self.settings.push_items(self)) if self.settings.push_items else []
+            items = list(self._push_items(self)) if self._push_items is not None else []
         except HandshakeError as exc:
             self.auth_failed = str(exc)
             self._send_push_reply(key, now)  # answers AUTH_FAILED
@@ -1019,7 +1012,7 @@ def _random_session_id() -> bytes:
             return sid
 
 
-__all__ = ["COMP_LZO_STUB_SIZE", "CONSUMED", "DROPPED", "TO_TUN", "Session", "next_key_id"]
+__all__ = ["COMP_LZO_STUB_SIZE", "Session", "next_key_id"]
 
 
 def _token_user(encoded: str | None) -> str | None:

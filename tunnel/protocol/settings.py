@@ -5,14 +5,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from core import FrameBuilder
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap.base import PLAIN, ControlWrap
-
-if TYPE_CHECKING:
-    from tunnel.protocol.session import Session
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
 
@@ -64,9 +61,6 @@ class SessionSettings:
     # non-stub framing, as stock).
     compression: str | None = None
     allow_compression: str = "stub-only"
-    # Server only: the push list for one client (route-gateway, topology, ifconfig, routes...);
-    # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
-    push_items: Callable[[Session], list[str]] | None = field(default=None, repr=False)
     # tls-auth / tls-crypt / tls-crypt-v2 (tunnel/protocol/wrap/); plain by default. The
     # long-form packet-id carries Unix time: now + clock_offset (the app sets the offset).
     control_wrap: ControlWrap = field(default=PLAIN, repr=False)
