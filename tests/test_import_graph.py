@@ -21,8 +21,6 @@ PACKAGES = ("core", "tunnel")
 # start with one of its prefixes (a split may rename the modules of the circle it removes).
 # An entry that matches no circle any more fails the test below: delete it then.
 KNOWN_OPEN: dict[str, tuple[str, ...]] = {
-    # issue 9 item 1 (proto9): Session <-> SessionSettings (settings names Session for types)
-    "session/settings": ("tunnel.protocol.session", "tunnel.protocol.settings"),
     # Management <-> its Connection, PasswordQueries and command table (back-references for
     # types only); not among the issue's circles, left for the management owner
     "management back-references": (
