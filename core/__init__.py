@@ -7,9 +7,10 @@ from core.arena import GcArena
 from core.buffer import Buffer, BytesLike
 from core.errors import BoundsError, FrameError, PoolError, PoolExhausted
 from core.frame import Frame, FrameBuilder, Registration
-from core.pool import BufferPool, PoolStats, ReleasedBuffer
+from core.pool import BlockPool, BufferPool, PoolStats, ReleasedBuffer, RunPool
 
 __all__ = [
+    "BlockPool",
     "BoundsError",
     "Buffer",
     "BufferPool",
@@ -23,4 +24,5 @@ __all__ = [
     "PoolStats",
     "Registration",
     "ReleasedBuffer",
+    "RunPool",
 ]

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from core.buffer import Buffer
 from core.errors import PoolError
-from core.pool import BufferPool, ReleasedBuffer
+from core.pool import BlockPool, ReleasedBuffer
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class GcArena:
 
     # -- registering ------------------------------------------------------------------------
 
-    def take(self, pool: BufferPool) -> Buffer:
+    def take(self, pool: BlockPool) -> Buffer:
         """Acquire a buffer from `pool` and register it; `PoolExhausted` registers nothing."""
         buf = pool.acquire()
         self._buffers.append(buf)

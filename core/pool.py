@@ -1,8 +1,10 @@
 """`BufferPool`: one preallocated slab carved into equal blocks, bounded, with counters.
 
-All packet memory comes from here. The pool owns one `Buffer` object per block for its whole
-life and keeps the idle ones on a LIFO free list (the most recently used block is the one most
-likely still in cache), so `acquire` and `release` allocate nothing.
+All packet memory comes from here (`BufferPool`, blocks of a `Frame`), and so does the memory
+for runs of packets (`RunPool`, 64 KiB blocks for GSO/GRO and TUN offload). The pool owns one
+`Buffer` object per block for its whole life and keeps the idle ones on a LIFO free list (the
+most recently used block is the one most likely still in cache), so `acquire` and `release`
+allocate nothing.
 
 Use-after-release costs nothing on the hot path: `release` swaps the buffer's class to
 `ReleasedBuffer`, whose every public method and property raises `PoolError`, and `acquire` swaps
@@ -20,7 +22,7 @@ from typing import NoReturn
 
 from core.buffer import Buffer
 from core.errors import PoolError, PoolExhausted
-from core.frame import Frame
+from core.frame import BLOCK_ALIGN, Frame
 
 
 def _refuse(*_args: object, **_kwargs: object) -> NoReturn:
@@ -57,13 +59,14 @@ class PoolStats:
     exhaustions: int
 
 
-class BufferPool:
-    """`count` blocks of `frame.buffer_size` bytes; buffers come out armed at `frame.headroom`."""
+class BlockPool:
+    """`count` blocks of `block_size` bytes carved from one slab; buffers come out armed at
+    `headroom`. The shared machinery of `BufferPool` (packets) and `RunPool` (runs)."""
 
     __slots__ = (
         "_acquires",
+        "_block_size",
         "_exhaustions",
-        "_frame",
         "_free",
         "_headroom",
         "_low_free",
@@ -71,12 +74,13 @@ class BufferPool:
         "_slab",
     )
 
-    def __init__(self, frame: Frame, count: int) -> None:
+    def __init__(self, block_size: int, headroom: int, count: int) -> None:
         if count < 1:
             raise ValueError(f"a pool needs at least one block, got count={count}")
-        block_size = frame.buffer_size
-        self._frame = frame
-        self._headroom = frame.headroom
+        if not 0 <= headroom <= block_size:
+            raise ValueError(f"headroom {headroom} outside a block of {block_size} bytes")
+        self._block_size = block_size
+        self._headroom = headroom
         self._size = count
         self._slab = bytearray(block_size * count)
         slab = memoryview(self._slab)
@@ -95,15 +99,20 @@ class BufferPool:
         self._exhaustions = 0
 
     @property
-    def frame(self) -> Frame:
-        return self._frame
+    def block_size(self) -> int:
+        return self._block_size
+
+    @property
+    def slab_bytes(self) -> int:
+        """The slab's size: all the memory this pool holds."""
+        return self._block_size * self._size
 
     @property
     def available(self) -> int:
         return len(self._free)
 
     def acquire(self) -> Buffer:
-        """An empty buffer at `frame.headroom`; raises `PoolExhausted` when none is free."""
+        """An empty buffer at the pool's headroom; raises `PoolExhausted` when none is free."""
         free = self._free
         if not free:
             self._exhaustions += 1
@@ -144,6 +153,43 @@ class BufferPool:
 
     def __repr__(self) -> str:
         return (
-            f"<BufferPool size={self._size} in_use={self._size - len(self._free)} "
-            f"block={self._frame.buffer_size}>"
+            f"<{type(self).__name__} size={self._size} in_use={self._size - len(self._free)} "
+            f"block={self._block_size}>"
         )
+
+
+class BufferPool(BlockPool):
+    """`count` blocks of `frame.buffer_size` bytes; buffers come out armed at `frame.headroom`."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: Frame, count: int) -> None:
+        super().__init__(frame.buffer_size, frame.headroom, count)
+        self._frame = frame
+
+    @property
+    def frame(self) -> Frame:
+        return self._frame
+
+
+class RunPool(BlockPool):
+    """Blocks for *runs*: many packets end to end in one buffer (a GRO read, a GSO send, a
+    coalesced TUN frame: up to 64 KiB each), at offset 0.
+
+    Run buffers are few and long-lived: an owner (`GsoSender`, `TunCoalescer`, a driver's GRO
+    read) acquires one when it is built and keeps it, so the pool's `in_use` is the number of
+    runs alive and `slab_bytes` their memory, in the same counters as the packet pool. Bounded like
+    every pool: one owner too many is `PoolExhausted` at construction, never growth."""
+
+    __slots__ = ("_run_size",)
+
+    def __init__(self, run_size: int, count: int) -> None:
+        if run_size < 1:
+            raise ValueError(f"a run needs at least one byte, got run_size={run_size}")
+        super().__init__(-(-run_size // BLOCK_ALIGN) * BLOCK_ALIGN, 0, count)
+        self._run_size = run_size
+
+    @property
+    def run_size(self) -> int:
+        """The largest run a block holds (the block is rounded up to a cache line)."""
+        return self._run_size

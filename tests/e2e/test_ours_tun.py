@@ -250,6 +250,11 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     pool = next(line for line in status.splitlines() if line.startswith("POOL_STATS,"))
     _, size, in_use, _high, _acq, _rel, exhaustions = pool.split(",")
     assert int(size) > 0 and int(in_use) == 0 and int(exhaustions) == 0, pool  # no leak
+    # The driver's GSO/GRO/coalescing runs: pool blocks, all held, none ever short.
+    runs = next(line for line in status.splitlines() if line.startswith("RUN_POOL_STATS,"))
+    _, size, in_use, _high, block, exhaustions = runs.split(",")
+    assert int(size) in (2, 3) and in_use == size and int(block) >= 65536, runs
+    assert int(exhaustions) == 0, runs
 
     # SIGTERM to the client: it tells the server (explicit-exit-notify), removes its device
     # and exits 0; the server drops the client at once instead of after ping-restart.

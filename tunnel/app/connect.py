@@ -382,6 +382,8 @@ class ClientRuntime(Runtime):
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
+            runs=self.driver.runs.stats,
+            run_block=self.driver.runs.block_size,
             drops=drop_counts(self.endpoint.client.drops.counts, self.driver.stats,
                               getattr(self.driver, "device", None)),
         )

@@ -98,6 +98,14 @@ def _process_metrics(runtime: Runtime) -> Iterator[Metric]:
     yield _counter("tunnel_pool_acquires", "Buffers taken from the pool", pool.acquires)
     yield _counter("tunnel_pool_releases", "Buffers given back", pool.releases)
     yield _counter("tunnel_pool_exhaustions", "Times the pool was empty", pool.exhaustions)
+    assert runtime.driver is not None
+    runs = runtime.driver.runs
+    yield GaugeMetricFamily("tunnel_run_pool_buffers", "Run buffers (GSO/GRO, coalescing)",
+                            value=runs.stats.size)
+    yield GaugeMetricFamily("tunnel_run_pool_in_use", "Run buffers in use",
+                            value=runs.stats.in_use)
+    yield GaugeMetricFamily("tunnel_run_pool_bytes", "Memory of the run pool",
+                            value=runs.slab_bytes)
     arena = runtime.arena_counters()
     yield _counter("tunnel_arena_iterations", "Arena iterations (one per batch)",
                    arena.iterations)

@@ -173,6 +173,8 @@ class ServerRuntime(Runtime):
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
+            runs=self.driver.runs.stats,
+            run_block=self.driver.runs.block_size,
             clients=rows,
             drops=drop_counts(self.endpoint.server.drops.counts, self.driver.stats,
                               getattr(self.driver, "device", None)),

@@ -11,6 +11,7 @@ Server (`status-version` 1, 2 or 3; 2 is what monitoring tools parse):
     GLOBAL_STATS,Max bcast/mcast queue length,0
     GLOBAL_STATS,dco_enabled,0
     HEADER,POOL_STATS,... / POOL_STATS,...     (ours: the packet-buffer pool)
+    HEADER,RUN_POOL_STATS,... / RUN_POOL_STATS,...  (ours: the transport's 64 KiB run buffers)
     HEADER,ARENA_STATS,... / ARENA_STATS,...   (ours: the per-iteration arena)
     HEADER,LINK_STATS,... / LINK_STATS,...     (ours: the driver's packet counters)
     END
@@ -76,6 +77,9 @@ class StatusSnapshot:
     clients: list[ClientRow] | None = field(default=None)  # None: a client's status file
     # Dropped input by cause (tunnel.protocol.drops.CAUSES), the link's malformed included.
     drops: dict[str, int] = field(default_factory=dict)
+    # The transport's run buffers (GSO/GRO, TUN coalescing, stream scratch): their RunPool.
+    runs: PoolStats | None = None
+    run_block: int = 0  # bytes per run block
 
 
 def drop_counts(
@@ -109,6 +113,7 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
              "Releases", "Exhaustions"),
         _row(sep, "POOL_STATS", pool.size, pool.in_use, pool.high_water, pool.acquires,
              pool.releases, pool.exhaustions),
+        *_run_rows(s, sep),
         _row(sep, "HEADER", "ARENA_STATS", "Iterations", "Entries Freed", "Bytes Freed",
              "Detached"),
         _row(sep, "ARENA_STATS", arena.iterations, arena.entries_freed, arena.bytes_freed,
@@ -120,6 +125,18 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
         _row(sep, "HEADER", "DROP_STATS", *(c.title() for c in CAUSES)),
         _row(sep, "DROP_STATS", *(s.drops.get(c, 0) for c in CAUSES)),
         *_tcp_rows(link, sep),
+    ]
+
+
+def _run_rows(s: StatusSnapshot, sep: str) -> list[str]:
+    runs = s.runs
+    if runs is None:
+        return []
+    return [
+        _row(sep, "HEADER", "RUN_POOL_STATS", "Size", "In Use", "High Water", "Block Bytes",
+             "Exhaustions"),
+        _row(sep, "RUN_POOL_STATS", runs.size, runs.in_use, runs.high_water, s.run_block,
+             runs.exhaustions),
     ]
 
 
@@ -141,6 +158,8 @@ def _our_lines_v1(s: StatusSnapshot) -> list[str]:
     return [
         f"Pool size,{pool.size}", f"Pool in use,{pool.in_use}",
         f"Pool high water,{pool.high_water}", f"Pool exhaustions,{pool.exhaustions}",
+        *([f"Run pool size,{s.runs.size}", f"Run pool in use,{s.runs.in_use}",
+           f"Run pool block bytes,{s.run_block}"] if s.runs is not None else []),
         f"Arena iterations,{arena.iterations}", f"Arena entries freed,{arena.entries_freed}",
         f"Arena bytes freed,{arena.bytes_freed}", f"Arena detached,{arena.detached}",
         *(f"Dropped {c},{s.drops.get(c, 0)}" for c in CAUSES),

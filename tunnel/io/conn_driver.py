@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core import BoundsError, Buffer, BufferPool, GcArena
+from core import BoundsError, Buffer, BufferPool, GcArena, RunPool
 from tunnel.io.device import PacketDevice
 from tunnel.io.driver import DEFAULT_BATCH, DriverStats, Endpoint
 from tunnel.io.faults import CallbackFaults
 from tunnel.io.link_conn import LinkConnection, queue_sealed
-from tunnel.io.offload import TunCoalescer, check_device_headroom
+from tunnel.io.offload import COALESCE_RUN_SIZE, TunCoalescer, check_device_headroom
 from tunnel.io.stream import SCRATCH_SIZE, FramingError
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
@@ -85,14 +85,20 @@ class ConnDriver:
         self.on_event = on_event
         self.stats = ConnStats()
         self.conns: dict[Address, LinkConnection] = {}
-        self._scratch = memoryview(bytearray(SCRATCH_SIZE + pool.frame.buffer_size))
+        coalesce = isinstance(device, TunDevice) and device.vnet_hdr
+        if isinstance(device, TunDevice):
+            check_device_headroom(pool.frame, device.read_offset)
+        # The runs (the receive scratch, a coalesced TUN frame) are blocks of one RunPool,
+        # counted with the packet pool's; each is held for the driver's life.
+        scratch = SCRATCH_SIZE + pool.frame.buffer_size
+        self.runs = RunPool(max(scratch, COALESCE_RUN_SIZE), 2 if coalesce else 1)
+        self._scratch = self.runs.acquire().tailroom_view()[:scratch]
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._coalescer: TunCoalescer | None = None
-        if isinstance(device, TunDevice):
-            check_device_headroom(pool.frame, device.read_offset)
-        if isinstance(device, TunDevice) and device.vnet_hdr:
-            self._coalescer = TunCoalescer(device.write_frame)
+        if coalesce:
+            assert isinstance(device, TunDevice)
+            self._coalescer = TunCoalescer(device.write_frame, run=self.runs.acquire())
         self._running = False
         # Client: while the link has unsent output, the device is not read (stock's p2p loop
         # reads the TUN only when the link buffer is empty), so the kernel queues at the TUN

@@ -17,17 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from core import BoundsError, Buffer, BufferPool, GcArena
+from core import BoundsError, Buffer, BufferPool, GcArena, RunPool
 from tunnel.io.device import PacketDevice
 from tunnel.io.faults import CallbackFaults
 from tunnel.io.gso import (
     GRO_BUFFER_SIZE,
     GRO_CMSG_SPACE,
+    GSO_MAX_BYTES,
     GsoSender,
     enable_gro,
     gro_segment_size,
 )
-from tunnel.io.offload import TunCoalescer, check_device_headroom
+from tunnel.io.offload import COALESCE_RUN_SIZE, TunCoalescer, check_device_headroom
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
@@ -43,6 +44,8 @@ DEFAULT_BATCH = 128
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _FIONREAD: Final = termios.FIONREAD
 _NOTHING_QUEUED: Final = bytes(4)
+# The driver's runs (a GRO read, a GSO send, a coalesced TUN frame) are blocks of one RunPool.
+RUN_SIZE: Final = max(GRO_BUFFER_SIZE, GSO_MAX_BYTES, COALESCE_RUN_SIZE)
 # After an exception in the timer or the control round, the timer comes back no sooner than
 # this: a bug that fails every time costs a log line now and then, not a busy loop.
 _FAULT_BACKOFF = 0.5
@@ -101,7 +104,10 @@ class Driver:
         on_event: Callable[[Event], None] | None = None,
         batch: int = DEFAULT_BATCH,
         log: logging.Logger | None = None,
+        runs: RunPool | None = None,
     ) -> None:
+        """`runs`: where the driver's run buffers come from (default: a pool of its own with
+        one block per run it needs; each is acquired here and held for the driver's life)."""
         self.loop = loop
         self.endpoint = endpoint
         self.sock = sock
@@ -115,18 +121,22 @@ class Driver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._ipv6 = sock.family == socket.AF_INET6
+        coalesce = isinstance(device, TunDevice) and device.vnet_hdr
+        if isinstance(device, TunDevice):
+            check_device_headroom(pool.frame, device.read_offset)
+        # The runs are pool memory, counted with the packet pool's (status, metrics).
+        self.runs = runs if runs is not None else RunPool(RUN_SIZE, 3 if coalesce else 2)
         # GSO: the sealed datagrams of one device batch leave in one sendmsg per destination.
-        self._gso = GsoSender(sock)
+        self._gso = GsoSender(sock, run=self.runs.acquire())
         # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
         enable_gro(sock)
-        self._gro_view = memoryview(bytearray(GRO_BUFFER_SIZE))
+        self._gro_view = self.runs.acquire().tailroom_view()[:GRO_BUFFER_SIZE]
         # TUN offload: consecutive TCP segments (UDP datagrams) of a flow enter the kernel as
         # one packet.
         self._coalescer: TunCoalescer | None = None
-        if isinstance(device, TunDevice):
-            check_device_headroom(pool.frame, device.read_offset)
-        if isinstance(device, TunDevice) and device.vnet_hdr:
-            self._coalescer = TunCoalescer(device.write_frame)
+        if coalesce:
+            assert isinstance(device, TunDevice)
+            self._coalescer = TunCoalescer(device.write_frame, run=self.runs.acquire())
         self._running = False
 
     def start(self) -> None:

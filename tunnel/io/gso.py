@@ -17,6 +17,8 @@ import socket
 import struct
 from typing import Final
 
+from core import Buffer, RunPool
+
 __all__ = [
     "GRO_BUFFER_SIZE",
     "GsoSender",
@@ -94,15 +96,23 @@ class GsoSender:
         "_view",
         "dropped",
         "enabled",
+        "run",
         "runs",
         "sent",
     )
 
-    def __init__(self, sock: socket.socket, *, enabled: bool | None = None) -> None:
+    def __init__(
+        self, sock: socket.socket, *, enabled: bool | None = None, run: Buffer | None = None
+    ) -> None:
+        """`run`: the buffer the run is built in, from a `RunPool` (at least GSO_MAX_BYTES;
+        the driver passes one of its pool's); without it, a one-run pool of its own."""
         self._sendmsg = sock.sendmsg
         self._sendto = sock.sendto
         self.enabled = gso_supported(sock) if enabled is None else enabled
-        self._view = memoryview(bytearray(GSO_MAX_BYTES))
+        self.run = run if run is not None else RunPool(GSO_MAX_BYTES, 1).acquire()
+        self._view = self.run.tailroom_view()[:GSO_MAX_BYTES]
+        if len(self._view) < GSO_MAX_BYTES:
+            raise ValueError(f"a GSO run needs {GSO_MAX_BYTES} bytes, got {len(self._view)}")
         self._pos = 0
         self._count = 0
         self._segment = 0

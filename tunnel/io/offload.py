@@ -27,9 +27,10 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from core import Buffer, Frame, FrameBuilder
+from core import Buffer, Frame, FrameBuilder, RunPool
 
 __all__ = [
+    "COALESCE_RUN_SIZE",
     "GSO_NONE",
     "GSO_TCPV4",
     "GSO_UDP_L4",
@@ -67,6 +68,8 @@ _ACK: Final = 0x10
 _PSH: Final = 0x08
 _MAX_IP_PACKET: Final = 0xFFFF  # the IPv4 total-length field
 _RUN_LIMIT: Final = VNET_HDR_SIZE + _MAX_IP_PACKET
+COALESCE_RUN_SIZE: Final = _RUN_LIMIT
+"""The bytes a `TunCoalescer` run needs: a virtio-net header and the largest IPv4 packet."""
 _MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS on older kernels; TCP has no such limit
 _TCP_CSUM: Final = 16  # checksum offsets from the start of the transport header
 _UDP_CSUM: Final = 6
@@ -136,19 +139,27 @@ class TunCoalescer:
         "coalesced",
         "dropped",
         "packets",
+        "run",
         "udp",
         "writes",
     )
 
-    def __init__(self, write: Writer, *, udp: bool | None = None) -> None:
+    def __init__(
+        self, write: Writer, *, udp: bool | None = None, run: Buffer | None = None
+    ) -> None:
         """`write` hands one frame (virtio-net header + packet) to the device; False = dropped.
 
         `udp`: merge UDP datagrams too (default: when the kernel is new enough). A run the
         device refuses turns it off, as the kernel's TUN then does not understand UDP_L4.
+        `run`: the buffer runs are built in, from a `RunPool` (at least COALESCE_RUN_SIZE);
+        without it, a one-run pool of its own.
         """
         self._write = write
         self.udp = kernel_has_tun_udp_gso() if udp is None else udp
-        self._view = memoryview(bytearray(_RUN_LIMIT))
+        self.run = run if run is not None else RunPool(_RUN_LIMIT, 1).acquire()
+        self._view = self.run.tailroom_view()[:_RUN_LIMIT]
+        if len(self._view) < _RUN_LIMIT:
+            raise ValueError(f"a coalescing run needs {_RUN_LIMIT} bytes, got {len(self._view)}")
         self._count = 0  # packets in the pending run (0: none)
         self._pos = 0  # end of the pending run in _view
         self._proto = 0

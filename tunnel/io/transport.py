@@ -10,14 +10,16 @@ The protocol engine does not know which one runs it: a peer is an address either
 datagram's source, or the connection's peer address). What a transport adds to a packet is
 registered with the `FrameBuilder` (`register_stream_framing` for TCP's length prefix), and
 what it changes in the session's geometry (outer header sizes for MSS, the options string's
-proto word) is set in `tunnel/app/build.py`. docs/INTERNALS.md says how to add another.
+proto word) comes from `tunnel/protocol/geometry.py` and `tunnel/app/build.py`. Its run buffers
+(GSO/GRO, coalescing, stream scratch) are blocks of its `runs` pool. docs/INTERNALS.md says
+how to add another.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from core import GcArena
+from core import GcArena, RunPool
 from tunnel.io.driver import DriverStats
 from tunnel.io.faults import CallbackFaults
 
@@ -26,6 +28,7 @@ __all__ = ["Transport"]
 
 class Transport(Protocol):
     arena: GcArena
+    runs: RunPool  # the transport's run buffers (GSO/GRO, TUN coalescing, stream scratch)
     faults: CallbackFaults
 
     @property
