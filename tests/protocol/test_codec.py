@@ -8,13 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import BoundsError, Buffer
 from tunnel.protocol.codec import (
+    CONTROL_HEADER_MAX,
     ControlPacket,
     build_control,
+    control_frame_builder,
     control_overhead,
     join_op,
     parse_control,
+    read_control,
+    skip_to_payload,
     split_op,
+    write_control,
 )
 from tunnel.protocol.constants import CONTROL_OPCODES, MAX_ACKS_PARSE, Opcode
 from tunnel.protocol.errors import ProtocolError
@@ -128,9 +134,7 @@ def _with_first_byte(byte: int, rest: bytes = CLIENT_RESET[1:]) -> bytes:
     return bytes([byte]) + rest
 
 
-@pytest.mark.parametrize(
-    ("wire", "message"),
-    [
+REJECTED = [
         (b"", "too short"),
         (CLIENT_RESET[:9], "too short"),
         (_with_first_byte(0x08), "unsupported key-method 1"),
@@ -150,8 +154,10 @@ def _with_first_byte(byte: int, rest: bytes = CLIENT_RESET[1:]) -> bytes:
         (DEDICATED_ACK + b"\x00", "1 trailing bytes after P_ACK_V1"),
         (b"\x20" + CLIENT_SID + b"\x09" + bytes(36) + SERVER_SID + bytes(4), "9 ACK ids"),
         (b"\x20" + CLIENT_SID + b"\xff" + bytes(2000), "255 ACK ids"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize(("wire", "message"), REJECTED)
 def test_rejections(wire: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         parse_control(wire)
@@ -264,3 +270,113 @@ def test_build_parse_round_trip(pkt: ControlPacket) -> None:
         else control_overhead(len(pkt.acks)) - 4
     )
     assert parse_control(wire) == pkt
+
+
+# --- the Buffer form: typed reads and prepends into headroom -------------------------------------
+
+
+def _buffer_holding(wire: bytes, headroom: int = CONTROL_HEADER_MAX) -> Buffer:
+    buf = Buffer(headroom + len(wire) + 16)
+    buf.reset(headroom)
+    buf.append(wire)
+    return buf
+
+
+@pytest.mark.parametrize(("wire", "pkt"), VECTORS)
+def test_read_control_consumes_the_packet(wire: bytes, pkt: ControlPacket) -> None:
+    buf = _buffer_holding(wire)
+    assert read_control(buf) == pkt
+    assert len(buf) == 0 and buf.offset == CONTROL_HEADER_MAX + len(wire)
+
+
+@pytest.mark.parametrize(("wire", "message"), REJECTED)
+def test_read_control_rejects_and_leaves_the_buffer_as_it_was(wire: bytes, message: str) -> None:
+    """A Buffer bound (truncated ACK block, missing sid or pid) or a bad field is a
+    ProtocolError; offset, length and bytes are what they were before the parse."""
+    buf = _buffer_holding(wire)
+    before = (buf.offset, len(buf), bytes(buf.data))
+    with pytest.raises(ProtocolError, match=message):
+        read_control(buf)
+    assert (buf.offset, len(buf), bytes(buf.data)) == before
+
+
+@pytest.mark.parametrize("cut", range(len(SERVER_RESET)))
+def test_every_truncation_is_a_protocol_error(cut: int) -> None:
+    buf = _buffer_holding(SERVER_RESET[:cut])
+    with pytest.raises(ProtocolError):
+        read_control(buf)
+    assert bytes(buf.data) == SERVER_RESET[:cut]
+
+
+def test_announced_acks_beyond_the_datagram_are_a_bound_not_a_read_past_the_end() -> None:
+    # 8 ids announced, 2 present, then bytes that lie in the block but outside the contents:
+    # the Buffer refuses to read them although the memory is there.
+    wire = b"\x20" + CLIENT_SID + b"\x08" + bytes(8)
+    buf = Buffer(64)
+    buf.append(wire + bytes(60 - len(wire)))
+    buf.truncate(len(wire))
+    with pytest.raises(ProtocolError, match="truncated ACK block: 8 ids announced, 18 bytes"):
+        read_control(buf)
+    assert len(buf) == len(wire)
+
+
+@pytest.mark.parametrize(("wire", "pkt"), VECTORS)
+def test_write_control_prepends_the_header_into_headroom(wire: bytes, pkt: ControlPacket) -> None:
+    buf = _buffer_holding(pkt.payload)
+    end = buf.offset + len(buf)
+    write_control(buf, pkt.opcode, pkt.key_id, pkt.session_id, pkt.acks,
+                  pkt.remote_session_id, pkt.packet_id)
+    assert bytes(buf.data) == wire
+    assert buf.offset + len(buf) == end  # the payload did not move
+
+
+def test_write_control_without_enough_headroom_changes_nothing() -> None:
+    pkt = VECTORS[3][1]
+    need = len(VECTORS[3][0]) - len(pkt.payload)
+    buf = _buffer_holding(pkt.payload, headroom=need - 1)
+    before = (buf.offset, len(buf), bytes(buf.data))
+    with pytest.raises(BoundsError, match="needs"):
+        write_control(buf, pkt.opcode, pkt.key_id, pkt.session_id, pkt.acks,
+                      pkt.remote_session_id, pkt.packet_id)
+    assert (buf.offset, len(buf), bytes(buf.data)) == before
+
+
+def test_write_control_misuse_changes_nothing() -> None:
+    buf = _buffer_holding(b"payload")
+    before = (buf.offset, len(buf), bytes(buf.data))
+    for args in (
+        (Opcode.P_ACK_V1, 0, CLIENT_SID, (1,), SERVER_SID, None),  # an ACK with a payload
+        (Opcode.P_CONTROL_V1, 0, CLIENT_SID, (1, 1 << 32), SERVER_SID, 0),  # ACK id too big
+        (Opcode.P_CONTROL_V1, 0, CLIENT_SID, (), None, -1),
+    ):
+        with pytest.raises(ValueError):
+            write_control(buf, *args)  # type: ignore[arg-type]
+        assert (buf.offset, len(buf), bytes(buf.data)) == before
+
+
+def test_control_frame_registers_the_header_headroom() -> None:
+    frame = control_frame_builder().finalize()
+    assert [r.name for r in frame.registrations] == ["control packet header"]
+    assert frame.headroom >= CONTROL_HEADER_MAX == control_overhead(MAX_ACKS_PARSE) == 54
+    assert frame.payload_size == 1250  # tls-mtu
+
+
+def test_skip_to_payload_finds_the_message_pid() -> None:
+    buf = _buffer_holding(CLIENT_HELLO_HEAD + b"tls")
+    assert skip_to_payload(buf) == 1 and bytes(buf.data) == b"tls"
+    buf = _buffer_holding(CLIENT_RESET)
+    assert skip_to_payload(buf) == 0 and len(buf) == 0
+    with pytest.raises(BoundsError):
+        skip_to_payload(_buffer_holding(SERVER_RESET[:20]))
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=80), st.integers(0, 16))
+def test_read_control_random_bytes(data: bytes, headroom: int) -> None:
+    buf = _buffer_holding(data, headroom)
+    try:
+        pkt = read_control(buf)
+    except ProtocolError:
+        assert bytes(buf.data) == data and buf.offset == headroom
+        return
+    assert build_control(pkt) == data and len(buf) == 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from core import Buffer
-from tunnel.protocol.codec import ControlPacket, build_control, parse_control
+from tunnel.protocol.codec import ControlPacket, build_control, read_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
 from tunnel.protocol.deadlines import DeadlineHeap
@@ -364,7 +364,7 @@ class Server:
                        AUTH_FAILED)
             return
         try:
-            packet = parse_control(buf.data)
+            packet = read_control(buf)
         except ProtocolError as exc:
             self._drop(addr, str(exc), now)
             return

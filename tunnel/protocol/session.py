@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from core import Buffer
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
-from tunnel.protocol.codec import ControlPacket, parse_control
+from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import NON_STUB_KINDS, Compression
 from tunnel.protocol.constants import (
     OCC_EXIT,
@@ -279,14 +279,15 @@ class Session:
             self.control_drop = AUTH_FAILED  # the wrap's tag (or its replay check) refused it
             return
         self.control_drop = MALFORMED
-        self.receive_control(buf.data, now)
+        self.receive_control(buf, now)
 
-    def receive_control(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """One control datagram from the peer's address. Bad input is counted, never raised."""
+    def receive_control(self, buf: Buffer, now: float) -> None:
+        """One unwrapped control datagram (consumed) from the peer's address. Bad input is
+        counted, never raised."""
         if self.closed is not None:
             return
         try:
-            packet = parse_control(data)
+            packet = read_control(buf)
         except ProtocolError:
             self.dropped_control += 1
             return
