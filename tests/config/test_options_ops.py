@@ -11,7 +11,7 @@ def test_generator_extras_parse(parse: Parse, pki_dir: Path) -> None:
     (pki_dir / "ccd").mkdir()
     cfg = parse(
         MINIMAL_SERVER + "ping-timer-rem\ntun-mtu-extra 32\ndisable-occ\ntun-ipv6\n"
-        "machine-readable-output\nroute-delay 5\nsyslog myvpn\nwritepid vpn.pid\n"
+        "machine-readable-output\nsyslog myvpn\nwritepid vpn.pid\n"
         "dev-node /dev/net/tun\nclient-config-dir ccd\nccd-exclusive\n"
         "ifconfig-pool-persist ipp.txt 30\npersist-local-ip\npersist-remote-ip\n"
         "setenv PUSH_PEER_INFO\nsetenv opt tls-version-min 1.0 or-highest\n"
@@ -19,7 +19,7 @@ def test_generator_extras_parse(parse: Parse, pki_dir: Path) -> None:
     ops = cfg.ops
     assert (ops.ping_timer_rem, ops.tun_mtu_extra, ops.disable_occ, ops.tun_ipv6) == (
         True, 32, True, True)
-    assert ops.route_delay == (5, 30)
+    assert ops.machine_readable_output and ops.route_delay is None
     assert (ops.syslog, ops.writepid, ops.dev_node) == ("myvpn", pki_dir / "vpn.pid",
                                                         "/dev/net/tun")
     assert (ops.client_config_dir, ops.ccd_exclusive) == (pki_dir / "ccd", True)
@@ -27,6 +27,14 @@ def test_generator_extras_parse(parse: Parse, pki_dir: Path) -> None:
         pki_dir / "ipp.txt", 30)
     assert ops.push_peer_info and ops.setenv == {"PUSH_PEER_INFO": ""}
     assert cfg.tls_version_min == "1.0"  # or-highest only replaces a version unknown here
+
+
+def test_route_delay_is_a_client_option(parse: Parse, parse_error: ParseError) -> None:
+    assert parse(MINIMAL_CLIENT + "route-delay 5\n").ops.route_delay == (5, 30)
+    assert parse(MINIMAL_CLIENT + "route-delay\n").ops.route_delay == (0, 30)
+    assert parse(MINIMAL_CLIENT + "route-delay 2 10\n").ops.route_delay == (2, 10)
+    text = MINIMAL_SERVER + "route-delay 5\n"
+    parse_error(text, text.count("\n"), "--route-delay cannot be used with --mode server")
 
 
 def test_tls_knobs_parse(parse: Parse, pki_dir: Path) -> None:

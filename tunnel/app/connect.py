@@ -41,9 +41,13 @@ from tunnel.app.link import (
 from tunnel.app.routing import (
     REDIRECT_IPV4,
     REDIRECT_IPV6,
+    DefaultRoute,
     HostRoutes,
+    NetGateway,
     find_net_gateway,
+    gateway_subnet,
     net_gateway_routes,
+    split_subnet,
 )
 from tunnel.app.runtime import EXIT_FAILED, Runtime, version_line
 from tunnel.app.status import StatusSnapshot, drop_counts
@@ -77,7 +81,9 @@ class ClientRuntime(Runtime):
     def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | ClientLinkDriver:
         cfg = self.cfg
         self.host_routes = HostRoutes(self.log)  # redirect-gateway's route to the server
+        self.default_route = DefaultRoute(self.log)  # redirect-gateway without def1
         self.cleanups.append(self.host_routes.remove_all)
+        self.cleanups.append(self.default_route.restore)
         self.redirected = False
         # auth-user-pass: read (or asked on the terminal) once, before anything is opened;
         # under management-query-passwords without a file the management client answered.
@@ -230,9 +236,12 @@ class ClientRuntime(Runtime):
             self._device_ready = self._apply_push(event.options)
         elif isinstance(event, DataChannelReady) and self._device_ready:
             # After the push is applied, the device configured and the data keys installed:
-            # the order OpenVPN logs them in.
+            # the order OpenVPN logs them in (under route-delay: once the routes are in).
             self._device_ready = False
-            self.log.info("Initialization Sequence Completed")
+            if self._route_timer is None:
+                self.log.info("Initialization Sequence Completed")
+            else:
+                self._init_after_routes = True
         elif (
             isinstance(event, SessionClosed)
             and self.client.finished is not None
@@ -261,36 +270,39 @@ class ClientRuntime(Runtime):
         gateway = default_gateway
         if options.route_gateway is not None and options.route_gateway not in _SPECIAL_GATEWAYS:
             gateway = IPv4Address(options.route_gateway)
-        addresses6, routes6 = pushed_ipv6(options.ifconfig_ipv6, options.routes_ipv6)
+        addresses6, _ = pushed_ipv6(options.ifconfig_ipv6, options.routes_ipv6)
         nopull = cfg.ops.route_nopull  # pushed routes, redirect-gateway, dhcp-options ignored
-        pushed = [] if nopull else pushed_routes(options.routes, gateway, self.log)
-        routes = [
-            *extra,
-            *pushed,
-            *([] if nopull else routes6),
-            *config_routes(cfg, gateway, self.log),
-            *self._redirect_routes(options, gateway, nopull),
-        ]
-        if not cfg.ops.route_noexec:
-            server = self.client.session.remote_addr[0]
-            for network, via in net_gateway_routes(cfg.routes, server, self.log, cfg.source):
-                self.host_routes.add(network, via)
         dhcp = [] if nopull else options.dhcp_options
         if options.dns and not nopull:
             self.log.info("pushed DNS servers %s are not applied (no resolver integration; an "
                           "up script gets them as foreign_option_N)", ", ".join(options.dns))
-        if cfg.ops.route_noexec:
-            self.log.info("route-noexec: %d route(s) left to the scripts", len(routes))
+        delay = cfg.ops.route_delay
+        if self._route_timer is not None:  # a reconnect before the last delay was over
+            self._route_timer.cancel()
+            self._route_timer = None
+        routes = [] if delay is not None else self._routes(options, extra, gateway, nopull)
         wanted = DeviceConfig(
             options.tun_mtu or cfg.tun_mtu, tuple([*addresses, *addresses6]),
             () if cfg.ops.route_noexec else tuple(routes),
         )
         try:
-            configured = self.device.configure(wanted)
+            configured = self.device.configure(wanted, routes_later=delay is not None)
             wants_up = configured or cfg.ops.up_restart  # stock: up once, unless up-restart
-            if wants_up and not self._client_scripts(options, addresses, gateway, dhcp):
+            env = self._up_env(options, addresses, dhcp)
+            if wants_up and not self._run_up_script(env):
                 return False
-            self.drop_privileges()
+            if delay is None:
+                if wants_up:
+                    self._run_route_up(env, options, gateway)
+                self.drop_privileges()
+            else:
+                # route-delay N: routes (and route-up) N seconds after the device is up; the
+                # initialization completes (and privileges go) only then, as in stock.
+                assert self.loop is not None
+                self._init_after_routes = False
+                self._route_timer = self.loop.call_later(
+                    delay[0], self._delayed_routes, options, extra, gateway, nopull, env,
+                    wants_up)
         except (DeviceError, OSError) as exc:
             self.log.error("cannot configure %s from the push: %s", self.device.name,
                            exc.strerror or exc)
@@ -299,40 +311,113 @@ class ClientRuntime(Runtime):
             return False
         return True
 
+    _route_timer: asyncio.TimerHandle | None = None
+    _init_after_routes = False
+
+    def _routes(self, options: PushOptions, extra: list[Any], gateway: IPv4Address | None,
+                nopull: bool) -> list[Any]:
+        """The routes through the device; routes outside it (the server's host route,
+        net_gateway routes, a replaced default route) are added here and now."""
+        cfg = self.cfg
+        _, routes6 = pushed_ipv6(options.ifconfig_ipv6, options.routes_ipv6)
+        pushed = [] if nopull else pushed_routes(options.routes, gateway, self.log)
+        routes = [
+            *extra,
+            *pushed,
+            *([] if nopull else routes6),
+            *config_routes(cfg, gateway, self.log),
+            *([] if cfg.ops.route_noexec else self._redirect_routes(options, gateway, nopull)),
+        ]
+        if not cfg.ops.route_noexec:
+            server = self.client.session.remote_addr[0]
+            for network, via in net_gateway_routes(cfg.routes, server, self.log, cfg.source,
+                                                   self._net_gateway()):
+                self.host_routes.add(network, via)
+        else:
+            self.log.info("route-noexec: %d route(s) left to the scripts", len(routes))
+        return routes
+
+    def _delayed_routes(self, options: PushOptions, extra: list[Any],
+                        gateway: IPv4Address | None, nopull: bool, env: dict[str, str],
+                        wants_up: bool) -> None:
+        self._route_timer = None
+        if self.shutting_down:
+            return
+        try:
+            routes = self._routes(options, extra, gateway, nopull)
+            if not self.cfg.ops.route_noexec:
+                self.device.add_routes(tuple(routes))
+            if wants_up:
+                self._run_route_up(env, options, gateway)
+            self.drop_privileges()
+        except (DeviceError, OSError) as exc:
+            self.log.error("cannot add the routes: %s", exc.strerror or exc)
+        if self._init_after_routes:
+            self._init_after_routes = False
+            self.log.info("Initialization Sequence Completed")
+
     def _redirect_routes(
         self, options: PushOptions, gateway: IPv4Address | None, nopull: bool
     ) -> list[tuple[IPv4Network | IPv6Network, IPv4Address | None]]:
-        """redirect-gateway (routing.py): the def1 pairs, and the server's host route."""
-        flags = self.cfg.ops.redirect_gateway
-        if flags is None and options.redirect_gateway and not nopull:
-            flags = tuple(sorted(options.redirect_gateway_flags))
+        """redirect-gateway (routing.py): the server's host route, block-local's routes, and the
+        def1 pair or the replaced default route; `ipv6` adds the IPv6 ones."""
+        configured = self.cfg.ops.redirect_gateway
+        pushed = options.redirect_gateway and not nopull
         self.redirected = False
-        if flags is None:
+        if configured is None and not pushed:
             return []
+        # Stock ORs a pushed redirect-gateway's flags into the configured ones.
+        flags = {*(configured or ()), *(options.redirect_gateway_flags if pushed else ())}
         routes: list[tuple[IPv4Network | IPv6Network, IPv4Address | None]] = []
         if "!ipv4" not in flags:
-            net_gateway = find_net_gateway()
-            server = self.client.session.remote_addr[0]
-            if net_gateway is None:
-                self.log.warning("NOTE: unable to redirect IPv4 default gateway -- Cannot read "
-                                 "current default gateway from system")
-            elif gateway is None:
-                self.log.warning("NOTE: unable to redirect IPv4 default gateway -- no VPN "
-                                 "gateway (route-gateway) is known")
-            else:
-                if "local" not in flags and ":" not in server:
-                    self.host_routes.add(IPv4Network(f"{server}/32"), net_gateway)
-                routes.extend((network, gateway) for network in REDIRECT_IPV4)
-                self.redirected = True
+            routes.extend(self._redirect_ipv4(flags, gateway))
         if "ipv6" in flags:
             routes.extend((network, None) for network in REDIRECT_IPV6)
         return routes
 
-    def _client_scripts(self, options: PushOptions, addresses: list[Any],
-                        gateway: IPv4Address | None, dhcp: list[str]) -> bool:
-        """up, then route-up, with stock's variables; False (exit begun) if up failed."""
-        if not self.cfg.ops.scripts:
-            return True
+    def _net_gateway(self) -> NetGateway | None:
+        """The pre-existing default gateway: the one redirect-gateway replaced, if it did."""
+        return self.default_route.saved or find_net_gateway()
+
+    def _redirect_ipv4(
+        self, flags: set[str], gateway: IPv4Address | None
+    ) -> list[tuple[IPv4Network | IPv6Network, IPv4Address | None]]:
+        net_gateway = self._net_gateway()
+        server = self.client.session.remote_addr[0]
+        local = "local" in flags
+        if gateway is None:
+            self.log.warning("NOTE: unable to redirect IPv4 default gateway -- VPN gateway "
+                             "parameter (--route-gateway or --ifconfig) is missing")
+            return []
+        if net_gateway is None and not local:
+            self.log.warning("NOTE: unable to redirect IPv4 default gateway -- Cannot read "
+                             "current default gateway from system")
+            return []
+        routes: list[tuple[IPv4Network | IPv6Network, IPv4Address | None]] = []
+        if net_gateway is not None:
+            subnet = gateway_subnet(net_gateway.gateway)
+            server_local = (subnet is not None and ":" not in server
+                            and IPv4Address(server) in subnet)
+            if "autolocal" in flags and subnet is not None:
+                local = server_local
+            if not local and ":" not in server:
+                self.host_routes.add(IPv4Network(f"{server}/32"), net_gateway)
+            if "block-local" in flags and subnet is not None and not server_local:
+                # the gateway itself stays reachable; the rest of its subnet goes to the VPN
+                self.host_routes.add(IPv4Network(f"{net_gateway.gateway}/32"), net_gateway)
+                routes.extend((half, gateway) for half in split_subnet(subnet))
+        if "def1" in flags:
+            routes.extend((network, gateway) for network in REDIRECT_IPV4)
+        else:
+            if net_gateway is not None:
+                self.default_route.replace(net_gateway, gateway)
+            routes.append((IPv4Network("0.0.0.0/0"), gateway))
+        self.redirected = True
+        return routes
+
+    def _up_env(self, options: PushOptions, addresses: list[Any], dhcp: list[str]
+                ) -> dict[str, str]:
+        """The variables of up (and, with the route ones added, route-up)."""
         local = addresses[0] if addresses else None
         env = self.scripts.device_env(
             self.device.name or "", options.tun_mtu or self.cfg.tun_mtu,
@@ -343,14 +428,26 @@ class ClientRuntime(Runtime):
         env["trusted_ip"], env["trusted_port"] = remote[0], str(remote[1])
         for index, item in enumerate(dhcp, 1):
             env[f"foreign_option_{index}"] = item
+        return env
+
+    def _run_up_script(self, env: dict[str, str]) -> bool:
+        """up with stock's variables; False (exit begun) if it failed."""
+        if not self.cfg.ops.scripts:
+            return True
         if not self.run_up(env):
             self.log.error("Exiting due to fatal error (up script failed)")
             self.stop(EXIT_FAILED)
             return False
+        return True
+
+    def _run_route_up(self, env: dict[str, str], options: PushOptions,
+                      gateway: IPv4Address | None) -> None:
+        if not self.cfg.ops.scripts:
+            return
         route_env = {**env, "redirect_gateway": "1" if self.redirected else "0"}
         if gateway is not None and (options.routes or self.redirected):
             route_env["route_vpn_gateway"] = str(gateway)
-        net_gateway = find_net_gateway()
+        net_gateway = self._net_gateway()
         if net_gateway is not None:
             route_env["route_net_gateway"] = str(net_gateway.gateway)
         for index, (net, mask, via) in enumerate(options.routes, 1):
@@ -358,7 +455,6 @@ class ClientRuntime(Runtime):
             route_env[f"route_netmask_{index}"] = mask
             route_env[f"route_gateway_{index}"] = via or (str(gateway) if gateway else "")
         self.scripts.route_up(route_env)
-        return True
 
     async def _watch_ping_exit(self) -> None:
         assert self.loop is not None

@@ -98,9 +98,14 @@ class TunnelDevice:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def configure(self, wanted: DeviceConfig) -> bool:
-        """Make the device look like `wanted`; False when it already did."""
-        if wanted == self.applied:
+    def configure(self, wanted: DeviceConfig, *, routes_later: bool = False) -> bool:
+        """Make the device look like `wanted`; False when it already did. `routes_later`
+        (route-delay): addresses and MTU now, `wanted.routes` ignored (the caller adds its
+        routes with `add_routes` when the delay is over)."""
+        current = self.applied
+        if routes_later and current is not None:
+            current = DeviceConfig(current.mtu, current.addresses, ())
+        if wanted == current:
             self.log.info("Preserving previous TUN/TAP instance: %s", self.name)
             return False
         if self.applied is not None:
@@ -116,8 +121,17 @@ class TunnelDevice:
         self.log.info("net_iface_up: set %s up", name)
         for iface in wanted.addresses:
             self.log.info("net_addr_v%d_add: %s dev %s", iface.version, iface.with_prefixlen, name)
-        installed: list[Route] = []
-        for route in wanted.routes:
+        self.applied = DeviceConfig(mtu, wanted.addresses, ())
+        if not routes_later:
+            self.add_routes(wanted.routes)
+        return True
+
+    def add_routes(self, routes: tuple[Route, ...]) -> None:
+        """Add routes through the configured device (kept in `applied`)."""
+        assert self.applied is not None
+        name = self.name
+        installed: list[Route] = list(self.applied.routes)
+        for route in routes:
             network, gateway = route
             via = f" via {gateway}" if gateway is not None else ""
             try:
@@ -127,10 +141,10 @@ class TunnelDevice:
                     # One bad route must not take the tunnel down (OpenVPN logs and goes on).
                     self.log.error("ERROR: cannot add route %s%s: %s", network, via, exc.strerror)
                     continue
-            installed.append(route)
+            if route not in installed:
+                installed.append(route)
             self.log.info("net_route_v%d_add: %s%s dev %s", network.version, network, via, name)
-        self.applied = DeviceConfig(mtu, wanted.addresses, tuple(installed))
-        return True
+        self.applied = DeviceConfig(self.applied.mtu, self.applied.addresses, tuple(installed))
 
     def _unconfigure(self, old: DeviceConfig, new: DeviceConfig) -> None:
         """Remove what an earlier push configured and the new one does not want.
@@ -163,14 +177,23 @@ class TunnelDevice:
 
     # -- shutdown --------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
+        """Put the device away. `keep` (a SIGUSR1 restart under persist-tun) leaves it
+        configured for the next run; otherwise it goes, with its addresses and routes, as
+        stock's do_close_tun() does at exit even under persist-tun (only a device that was
+        there before us stays)."""
         tun = self.tun
         if tun is None:
             return
         name = tun.name
+        if self.cfg.persist_tun and not keep and not self._preexisting:
+            try:
+                tun.set_persist(False)
+            except DeviceError as exc:
+                self.log.debug("clear persist on %s: %s", name, exc)
         tun.close()
         self.tun = None
-        if self.cfg.persist_tun or self._preexisting:
+        if (self.cfg.persist_tun and keep) or self._preexisting:
             self.log.info("Leaving TUN/TAP device %s in place (persist-tun)", name)
             return
         self.log.info("Closed TUN/TAP interface %s", name)

@@ -77,6 +77,8 @@ APPLIED: frozenset[str] = frozenset(
         "learn-address", "up-restart", "down-pre", "redirect-gateway", "route-nopull",
         "route-noexec", "script-security", "pull-filter", "tls-exit", "peer-fingerprint",
         "client-to-client",
+        # logsetup.py (the log line prefix), connect.py / serve.py (routes added later)
+        "machine-readable-output", "route-delay",
         # refused at start until applied (ops_support.py)
         *OPS_REFUSED,
     }
@@ -114,8 +116,6 @@ NO_EFFECT: dict[str, _Reason] = {
     ),
     "disable-occ": _always("this tunnel never sends OCC requests or compares options strings"),
     "tun-ipv6": _always("IPv6 on the tun device needs no switch (as in OpenVPN 2.5+)"),
-    "machine-readable-output": _always("log lines already carry a timestamp"),
-    "route-delay": _always("routes are added as soon as the device is configured"),
     "persist-local-ip": _always("the local address is resolved once, at start"),
     "persist-remote-ip": _always("the remote address is resolved once per connection"),
 }

@@ -12,6 +12,11 @@ to logging levels as OpenVPN's verbosity does in practice:
 `mute N` is honoured as in OpenVPN: after N consecutive messages of the same kind, further ones
 are dropped until a different kind comes along, and the drop is then reported once.
 
+`machine-readable-output` switches the prefix to stock's parsable one (error.c x_msg_va):
+"<unix seconds>.<microseconds, 6 digits> <message flags in hex> message". The flags are
+stock's M_* bits for the record's level (M_FATAL 0x10, M_NONFATAL 0x20, M_WARN 0x40, otherwise
+the verbosity level minus one); stock's mute-category bits (the high byte) are not reproduced.
+
 The log goes to stdout (as OpenVPN's does) or to the `log`/`log-append` file; stderr is kept
 for the one-line fatal error the CLI prints, so a script can tell them apart.
 """
@@ -61,6 +66,32 @@ class _OpenVpnFormatter(logging.Formatter):
         return text
 
 
+def machine_flags(levelno: int) -> int:
+    """Stock's message flags for a record of this level (error.h M_*, errlevel.h LOGLEV)."""
+    if levelno >= logging.CRITICAL:
+        return 0x10  # M_FATAL
+    if levelno >= logging.ERROR:
+        return 0x20  # M_NONFATAL
+    if levelno >= logging.WARNING:
+        return 0x40  # M_WARN
+    if levelno >= logging.INFO:
+        return 0  # M_INFO: LOGLEV(1, 0, 0)
+    if levelno >= VERBOSE:
+        return 3  # verb 4
+    return 4  # verb 5 and up
+
+
+class _MachineReadableFormatter(_OpenVpnFormatter):
+    """machine-readable-output: "1796127168.170455 40 message"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        message = line.split(" ", 2)[2] if line.count(" ") >= 2 else line  # drop date, time
+        seconds = int(record.created)
+        micros = int((record.created - seconds) * 1_000_000)
+        return f"{seconds}.{micros:06d} {machine_flags(record.levelno):x} {message}"
+
+
 class _MuteFilter(logging.Filter):
     """OpenVPN's `mute N`: at most N consecutive messages of one kind (same format string)."""
 
@@ -93,6 +124,7 @@ def setup_logging(
     log_file: Path | None = None,
     append: bool = False,
     stream: TextIO | None = None,
+    machine_readable: bool = False,
 ) -> logging.Logger:
     """Configure the "tunnel" logger; raises OSError if the log file cannot be opened."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -105,7 +137,8 @@ def setup_logging(
         handler = logging.FileHandler(log_file, mode="a" if append else "w", encoding="utf-8")
     else:
         handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(_OpenVpnFormatter())
+    handler.setFormatter(_MachineReadableFormatter() if machine_readable
+                         else _OpenVpnFormatter())
     if mute > 0:
         handler.addFilter(_MuteFilter(mute))
     logger.addHandler(handler)

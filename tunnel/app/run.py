@@ -154,7 +154,8 @@ def run_tunnel(config_path: str, role: Role,
         raise StartupError(f"{cfg.source}:{cfg.line_of(exc.option)}: {exc}") from None
     try:
         log = setup_logging(
-            verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=cfg.log_append
+            verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=cfg.log_append,
+            machine_readable=cfg.ops.machine_readable_output,
         )
     except OSError as exc:
         option = "log-append" if cfg.log_append else "log"

@@ -347,7 +347,7 @@ class Runtime:
                 self.log.exception("while cleaning up")
         if self.cfg.ops.down_pre:
             self._run_down()
-        self.device.close()
+        self.device.close(keep=self._keeps_device())
         if not self.cfg.ops.down_pre:
             self._run_down()
         if self.status is not None:
@@ -370,8 +370,14 @@ class Runtime:
         self.device_env = env
         return self.scripts.up_down("up", env) is not False
 
+    def _keeps_device(self) -> bool:
+        """Only a SIGUSR1 restart keeps the device under persist-tun (stock's do_close_tun);
+        SIGHUP and the exit close it, run down and remove what was configured."""
+        return self.restart == "SIGUSR1" and self.cfg.persist_tun
+
     def _run_down(self) -> None:
-        if self.device_env is None or (self.restart is not None and self.cfg.persist_tun):
+        if self.device_env is None or self._keeps_device():
             return
-        env = {**self.device_env, "signal": "sigterm" if self.restart is None else "sigusr1"}
+        env = {**self.device_env,
+               "signal": "sigterm" if self.restart is None else self.restart.lower()}
         self.scripts.up_down("down", env)

@@ -177,6 +177,8 @@ def _check_server(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "nobind", "option 'nobind' cannot be used in a server ('server' / 'mode server')"
         )
+    if cfg.ops.route_delay is not None:  # stock's words (options.c)
+        raise cfg.error("route-delay", "--route-delay cannot be used with --mode server")
     pool, ifconfig = cfg.pool, cfg.ifconfig
     if pool is not None and ifconfig is not None:
         where = "ifconfig-pool" if "ifconfig-pool" in cfg.option_lines else "server"
