@@ -19,6 +19,8 @@ EXIT_USAGE = 2
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from tunnel.protocol.datacipher import DEFAULT_DATA_CIPHERS  # here: `tunnel` starts light
+
     parser = argparse.ArgumentParser(
         prog="tunnel", description="An asyncio UDP tunnel that speaks OpenVPN 2.6's wire protocol."
     )
@@ -37,8 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--cipher",
-        default="AES-256-GCM",
-        choices=["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"],
+        default=DEFAULT_DATA_CIPHERS[0],
+        choices=DEFAULT_DATA_CIPHERS,
     )
     demo.add_argument("--quiet", action="store_true", help="no live progress line")
 

@@ -18,11 +18,11 @@ from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.cbc import CBC_CIPHERS
 from tunnel.protocol.compress import register_compression
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
-from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_ciphers
+from tunnel.protocol.datacipher import DEFAULT_AUTH, DEFAULT_DATA_CIPHERS, register_data_ciphers
 from tunnel.protocol.ekm import supported as ekm_supported
 from tunnel.protocol.geometry import framing_overhead, outer_overhead
 from tunnel.protocol.messages import build_peer_info, options_string
-from tunnel.protocol.settings import DEFAULT_DATA_CIPHERS, SessionSettings
+from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings, make_context
 from tunnel.protocol.wrap import PLAIN, ControlWrap
 from tunnel.protocol.wrap.base import DYNAMIC_RESERVED

@@ -7,6 +7,8 @@ skipped, with a note, when the library lacks it (``ssl_ncp.c: mutate_ncp_cipher_
 
 from __future__ import annotations
 
+from tunnel.protocol.datacipher import AUTH_DIGESTS, DATA_CIPHERS, DEFAULT_DATA_CIPHERS
+
 __all__ = [
     "AUTH_DIGESTS",
     "DEFAULT_DATA_CIPHERS",
@@ -16,13 +18,9 @@ __all__ = [
 ]
 
 # The ciphers our data channel implements: the AEAD ones in OpenVPN 2.6's default preference
-# order, then CBC + HMAC (tunnel/protocol/cbc.py). The default list is 2.6's: AEAD only.
-SUPPORTED_DATA_CIPHERS: tuple[str, ...] = (
-    "AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305", "AES-128-CBC", "AES-192-CBC", "AES-256-CBC",
-)
-DEFAULT_DATA_CIPHERS: tuple[str, ...] = SUPPORTED_DATA_CIPHERS[:3]
-# `auth` digests a CBC data channel can use (OpenSSL names, upper-case as OpenVPN prints them).
-AUTH_DIGESTS: tuple[str, ...] = ("SHA1", "SHA224", "SHA256", "SHA384", "SHA512")
+# order, then CBC + HMAC; the default list is 2.6's, AEAD only. One list, the data channel's
+# (tunnel/protocol/datacipher.py), so a new kind is accepted by the config as it lands.
+SUPPORTED_DATA_CIPHERS: tuple[str, ...] = DATA_CIPHERS
 
 _BY_UPPER = {name.upper(): name for name in SUPPORTED_DATA_CIPHERS}
 

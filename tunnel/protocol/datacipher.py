@@ -30,7 +30,10 @@ from tunnel.protocol.prf import split_key2
 from tunnel.protocol.replay import ReplayWindow
 
 __all__ = [
+    "AUTH_DIGESTS",
+    "DATA_CIPHERS",
     "DEFAULT_AUTH",
+    "DEFAULT_DATA_CIPHERS",
     "DataCipherKey",
     "data_cipher_names",
     "data_overhead",
@@ -42,6 +45,15 @@ __all__ = [
 
 DEFAULT_AUTH = "SHA1"
 """OpenVPN's default `auth` digest (options.c: init_options)."""
+
+# The one list of data-channel cipher names, read off the kinds' own tables (config, the
+# session settings and the command line take theirs from here).
+DATA_CIPHERS: tuple[str, ...] = (*SUPPORTED_CIPHERS, *CBC_CIPHERS)
+"""Every cipher name some kind implements: AEAD in OpenVPN 2.6's preference order, then CBC."""
+DEFAULT_DATA_CIPHERS: tuple[str, ...] = tuple(SUPPORTED_CIPHERS)
+"""2.6's default `data-ciphers` (AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305): AEAD only."""
+AUTH_DIGESTS: tuple[str, ...] = tuple(HMAC_DIGESTS)
+"""`auth` digests a CBC data channel can use (OpenSSL names, upper-case as OpenVPN prints)."""
 
 
 class DataCipherKey(Protocol):
@@ -74,7 +86,7 @@ def is_aead(cipher: str) -> bool:
 
 def data_cipher_names() -> tuple[str, ...]:
     """Every cipher name some kind implements (AEAD first)."""
-    return (*SUPPORTED_CIPHERS, *CBC_CIPHERS)
+    return DATA_CIPHERS
 
 
 def data_overhead(cipher: str, auth: str = DEFAULT_AUTH) -> int:

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core import FrameBuilder
+from tunnel.protocol.datacipher import DEFAULT_DATA_CIPHERS
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap.base import PLAIN, ControlWrap
-
-DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
 
 
 @dataclass(slots=True)
