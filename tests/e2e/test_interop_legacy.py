@@ -12,37 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.openvpn_peer import (
-    Pki,
-    client_config,
-    make_pki,
-    ping,
-    server_config,
-    start_peer,
-    tun_address,
-)
-from tests.e2e.test_interop_openvpn import (
+from tests.e2e.interop import (
     DIRECTIONS,
     MIN_MBIT_PER_S,
     Tunnel,
     assert_clean_stock_log,
     iperf3_through,
+    peers_started,
     ping_both_ways,
     record,
     tunnel_up,
     warm_up,
 )
+from tests.e2e.openvpn_peer import Pki, ping
 from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
 IPERF_SECONDS = 2
 ALL_KINDS = {**DIRECTIONS, "stock-client-to-stock-server": ("stock", "stock")}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def run_case(
@@ -199,28 +187,18 @@ def test_username_password(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
     """A client with only `ca` + auth-user-pass FILE; the server checks it with a script."""
     pair = netns_pair
     script, creds = auth_files(tmp_path, PASSWORD)
-    server_kind, client_kind = ALL_KINDS[direction]
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
-                                extra=server_auth_lines(script, method))
-    client_text = without_cert(client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
-                                             extra=[f"auth-user-pass {creds}"]))
-    with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            client.wait_up()
-            vip = tun_address(pair, pair.ns_b, subnet)
-            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), (
-                f"{server.describe()}\n{client.describe()}")
-            assert ping(pair, pair.ns_b, subnet[1], count=3).received == 3
-            assert ping(pair, pair.ns_a, vip, count=3).received == 3
-            assert PASSWORD not in server.log() and PASSWORD not in client.log()
-            if server_kind == "stock":
-                assert "Username/Password authentication succeeded" in server.log() or (
-                    "TLS: Username/Password authentication succeeded" in server.log())
-                assert f"{USERNAME}/" in server.log()  # the CN is the username
+    with tunnel_up(pair, tmp_path, pki, kinds=ALL_KINDS[direction], cipher="AES-256-GCM",
+                   server_extra=server_auth_lines(script, method),
+                   client_extra=[f"auth-user-pass {creds}"], client_text=without_cert) as tunnel:
+        warm_up(tunnel)
+        server, client = tunnel.peers()
+        assert ping(pair, pair.ns_b, tunnel.server_addr, count=3).received == 3
+        assert ping(pair, pair.ns_a, tunnel.client_addr, count=3).received == 3
+        assert PASSWORD not in server.log() and PASSWORD not in client.log()
+        if server.label.startswith("stock"):
+            assert "Username/Password authentication succeeded" in server.log() or (
+                "TLS: Username/Password authentication succeeded" in server.log())
+            assert f"{USERNAME}/" in server.log()  # the CN is the username
     print(f"\ninterop {direction} auth-user-pass (ca only, {method}, username-as-common-name): "
           "ping both ways ok")
 
@@ -228,26 +206,18 @@ def test_username_password(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
 @pytest.mark.parametrize("direction", list(ALL_KINDS))
 def test_wrong_password_gets_auth_failed(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                                          direction: str) -> None:
-    pair = netns_pair
     script, creds = auth_files(tmp_path, WRONG_PASSWORD)
-    server_kind, client_kind = ALL_KINDS[direction]
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
-                                extra=server_auth_lines(script))
-    client_text = without_cert(client_config(
-        pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
-        extra=[f"auth-user-pass {creds}", "auth-retry none"]))
-    with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            # auth-retry none: the client ends by itself after AUTH_FAILED, as stock does.
-            exited = wait_for(lambda: client.proc.poll() is not None, 30, 0.2)
-            assert exited, f"client still running:\n{client.describe()}\n{server.describe()}"
-            assert "AUTH_FAILED" in client.log(), client.describe()
-            assert "Initialization Sequence Completed" not in client.log()
-            assert WRONG_PASSWORD not in server.log() + client.log()  # never logged
+    with peers_started(netns_pair, tmp_path, pki, kinds=ALL_KINDS[direction],
+                       cipher="AES-256-GCM", server_extra=server_auth_lines(script),
+                       client_extra=[f"auth-user-pass {creds}", "auth-retry none"],
+                       client_text=without_cert) as peers:
+        server, client = peers.server, peers.client
+        # auth-retry none: the client ends by itself after AUTH_FAILED, as stock does.
+        exited = wait_for(lambda: client.proc.poll() is not None, 30, 0.2)
+        assert exited, f"client still running:\n{peers.logs()}"
+        assert "AUTH_FAILED" in client.log(), client.describe()
+        assert "Initialization Sequence Completed" not in client.log()
+        assert WRONG_PASSWORD not in server.log() + client.log()  # never logged
     print(f"\ninterop {direction} wrong password: AUTH_FAILED, client exited")
 
 
@@ -271,30 +241,23 @@ def test_auth_nocache_reads_the_file_again_on_renegotiation(netns_pair: NetnsPai
     script.chmod(0o755)
     creds = tmp_path / "creds.txt"
     creds.write_text(f"{USERNAME}\n{PASSWORD}\n")
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM",
-                                extra=[*server_auth_lines(script), "reneg-sec 6"])
-    client_text = without_cert(client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
-                                             extra=[f"auth-user-pass {creds}", "auth-nocache"]))
-    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind="ours", role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            client.wait_up()
-            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), (
-                f"{server.describe()}\n{client.describe()}")
-            creds.write_text(f"{USERNAME}\nsecond pass\n")
+    with tunnel_up(pair, tmp_path, pki, kinds=("stock", "ours"), cipher="AES-256-GCM",
+                   server_extra=[*server_auth_lines(script), "reneg-sec 6"],
+                   client_extra=[f"auth-user-pass {creds}", "auth-nocache"],
+                   client_text=without_cert) as tunnel:
+        warm_up(tunnel)
+        creds.write_text(f"{USERNAME}\nsecond pass\n")
 
-            def renegotiated() -> bool:
-                return seen.exists() and "second pass" in seen.read_text()
+        def renegotiated() -> bool:
+            return seen.exists() and "second pass" in seen.read_text()
 
-            assert wait_for(renegotiated, 30, 0.3), f"{server.describe()}\n{client.describe()}"
-            assert seen.read_text().splitlines()[0] == PASSWORD
-            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2)
-            assert not any("auth-nocache" in line and "no effect" in line
-                           for line in client.log().splitlines())  # applied, not skipped
-            assert PASSWORD not in client.log() and "second pass" not in client.log()
+        assert wait_for(renegotiated, 30, 0.3), tunnel.logs()
+        assert seen.read_text().splitlines()[0] == PASSWORD
+        assert wait_for(lambda: ping(pair, pair.ns_b, tunnel.server_addr, count=1).ok, 15, 0.2)
+        client_log = tunnel.client.log()
+        assert not any("auth-nocache" in line and "no effect" in line
+                       for line in client_log.splitlines())  # applied, not skipped
+        assert PASSWORD not in client_log and "second pass" not in client_log
     print("\ninterop ours-client-to-stock-server auth-nocache: renegotiation sent the re-read "
           "password, ping ok")
 
@@ -304,20 +267,12 @@ def test_push_peer_info_reaches_the_stock_server(netns_pair: NetnsPair, tmp_path
                                                  pki: Pki, client_kind: str) -> None:
     """`push-peer-info` + `setenv UV_*`: the stock server logs ("peer info: ...") the same
     detail-3 names from our client as from the stock one."""
-    pair = netns_pair
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet, cipher="AES-256-GCM")
-    client_text = client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM",
-                                extra=["push-peer-info", "setenv UV_ID 42"])
-    with start_peer(pair, pair.ns_a, kind="stock", role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            client.wait_up()
-            assert wait_for(lambda: "peer info: UV_ID=42" in server.log(), 15, 0.2), (
-                f"{server.describe()}\n{client.describe()}")
-            names = {line.split("peer info: ", 1)[1].split("=", 1)[0]
-                     for line in server.log().splitlines() if "peer info: " in line}
-            assert {"UV_ID", "IV_SSL", "IV_PLAT_VER", "IV_PROTO", "IV_CIPHERS"} <= names, names
+    with tunnel_up(netns_pair, tmp_path, pki, kinds=("stock", client_kind),
+                   cipher="AES-256-GCM",
+                   client_extra=["push-peer-info", "setenv UV_ID 42"]) as tunnel:
+        server = tunnel.server
+        assert wait_for(lambda: "peer info: UV_ID=42" in server.log(), 15, 0.2), tunnel.logs()
+        names = {line.split("peer info: ", 1)[1].split("=", 1)[0]
+                 for line in server.log().splitlines() if "peer info: " in line}
+        assert {"UV_ID", "IV_SSL", "IV_PLAT_VER", "IV_PROTO", "IV_CIPHERS"} <= names, names
     print(f"\ninterop {client_kind}-client push-peer-info: stock server saw {sorted(names)}")

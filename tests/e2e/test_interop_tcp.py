@@ -1,9 +1,10 @@
 """Interop with the stock `openvpn` 2.6 over TCP (`proto tcp-server` / `proto tcp-client`).
 
-The same configs as test_interop_openvpn.py with one more line each, in both roles and with
-both AEAD ciphers: ping both ways, a short iperf3, and a renegotiation (`reneg-sec 5` on the
-stock side) while iperf3 runs. Over TCP a lost packet cannot be hidden by the tunnel, so any
-stall or decrypt error shows as a failed ping, a 0-byte iperf3 interval or a stock log error.
+The same configs as test_interop_openvpn.py (harness: interop.py) with one more line each, in
+both roles and with both AEAD ciphers: ping both ways, a short iperf3, and a renegotiation
+(`reneg-sec 5` on the stock side) while iperf3 runs. Over TCP a lost packet cannot be hidden by
+the tunnel, so any stall or decrypt error shows as a failed ping, a 0-byte iperf3 interval or a
+stock log error.
 """
 
 from __future__ import annotations
@@ -12,15 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.openvpn_peer import (
-    Pki,
-    client_config,
-    make_pki,
-    ping,
-    server_config,
-    start_peer,
-)
-from tests.e2e.test_interop_openvpn import (
+from tests.e2e.interop import (
     CIPHERS,
     DIRECTIONS,
     MIN_MBIT_PER_S,
@@ -32,7 +25,8 @@ from tests.e2e.test_interop_openvpn import (
     tunnel_up,
     warm_up,
 )
-from tests.netns import NetnsPair, wait_for
+from tests.e2e.openvpn_peer import Pki, ping
+from tests.netns import NetnsPair
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping, pytest.mark.iperf3]
 
@@ -41,11 +35,6 @@ CLIENT_TCP = ["proto tcp4-client"]
 IPERF_SECONDS = 2
 RENEG_SEC = 5
 RENEG_IPERF_SECONDS = 8
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.mark.timeout(120)
@@ -97,21 +86,10 @@ def test_tcp_renegotiation_during_traffic(netns_pair: NetnsPair, tmp_path: Path,
 def test_tcp6_underlay(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, direction: str) -> None:
     """`proto tcp6-server` / `tcp6-client` over the IPv6 underlay: up, ping crosses."""
     pair = netns_pair
-    server_kind, client_kind = DIRECTIONS[direction]
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr6_a, subnet=subnet,  # type: ignore[arg-type]
-                                cipher="AES-256-GCM", extra=["proto tcp6-server"])
-    client_text = client_config(pki=pki, remote=pair.addr6_a,  # type: ignore[arg-type]
-                                cipher="AES-256-GCM", extra=["proto tcp6-client"])
-    with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            client.wait_up()
-            assert wait_for(lambda: ping(pair, pair.ns_b, subnet[1], count=1).ok, 15, 0.2), (
-                f"{server.describe()}\n{client.describe()}")
-            result = ping(pair, pair.ns_b, subnet[1], count=3)
-            assert result.received == 3, result.output
-            stock = server if server_kind == "stock" else client
-            assert "AF_INET6" in stock.log(), stock.log()
+    with tunnel_up(pair, tmp_path, pki, kinds=DIRECTIONS[direction], cipher="AES-256-GCM",
+                   server_extra=["proto tcp6-server"], client_extra=["proto tcp6-client"],
+                   underlay6=True) as tunnel:
+        warm_up(tunnel)
+        result = ping(pair, pair.ns_b, tunnel.server_addr, count=3)
+        assert result.received == 3, result.output
+        assert "AF_INET6" in tunnel.stock().log(), tunnel.stock().log()

@@ -1,6 +1,6 @@
 """tls-auth and tls-crypt against the stock `openvpn` 2.6, in both roles.
 
-Each case runs the interop harness of test_interop_openvpn.py (two namespaces, one config text
+Each case runs the interop harness of interop.py (two namespaces, one config text
 for both implementations) with a control-channel wrap added to both configs, and the stock side
 renegotiating every few seconds (`reneg-sec` short) while iperf3 runs: every soft reset crosses
 the wrap too. Keys are made by the stock `openvpn --genkey`, so our reader is checked against
@@ -16,19 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.openvpn_peer import Pki
-from tests.e2e.test_interop_openvpn import (
+from tests.e2e.interop import (
     DIRECTIONS,
     MIN_MBIT_PER_S,
     SOFT_RESET,
     assert_clean_stock_log,
     iperf3_through,
     ping_both_ways,
-    pki,  # noqa: F401  (the module's PKI fixture)
     record,
     tunnel_up,
     warm_up,
 )
+from tests.e2e.openvpn_peer import Pki
 from tests.netns import NetnsPair
 from tunnel.protocol.ekm import supported as ekm_supported
 
@@ -101,7 +100,7 @@ def stock_genkey(path: Path) -> Path:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
-def test_wrap_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: F811
+def test_wrap_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                       direction: str, case: str) -> None:
     kinds = DIRECTIONS[direction]
     wrap = wrap_case(case, stock_genkey(tmp_path / "wrap.key"))
@@ -176,7 +175,7 @@ def make_v2_keys(workdir: Path, server_maker: str, client_maker: str) -> tuple[P
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
-def test_tls_crypt_v2_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: F811
+def test_tls_crypt_v2_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                               direction: str) -> None:
     """tls-crypt-v2 with metadata and a verify script on the server that refuses one client;
     keys made by the implementation on the other side than the one that reads them."""
@@ -233,7 +232,7 @@ def test_tls_crypt_v2_interop(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", ["tls-auth-keydir-sha1", "tls-crypt"])
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
-def test_wrap_over_tcp(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: F811
+def test_wrap_over_tcp(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                        direction: str, case: str) -> None:
     """The same wraps over the TCP transport (one packet per length-prefixed record), with a
     stock renegotiation during traffic."""

@@ -6,22 +6,14 @@ and data must flow.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.openvpn_peer import (
-    Pki,
-    client_config,
-    make_pki,
-    ping,
-    server_config,
-    start_peer,
-    tun_address,
-)
-from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
+from tests.e2e.interop import tunnel_up, warm_up
+from tests.e2e.openvpn_peer import Pki, ping
+from tests.netns import NetnsPair
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.nft, pytest.mark.ping]
 
@@ -39,11 +31,6 @@ DIRECTIONS = {
     "stock client -> our server": ("ours", "stock"),
     "our client -> stock server": ("stock", "ours"),
 }
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _drop_udp_randomly(pair: NetnsPair, ns: str, percent: int) -> None:
@@ -68,31 +55,17 @@ def _drop_udp_randomly(pair: NetnsPair, ns: str, percent: int) -> None:
 def test_handshake_and_data_through_a_lossy_link(netns_pair: NetnsPair, tmp_path: Path,
                                                  pki: Pki, direction: str) -> None:
     pair = netns_pair
-    server_kind, client_kind = DIRECTIONS[direction]
     _drop_udp_randomly(pair, pair.ns_b, LOSS_PERCENT)
-    subnet = pair.new_subnet()
-    server_text = server_config(pki=pki, local=pair.addr_a, subnet=subnet,
-                                cipher="AES-256-GCM")
-    client_text = client_config(pki=pki, remote=pair.addr_a, cipher="AES-256-GCM")
-    with start_peer(pair, pair.ns_a, kind=server_kind, role="server", config_text=server_text,
-                    workdir=tmp_path) as server:
-        server.wait_up()
-        with start_peer(pair, pair.ns_b, kind=client_kind, role="client",
-                        config_text=client_text, workdir=tmp_path) as client:
-            client.wait_up(timeout=UP_TIMEOUT)
-            server_addr = subnet[1]
-            client_addr = tun_address(pair, pair.ns_b, subnet)
-            assert isinstance(client_addr, ipaddress.IPv4Address)
-            # Data before both sides installed keys is dropped by design: wait for one echo.
-            assert wait_for(lambda: ping(pair, pair.ns_b, server_addr, count=1).ok, 30, 0.2), (
-                f"{server.describe()}\n{client.describe()}")
-            to_server = ping(pair, pair.ns_b, server_addr, count=PINGS)
-            to_client = ping(pair, pair.ns_a, client_addr, count=PINGS)
-            print(f"\n{direction}, {LOSS_PERCENT} % loss each way: echo replies/requests "
-                  f"c->s {to_server.received}/{to_server.sent}, "
-                  f"s->c {to_client.received}/{to_client.sent}")
-            assert to_server.received == PINGS, to_server.output
-            assert to_client.received == PINGS, to_client.output
-            stock = server if server_kind == "stock" else client
-            errors = STOCK_ERRORS.findall(stock.log())
-            assert not errors, stock.describe()
+    with tunnel_up(pair, tmp_path, pki, kinds=DIRECTIONS[direction], cipher="AES-256-GCM",
+                   client_up_timeout=UP_TIMEOUT) as tunnel:
+        # Data before both sides installed keys is dropped by design: wait for one echo.
+        warm_up(tunnel, timeout=30)
+        to_server = ping(pair, pair.ns_b, tunnel.server_addr, count=PINGS)
+        to_client = ping(pair, pair.ns_a, tunnel.client_addr, count=PINGS)
+        print(f"\n{direction}, {LOSS_PERCENT} % loss each way: echo replies/requests "
+              f"c->s {to_server.received}/{to_server.sent}, "
+              f"s->c {to_client.received}/{to_client.sent}")
+        assert to_server.received == PINGS, to_server.output
+        assert to_client.received == PINGS, to_client.output
+        errors = STOCK_ERRORS.findall(tunnel.stock().log())
+        assert not errors, tunnel.stock().describe()

@@ -17,7 +17,6 @@ from tests.e2e.openvpn_peer import (
     PeerFailed,
     Pki,
     client_config,
-    make_pki,
     ping,
     server_config,
     start_peer,
@@ -30,11 +29,6 @@ POLL_TIMEOUT = 3
 CONNECT_RETRY = 1
 SILENT_UDP_PORT = 1195  # nothing listens there
 TCP_PORT = 1194
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _profile(pki: Pki, remotes: list[str], extra: list[str]) -> str:

@@ -33,7 +33,6 @@ from tests.e2e.openvpn_peer import (
     client_config,
     iperf3_client,
     iperf3_server,
-    make_pki,
     ping,
     server_config,
     start_peer,
@@ -64,11 +63,6 @@ while time.monotonic() < end:
     time.sleep(max(0.0, start + sent / 5000 - time.monotonic()))
 print("sent", sent)
 """
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def tcp_server_text(pki: Pki, pair: NetnsPair, subnet: ipaddress.IPv4Network, status: Path,

@@ -23,7 +23,6 @@ from tests.e2e.openvpn_peer import (
     start_peer,
     tun_address,
 )
-from tests.e2e.test_interop_openvpn import pki  # noqa: F401  (the module's PKI fixture)
 from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
@@ -74,7 +73,7 @@ def flood(pair: NetnsPair, kind: str, workdir: Path) -> str:
     return output.strip()
 
 
-def flood_one_server(pair: NetnsPair, pki: Pki, workdir: Path, *, server_kind: str, kind: str,  # noqa: F811
+def flood_one_server(pair: NetnsPair, pki: Pki, workdir: Path, *, server_kind: str, kind: str,
                      server_lines: list[str], client_lines: list[str]) -> str:
     """Start a server, flood it, check it (ours: flat memory, drops counted, a client gets in);
     returns the figures as a line."""
@@ -121,7 +120,7 @@ def flood_one_server(pair: NetnsPair, pki: Pki, workdir: Path, *, server_kind: s
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("kind", ["tls-auth", "tls-crypt"])
-def test_wrong_key_flood(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,  # noqa: F811
+def test_wrong_key_flood(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
                          kind: str) -> None:
     key = tmp_path / "wrap.key"
     subprocess.run(["openvpn", "--genkey", "secret", str(key)], check=True, capture_output=True,
