@@ -29,12 +29,17 @@ def test_generator_extras_parse(parse: Parse, pki_dir: Path) -> None:
     assert cfg.tls_version_min == "1.0"  # or-highest only replaces a version unknown here
 
 
-def test_route_delay_is_a_client_option(parse: Parse, parse_error: ParseError) -> None:
+def test_client_only_options(parse: Parse, parse_error: ParseError) -> None:
     assert parse(MINIMAL_CLIENT + "route-delay 5\n").ops.route_delay == (5, 30)
     assert parse(MINIMAL_CLIENT + "route-delay\n").ops.route_delay == (0, 30)
     assert parse(MINIMAL_CLIENT + "route-delay 2 10\n").ops.route_delay == (2, 10)
-    text = MINIMAL_SERVER + "route-delay 5\n"
-    parse_error(text, text.count("\n"), "--route-delay cannot be used with --mode server")
+    for line, words in (("route-delay 5", "--route-delay cannot be used with --mode server"),
+                        ("up-delay", "--up-delay cannot be used with --mode server"),
+                        ("ipchange ./x", "--ipchange cannot be used with --mode server"),
+                        ("redirect-gateway def1", "--redirect-gateway cannot be used")):
+        text = MINIMAL_SERVER + line + "\n"
+        parse_error(text, text.count("\n"), words)
+    assert parse(MINIMAL_CLIENT + "up-delay\nipchange ./x\n").ops.up_delay
 
 
 def test_tls_knobs_parse(parse: Parse, pki_dir: Path) -> None:

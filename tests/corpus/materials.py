@@ -38,7 +38,7 @@ PKCS12_NAME = "pfSense-UDP4-1194-client.p12"
 # hook-<name>.env next to it (what a script sees is what item 5 of issue 11 is about) and
 # succeeds; check-password.sh accepts exactly the credentials the test writes.
 _HOOK = """#!/bin/sh
-{{ echo "argv: $0 $*"; env | sort; echo; }} >> "$(dirname "$0")/hook-{name}.env"
+{{ echo "argv: $0 $*"; echo "argc: $#"; env | sort; echo; }} >> "$(dirname "$0")/hook-{name}.env"
 exit 0
 """
 HOOKS = ("ovpn-linkup", "ovpn-linkdown", "openvpn.attributes.sh", "ovpn_auth_verify",

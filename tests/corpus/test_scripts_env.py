@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 __all__ = ["workdir"]  # the fixture, re-used
 
 HOOK = "./ovpn-linkup"  # materials.py: appends "argv: ..." and `env | sort` to hook-ovpn-linkup.env
-SERVER_HOOKS = ("up", "route-up", "tls-verify", "client-connect", "learn-address")
-CLIENT_HOOKS = ("up", "route-up", "tls-verify", "down")
+SERVER_HOOKS = ("up", "route-up", "tls-verify", "client-connect", "learn-address",
+                "route-pre-down")  # ipchange: refused in a server, by stock too
+CLIENT_HOOKS = ("up", "route-up", "tls-verify", "down", "route-pre-down", "ipchange")
 SERVER_EXTRA = "script-security 2\n" + "".join(
     f"{hook} {HOOK}\n" for hook in (*SERVER_HOOKS, "down", "client-disconnect"))
 CLIENT_EXTRA = "script-security 2\n" + "".join(f"{hook} {HOOK}\n" for hook in CLIENT_HOOKS)
@@ -46,6 +47,8 @@ def _records(path: Path) -> list[tuple[str, list[str], dict[str, str]]]:
         if not lines or not lines[0].startswith("argv: "):
             continue
         env = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+        argc = next((line for line in lines[1:] if line.startswith("argc: ")), "")
+        env["(argc)"] = argc  # how many words: "argv:" alone cannot tell "a b" from a, b
         out.append((env.get("script_type", ""), lines[0].split()[2:], env))
     return out
 
@@ -76,6 +79,9 @@ def _run(kinds: tuple[str, str], workdir: Path, inherited: set[str]
             finally:
                 client.stop()
             time.sleep(0.5)
+            # A stock server with explicit-exit-notify waits a few seconds before it closes
+            # its device (and runs route-pre-down, down): give it the time.
+            pair.stop(server.proc, grace=10)
         finally:
             server.stop()
         inherited.update(pair.env)
@@ -92,7 +98,7 @@ def _run(kinds: tuple[str, str], workdir: Path, inherited: set[str]
     return result
 
 
-_SAME_VALUE = ("dev_type", "script_context", "common_name", "X509_0_CN", "X509_1_CN",
+_SAME_VALUE = ("(argc)", "dev_type", "script_context", "common_name", "X509_0_CN", "X509_1_CN",
                "tls_id_0", "tls_serial_0", "tls_serial_hex_0", "tls_digest_0",
                "tls_digest_sha256_0", "verb", "daemon", "config", "redirect_gateway",
                "ifconfig_netmask", "script_type")

@@ -54,7 +54,13 @@ from tunnel.app.status import StatusSnapshot, drop_counts
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink, connect_request
 from tunnel.io.driver import Driver
 from tunnel.protocol.errors import ConfigError
-from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
+from tunnel.protocol.events import (
+    DataChannelReady,
+    Event,
+    HandshakeComplete,
+    PushApplied,
+    SessionClosed,
+)
 from tunnel.protocol.messages import PushOptions
 from tunnel.protocol.settings import SessionSettings
 from tunnel.runtime import make_pool
@@ -230,6 +236,11 @@ class ClientRuntime(Runtime):
     def on_event(self, event: Event) -> None:
         if isinstance(event, DataChannelReady):
             self._had_keys = True
+        if isinstance(event, HandshakeComplete) and not event.renegotiation:
+            # ipchange: the remote is authenticated on this connection (each new session,
+            # so after a reconnect too, as stock's link_socket_connection_initiated)
+            remote = self.client.session.remote_addr
+            self.scripts.ipchange(remote, event.peer_common_name, self.recorder.env_for(remote))
         self.events(event, self.client.remote)
         self.management_event(event)
         if isinstance(event, PushApplied):

@@ -78,7 +78,7 @@ APPLIED: frozenset[str] = frozenset(
         "route-noexec", "script-security", "pull-filter", "tls-exit", "peer-fingerprint",
         "client-to-client",
         # logsetup.py (the log line prefix), connect.py / serve.py (routes added later)
-        "machine-readable-output", "route-delay",
+        "machine-readable-output", "route-delay", "route-pre-down", "ipchange",
         # refused at start until applied (ops_support.py)
         *OPS_REFUSED,
     }
@@ -116,6 +116,9 @@ NO_EFFECT: dict[str, _Reason] = {
     ),
     "disable-occ": _always("this tunnel never sends OCC requests or compares options strings"),
     "tun-ipv6": _always("IPv6 on the tun device needs no switch (as in OpenVPN 2.5+)"),
+    "up-delay": _always(
+        "a client configures its device and runs 'up' only once the server's push arrived, "
+        "which is what up-delay asks for (stock: the same with pull; refused in a server)"),
     "persist-local-ip": _always("the local address is resolved once, at start"),
     "persist-remote-ip": _always("the remote address is resolved once per connection"),
 }

@@ -12,11 +12,8 @@ from tunnel.config import TunnelConfig
 
 __all__ = ["OPS_REFUSED", "refuse_unapplied"]
 
-_REASONS: dict[str, str] = {
-    "route-pre-down": "this script hook is not run by this version",
-    "ipchange": "this script hook is not run by this version",
-    "up-delay": "delaying the device until the TLS session is up is not supported",
-}
+# Empty since route-pre-down, ipchange and up-delay were done (issue 11); kept for the next one.
+_REASONS: dict[str, str] = {}
 OPS_REFUSED: frozenset[str] = frozenset(_REASONS)
 
 

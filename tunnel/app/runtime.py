@@ -340,6 +340,7 @@ class Runtime:
             driver.stop()
         if self.sock is not None:
             self.sock.close()
+        self._run_route_pre_down()  # before any route goes (stock's do_close_tun)
         for cleanup in self.cleanups:
             try:
                 cleanup()
@@ -374,6 +375,13 @@ class Runtime:
         """Only a SIGUSR1 restart keeps the device under persist-tun (stock's do_close_tun);
         SIGHUP and the exit close it, run down and remove what was configured."""
         return self.restart == "SIGUSR1" and self.cfg.persist_tun
+
+    def _run_route_pre_down(self) -> None:
+        if self.device_env is None or self._keeps_device():
+            return
+        env = {**self.device_env,
+               "signal": "sigterm" if self.restart is None else self.restart.lower()}
+        self.scripts.up_down("route-pre-down", env)
 
     def _run_down(self) -> None:
         if self.device_env is None or self._keeps_device():

@@ -7,6 +7,9 @@ tests/e2e/test_scripts_env.py), and blocks the tunnel while it runs, as stock's 
 
 * up, down: argv dev tun_mtu 0 ifconfig_local ifconfig_netmask init|restart; dev, dev_type,
   tun_mtu, ifconfig_local, ifconfig_netmask, script_context (down also: signal).
+* route-pre-down: as down, before the routes are removed at exit.
+* ipchange: argv "IP PORT" (one word), when the remote is authenticated on a connection;
+  trusted_ip/port and common_name (client).
 * route-up: no argv; as up, plus redirect_gateway, route_vpn_gateway, route_net_gateway,
   route_network_N / route_netmask_N / route_gateway_N.
 * tls-verify: argv depth subject, deepest first; untrusted_ip/port, tls_id_N, tls_serial_N,
@@ -183,6 +186,15 @@ class ScriptRunner:
             subject = env[f"tls_id_{depth}"]
             if self.run("tls-verify", [str(depth), subject], depth_env) is not True:
                 raise HandshakeError(f"VERIFY SCRIPT ERROR: depth={depth}, {subject}")
+
+    def ipchange(self, address: tuple[str, int], common_name: str | None,
+                 env: dict[str, str]) -> bool | None:
+        """ipchange when the remote is first authenticated on a connection (stock's
+        link_socket_connection_initiated): argv "IP PORT" as one word, trusted_ip/port and
+        common_name in the environment, which stay there for later scripts as in stock."""
+        self.sticky.update(trusted_ip=address[0], trusted_port=str(address[1]),
+                           common_name=common_name or "")
+        return self.run("ipchange", [f"{address[0]} {address[1]}"], env)
 
     def route_up(self, env: dict[str, str]) -> bool | None:
         self.sticky["redirect_gateway"] = env.get("redirect_gateway", "0")

@@ -177,8 +177,17 @@ def _check_server(cfg: TunnelConfig) -> None:
         raise cfg.error(
             "nobind", "option 'nobind' cannot be used in a server ('server' / 'mode server')"
         )
-    if cfg.ops.route_delay is not None:  # stock's words (options.c)
+    # stock's words (options.c options_postprocess_verify_ce)
+    if "ipchange" in cfg.ops.scripts:
+        raise cfg.error("ipchange", "--ipchange cannot be used with --mode server (use "
+                        "--client-connect instead)")
+    if cfg.ops.redirect_gateway is not None and "!ipv4" not in cfg.ops.redirect_gateway:
+        raise cfg.error("redirect-gateway", "--redirect-gateway cannot be used with --mode "
+                        "server (however --push \"redirect-gateway\" is fine)")
+    if cfg.ops.route_delay is not None:
         raise cfg.error("route-delay", "--route-delay cannot be used with --mode server")
+    if cfg.ops.up_delay:
+        raise cfg.error("up-delay", "--up-delay cannot be used with --mode server")
     pool, ifconfig = cfg.pool, cfg.ifconfig
     if pool is not None and ifconfig is not None:
         where = "ifconfig-pool" if "ifconfig-pool" in cfg.option_lines else "server"
