@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from tunnel.app.ccd import CcdReader, PoolPersistFile, load_pool_persist
-from tunnel.protocol.server import AddressPool, ClientConfig
+from tunnel.protocol.addresspool import AddressPool
+from tunnel.protocol.clientconfig import ClientConfig
 
 LOG = logging.getLogger("test")
 V4 = ipaddress.IPv4Address

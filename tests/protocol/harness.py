@@ -101,6 +101,7 @@ class Pair:
         server_wrap: ControlWrap = PLAIN,
         client_settings: dict[str, Any] | None = None,
         server_settings: dict[str, Any] | None = None,
+        duplicate_cn: bool = False,
     ) -> None:
         self.now = now
         self.link = link or Link()
@@ -117,8 +118,10 @@ class Pair:
                     **(server_settings or {}),
                 ),
                 pool=AddressPool(
-                    ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20")
+                    ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.20"),
+                    duplicate_cn=duplicate_cn,
                 ),
+                duplicate_cn=duplicate_cn,
                 push=(
                     "route-gateway 10.8.0.1",
                     "topology subnet",

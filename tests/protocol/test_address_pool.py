@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from ipaddress import IPv4Address as V4
 
-from tunnel.protocol.server import AddressPool
+from tunnel.protocol.addresspool import AddressPool
 
 
 def test_order_returning_cn_and_release_to_the_back() -> None:
@@ -75,3 +75,29 @@ def test_peek_says_what_allocate_would_hand_out() -> None:
     assert pool.peek(None) == a  # past a's stale entry, to its entry at the back
     assert pool.allocate(None) == a
     assert pool.peek(None) is None
+
+
+def test_duplicate_cn_takes_the_lowest_free_address_as_stock() -> None:
+    # pool.c ifconfig_pool_find: with duplicate_cn "take first available IP address", so a
+    # name's history does not decide (several clients share it) and each one gets its own.
+    pool = AddressPool(V4("10.8.0.2"), V4("10.8.0.6"), duplicate_cn=True)
+    got = [pool.allocate("shared") for _ in range(3)]
+    assert got == [V4("10.8.0.2"), V4("10.8.0.3"), V4("10.8.0.4")]
+    pool.release(got[2])
+    pool.release(got[0])
+    assert pool.peek("shared") == V4("10.8.0.2")  # the lowest, not the last released
+    assert pool.allocate("shared") == V4("10.8.0.2")
+    assert pool.allocate("other") == V4("10.8.0.4")
+    assert [pool.allocate(None) for _ in range(3)] == [V4("10.8.0.5"), V4("10.8.0.6"), None]
+    assert pool.assignments() == {"shared": V4("10.8.0.2"), "other": V4("10.8.0.4")}
+
+
+def test_duplicate_cn_pool_keeps_no_queue_however_long_it_runs() -> None:
+    pool = AddressPool(V4("10.8.0.2"), V4("10.8.0.9"), duplicate_cn=True)
+    for _ in range(5000):  # churn: connect, disconnect
+        address = pool.allocate("shared")
+        assert address == V4("10.8.0.2")
+        pool.release(address)
+    assert len(pool._lowest) <= pool.size + 1 and not pool._queue and not pool._stale
+    assert pool.reserve("persisted", V4("10.8.0.5"))  # ifconfig-pool-persist still works
+    assert [pool.allocate(None) for _ in range(4)] == [V4(f"10.8.0.{i}") for i in (2, 3, 4, 5)]

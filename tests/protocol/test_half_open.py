@@ -17,7 +17,6 @@ import weakref
 
 from core import BufferPool
 from tests.protocol.harness import SERVER_ADDR, tls_settings
-from tunnel.app.accounting import CountingServer
 from tunnel.app.peers import PeerRegistry
 from tunnel.protocol.client import Client
 from tunnel.protocol.codec import ControlPacket, build_control, parse_control
@@ -34,7 +33,7 @@ LEGIT = ("198.51.100.1", 50000)
 
 
 class Lab:
-    """A server (wrapped as the runtime wraps it) and whoever talks to it, on a fake clock."""
+    """A server (with the runtime's peer registry) and whoever talks to it, on a fake clock."""
 
     def __init__(self, *, hand_window: float = 4.0, max_clients: int = 1024,
                  connect_freq_initial: tuple[int, int] = (100, 10),
@@ -51,8 +50,8 @@ class Lab:
             connect_freq_initial=connect_freq_initial,
             duplicate_cn=duplicate_cn,
         ), self.now)
-        self.endpoint = CountingServer(self.server)
-        self.peers = PeerRegistry(self.endpoint)
+        self.endpoint = self.server
+        self.peers = PeerRegistry(self.server)
         self.pool: BufferPool = make_pool(make_frame(), 64)
         self.inbox: dict[Address, list[bytes]] = {}
 
@@ -68,8 +67,8 @@ class Lab:
         """What the driver does after input: send, events, timer."""
         for datagram, addr in self.endpoint.datagrams_to_send(self.now):
             self.inbox.setdefault(addr, []).append(datagram)
-        while self.endpoint.next_event() is not None:
-            self.peers.sync()
+        while (event := self.endpoint.next_event()) is not None:
+            self.peers.on_event(event)
         deadline = self.endpoint.get_timer()
         if deadline is not None and deadline <= self.now:
             self.endpoint.handle_timer(self.now)
@@ -154,10 +153,10 @@ def test_expired_half_open_sessions_leave_nothing_behind() -> None:
             assert sum(r() is not None for r in refs) == 0
     finally:
         gc.enable()
-    assert lab.endpoint.per_session == {}, len(lab.endpoint.per_session)  # accounting
+    assert len(lab.server.table) == 0  # the peer table (byte counters lived on the sessions)
     assert lab.peers.peers == {}  # registry
     assert len(lab.server._deadlines) == 0  # timers
-    assert lab.server.by_peer_id.count(None) == len(lab.server.by_peer_id)
+    assert lab.server.table.by_id.count(None) == len(lab.server.table.by_id)
     assert _live_sessions() == start  # the objects themselves are gone
     assert lab.connect_legit() is not None  # and the server still serves
 

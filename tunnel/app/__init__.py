@@ -7,7 +7,7 @@ Layout:
 - `serve.py`, `connect.py`: the server and the client halves;
 - `build.py`: TunnelConfig -> protocol objects, via tunnel.runtime;
 - `link.py`: remotes and the UDP socket; `device.py`: the TUN device, addresses, routes;
-- `accounting.py`: byte counters around the endpoint; `peers.py`: the server's clients;
+- `peers.py`: the server's clients, kept from its events (counters live on the sessions);
 - `eventlog.py`: events -> log lines; `logsetup.py`: verb -> logging levels;
 - `status.py`: the status file; `privileges.py`: user/group;
 - `effects.py`: what each option the parser accepts does at run time.

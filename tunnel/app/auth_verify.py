@@ -52,12 +52,10 @@ class AuthVerifier:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def request(self, event: AuthRequested) -> None:
-        if event.peer_id is None:
+        entry = self.server.peer(event.peer_id)
+        if entry is None:
             return
-        table = self.server.by_peer_id
-        session = table[event.peer_id] if 0 <= event.peer_id < len(table) else None
-        if session is None:
-            return
+        session = entry.session
         task = self.loop.create_task(self._verify(session, event))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -19,10 +19,11 @@ from tunnel.app.peerinfo import peer_info_extra
 from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import Remote, is_tcp
+from tunnel.protocol.addresspool import AddressPool
 from tunnel.protocol.client import Client
 from tunnel.protocol.datacipher import DEFAULT_AUTH
 from tunnel.protocol.errors import ConfigError
-from tunnel.protocol.server import AddressPool, Server, ServerSettings
+from tunnel.protocol.server import Server, ServerSettings
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap import (
@@ -284,7 +285,7 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         first = cfg.pool_ipv6.ip
         last_in_net = cfg.pool_ipv6.network.broadcast_address - 1
         last = min(last_in_net, first + (cfg.max_clients - 1))
-        pool6 = AddressPool(first, last)
+        pool6 = AddressPool(first, last, duplicate_cn=cfg.duplicate_cn)
         gateway6 = cfg.ifconfig_ipv6.ip if cfg.ifconfig_ipv6 is not None else None
     if cfg.management is not None and cfg.management.client_auth:
         # management-client-auth: every client waits for client-auth / client-deny
@@ -296,9 +297,10 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
         session=session,
         pool=(
             AddressPool(ipaddress.IPv4Address(pool.start) + 2, ipaddress.IPv4Address(pool.end),
-                        step=4)
+                        step=4, duplicate_cn=cfg.duplicate_cn)
             if cfg.topology == "net30" else
-            AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end))
+            AddressPool(ipaddress.IPv4Address(pool.start), ipaddress.IPv4Address(pool.end),
+                        duplicate_cn=cfg.duplicate_cn)
         ),
         netmask=str(netmask),
         pool6=pool6,

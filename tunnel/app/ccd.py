@@ -20,8 +20,9 @@ import logging
 from pathlib import Path
 
 from tunnel.config.lexer import lex_config
+from tunnel.protocol.addresspool import AddressPool
+from tunnel.protocol.clientconfig import ClientConfig
 from tunnel.protocol.errors import ConfigError
-from tunnel.protocol.server import AddressPool, ClientConfig
 
 __all__ = ["CcdReader", "PoolPersistFile", "load_pool_persist", "parse_client_config"]
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
-from tunnel.app.accounting import CountingClient
 from tunnel.app.build import build_client, build_frame, build_session_settings, profile_view
 from tunnel.app.credentials import load_credentials
 from tunnel.app.device import (
@@ -119,7 +118,7 @@ class ClientRuntime(Runtime):
         tun = self.device.open()
         client = build_client(cfg, settings, [r.address for r in remotes], loop.time())
         self.client = client
-        self.endpoint = CountingClient(client)
+        self.endpoint = client
         self.events = ClientEventLog(
             self.log, family, mute_replay_warnings=self.cfg.mute_replay_warnings)
         self._device_ready = False
@@ -199,7 +198,7 @@ class ClientRuntime(Runtime):
             if all(r.remote is not None for r in remotes) else None,
         )
         self.client = client
-        self.endpoint = CountingClient(client)
+        self.endpoint = client
         self.events = ClientEventLog(self.log, self.family)
         self._device_ready = False
         self.pool = make_pool(frame)
@@ -485,12 +484,12 @@ class ClientRuntime(Runtime):
         return StatusSnapshot(
             title=version_line(),
             now=self.wall(now),
-            traffic=self.endpoint.totals,
+            traffic=self.client.traffic,
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
             runs=self.driver.runs.stats,
             run_block=self.driver.runs.block_size,
-            drops=drop_counts(self.endpoint.client.drops.counts, self.driver.stats,
+            drops=drop_counts(self.client.drops.counts, self.driver.stats,
                               getattr(self.driver, "device", None)),
         )

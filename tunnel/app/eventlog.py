@@ -120,8 +120,11 @@ class ServerEventLog:
         self.family = family
         self.renegotiations = 0
         self.shutting_down = False  # set by the runtime: refusals then say nothing new
-        # Peers that left the server's table, waiting for their SessionClosed (its reason).
-        self._departed: list[Peer] = []
+        peers.listeners.append(self._peer_changed)
+
+    def _peer_changed(self, what: str, peer: Peer) -> None:
+        if what == "arrived":
+            self._connected(peer)
 
     def _connected(self, peer: Peer) -> None:
         self.log.info("%s Peer Connection Initiated with %s", peer.prefix,
@@ -134,28 +137,24 @@ class ServerEventLog:
             # Decided as the client's key-method 2 arrived; it hears it as AUTH_FAILED.
             self.log.warning("%s %s: sending AUTH_FAILED", peer.prefix, refusal)
 
-    def __call__(self, event: Event) -> None:
-        arrived, left = self.peers.sync()
-        for peer in arrived:
-            self._connected(peer)
-        self._departed.extend(left)
+    def __call__(self, event: Event, peer: Peer | None = None) -> None:
+        """One event; `peer`: the registry's peer it is about (PeerRegistry.on_event)."""
         if isinstance(event, HandshakeComplete):
             if event.renegotiation:
                 self.renegotiations += 1
-                known = self.peers.by_common_name(event.peer_common_name)
-                prefix = f"{known.prefix} " if known is not None else ""
+                prefix = f"{peer.prefix} " if peer is not None else ""
                 self.log.info("%sControl Channel: %s, new key_id %d (renegotiation)", prefix,
                               event.tls_version, event.key_id)
             else:
                 self.log.log(VERBOSE, "Control Channel: %s, peer CN=%s", event.tls_version,
                              peer_text(event.peer_common_name or ""))
         elif isinstance(event, DataChannelReady):
-            known = self.peers.by_peer_id(event.peer_id)
-            prefix = f"{known.prefix} " if known is not None else ""
+            prefix = f"{peer.prefix} " if peer is not None else ""
             self.log.info("%sData Channel: cipher '%s', peer-id: %s", prefix, event.cipher,
-                          "none (P_DATA_V1)" if event.peer_id is None else event.peer_id)
+                          "none (P_DATA_V1)" if event.data_peer_id is None
+                          else event.data_peer_id)
         elif isinstance(event, SessionClosed):
-            self._closed(event)
+            self._closed(event, peer)
         elif isinstance(event, ClientRefused):
             if not self.shutting_down:
                 self.log.warning("%s:%s TLS Error: client refused: %s", event.address[0],
@@ -168,15 +167,10 @@ class ServerEventLog:
         elif isinstance(event, ControlMessageReceived):
             self.log.info("Received control message: %s", peer_text(event.text))
 
-    def _closed(self, event: SessionClosed) -> None:
-        # Several sessions can leave in one batch; the common name tells their events apart.
-        same_name = [p for p in self._departed if p.common_name == event.peer_common_name]
-        candidates = same_name or self._departed
-        if not candidates:
+    def _closed(self, event: SessionClosed, peer: Peer | None) -> None:
+        if peer is None:
             self.log.log(VERBOSE, "session closed before it was established: %s", event.reason)
             return
-        peer = candidates[0]
-        self._departed.remove(peer)
         self.log.info("%s %s, client-instance exiting", peer.prefix, _close_phrase(event.reason))
 
 
@@ -208,7 +202,8 @@ class ClientEventLog:
                                  "pushed options: %s", peer_text(item))
         elif isinstance(event, DataChannelReady):
             self.log.info("Data Channel: cipher '%s', peer-id: %s", event.cipher,
-                          "none (P_DATA_V1)" if event.peer_id is None else event.peer_id)
+                          "none (P_DATA_V1)" if event.data_peer_id is None
+                          else event.data_peer_id)
         elif isinstance(event, SessionClosed):
             if event.restart:
                 self.log.info("%s, restarting", _close_phrase(event.reason))

@@ -17,8 +17,9 @@ from cryptography import x509
 
 from tunnel.app.ccd import CcdReader, parse_client_config
 from tunnel.app.scripts import ScriptRunner, certificate_env
+from tunnel.protocol.addresspool import AddressPool
+from tunnel.protocol.clientconfig import ClientConfig
 from tunnel.protocol.errors import ConfigError
-from tunnel.protocol.server import AddressPool, ClientConfig
 from tunnel.protocol.session import Session
 
 __all__ = ["PeerRecorder", "ServerHooks"]

@@ -71,8 +71,8 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
 
 
 def _process_metrics(runtime: Runtime) -> Iterator[Metric]:
-    endpoint = runtime.endpoint  # type: ignore[attr-defined]
-    totals = endpoint.totals
+    endpoint = runtime.endpoint  # type: ignore[attr-defined]  # the Server or the Client
+    totals = endpoint.traffic
     for name, value, what in (
         ("link_received_bytes", totals.link_rx, "Bytes received on the link (UDP/TCP payloads)"),
         ("link_sent_bytes", totals.link_tx, "Bytes sent on the link"),
@@ -82,14 +82,11 @@ def _process_metrics(runtime: Runtime) -> Iterator[Metric]:
         ("tun_written_bytes", totals.tun_tx, "Bytes written to the TUN device"),
     ):
         yield _counter(f"tunnel_{name}", what, value)
-    drops = getattr(getattr(endpoint, "server", None) or getattr(endpoint, "client", None),
-                    "drops", None)
-    if drops is not None:
-        family = CounterMetricFamily("tunnel_dropped_packets", "Input refused, by cause",
-                                     labels=["cause"])
-        for cause, value in drops.counts.items():
-            family.add_metric([cause], value)
-        yield family
+    family = CounterMetricFamily("tunnel_dropped_packets", "Input refused, by cause",
+                                 labels=["cause"])
+    for cause, value in endpoint.drops.counts.items():
+        family.add_metric([cause], value)
+    yield family
     pool = runtime.pool.stats  # type: ignore[attr-defined]
     yield GaugeMetricFamily("tunnel_pool_buffers", "Packet buffers in the pool", value=pool.size)
     yield GaugeMetricFamily("tunnel_pool_in_use", "Packet buffers in use", value=pool.in_use)
@@ -186,7 +183,6 @@ class MetricsServer:
 
     def client_metrics(self, runtime: Runtime) -> Iterator[Metric]:
         peers = runtime.peers  # type: ignore[attr-defined]
-        peers.sync()
         families = {
             name: CounterMetricFamily(f"tunnel_client_{name}", what, labels=CLIENT_LABELS)
             for name, what in (
@@ -205,11 +201,11 @@ class MetricsServer:
         connected = GaugeMetricFamily("tunnel_clients", "Connected clients",
                                       value=len(peers.peers))
         live: set[int] = set()
-        for peer in sorted(peers.peers.values(), key=lambda p: p.client_id):
+        for peer in peers.in_order():
             live.add(peer.client_id)
             labels = [peer.common_name, f"{peer.address[0]}:{peer.address[1]}",
                       peer.virtual_address or "", str(peer.client_id)]
-            traffic = peers.traffic(peer)
+            traffic = peer.traffic
             session = peer.session
             replays, auth = self._drops_of(peer.client_id, session.data_keys)
             for name, value in (

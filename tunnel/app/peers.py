@@ -1,37 +1,58 @@
 """The server's view of its connected clients: who, from where, since when, with what.
 
-The server's events say *what* happened (a handshake completed, a session closed) but not to
-*which* client, so the registry watches the server (`Server.watchers`): a session that is
-identified (has a peer common name) and not registered yet has just connected; a registered one
-that is removed has gone; `sync()` applies what was told since the last call, so its cost is
-the number of changes, never the number of sessions. A removed session that never became a
-peer (a half-open one) has its byte counters forgotten at once. The status file and the log
-lines ("client/192.0.2.7:51234 ...") are built from it.
+Kept from the server's events alone: every event about a client carries its `peer_id`, so the
+first HandshakeComplete / DataChannelReady of an identified client (it has a common name) makes
+it a peer, and its SessionClosed makes it leave. Each event costs one dict lookup, never a
+look at the other clients. A peer reads its address, virtual address and byte counters live
+from the server's entry (`Server.peer(peer_id)`), so floats and counters need no bookkeeping
+here. The status file, the metrics, the management interface and the log lines
+("client/192.0.2.7:51234 ...") are built from it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from tunnel.app.accounting import CountingServer, Traffic
+from tunnel.protocol.events import DataChannelReady, Event, HandshakeComplete, SessionClosed
+from tunnel.protocol.peertable import PeerEntry
+from tunnel.protocol.server import Server
 from tunnel.protocol.session import Session
+from tunnel.protocol.traffic import Traffic
 
 __all__ = ["Peer", "PeerRegistry"]
 
 Address = tuple[str, int]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Peer:
-    session: Session
+    entry: PeerEntry  # the server's entry: session, addresses (kept after it left)
     client_id: int  # OpenVPN's "Client ID": a counter of connections since start
     common_name: str
-    address: Address
     connected_since: float  # wall clock (time.time())
-    virtual_address: str | None
-    final_traffic: Traffic | None = field(default=None)
+
+    @property
+    def session(self) -> Session:
+        return self.entry.session
+
+    @property
+    def peer_id(self) -> int:
+        return self.entry.peer_id
+
+    @property
+    def address(self) -> Address:
+        return self.entry.address  # where it is now: it may have floated
+
+    @property
+    def virtual_address(self) -> str | None:
+        vip = self.entry.vip
+        return str(vip) if vip is not None else None
+
+    @property
+    def traffic(self) -> Traffic:
+        return self.entry.session.traffic  # link bytes of the whole connection
 
     @property
     def prefix(self) -> str:
@@ -40,85 +61,62 @@ class Peer:
 
 
 class PeerRegistry:
-    def __init__(self, endpoint: CountingServer, clock: Callable[[], float] = time.time) -> None:
-        self.endpoint = endpoint
+    def __init__(self, server: Server, clock: Callable[[], float] = time.time) -> None:
+        self.server = server
         self.clock = clock
-        self.peers: dict[Session, Peer] = {}
-        self._by_name: dict[str, dict[Session, Peer]] = {}
-        self._identified: dict[Session, None] = {}
-        self._removed: dict[Session, None] = {}
-        self._floated: dict[Session, None] = {}
-        endpoint.server.watchers.append(self._told)
+        self.peers: dict[int, Peer] = {}  # by peer_id
+        self._by_name: dict[str, dict[int, Peer]] = {}
+        self._by_client_id: dict[int, Peer] = {}
         self._next_client_id = 0
-        # Told ("arrived" | "left", peer) as sync() finds them (the management interface).
+        # Told ("arrived" | "left", peer) as events make them so (log, management).
         self.listeners: list[Callable[[str, Peer], None]] = []
 
-    def _told(self, what: str, session: Session) -> None:
-        if what == "identified":
-            if session not in self.peers:
-                self._identified[session] = None
-        elif what == "floated":
-            if session in self.peers:
-                self._floated[session] = None
-        elif what == "removed":
-            self._identified.pop(session, None)
-            self._floated.pop(session, None)
-            if session in self.peers:
-                self._removed[session] = None
-            else:
-                self.endpoint.forget(session)  # never a peer: nothing left to report
+    def on_event(self, event: Event) -> Peer | None:
+        """Apply one server event; the peer it is about, if any (also the one it removed)."""
+        if isinstance(event, (HandshakeComplete, DataChannelReady)):
+            known = self.peers.get(event.peer_id) if event.peer_id is not None else None
+            return known if known is not None else self._arrive(event.peer_id)
+        if isinstance(event, SessionClosed):
+            return self._leave(event.peer_id)
+        peer_id = getattr(event, "peer_id", None)
+        return self.peers.get(peer_id) if peer_id is not None else None
 
-    def sync(self) -> tuple[list[Peer], list[Peer]]:
-        """Apply what the server told since the last call: (peers that arrived, that left)."""
-        server = self.endpoint.server
-        arrived: list[Peer] = []
-        identified, self._identified = self._identified, {}
-        for session in identified:
-            name = session.peer_common_name
-            if session in self.peers or name is None or session.closed is not None:
-                continue
-            vip = server.vip_of.get(session.peer_id) if session.peer_id is not None else None
-            peer = Peer(
-                session=session,
-                client_id=self._next_client_id,
-                common_name=name,
-                address=session.remote_addr,
-                connected_since=self.clock(),
-                virtual_address=str(vip) if vip is not None else None,
-            )
-            self._next_client_id += 1
-            self.peers[session] = peer
-            self._by_name.setdefault(name, {})[session] = peer
-            arrived.append(peer)
-        left: list[Peer] = []
-        removed, self._removed = self._removed, {}
-        for session in removed:
-            peer = self.peers.pop(session)
-            named = self._by_name.get(peer.common_name)
-            if named is not None:
-                named.pop(session, None)
-                if not named:
-                    del self._by_name[peer.common_name]
-            peer.final_traffic = self.endpoint.forget(session)
-            left.append(peer)
-        floated, self._floated = self._floated, {}
-        for session in floated:
-            known = self.peers.get(session)
-            if known is not None:
-                known.address = session.remote_addr  # floated, after authenticating
+    def _arrive(self, peer_id: int | None) -> Peer | None:
+        entry = self.server.peer(peer_id)
+        if entry is None or entry.session.closed is not None:
+            return None
+        name = entry.session.peer_common_name
+        if name is None:
+            return None
+        peer = Peer(entry=entry, client_id=self._next_client_id, common_name=name,
+                    connected_since=self.clock())
+        self._next_client_id += 1
+        self.peers[entry.peer_id] = peer
+        self._by_client_id[peer.client_id] = peer
+        self._by_name.setdefault(name, {})[entry.peer_id] = peer
         for listener in self.listeners:
-            for peer in arrived:
-                listener("arrived", peer)
-            for peer in left:
-                listener("left", peer)
-        return arrived, left
+            listener("arrived", peer)
+        return peer
+
+    def _leave(self, peer_id: int | None) -> Peer | None:
+        peer = self.peers.pop(peer_id, None) if peer_id is not None else None
+        if peer is None:
+            return None  # never a peer (a half-open session): nothing to report
+        del self._by_client_id[peer.client_id]
+        named = self._by_name.get(peer.common_name)
+        if named is not None:
+            named.pop(peer.peer_id, None)
+            if not named:
+                del self._by_name[peer.common_name]
+        for listener in self.listeners:
+            listener("left", peer)
+        return peer
 
     def by_peer_id(self, peer_id: int | None) -> Peer | None:
-        if peer_id is None:
-            return None
-        table = self.endpoint.server.by_peer_id
-        session = table[peer_id] if 0 <= peer_id < len(table) else None
-        return self.peers.get(session) if session is not None else None
+        return self.peers.get(peer_id) if peer_id is not None else None
+
+    def by_client_id(self, client_id: int) -> Peer | None:
+        return self._by_client_id.get(client_id)
 
     def by_common_name(self, name: str | None) -> Peer | None:
         """The one peer with that name; None if there is none or several (duplicate-cn)."""
@@ -127,5 +125,10 @@ class PeerRegistry:
             return None
         return next(iter(found.values()))
 
-    def traffic(self, peer: Peer) -> Traffic:
-        return self.endpoint.per_session.get(peer.session) or peer.final_traffic or Traffic()
+    def named(self, name: str) -> list[Peer]:
+        """Every peer with that common name (several with duplicate-cn)."""
+        return list(self._by_name.get(name, {}).values())
+
+    def in_order(self) -> list[Peer]:
+        """The peers by client id (the order stock lists them in)."""
+        return sorted(self.peers.values(), key=lambda p: p.client_id)

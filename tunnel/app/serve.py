@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from tunnel.app.accounting import CountingServer
 from tunnel.app.auth_verify import AuthVerifier
 from tunnel.app.build import (
     build_frame,
@@ -66,8 +65,9 @@ class ServerRuntime(Runtime):
                 command=command, method=method, script_security=cfg.script_security,
                 server=server, loop=loop, log=self.log, kick=self._kick_driver,
                 timeout=float(cfg.hand_window))
-        self.endpoint = CountingServer(server)
-        self.peers = PeerRegistry(self.endpoint)
+        self.server = server
+        self.endpoint = server
+        self.peers = PeerRegistry(server)
         self.events = ServerEventLog(
             self.log, self.peers, family, mute_replay_warnings=self.cfg.mute_replay_warnings)
         self.pool = make_pool(frame)
@@ -75,7 +75,7 @@ class ServerRuntime(Runtime):
             self.log.info("Listening for incoming TCP connection on %s",
                           format_address((host, port), family))
             return TcpServerDriver(
-                loop, self.endpoint, server, sock, tun, self.pool,
+                loop, server, server, sock, tun, self.pool,
                 max_connections=cfg.max_clients, hand_window=float(cfg.hand_window),
                 queue_limit=cfg.tcp_queue_limit,
                 nodelay=cfg.tcp_nodelay or cfg.socket_flags_nodelay, on_event=self.on_event,
@@ -143,17 +143,17 @@ class ServerRuntime(Runtime):
     def on_event(self, event: Event) -> None:
         if self.auth_verifier is not None and isinstance(event, AuthRequested):
             self.auth_verifier.request(event)
+        peer = self.peers.on_event(event)  # first: the log and management see the table after it
         self.events.shutting_down = self.shutting_down
-        self.events(event)
+        self.events(event, peer)
         self.management_event(event)
 
     def status_snapshot(self, now: float) -> StatusSnapshot:
         assert self.driver is not None and self.loop is not None
-        self.peers.sync()
         rows = []
-        for peer in sorted(self.peers.peers.values(), key=lambda p: p.client_id):
+        for peer in self.peers.in_order():
             session = peer.session
-            traffic = self.peers.traffic(peer)
+            traffic = peer.traffic
             rows.append(ClientRow(
                 common_name=peer.common_name,
                 real_address=f"{peer.address[0]}:{peer.address[1]}",
@@ -169,14 +169,14 @@ class ServerRuntime(Runtime):
         return StatusSnapshot(
             title=self._title(),
             now=self.wall(now),
-            traffic=self.endpoint.totals,
+            traffic=self.server.traffic,
             pool=self.pool.stats,
             arena=self.arena_counters(),
             link=self.driver.stats,
             runs=self.driver.runs.stats,
             run_block=self.driver.runs.block_size,
             clients=rows,
-            drops=drop_counts(self.endpoint.server.drops.counts, self.driver.stats,
+            drops=drop_counts(self.server.drops.counts, self.driver.stats,
                               getattr(self.driver, "device", None)),
         )
 

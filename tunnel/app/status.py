@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import PoolStats
-from tunnel.app.accounting import Traffic
 from tunnel.io.conn_driver import ConnStats
 from tunnel.io.driver import DriverStats
 from tunnel.protocol.drops import CAUSES, MALFORMED
+from tunnel.protocol.traffic import Traffic
 
 __all__ = [
     "ArenaCounters", "ClientRow", "StatusSnapshot", "StatusWriter", "drop_counts", "render_status",

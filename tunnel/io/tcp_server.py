@@ -63,7 +63,7 @@ def open_tcp_listener(host: str, port: int, family: int) -> socket.socket:
 
 
 class TcpServerDriver(ConnDriver):
-    """`endpoint` is what receives the packets (the Server, maybe wrapped for accounting);
+    """`endpoint` is what receives the packets (the Server);
     `server` the Server itself, whose session table tells which connections have a session."""
 
     def __init__(
@@ -141,7 +141,7 @@ class TcpServerDriver(ConnDriver):
         self.server.connection_lost(conn.addr, now, reason)
 
     def has_session(self, addr: tuple[str, int]) -> bool:
-        return addr in self.server.by_addr
+        return self.server.peer_at(addr) is not None
 
     def on_endpoint_event(self, event: Event) -> None:
         if isinstance(event, SessionClosed):
@@ -150,9 +150,9 @@ class TcpServerDriver(ConnDriver):
     def after_events(self, now: float) -> None:
         if self._session_closed:
             self._session_closed = False
-            by_addr = self.server.by_addr
+            peer_at = self.server.peer_at
             for conn in list(self.conns.values()):
-                if conn.session_seen and conn.addr not in by_addr and not conn.closing:
+                if conn.session_seen and peer_at(conn.addr) is None and not conn.closing:
                     # Its session ended: close once the last packets are out.
                     conn.closing = True
                     conn.created_at = now  # the linger starts now
@@ -163,10 +163,11 @@ class TcpServerDriver(ConnDriver):
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + _HOUSEKEEPING_PERIOD
-        by_addr = self.server.by_addr
+        peer_at = self.server.peer_at
         limit = self.hand_window
         for conn in list(self.conns.values()):
-            session = by_addr.get(conn.addr)
+            entry = peer_at(conn.addr)
+            session = entry.session if entry is not None else None
             if session is not None:
                 conn.session_seen = True
                 if session.send_key is not None:

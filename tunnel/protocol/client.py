@@ -16,7 +16,8 @@ from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
-from tunnel.protocol.verdicts import CONSUMED, DROPPED, Verdict
+from tunnel.protocol.traffic import Traffic
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
 
 Address = tuple[str, int]
 
@@ -72,6 +73,8 @@ class Client:
         self.finished: SessionClosed | None = None
         self.connects = 0
         self.drops = DropLog(self._events)
+        # Everything on the link and the device, across reconnects (status, bytecount).
+        self.traffic = Traffic()
         self.session = self._start(now)
 
     @property
@@ -110,6 +113,9 @@ class Client:
 
     def receive(self, buf: Buffer, addr: Address, now: float) -> Verdict:
         session = self.session
+        traffic = self.traffic
+        traffic.link_rx += len(buf)
+        traffic.link_rx_packets += 1
         if addr != session.remote_addr:
             self.drops.drop(NO_SESSION, addr, "packet from an address that is not the server's",
                             now)
@@ -121,7 +127,9 @@ class Client:
         opcode = data[0] >> 3
         if opcode in (_P_DATA_V2, _P_DATA_V1):
             verdict = session.decrypt(buf, now)
-            if verdict == DROPPED:
+            if verdict == TO_TUN:
+                traffic.tun_tx += len(buf)
+            elif verdict == DROPPED:
                 self.drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
             return verdict
         refused = session.dropped_control
@@ -134,13 +142,23 @@ class Client:
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
         session = self.session
+        size = len(buf)
         if not session.encrypt(buf, now):
             return None
+        traffic = self.traffic
+        traffic.tun_rx += size
+        traffic.link_tx += len(buf)
+        traffic.link_tx_packets += 1
         return session.remote_addr
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         addr = self.session.remote_addr
-        return [(d, addr) for d in self.session.datagrams_to_send(now)]
+        out = [(d, addr) for d in self.session.datagrams_to_send(now)]
+        if out:
+            traffic = self.traffic
+            traffic.link_tx += sum(len(d) for d, _ in out)
+            traffic.link_tx_packets += len(out)
+        return out
 
     def get_timer(self) -> float | None:
         if self._reconnect_at is not None:
@@ -222,6 +240,3 @@ class Client:
         if backoff > 0:
             delay = max(initial, 1.0) * (1 << min(backoff, 15))
         return min(delay, maximum) if backoff > 0 else delay
-
-    def active(self) -> bool:
-        return self.session.send_key is not None and self.session.closed is None

@@ -2,6 +2,11 @@
 
 They tell the I/O layer what happened without it having to poll state: configure the TUN
 device when the push arrives, reconnect after a ping-restart, log a refused client.
+
+Every event about one client of a server carries its `peer_id`: the client's id in the server's
+peer table (`Server.peer(peer_id)`), the same number it sends in P_DATA_V2. None on a client and
+for input that belongs to no client yet. Ids are reused as late as possible, so an event names
+the session that had the id when it happened.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ class HandshakeComplete:
     key_id: int
     peer_common_name: str | None
     tls_version: str | None
-    elapsed: float
     renegotiation: bool
+    peer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +33,8 @@ class DataChannelReady:
 
     key_id: int
     cipher: str
-    peer_id: int | None
+    data_peer_id: int | None  # the peer-id sent in P_DATA_V2; None: P_DATA_V1
+    peer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class ControlMessageReceived:
     """A control-channel text that the session did not consume itself (INFO, unknown...)."""
 
     text: str
+    peer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class SessionClosed:
     reason: str
     restart: bool
     peer_common_name: str | None = None
+    peer_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,7 @@ class ClientRefused:
 
     address: tuple[str, int]
     reason: str
+    peer_id: int | None = None  # None: refused before it had a session
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from tunnel.protocol.prf import derive_key2
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
+from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import WrapChannel, control_frame
 from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL, dynamic_wrap
@@ -139,6 +140,9 @@ class Session:
         self.ping_restart = settings.ping_restart
         self.last_rx = now
         self.last_tx = now
+        # Link bytes and datagrams of the whole connection, counted by the endpoint that
+        # owns the session (status, bytecount, metrics).
+        self.traffic = Traffic()
         self.mssfix = settings.mssfix > 0
         kind = settings.compression or ("stub" if settings.comp_lzo_stub else None)
         self.comp: Compression | None = self._compression(kind)
@@ -533,7 +537,7 @@ class Session:
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
             return
-        self.closed = SessionClosed(reason, restart, self.peer_common_name)
+        self.closed = SessionClosed(reason, restart, self.peer_common_name, self.peer_id)
         self._events.append(self.closed)
 
     def release(self) -> None:
@@ -617,8 +621,8 @@ class Session:
                 key_id=key.key_id,
                 peer_common_name=self.peer_common_name,
                 tls_version=key.tls.version,
-                elapsed=0.0,
                 renegotiation=key.key_id != 0,
+                peer_id=self.peer_id,
             )
         )
         if not self.is_client and self.settings.username_as_common_name and remote.username:
@@ -723,7 +727,8 @@ class Session:
         # duck expired (that would switch sending back to an old key).
         key.data_key_installed = True
         if self.ring.install(data_key):
-            self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id))
+            self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id,
+                                                 self.peer_id))
 
     def _switch_send_key(self, new_key: DataCipherKey) -> None:
         new_state = self._key_state(new_key.key_id)
@@ -841,7 +846,7 @@ class Session:
         elif keyword in ("HALT", "EXIT"):
             self._close(f"server sent {text}", restart=keyword == "EXIT", now=now)
         else:
-            self._events.append(ControlMessageReceived(text))
+            self._events.append(ControlMessageReceived(text, self.peer_id))
 
     def _server_message(self, keyword: str, text: str, now: float) -> None:
         if keyword == "PUSH_REQUEST":
@@ -852,7 +857,7 @@ class Session:
         elif keyword == "EXIT":
             self._close("client exited (explicit-exit-notify)", restart=False, now=now)
         else:
-            self._events.append(ControlMessageReceived(text))
+            self._events.append(ControlMessageReceived(text, self.peer_id))
 
     def _send_push_reply(self, key: KeyState, now: float) -> None:
         if self.auth_failed is not None:

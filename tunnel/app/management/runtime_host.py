@@ -114,11 +114,11 @@ class ClientHost(RuntimeHost):
         self._pushed = False
 
     def load_stats(self) -> tuple[int, int, int]:
-        totals = self.client_runtime.endpoint.totals
+        totals = self.client_runtime.client.traffic
         return 0, totals.link_rx, totals.link_tx
 
     def bytecounts(self) -> list[ByteCount]:
-        totals = self.client_runtime.endpoint.totals
+        totals = self.client_runtime.client.traffic
         return [ByteCount(None, totals.link_rx, totals.link_tx)]
 
     def started(self) -> None:
@@ -165,44 +165,36 @@ class ServerHost(RuntimeHost):
 
     def load_stats(self) -> tuple[int, int, int]:
         r = self.server_runtime
-        r.peers.sync()
-        totals = r.endpoint.totals
+        totals = r.server.traffic
         return len(r.peers.peers), totals.link_rx, totals.link_tx
 
     def bytecounts(self) -> list[ByteCount]:
-        r = self.server_runtime
-        r.peers.sync()
-        out = []
-        for peer in sorted(r.peers.peers.values(), key=lambda p: p.client_id):
-            traffic = r.peers.traffic(peer)
-            out.append(ByteCount(peer.client_id, traffic.link_rx, traffic.link_tx))
-        return out
+        return [ByteCount(peer.client_id, peer.traffic.link_rx, peer.traffic.link_tx)
+                for peer in self.server_runtime.peers.in_order()]
 
     def _kill(self, peers: list[Peer], message: str | None, reason: str) -> int:
         r = self.server_runtime
         for peer in peers:
-            r.endpoint.server.kill(peer.session, message, reason, self._now())
+            r.server.kill(peer.session, message, reason, self._now())
         if peers:
             self._kick()
         return len(peers)
 
     def kill_by_common_name(self, name: str) -> int:
-        r = self.server_runtime
-        r.peers.sync()
-        found = [p for p in r.peers.peers.values() if p.common_name == name]
+        found = self.server_runtime.peers.named(name)
         return self._kill(found, None, "killed by the management interface")
 
     def kill_by_address(self, ip: str, port: int) -> int:
         r = self.server_runtime
-        r.peers.sync()
-        found = [p for p in r.peers.peers.values() if p.address == (ip, port)]
-        return self._kill(found, None, "killed by the management interface")
+        entry = r.server.peer_at((ip, port))
+        peer = r.peers.by_peer_id(entry.peer_id) if entry is not None else None
+        return self._kill([peer] if peer is not None else [], None,
+                          "killed by the management interface")
 
     def client_kill(self, client_id: int, message: str) -> bool:
-        r = self.server_runtime
-        r.peers.sync()
-        found = [p for p in r.peers.peers.values() if p.client_id == client_id]
-        return self._kill(found, message, f"client-kill: {message}") > 0
+        peer = self.server_runtime.peers.by_client_id(client_id)
+        return self._kill([peer] if peer is not None else [], message,
+                          f"client-kill: {message}") > 0
 
     def _kick(self) -> None:
         # After the command's reply is written: stock also answers first and acts on its
@@ -213,9 +205,7 @@ class ServerHost(RuntimeHost):
 
     def client_auth(self, decision: AuthDecision) -> bool:
         r = self.server_runtime
-        r.peers.sync()
-        peer = next((p for p in r.peers.peers.values() if p.client_id == decision.client_id),
-                    None)
+        peer = r.peers.by_client_id(decision.client_id)
         if peer is None:
             return False
         config = None
@@ -227,7 +217,7 @@ class ServerHost(RuntimeHost):
             except (ValueError, ConfigError) as exc:
                 r.log.warning("%s client-auth: %s", peer.prefix, exc)
                 return False
-        done = r.endpoint.server.authorize(peer.session, decision.key_id, decision.approve,
+        done = r.server.authorize(peer.session, decision.key_id, decision.approve,
                                            decision.reason, decision.client_reason,
                                            self._now(), config)
         if done and not decision.approve:
@@ -254,7 +244,6 @@ class ServerHost(RuntimeHost):
     def on_event(self, event: Event) -> None:
         r = self.server_runtime
         if isinstance(event, AuthRequested):
-            r.peers.sync()
             peer = r.peers.by_peer_id(event.peer_id)
             if peer is None:
                 return
@@ -264,18 +253,17 @@ class ServerHost(RuntimeHost):
             self.management.broadcast(
                 f">CLIENT:{mode},{peer.client_id},{event.auth_id}",
                 *client_env(peer, len(r.peers.peers), [(k, v) for k, v in extra if v]))
-        # ESTABLISHED once the client's data channel runs (after client-auth, if asked)
-        for peer in r.peers.peers.values():
-            if peer.session.send_key is not None and peer.client_id not in self._established:
-                self._established.add(peer.client_id)
-                if peer.virtual_address is None and peer.session.peer_id is not None:
-                    vip = r.endpoint.server.vip_of.get(peer.session.peer_id)
-                    peer.virtual_address = str(vip) if vip is not None else None
-                if peer.client_id in self._connected and peer.virtual_address:
-                    self.management.broadcast(
-                        f">CLIENT:ADDRESS,{peer.client_id},{peer.virtual_address},1")
-                self.management.broadcast(f">CLIENT:ESTABLISHED,{peer.client_id}",
-                                          *client_env(peer, len(r.peers.peers)))
+        elif isinstance(event, DataChannelReady):
+            # ESTABLISHED once the client's data channel runs (after client-auth, if asked)
+            peer = r.peers.by_peer_id(event.peer_id)
+            if peer is None or peer.client_id in self._established:
+                return
+            self._established.add(peer.client_id)
+            if peer.client_id in self._connected and peer.virtual_address:
+                self.management.broadcast(
+                    f">CLIENT:ADDRESS,{peer.client_id},{peer.virtual_address},1")
+            self.management.broadcast(f">CLIENT:ESTABLISHED,{peer.client_id}",
+                                      *client_env(peer, len(r.peers.peers)))
 
     def _peer_changed(self, what: str, peer: Peer) -> None:
         if what != "left":

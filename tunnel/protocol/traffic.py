@@ -1,0 +1,26 @@
+"""Byte and datagram counters: per session (the whole connection, across its keys) and per
+endpoint (everything on the link, attributed or not).
+
+OpenVPN's status file, `bytecount` and our metrics report bytes per client for the whole
+connection, while a data key's own counters vanish with it at every renegotiation; so the
+endpoint that owns a session counts what passes into `Session.traffic`, and its totals into
+its own `traffic`. Plain integer fields: one attribute add per packet, no allocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Traffic"]
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Bytes in each direction: link = UDP/TCP payloads, tun = cleartext IP packets."""
+
+    link_rx: int = 0
+    link_tx: int = 0
+    tun_rx: int = 0  # read from the device (to be sent)
+    tun_tx: int = 0  # written to the device (received)
+    link_rx_packets: int = 0  # datagrams (the metrics endpoint's packet counters)
+    link_tx_packets: int = 0
