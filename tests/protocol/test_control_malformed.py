@@ -55,7 +55,7 @@ def _malformed(sid: bytes, remote: bytes) -> list[bytes]:
 def test_plain_malformed_packets_are_counted_drops_and_change_nothing() -> None:
     pair = Pair()
     pair.connect()
-    session = pair.server.by_addr[next(iter(pair.server.by_addr))]
+    [session] = pair.server.sessions
     client = pair.client.session
     pair.run(1)
     before_server, before_client = _state(session), _state(client)
@@ -93,7 +93,7 @@ def test_authenticated_but_malformed_packets_change_nothing() -> None:
     client_wrap = TlsCryptWrap.from_key(CRYPT_KEY, server=False)
     pair = Pair(server_wrap=server_wrap, client_wrap=client_wrap)
     pair.connect()
-    session = pair.server.by_addr[next(iter(pair.server.by_addr))]
+    [session] = pair.server.sessions
     client = pair.client.session
     pair.run(1)
     before = _state(session)
@@ -114,7 +114,7 @@ def test_ack_for_another_session_changes_nothing() -> None:
     """A well-formed packet the reliability layer refuses (ACKs naming another session)."""
     pair = Pair()
     pair.connect()
-    session = pair.server.by_addr[next(iter(pair.server.by_addr))]
+    [session] = pair.server.sessions
     client = pair.client.session
     pair.run(1)
     before = _state(session)

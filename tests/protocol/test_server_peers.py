@@ -4,6 +4,7 @@ packet counters on the session, the caller's settings left alone, the source che
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from tests.protocol.harness import (
@@ -22,7 +23,7 @@ from tunnel.protocol.events import (
     PacketDropped,
     SessionClosed,
 )
-from tunnel.protocol.session import DROPPED, TO_TUN
+from tunnel.protocol.verdicts import DROPPED, TO_TUN
 
 
 def _connect_another(pair: Pair, addr: tuple[str, int]) -> Client:
@@ -93,12 +94,21 @@ def test_byte_and_packet_counters_live_on_the_session() -> None:
     assert session.traffic.link_rx == rx
 
 
+def _fields(settings: object) -> dict[str, object]:
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+
+
 def test_the_callers_settings_are_not_changed() -> None:
-    pair = Pair()
-    assert pair.server.settings.session.push_items is None
+    pair = Pair(ipv6=True)
+    server, session = _fields(pair.server.settings), _fields(pair.server.settings.session)
     pair.connect()
-    assert pair.server.settings.session.push_items is None
     assert pair.client_vip == ipaddress.IPv4Address("10.8.0.2")  # the server's push list ran
+    for before, settings in ((server, pair.server.settings),
+                             (session, pair.server.settings.session)):
+        after = _fields(settings)
+        assert after.keys() == before.keys()
+        assert all(after[name] is before[name] for name in before), [
+            name for name in before if after[name] is not before[name]]
 
 
 def test_link_local_ipv6_is_dropped_quietly_as_stock_other_sources_are_counted() -> None:
