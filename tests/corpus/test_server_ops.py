@@ -9,6 +9,7 @@ without a ccd file gets a pool address, which lands in ipp.txt in stock's format
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -120,3 +121,53 @@ def test_topology_net30_and_p2p(topology: str, server_kind: str, client_kind: st
                 client.stop()
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("server_kind", ["stock", "ours"])
+def test_crl_file_removed_while_running_keeps_the_last_crl(server_kind: str,
+                                                           workdir: Path) -> None:
+    """crl.pem deleted after the start: stock warns "Failed to stat CRL file, not reloading
+    CRL." and keeps the CRL it read, so the revoked client stays out and the good one gets in;
+    a server started without the file does not start at all."""
+    materials = make_materials(workdir)
+    with NetnsPair(workdir=workdir) as pair:
+        fill = {"remote": str(pair.addr_a), "local": str(pair.addr_a)}
+        server_text = render((PAIRS_DIR / "openvpn-sample" / "server.conf").read_text(),
+                             materials, **fill) + "crl-verify crl.pem\n"
+        client_text = render((PAIRS_DIR / "openvpn-sample" / "client.ovpn").read_text(),
+                             materials, **fill)
+        server_dir = workdir / "server"
+        prepare(server_dir, materials)
+        (server_dir / "server.conf").write_text(server_text)
+        server = _start(pair, pair.ns_a, server_kind, "server", server_dir / "server.conf")
+        try:
+            server.wait_up()
+            (server_dir / "crl.pem").unlink()
+            revoked_dir = workdir / "revoked"
+            prepare(revoked_dir, materials)
+            (revoked_dir / "client.ovpn").write_text(
+                client_text.replace("cert client.crt", "cert revoked.crt")
+                .replace("key client.key", "key revoked.key"))
+            revoked = _start(pair, pair.ns_b, "stock", "client", revoked_dir / "client.ovpn")
+            with pytest.raises(PeerFailed):
+                revoked.wait_up(8)
+            revoked.stop()
+            assert "Failed to stat CRL file, not reloading CRL" in server.log(), \
+                server.describe()
+            client_dir = workdir / "client"
+            prepare(client_dir, materials)
+            (client_dir / "client.ovpn").write_text(client_text)
+            client = _start(pair, pair.ns_b, "stock", "client", client_dir / "client.ovpn")
+            try:
+                client.wait_up()
+            finally:
+                client.stop()
+            server.assert_running()
+        finally:
+            server.stop()
+        # Started without it: no server.
+        again = _start(pair, pair.ns_a, server_kind, "server", server_dir / "server.conf")
+        assert wait_for(lambda: again.proc.poll() is not None, 15, 0.1), again.describe()
+        assert again.proc.returncode != 0
+        assert re.search(r"Failed to stat CRL file|cannot read the CRL file", again.log()), \
+            again.describe()

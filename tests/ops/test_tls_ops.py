@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import ssl
 import time
@@ -117,9 +118,36 @@ def test_crl_file_refuses_revoked_and_is_reread(tmp_path: Path, pem: dict[str, b
     os.utime(crl_path, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
     with pytest.raises(HandshakeError, match="not signed"):
         check(_cert(pem, "client"))
+    # Gone: the CRL last read stays in force (stock: "not reloading CRL"), here the bad one.
     crl_path.unlink()
-    with pytest.raises(HandshakeError, match="cannot read"):
+    with pytest.raises(HandshakeError, match="not signed"):
         check(_cert(pem, "client"))
+
+
+def test_crl_file_gone_keeps_the_last_crl(tmp_path: Path, pem: dict[str, bytes],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    crl_path = tmp_path / "crl.pem"
+    crl_path.write_bytes(_crl(pem["ca.crt"], pem["ca.key"], pem["revoked.crt"]))
+    check = CrlCheck(pem["ca.crt"].decode(), crl_path)  # read now, as stock at start
+    crl_path.unlink()
+    caplog.set_level(logging.WARNING, logger="tunnel")
+    logging.getLogger("tunnel").propagate = True
+    try:
+        check(_cert(pem, "client"))
+        with pytest.raises(HandshakeError, match="revoked"):
+            check(_cert(pem, "revoked"))
+    finally:
+        logging.getLogger("tunnel").propagate = False
+    assert "WARNING: Failed to stat CRL file, not reloading CRL." in caplog.text
+    # Back with a new revocation: read again.
+    crl_path.write_bytes(_crl(pem["ca.crt"], pem["ca.key"], pem["client.crt"]))
+    check(_cert(pem, "revoked"))
+    with pytest.raises(HandshakeError, match="revoked"):
+        check(_cert(pem, "client"))
+    # Never read (gone before the first check): nothing to keep, every peer refused.
+    missing = CrlCheck(pem["ca.crt"].decode(), tmp_path / "nothing.pem")
+    with pytest.raises(HandshakeError, match="cannot read"):
+        missing(_cert(pem, "client"))
 
 
 def test_crl_dir_and_inline(tmp_path: Path, pem: dict[str, bytes]) -> None:

@@ -2,10 +2,16 @@
 
 * `crl-verify FILE` (or an inline block): PEM CRL(s). The file is read again whenever its
   modification time or size changes (stock's `tls_ctx_reload_crl()` on every new TLS
-  session), so revoking a client needs no restart. Like OpenSSL's CRL check that stock turns
-  on, a CRL that is not signed by one of our CAs, is not yet valid or has expired refuses the
-  peer; stricter than stock, so does a CRL file that cannot be read (stock then runs without
-  one). No CRL from the certificate's issuer is accepted, as stock's verify callback does.
+  session), so revoking a client needs no restart. The file is read at start (the parser
+  refuses a missing one, as stock exits with "Failed to stat CRL file during
+  initialization"); when it disappears later, the CRL last read stays in force with stock's
+  "WARNING: Failed to stat CRL file, not reloading CRL." (so a revoked client stays refused),
+  and it is read again once it is back. Like OpenSSL's CRL check that stock turns on, a CRL
+  that is not signed by one of our CAs, is not yet valid or has expired refuses the peer;
+  stricter than stock, so does a CRL file that exists but cannot be read or parsed (stock
+  then clears its CRLs and lets every client in: a security check we cannot apply is an
+  error here). No CRL from the certificate's issuer is accepted, as stock's verify callback
+  does.
 * `crl-verify DIR dir`: a certificate is revoked when DIR holds a file named after its serial
   number in decimal (stock's `verify_check_crl_dir()`); nothing else is checked.
 """
@@ -13,6 +19,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tunnel.protocol.errors import HandshakeError
 
 __all__ = ["CrlCheck"]
+
+_log = logging.getLogger("tunnel")  # logsetup.LOGGER_NAME
 
 _MAX_CRL_BYTES = 16 << 20
 _PEM_END = "-----END X509 CRL-----"
@@ -62,6 +71,8 @@ class CrlCheck:
         self._cas = x509.load_pem_x509_certificates(self.ca_pem.encode()) if self.ca_pem else []
         if self.inline is not None:
             self._load_text(self.inline)
+        elif self.path is not None and not self.is_dir:
+            self._reload_if_changed(self.path)  # at start, as stock's init_ssl()
 
     def __call__(self, cert: x509.Certificate, address: tuple[str, int] | None = None) -> None:
         if self.is_dir:
@@ -93,8 +104,10 @@ class CrlCheck:
         try:
             info = os.stat(path)
         except OSError as exc:
-            self._stamp, self._crls = None, []
-            self._error = f"cannot read {path}: {exc.strerror or exc}"
+            if self._stamp is None:  # never read: nothing to keep in force
+                self._crls, self._error = [], f"cannot read {path}: {exc.strerror or exc}"
+            else:
+                _log.warning("WARNING: Failed to stat CRL file, not reloading CRL.")
             return
         stamp = (info.st_mtime_ns, info.st_size)
         if stamp == self._stamp:
