@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """In-process benchmark of the data path's batch I/O, and its allocation check. No root.
 
-One direction of a TCP flow through everything the driver does per packet, minus the TUN
-device: seal in a pooled buffer -> GsoSender (runs on loopback UDP, one sendmsg each) -> GRO
-read (one recvmsg per run) -> cut into datagrams, copied into a pooled buffer -> open ->
-TunCoalescer (merged GSO frames, handed to a sink that only counts).
+One direction of a TCP flow through the driver's own code (tunnel/io/datapath.py: the
+functions `Driver` calls), minus the TUN device and the session layers: an in-memory
+`PacketDevice` -> `outbound_batch` (read into one pooled buffer, seal, `GsoSender.queue`; runs
+on loopback UDP, one sendmsg each) -> `inbound_batch` (GRO read, one recvmsg per run, cut into
+datagrams copied into a pooled buffer, open) -> `DeviceOutput` (TunCoalescer: merged GSO
+frames, handed to the device's `write_frame`, which only counts).
 
 1. Speed: microseconds per packet, median of interleaved repetitions, next to the bare AEAD
    (encrypt_into + decrypt_into) on the same bytes: a regression guard for the per-packet
@@ -36,19 +38,14 @@ except ImportError:  # run from a checkout without installing: use the repositor
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core import BufferPool
-from tunnel.io.gso import (
-    GRO_BUFFER_SIZE,
-    GRO_CMSG_SPACE,
-    GsoSender,
-    enable_gro,
-    gro_segment_size,
-    gso_supported,
-)
-from tunnel.io.offload import TunCoalescer
+from core import Buffer, BufferPool
+from tunnel.io.datapath import DeviceOutput, inbound_batch, outbound_batch
+from tunnel.io.gso import GRO_BUFFER_SIZE, GsoSender, enable_gro, gso_supported
+from tunnel.io.offload import VNET_HDR_SIZE
 from tunnel.protocol.datachannel import DataKey
 from tunnel.protocol.prf import DirectionKey
 from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.verdicts import DROPPED, TO_TUN
 from tunnel.runtime import make_frame
 
 MSS = 1348  # TCP payload: 1400-byte IP packets with timestamps
@@ -69,19 +66,58 @@ def tcp_segments(count: int) -> list[bytes]:
     return out
 
 
-class CountingSink:
-    def __init__(self) -> None:
+class BenchDevice:
+    """A `PacketDevice` in memory: each batch reads the same segments (copied into the view,
+    behind a virtio-net header's room, as a TUN with IFF_VNET_HDR reads them); frames written
+    are only counted."""
+
+    name = "bench0"
+    offload = True
+    read_offset = VNET_HDR_SIZE
+
+    def __init__(self, packets: list[bytes]) -> None:
+        self.packets = packets
+        self.next = 0
+        self.rx_packets = self.tx_packets = self.tx_dropped = 0
         self.frames = 0
         self.bytes = 0
 
-    def __call__(self, frame: memoryview) -> bool:
+    def fileno(self) -> int:
+        return -1
+
+    def rewind(self) -> None:
+        self.next = 0
+
+    def read_packet(self, room: memoryview) -> int:
+        if self.next >= len(self.packets):
+            return 0
+        packet = self.packets[self.next]
+        self.next += 1
+        size = len(packet)
+        room[VNET_HDR_SIZE : VNET_HDR_SIZE + size] = packet
+        self.rx_packets += 1
+        return size
+
+    def write(self, data: memoryview) -> bool:
+        self.tx_packets += 1
+        return True
+
+    def write_frame(self, frame: memoryview) -> bool:
         self.frames += 1
         self.bytes += len(frame)
         return True
 
+    def close(self) -> None:
+        pass
+
+
+def _fault(where: str, exc: Exception) -> None:
+    raise exc
+
 
 class OneWay:
-    """Both ends of one direction, wired as the driver wires them."""
+    """Both ends of one direction, wired as the driver wires them; the endpoints are the bare
+    data keys (`encrypt` seals and names the peer, `receive` opens)."""
 
     def __init__(self) -> None:
         c2s = DirectionKey(os.urandom(32), os.urandom(8))
@@ -100,43 +136,38 @@ class OneWay:
         self.gso = GsoSender(self.tx)
         self.addr = self.rx.getsockname()
         self.run = memoryview(bytearray(GRO_BUFFER_SIZE))
-        self.sink = CountingSink()
-        self.coalescer = TunCoalescer(self.sink, udp=False)
-        self.packets = tcp_segments(BATCH)
-        self.received = 0
+        self.device = BenchDevice(tcp_segments(BATCH))
+        self.output = DeviceOutput(self.device)
+        coalescer = self.output.coalescer
+        assert coalescer is not None
+        coalescer.udp = False
+        self.coalescer = coalescer
+        self.sink = self.device
+
+    def encrypt(self, buf: Buffer, now: float) -> tuple[str, int]:
+        self.sender.seal(buf, 0)
+        return self.addr
+
+    def receive(self, buf: Buffer, addr: tuple[str, int], now: float) -> int:
+        return TO_TUN if self.receiver.open(buf, now) else DROPPED
+
+    @property
+    def received(self) -> int:
+        return self.output.packets
 
     def batch(self) -> None:
         """One device batch sent, then one socket batch received (the driver's two callbacks)."""
         pool = self.pool
         buf = pool.acquire()
         headroom = buf.offset
-        seal = self.sender.seal
-        queue = self.gso.add
-        addr = self.addr
-        for packet in self.packets:
-            buf.reset(headroom)
-            buf.append(packet)
-            seal(buf, 0)
-            queue(buf.data, addr)
+        self.device.rewind()
+        outbound_batch(self.device, buf, BATCH, self.encrypt, self.gso.queue, 1.0, _fault)
         self.gso.flush()
-        open_ = self.receiver.open
-        write = self.coalescer.write
-        run = self.run
-        runs = (run,)
-        recvmsg_into = self.rx.recvmsg_into
-        while True:
-            try:
-                size, ancdata, _flags, _addr = recvmsg_into(runs, GRO_CMSG_SPACE)
-            except BlockingIOError:
-                break
-            segment = gro_segment_size(ancdata, size) if ancdata else size
-            for start in range(0, size, segment):
-                buf.reset(headroom)
-                buf.append(run[start : min(start + segment, size)])
-                if open_(buf, 1.0):
-                    write(buf)
-                    self.received += 1
-        self.coalescer.flush()
+        buf.reset(headroom)
+        while inbound_batch(self.rx, self.run, buf, BATCH, self.receive, self.output.write,
+                            1.0, _fault)[0]:
+            buf.reset(headroom)
+        self.output.flush()
         pool.release(buf)
 
     def close(self) -> None:

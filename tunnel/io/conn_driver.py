@@ -5,17 +5,16 @@ only in how packets reach the endpoint: per connection, framed (tunnel/io/stream
 address per connection. The endpoint (`Client` or `Server`) is the same object, driven with the
 same calls; the connection's peer address plays the part of the datagram's source address.
 
+The numbered flows are tunnel/io/datapath.py's; here they differ only where the link does:
 Inbound flow (`_on_connection_readable`):
   1. one `recv_into` into the driver's scratch buffer (StreamConnection.receive cuts packets);
-  2. each packet is copied into the batch's pooled buffer (the data channel opens in place and
-     needs the frame's tailroom), handed to `endpoint.receive(buf, conn.addr, now)`;
-  3. TO_TUN: written to the device (coalesced like the UDP path); CONSUMED: control work after
-     the batch (control packets out, events, timer).
-Outbound flow (`_on_device_readable`):
-  1. a bounded batch of TUN reads into one pooled buffer, each sealed in place
-     (`endpoint.encrypt`), its length prefix put into the frame's reserved headroom;
-  2. queued on the connection of the address the endpoint returned (bounded, drops counted);
-  3. one `send` per touched connection at the end of the batch; a connection the kernel did
+  2.-5. as datapath's: each packet copied into the batch's pooled buffer, handed to
+     `endpoint.receive(buf, conn.addr, now)`, TO_TUN to `DeviceOutput` (coalesced), flushed
+     when the callback ends; CONSUMED: control work after the batch.
+Outbound flow (`_on_device_readable`): `datapath.outbound_batch` with
+  3. `_queue_sealed`: the length prefix into the frame's reserved headroom, queued on the
+     connection of the address the endpoint returned (bounded, drops counted);
+  4. one `send` per touched connection at the end of the batch; a connection the kernel did
      not take everything from waits for writability, the others go on.
 """
 
@@ -29,13 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import BoundsError, Buffer, BufferPool, GcArena, RunPool
+from tunnel.io.datapath import DeviceOutput, outbound_batch
 from tunnel.io.device import PacketDevice
 from tunnel.io.driver import DEFAULT_BATCH, DriverStats, Endpoint
 from tunnel.io.faults import CallbackFaults
 from tunnel.io.link_conn import LinkConnection, queue_sealed
-from tunnel.io.offload import COALESCE_RUN_SIZE, TunCoalescer, check_device_headroom
+from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.stream import SCRATCH_SIZE, FramingError
-from tunnel.io.tun import TunDevice
+from tunnel.io.timer import EndpointTimer
 from tunnel.protocol.events import Event
 from tunnel.protocol.verdicts import CONSUMED, TO_TUN
 
@@ -85,20 +85,15 @@ class ConnDriver:
         self.on_event = on_event
         self.stats = ConnStats()
         self.conns: dict[Address, LinkConnection] = {}
-        coalesce = isinstance(device, TunDevice) and device.vnet_hdr
-        if isinstance(device, TunDevice):
-            check_device_headroom(pool.frame, device.read_offset)
+        check_device_headroom(pool.frame, device.read_offset)
         # The runs (the receive scratch, a coalesced TUN frame) are blocks of one RunPool,
         # counted with the packet pool's; each is held for the driver's life.
         scratch = SCRATCH_SIZE + pool.frame.buffer_size
-        self.runs = RunPool(max(scratch, COALESCE_RUN_SIZE), 2 if coalesce else 1)
+        self.runs = RunPool(max(scratch, COALESCE_RUN_SIZE), 2 if device.offload else 1)
         self._scratch = self.runs.acquire().tailroom_view()[:scratch]
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._coalescer: TunCoalescer | None = None
-        if coalesce:
-            assert isinstance(device, TunDevice)
-            self._coalescer = TunCoalescer(device.write_frame, run=self.runs.acquire())
+        self._timer = EndpointTimer(loop, self._on_timer)
+        self._output = DeviceOutput(device, self.runs)
+        self._touched: set[LinkConnection] = set()  # by the device batch being sealed
         self._running = False
         # Client: while the link has unsent output, the device is not read (stock's p2p loop
         # reads the TUN only when the link buffer is empty), so the kernel queues at the TUN
@@ -124,9 +119,7 @@ class ConnDriver:
         self._device_paused = False
         for conn in list(self.conns.values()):
             self._drop_connection(conn, count=False)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
     def kick(self) -> None:
         """The endpoint changed from outside (a management command): act on it now."""
@@ -204,13 +197,11 @@ class ConnDriver:
         now = self.loop.time()
         arena = self.arena
         receive = self.endpoint.receive
-        write = self.device.write
-        coalescer = self._coalescer
-        coalesce = coalescer.write if coalescer is not None else None
-        packets = coalescer.packets if coalescer is not None else 0
-        dropped = coalescer.dropped if coalescer is not None else 0
+        output = self._output
+        write = output.write
+        packets, dropped = output.packets, output.dropped
         addr = conn.addr
-        counts = [0, 0, 0, 0]  # rx, tun_tx, tun_dropped, control
+        counts = [0, 0]  # rx, control
         lost: str | None = None
         try:
             buf = arena.take(self.pool)
@@ -225,19 +216,13 @@ class ConnDriver:
                 counts[0] += 1
                 try:
                     verdict = receive(buf, addr, now)
+                    if verdict == TO_TUN:
+                        write(buf)
+                    elif verdict == CONSUMED:
+                        counts[1] = 1
                 except Exception as exc:  # a bug: this packet is lost, the stream goes on
                     self.stats.errors += 1
                     self.faults.record("a packet from a link connection", exc)
-                    return
-                if verdict == TO_TUN:
-                    if coalesce is not None:
-                        coalesce(buf)
-                    elif write(buf.data):
-                        counts[1] += 1
-                    else:
-                        counts[2] += 1
-                elif verdict == CONSUMED:
-                    counts[3] = 1
 
             try:
                 if not conn.receive(self._scratch, deliver):
@@ -248,81 +233,59 @@ class ConnDriver:
             except OSError as exc:
                 lost = exc.strerror or str(exc)
         finally:
-            if coalescer is not None:
-                coalescer.flush()
-                counts[1] += coalescer.packets - packets - (coalescer.dropped - dropped)
-                counts[2] += coalescer.dropped - dropped
+            output.flush()
             arena.free()
             stats = self.stats
             stats.udp_rx += counts[0]
-            stats.tun_tx += counts[1]
-            stats.tun_tx_dropped += counts[2]
-        if counts[3] and not conn.session_seen:
+            dropped = output.dropped - dropped
+            stats.tun_tx += output.packets - packets - dropped
+            stats.tun_tx_dropped += dropped
+        if counts[1] and not conn.session_seen:
             conn.session_seen = self.has_session(addr)
         if lost is not None:
             self.connection_lost(conn, lost, now)
             self._after_input(now)
-        elif counts[3]:
+        elif counts[1]:
             self._after_input(now)
 
     def _on_device_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        encrypt = self.endpoint.encrypt
-        conns = self.conns
-        touched: set[LinkConnection] = set()
-        tun_rx = no_route = queued = dropped = 0
+        touched = self._touched
+        stats = self.stats
+        tun_rx = no_route = 0
         try:
             buf = arena.take(self.pool)
-            headroom = buf.offset
-            device = self.device
-            if isinstance(device, TunDevice):
-                read_packet = device.read_packet
-                buf.reset(headroom - device.read_offset)
-                room = buf.tailroom_view()
-                for _ in range(self.batch):
-                    size = read_packet(room)
-                    if not size:
-                        break
-                    buf.reset(headroom)
-                    buf.inc_len(size)
-                    tun_rx += 1
-                    q, d = self._send_sealed(encrypt(buf, now), buf, conns, touched)
-                    queued += q
-                    dropped += d
-                    no_route += 1 - q - d
-            else:
-                for _ in range(self.batch):
-                    buf.reset(headroom)
-                    if not device.read_into(buf):
-                        break
-                    tun_rx += 1
-                    q, d = self._send_sealed(encrypt(buf, now), buf, conns, touched)
-                    queued += q
-                    dropped += d
-                    no_route += 1 - q - d
+            tun_rx, no_route = outbound_batch(
+                self.device, buf, self.batch, self.endpoint.encrypt, self._queue_sealed, now,
+                self._packet_fault,
+            )
         finally:
             arena.free()
-            stats = self.stats
             stats.tun_rx += tun_rx
             stats.no_route += no_route
-            stats.udp_tx += queued
-            stats.udp_tx_dropped += dropped
-        for conn in touched:
-            self._flush_conn(conn)
+        try:
+            for conn in touched:
+                self._flush_conn(conn)
+        finally:
+            touched.clear()
 
-    @staticmethod
-    def _send_sealed(
-        addr: Address | None, buf: Buffer, conns: dict[Address, LinkConnection],
-        touched: set[LinkConnection],
-    ) -> tuple[int, int]:
-        if addr is None:
-            return 0, 0
-        conn = conns.get(addr)
+    def _queue_sealed(self, buf: Buffer, addr: Address) -> None:
+        """Outbound step 3: onto the connection of `addr` (none, or not connected: dropped)."""
+        conn = self.conns.get(addr)
+        stats = self.stats
         if conn is None or not conn.connected:
-            return 0, 1
-        touched.add(conn)
-        return (1, 0) if queue_sealed(conn, buf) else (0, 1)
+            stats.udp_tx_dropped += 1
+            return
+        self._touched.add(conn)
+        if queue_sealed(conn, buf):
+            stats.udp_tx += 1
+        else:
+            stats.udp_tx_dropped += 1
+
+    def _packet_fault(self, where: str, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.faults.record(where, exc)
 
     def safe(self, where: str, callback: Callable[..., None], *args: Any) -> None:
         """Run a readiness callback; an exception (a bug) is logged, counted and survived."""
@@ -333,8 +296,7 @@ class ConnDriver:
             self.faults.record(where, exc)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
+        self._timer.fired()
         now = self.loop.time()
         try:
             self.endpoint.handle_timer(now)
@@ -342,9 +304,8 @@ class ConnDriver:
         except Exception as exc:
             self.stats.errors += 1
             self.faults.record("the timer", exc)
-            if self._running and self._timer is None:  # never stall: come back soon
-                self._timer_at = now + _FAULT_BACKOFF
-                self._timer = self.loop.call_at(self._timer_at, self._on_timer)
+            if self._running and not self._timer.armed:  # never stall: come back soon
+                self._timer.arm(now + _FAULT_BACKOFF)
 
     # -- after every input ---------------------------------------------------------------------
 
@@ -392,14 +353,7 @@ class ConnDriver:
         extra = self.next_housekeeping()
         if extra is not None and (deadline is None or extra < deadline):
             deadline = extra
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer.arm(deadline)
 
     def next_housekeeping(self) -> float | None:
         """Subclasses: the next time connection housekeeping must run, or None."""

@@ -1,37 +1,29 @@
 """Drives a sans-I/O endpoint (`Client` or `Server`) with real I/O on an asyncio loop.
 
 One readiness callback per source: the UDP socket and the packet device. Each callback opens
-the connection's `GcArena`, drains a bounded batch into pooled buffers, hands each to the
-protocol, and frees the whole arena at once when the batch ends (OpenVPN's per-handler
-`gc_new()`/`gc_free()` in forward.c). One timer per endpoint, re-armed from `get_timer()`.
+the connection's `GcArena`, runs one direction of the data path for a bounded batch
+(tunnel/io/datapath.py: the numbered inbound and outbound flows), and frees the whole arena at
+once when the batch ends (OpenVPN's per-handler `gc_new()`/`gc_free()` in forward.c). One
+timer per endpoint, re-armed from `get_timer()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import socket
-import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from core import BoundsError, Buffer, BufferPool, GcArena, RunPool
+from core import Buffer, BufferPool, GcArena, RunPool
+from tunnel.io.datapath import CONTROL, REFUSED, DeviceOutput, inbound_batch, outbound_batch
 from tunnel.io.device import PacketDevice
 from tunnel.io.faults import CallbackFaults
-from tunnel.io.gso import (
-    GRO_BUFFER_SIZE,
-    GRO_CMSG_SPACE,
-    GSO_MAX_BYTES,
-    GsoSender,
-    enable_gro,
-    gro_segment_size,
-)
-from tunnel.io.offload import COALESCE_RUN_SIZE, TunCoalescer, check_device_headroom
-from tunnel.io.tun import TunDevice
+from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
+from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
+from tunnel.io.timer import EndpointTimer
 from tunnel.protocol.events import Event
-from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 Address = tuple[str, int]
 
@@ -39,27 +31,11 @@ Address = tuple[str, int]
 # that the other direction and the timers are not starved. Measured (bench_netns, one run):
 # 32 -> 64 -> 128 gave TCP-1 2142 -> 2183 -> 2294 Mbit/s; UDP-64 within noise.
 DEFAULT_BATCH = 128
-# Per-packet constants as plain ints: `flags & socket.MSG_TRUNC` calls enum.Flag.__and__ in
-# Python and builds a flag object (~4 us a datagram, measured).
-_MSG_TRUNC: Final = int(socket.MSG_TRUNC)
-_FIONREAD: Final = termios.FIONREAD
-_NOTHING_QUEUED: Final = bytes(4)
 # The driver's runs (a GRO read, a GSO send, a coalesced TUN frame) are blocks of one RunPool.
 RUN_SIZE: Final = max(GRO_BUFFER_SIZE, GSO_MAX_BYTES, COALESCE_RUN_SIZE)
 # After an exception in the timer or the control round, the timer comes back no sooner than
 # this: a bug that fails every time costs a log line now and then, not a busy loop.
 _FAULT_BACKOFF = 0.5
-
-
-def _nothing_queued(fd: int) -> bool:
-    """True when the UDP socket has no datagram waiting (FIONREAD: the next one's size).
-
-    An empty datagram reads as 0 too: it stays queued, the socket stays readable, and the
-    next callback's first read takes it. An ioctl that fails says nothing: read on."""
-    try:
-        return fcntl.ioctl(fd, _FIONREAD, _NOTHING_QUEUED) == _NOTHING_QUEUED
-    except OSError:
-        return False
 
 
 class Endpoint(Protocol):
@@ -118,25 +94,18 @@ class Driver:
         self.on_event = on_event
         self.stats = DriverStats()
         self.faults = CallbackFaults(log or logging.getLogger("tunnel"))
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._ipv6 = sock.family == socket.AF_INET6
-        coalesce = isinstance(device, TunDevice) and device.vnet_hdr
-        if isinstance(device, TunDevice):
-            check_device_headroom(pool.frame, device.read_offset)
+        self._timer = EndpointTimer(loop, self._on_timer)
+        check_device_headroom(pool.frame, device.read_offset)
         # The runs are pool memory, counted with the packet pool's (status, metrics).
-        self.runs = runs if runs is not None else RunPool(RUN_SIZE, 3 if coalesce else 2)
+        self.runs = runs if runs is not None else RunPool(RUN_SIZE, 3 if device.offload else 2)
         # GSO: the sealed datagrams of one device batch leave in one sendmsg per destination.
         self._gso = GsoSender(sock, run=self.runs.acquire())
         # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
         enable_gro(sock)
         self._gro_view = self.runs.acquire().tailroom_view()[:GRO_BUFFER_SIZE]
-        # TUN offload: consecutive TCP segments (UDP datagrams) of a flow enter the kernel as
-        # one packet.
-        self._coalescer: TunCoalescer | None = None
-        if coalesce:
-            assert isinstance(device, TunDevice)
-            self._coalescer = TunCoalescer(device.write_frame, run=self.runs.acquire())
+        # To the device: consecutive TCP segments (UDP datagrams) of a flow enter the kernel
+        # as one packet where the device takes virtio-net frames.
+        self._output = DeviceOutput(device, self.runs)
         self._running = False
 
     def start(self) -> None:
@@ -153,9 +122,7 @@ class Driver:
         self._running = False
         self.loop.remove_reader(self.sock.fileno())
         self.loop.remove_reader(self.device.fileno())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
     def close_endpoint(self) -> None:
         """Tell the peer(s) we leave (explicit-exit-notify) and flush that last word."""
@@ -174,96 +141,33 @@ class Driver:
     def _on_socket_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        recvmsg_into = self.sock.recvmsg_into
-        receive = self.endpoint.receive
-        write = self.device.write
+        output = self._output
         stats = self.stats
-        ipv6 = self._ipv6
-        run = self._gro_view
-        runs = (run,)
-        rx = tun_tx = tun_dropped = malformed = 0
-        control = False  # a control, ping or OCC packet: state that needs servicing
-        refused = False  # a dropped datagram: its (rate-limited) PacketDropped event waits
-        coalescer = self._coalescer
-        coalesce = coalescer.write if coalescer is not None else None
-        packets = coalescer.packets if coalescer is not None else 0
-        dropped = coalescer.dropped if coalescer is not None else 0
+        packets, dropped = output.packets, output.dropped
+        rx = malformed = kinds = 0
         try:
             # One buffer serves the whole batch: every datagram is finished with (written to
             # the device, which copies, or consumed) before the next, so it is re-armed instead
             # of taken from the pool per packet.
             buf = arena.take(self.pool)
-            headroom = buf.offset
-            reset = buf.reset
-            append = buf.append
-            reads = 0
-            fd = self.sock.fileno()
-            while rx < self.batch and reads < self.batch:
-                if reads == 1 and _nothing_queued(fd):
-                    # The datagram that woke us was all there is (the idle, interactive case):
-                    # asking the queue costs a system call, the failing read that would tell
-                    # the same costs one and a BlockingIOError (~8 us a wakeup, measured). With
-                    # more queued, the batch goes on and ends at EAGAIN as before.
-                    break
-                reads += 1
-                try:
-                    # GRO: one read returns a run of datagrams from one sender, end to end.
-                    size, ancdata, flags, addr = recvmsg_into(runs, GRO_CMSG_SPACE)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
-                    continue
-                if not size or flags & _MSG_TRUNC:
-                    # An empty datagram is a valid UDP datagram and nothing we speak; a cut
-                    # one cannot authenticate. Both are one more dropped input.
-                    malformed += 1
-                    continue
-                if ipv6:
-                    addr = addr[:2]
-                segment = gro_segment_size(ancdata, size) if ancdata else size
-                for start in range(0, size, segment):
-                    reset(headroom)
-                    try:
-                        # Copied into the pooled buffer: the data channel opens in place and
-                        # needs the frame's tailroom, which the run has not got.
-                        append(run[start : min(start + segment, size)])
-                    except BoundsError:
-                        malformed += 1  # larger than any datagram we accept: drop it
-                        continue
-                    rx += 1
-                    try:
-                        verdict = receive(buf, addr, now)
-                        if verdict == TO_TUN:
-                            if coalesce is not None:
-                                coalesce(buf)
-                            elif write(buf.data):
-                                tun_tx += 1
-                            else:
-                                tun_dropped += 1
-                        elif verdict == CONSUMED:
-                            control = True
-                        elif verdict == DROPPED:
-                            refused = True
-                    except Exception as exc:  # a bug: this datagram is lost, nothing else
-                        self._fault("the handling of a datagram from the link", exc)
-                        control = True  # the state it left may have something to send
+            rx, malformed, kinds = inbound_batch(
+                self.sock, self._gro_view, buf, self.batch, self.endpoint.receive,
+                output.write, now, self._fault,
+            )
         finally:
-            if coalescer is not None:
-                coalescer.flush()
-                tun_tx += coalescer.packets - packets - (coalescer.dropped - dropped)
-                tun_dropped += coalescer.dropped - dropped
+            output.flush()
             arena.free()
             stats.udp_rx += rx
             stats.malformed += malformed
-            stats.tun_tx += tun_tx
-            stats.tun_tx_dropped += tun_dropped
-        if control:
+            dropped = output.dropped - dropped
+            stats.tun_tx += output.packets - packets - dropped
+            stats.tun_tx_dropped += dropped
+        if kinds & CONTROL:
             # Data packets queue nothing and raise no event; the keepalive deadlines they push
             # back are re-read when the timer fires. So a data-only batch skips the control
             # work (measured: ~30 us a callback, which on an idle tunnel is latency).
             self._after_input(now)
-        elif refused:
+        elif kinds & REFUSED:
             try:
                 self._drain_events()  # the drop reports only: no control work
             except Exception as exc:
@@ -272,71 +176,28 @@ class Driver:
     def _on_device_readable(self) -> None:
         now = self.loop.time()
         arena = self.arena
-        encrypt = self.endpoint.encrypt
         gso = self._gso
-        queue = gso.add
         stats = self.stats
-        tun_rx = no_route = malformed = 0
+        tun_rx = no_route = 0
         sent, dropped = gso.sent, gso.dropped
         try:
             # One buffer for the batch, as above: `queue` copies the sealed datagram into the
             # GSO run, so the buffer is free again at once.
             buf = arena.take(self.pool)
-            headroom = buf.offset
-            reset = buf.reset
-            device = self.device
-            if isinstance(device, TunDevice):
-                # The fast path: one view for the whole batch, the packet read straight to
-                # `headroom` behind the TUN's virtio-net header.
-                read_packet = device.read_packet
-                reset(headroom - device.read_offset)
-                room = buf.tailroom_view()
-                inc_len = buf.inc_len
-                for _ in range(self.batch):
-                    size = read_packet(room)
-                    if not size:
-                        break
-                    reset(headroom)
-                    inc_len(size)
-                    tun_rx += 1
-                    try:
-                        addr = encrypt(buf, now)
-                        if addr is None:
-                            no_route += 1
-                            continue
-                        queue(buf.data, addr)
-                    except Exception as exc:  # a bug: this packet is lost, nothing else
-                        self._fault("the handling of a packet from the device", exc)
-            else:
-                read_into = device.read_into
-                for _ in range(self.batch):
-                    reset(headroom)
-                    if not read_into(buf):
-                        break
-                    if not len(buf):
-                        malformed += 1  # an empty packet: nothing to send
-                        continue
-                    tun_rx += 1
-                    try:
-                        addr = encrypt(buf, now)
-                        if addr is None:
-                            no_route += 1
-                            continue
-                        queue(buf.data, addr)
-                    except Exception as exc:  # a bug: this packet is lost, nothing else
-                        self._fault("the handling of a packet from the device", exc)
+            tun_rx, no_route = outbound_batch(
+                self.device, buf, self.batch, self.endpoint.encrypt, gso.queue, now,
+                self._fault,
+            )
             gso.flush()
         finally:
             arena.free()
             stats.tun_rx += tun_rx
-            stats.malformed += malformed
             stats.no_route += no_route
             stats.udp_tx += gso.sent - sent
             stats.udp_tx_dropped += gso.dropped - dropped
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
+        self._timer.fired()
         now = self.loop.time()
         try:
             self.endpoint.handle_timer(now)
@@ -379,8 +240,7 @@ class Driver:
                 self._arm_timer(timer_floor)
             except Exception as exc:
                 self._fault("arming the timer", exc)
-                self._timer = self.loop.call_at(now + _FAULT_BACKOFF, self._on_timer)
-                self._timer_at = now + _FAULT_BACKOFF
+                self._timer.arm(now + _FAULT_BACKOFF)
 
     def _flush_control(self, now: float) -> None:
         for datagram, addr in self.endpoint.datagrams_to_send(now):
@@ -402,11 +262,4 @@ class Driver:
         deadline = self.endpoint.get_timer()
         if floor is not None and deadline is not None and deadline < floor:
             deadline = floor
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer.arm(deadline)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from core import Buffer
 
 from core import Buffer, RunPool
 
@@ -150,6 +153,10 @@ class GsoSender:
             self._addr = addr
         elif size < self._segment or count + 1 >= GSO_MAX_SEGMENTS:
             self.flush()  # a short datagram ends a run; so does the segment limit
+
+    def queue(self, buf: Buffer, addr: Address) -> None:
+        """`add` for a sealed buffer (the outbound flow's step 3): its datagram is copied."""
+        self.add(buf.data, addr)
 
     def flush(self) -> None:
         """Send the queued run (one syscall); a refused run counts all its datagrams dropped."""

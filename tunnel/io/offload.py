@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Final
 
 from core import Buffer, Frame, FrameBuilder, RunPool
+from tunnel.protocol.checksum import adjust, pseudo_header_sum
 
 __all__ = [
     "COALESCE_RUN_SIZE",
@@ -103,11 +104,6 @@ def kernel_has_tun_udp_gso() -> bool:
     except ValueError:
         return False
     return (major, minor) >= (6, 2)
-
-
-def _fold(s: int) -> int:
-    s = (s & 0xFFFF) + (s >> 16)
-    return (s & 0xFFFF) + (s >> 16)
 
 
 class TunCoalescer:
@@ -301,21 +297,10 @@ class TunCoalescer:
         # IPv4 total length, and the header checksum updated for it (RFC 1624, eqn. 3).
         _U16.pack_into(view, ip + 2, total)
         (check,) = _U16.unpack_from(view, ip + 10)
-        _U16.pack_into(
-            view, ip + 10, ~_fold((~check & 0xFFFF) + (~self._orig_len & 0xFFFF) + total) & 0xFFFF
-        )
+        _U16.pack_into(view, ip + 10, adjust(check, self._orig_len, total))
         # NEEDS_CSUM: the checksum field holds the pseudo-header sum, not complemented.
-        addrs = self._addrs
         proto = self._proto
-        pseudo = _fold(
-            (addrs >> 48)
-            + ((addrs >> 32) & 0xFFFF)
-            + ((addrs >> 16) & 0xFFFF)
-            + (addrs & 0xFFFF)
-            + proto
-            + total
-            - _IP4
-        )
+        pseudo = pseudo_header_sum(self._addrs, proto, total - _IP4)
         transport = ip + _IP4
         if proto == _TCP:
             _U16.pack_into(view, transport + _TCP_CSUM, pseudo)
@@ -337,3 +322,66 @@ class TunCoalescer:
         self.dropped += count
         if proto == _UDP:
             self.udp = False  # this kernel's TUN does not take UDP_L4: plain packets from now
+
+
+def internet_sum(data: memoryview | bytes | bytearray) -> int:
+    """The ones'-complement sum of `data` as 16-bit big-endian words (an odd end padded with
+    zero), in 1..0xFFFF unless all of it is zero. One big-int reduction: 2**16 = 1 mod 0xFFFF."""
+    value = int.from_bytes(data, "big")
+    if len(data) & 1:
+        value <<= 8
+    total = value % 0xFFFF
+    return total if total or not value else 0xFFFF
+
+
+def split_gso(frame: memoryview) -> list[bytearray]:
+    """What the kernel does with a frame written to a TUN with `IFF_VNET_HDR`: the packets it
+    stands for, each complete (IPv4 total length, id and header checksum; TCP sequence number
+    and flags, or UDP length; the transport checksum computed where `NEEDS_CSUM` asked for it).
+    The reference form (plain Python, a packet at a time) for in-memory devices and tests.
+    """
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
+    packet = frame[VNET_HDR_SIZE:]
+    if gso_type == GSO_NONE:
+        out = bytearray(packet)
+        if flags & VNET_F_NEEDS_CSUM:
+            at = csum_start + csum_offset
+            out[at : at + 2] = (~internet_sum(out[csum_start:]) & 0xFFFF).to_bytes(2, "big")
+        return [out]
+    ihl = (packet[0] & 0x0F) * 4
+    if packet[0] >> 4 != 4 or gso_type not in (GSO_TCPV4, GSO_UDP_L4) or not gso_size:
+        raise ValueError(f"cannot split gso_type {gso_type} (IPv4 TCP/UDP only)")
+    tcp = gso_type == GSO_TCPV4
+    hlen = ihl + ((packet[ihl + 12] >> 4) * 4 if tcp else _UDP_HDR)
+    (ip_id,) = _U16.unpack_from(packet, 4)
+    seq = int.from_bytes(packet[ihl + 4 : ihl + 8], "big")
+    body = packet[hlen:]
+    segments: list[bytearray] = []
+    for index, start in enumerate(range(0, len(body), gso_size)):
+        chunk = body[start : start + gso_size]
+        seg = bytearray(packet[:hlen])
+        seg += chunk
+        size = len(seg)
+        last = start + gso_size >= len(body)
+        _U16.pack_into(seg, 2, size)
+        _U16.pack_into(seg, 4, (ip_id + index) & 0xFFFF)
+        _U16.pack_into(seg, 10, 0)
+        _U16.pack_into(seg, 10, ~internet_sum(seg[:ihl]) & 0xFFFF)
+        pseudo = int.from_bytes(seg[12:20], "big")
+        if tcp:
+            seg[ihl + 4 : ihl + 8] = ((seq + start) & 0xFFFFFFFF).to_bytes(4, "big")
+            if not last:
+                seg[ihl + 13] &= ~(0x01 | _PSH) & 0xFF  # FIN and PSH only on the last
+            if index:
+                seg[ihl + 13] &= ~0x80 & 0xFF  # CWR only on the first
+            at = ihl + _TCP_CSUM
+        else:
+            _U16.pack_into(seg, ihl + 4, size - ihl)
+            at = ihl + _UDP_CSUM
+        seg[at : at + 2] = b"\0\0"
+        total = pseudo_header_sum(pseudo, _TCP if tcp else _UDP, size - ihl)
+        total += internet_sum(seg[ihl:])
+        check = ~(total % 0xFFFF or 0xFFFF) & 0xFFFF
+        seg[at : at + 2] = (check or (0 if tcp else 0xFFFF)).to_bytes(2, "big")
+        segments.append(seg)
+    return segments

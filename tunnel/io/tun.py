@@ -3,10 +3,11 @@
 One fd per queue, opened non-blocking and close-on-exec, in IFF_TUN | IFF_NO_PI mode: each
 read(2) returns exactly one IP packet, each write(2) injects one. By default the device is
 also opened with IFF_VNET_HDR: the kernel then puts a 10-byte virtio-net header in front of
-every packet, which `read_into` and `write` take off and put on, so callers still see bare IP
-packets; what the header buys is `write_frame`, which can hand the kernel one coalesced TCP
-packet for many segments (tunnel/io/offload.py). No offload is asked for on reads
-(TUNSETOFFLOAD), so every packet read is a plain one with its checksum complete.
+every packet, which `read_packet` (the packet at `read_offset`) and `write` step over and put
+on, so callers still see bare IP packets; what the header buys is `write_frame`, which can
+hand the kernel one coalesced TCP packet for many segments (tunnel/io/offload.py). No offload
+is asked for on reads (TUNSETOFFLOAD), so every packet read is a plain one with its checksum
+complete.
 Configuration (addresses, MTU, link state) is tunnel/io/netlink.py's job, not this file's.
 """
 
@@ -19,9 +20,8 @@ import os
 import struct
 from typing import TYPE_CHECKING
 
-from core import BoundsError
-from tunnel.io.device import DeviceError
-from tunnel.io.offload import GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
+from tunnel.io.device import DeviceError, read_into
+from tunnel.io.offload import VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
 
 if TYPE_CHECKING:
     from core import Buffer
@@ -55,6 +55,8 @@ class TunDevice:
         "_fd",
         "_file",
         "name",
+        "offload",
+        "read_offset",
         "rx_dropped",
         "rx_packets",
         "tx_dropped",
@@ -66,6 +68,8 @@ class TunDevice:
         """Wrap an fd already attached with TUNSETIFF; use `TunDevice.open` instead."""
         self.name = name
         self.vnet_hdr = vnet_hdr  # every read and write carries a virtio-net header
+        self.offload = vnet_hdr  # so write_frame takes GSO frames (PacketDevice)
+        self.read_offset = VNET_HDR_SIZE if vnet_hdr else 0
         self._fd = fd
         # FileIO gives readinto/write that return None on EAGAIN instead of raising, so the
         # common "drained" outcome costs no exception; it also owns (and closes) the fd.
@@ -114,52 +118,29 @@ class TunDevice:
         return self._file.closed
 
     def read_into(self, buf: Buffer) -> bool:
-        """Read one packet into `buf`'s tailroom; False when none is waiting (never blocks).
-
-        A packet larger than the tailroom is dropped (counted in `rx_dropped`) and the next
-        one is read: the kernel silently cuts it to the space given.
-        """
-        if not buf.tailroom:
-            # A zero-length read would consume (and lose) a packet; this is a caller's bug.
-            raise BoundsError(f"read_into {self.name}: the buffer has no tailroom")
-        if self.vnet_hdr:
-            return self._read_vnet(buf)
-        file = self._file
-        while True:
-            room = buf.tailroom_view()
-            n = file.readinto(room)
-            if n is None:  # EAGAIN: drained
-                return False
-            # Only a read that filled the whole view can have been cut; then the IP header's
-            # own length says whether it was (rare: the frame leaves room beyond the MTU).
-            # No IP packet is shorter than 20 bytes, so a full read of less was cut.
-            if n < len(room) or (n >= 20 and _ip_length(room) <= n):
-                buf.inc_len(n)
-                self.rx_packets += 1
-                return True
-            self.rx_dropped += 1
-
-    @property
-    def read_offset(self) -> int:
-        """Bytes in front of each packet in what `read_packet` reads (the virtio-net header)."""
-        return VNET_HDR_SIZE if self.vnet_hdr else 0
+        """One packet into the empty `buf` (tunnel.io.device.read_into): tests and tools."""
+        return read_into(self, buf)
 
     def read_packet(self, room: memoryview) -> int:
         """The batch reader's fast path: read one frame into `room` (the packet lands at
         `read_offset`), return the packet's length, or 0 when none is waiting.
 
         Cut packets (as large as `room` allows and shorter than their IP header says) and,
-        with the header, anything but a plain packet are dropped and counted, as in
-        `read_into`. The caller keeps one `room` for a whole batch.
+        with the header, anything but a plain packet are dropped and counted (`rx_dropped`).
+        Every caller reads through here (`device.read_into` too). The caller keeps one
+        `room` for a whole batch.
         """
         readinto = self._file.readinto
-        offset = VNET_HDR_SIZE if self.vnet_hdr else 0
+        offset = self.read_offset
         limit = len(room)
         while True:
             n = readinto(room)
             if n is None:  # EAGAIN: drained
                 return 0
             size = n - offset
+            # With the header: only a plain packet (no segmentation, checksum complete), which
+            # is all the kernel sends without TUNSETOFFLOAD; refusing the rest keeps a partial
+            # checksum from ever being forwarded as if it were complete.
             if (
                 size > 0
                 and (not offset or (not room[1] and not room[0] & VNET_F_NEEDS_CSUM))
@@ -167,51 +148,6 @@ class TunDevice:
             ):
                 self.rx_packets += 1
                 return size
-            self.rx_dropped += 1
-
-    def _read_vnet(self, buf: Buffer) -> bool:
-        """read_into with the virtio-net header: read it into the 10 bytes in front of where
-        the packet goes (headroom of an empty buffer), check it, step over it."""
-        if len(buf) or buf.headroom < VNET_HDR_SIZE:
-            return self._read_vnet_scattered(buf)
-        start = buf.offset
-        buf.reset(start - VNET_HDR_SIZE)
-        file = self._file
-        try:
-            while True:
-                room = buf.tailroom_view()
-                n = file.readinto(room)
-                if n is None:  # EAGAIN: drained
-                    return False
-                size = n - VNET_HDR_SIZE
-                if size > 0 and _plain(room) and (
-                    n < len(room) or (size >= 20 and _ip_length(room[VNET_HDR_SIZE:]) <= size)
-                ):
-                    buf.inc_len(n)
-                    buf.advance(VNET_HDR_SIZE)
-                    self.rx_packets += 1
-                    return True
-                self.rx_dropped += 1
-        finally:
-            if not len(buf):
-                buf.reset(start)
-
-    def _read_vnet_scattered(self, buf: Buffer) -> bool:
-        """The header into a scratch array, the packet behind the buffer's contents (rare)."""
-        header = bytearray(VNET_HDR_SIZE)
-        while True:
-            room = buf.tailroom_view()
-            try:
-                n = os.readv(self._fd, (header, room))
-            except BlockingIOError:
-                return False
-            n -= VNET_HDR_SIZE
-            if n > 0 and _plain(memoryview(header)) and (
-                n < len(room) or (n >= 20 and _ip_length(room) <= n)
-            ):
-                buf.inc_len(n)
-                self.rx_packets += 1
-                return True
             self.rx_dropped += 1
 
     def write(self, data: memoryview) -> bool:
@@ -267,15 +203,6 @@ class TunDevice:
     def __repr__(self) -> str:
         state = "closed" if self._file.closed else f"fd={self._file.fileno()}"
         return f"<TunDevice {self.name} {state}>"
-
-
-def _plain(header: memoryview) -> bool:
-    """A virtio-net header of a packet we can use as is: no segmentation, checksum done.
-
-    Without TUNSETOFFLOAD the kernel never sends anything else; refusing the rest keeps a
-    partial checksum from ever being forwarded as if it were complete.
-    """
-    return header[1] == GSO_NONE and not header[0] & VNET_F_NEEDS_CSUM
 
 
 def _ip_length(packet: memoryview) -> int:

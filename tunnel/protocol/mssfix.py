@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 from core import Frame
+from tunnel.protocol.checksum import adjust
 from tunnel.protocol.geometry import IPV4_HEADER, IPV6_HEADER, TCP_HEADER
 
 _TCP = 6
@@ -110,12 +111,8 @@ def _clamp_tcp_option(packet: memoryview, tcp: int, limit: int) -> bool:
 
 
 def _adjust_checksum(packet: memoryview, at: int, old: int, new: int) -> None:
-    """Incremental update of the TCP checksum for one changed 16-bit word (RFC 1624, eq. 3)."""
-    checksum = (packet[at] << 8) | packet[at + 1]
-    total = (~checksum & 0xFFFF) + (~old & 0xFFFF) + new
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    checksum = ~total & 0xFFFF
+    """Incremental update of the TCP checksum for one changed 16-bit word."""
+    checksum = adjust((packet[at] << 8) | packet[at + 1], old, new)
     packet[at] = checksum >> 8
     packet[at + 1] = checksum & 0xFF
 
