@@ -1,4 +1,4 @@
-"""Shared test policy: requirement markers (tests/tools.py) and the netns fixture.
+"""Shared test policy: requirement markers (tests/tools.py) and the `netns_pair` fixture.
 
 Every test that needs root or an external tool says so with a marker:
 
@@ -19,12 +19,23 @@ without running them. A fixture that learns at run time that it needs a tool cal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 pytest.register_assert_rewrite("tests.tools")  # imported here before pytest loads it as a plugin
 
+from tests.netns import NetnsPair  # noqa: E402
 from tests.tools import IN_CI  # noqa: E402  (re-exported: tests import it from here)
 
 __all__ = ["IN_CI"]
 
-pytest_plugins = ["tests.netns", "tests.tools"]
+pytest_plugins = ["tests.tools"]
+
+
+@pytest.fixture(name="netns_pair")
+def netns_pair_fixture(tmp_path: Path) -> Iterator[NetnsPair]:
+    """A fresh NetnsPair (tests/netns.py) per test; spawned processes log to tmp_path."""
+    with NetnsPair(workdir=tmp_path) as pair:
+        yield pair

@@ -1,8 +1,14 @@
-"""Network-namespace harness for end-to-end tests: two namespaces joined by a veth pair.
+"""The namespace lab: two network namespaces joined by a veth pair, and what runs in them.
 
     with NetnsPair() as pair:                 # or the `netns_pair` pytest fixture
         proc = pair.spawn(pair.ns_b, *pair.python_argv(), "-m", "tests.e2e.some_peer")
         assert pair.ping(pair.ns_a, pair.addr_b)
+
+The one lab of the project: the tests (the `netns_pair` fixture in tests/conftest.py and every
+e2e module), `scripts/lab`, `scripts/bench_netns` (and `scripts/loadgen` through it),
+`scripts/flood` and `scripts/capture_wrap_vectors.py` use it. It needs nothing beyond the
+standard library (pyroute2 only for `entered`), so the scripts run from a fresh clone under
+any Python 3.11.
 
 House rules it enforces:
 - Unique names: namespaces `tt-<creator pid>-<6 hex>-a|b`, interfaces `tt<6 hex><suffix>`
@@ -35,8 +41,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IFNAME_MAX = 15
@@ -80,8 +84,12 @@ def _ip(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def _netns_names() -> list[str]:
+def netns_names() -> list[str]:
+    """Every network namespace on the machine (ours or not)."""
     return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.strip()]
+
+
+_netns_names = netns_names
 
 
 def _kill_netns_processes(ns: str) -> None:
@@ -154,14 +162,17 @@ class NetnsPair:
     (::2) in `subnet6`. `lo` is up in both.
     """
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None,
+                 subnet: ipaddress.IPv4Network | None = None) -> None:
+        """`workdir`: where spawned processes log (default: a temporary one, removed on
+        close); `subnet`: the veth's /24 (default: a random one)."""
         tag = secrets.token_hex(3)
         self.tag = tag
         self.ns_a = f"tt-{os.getpid()}-{tag}-a"
         self.ns_b = f"tt-{os.getpid()}-{tag}-b"
         self.veth_a = self.ifname("a")
         self.veth_b = self.ifname("b")
-        self.subnet = random_subnet()
+        self.subnet = subnet if subnet is not None else random_subnet()
         self.addr_a = self.subnet[1]
         self.addr_b = self.subnet[2]
         self.subnet6 = random_subnet6()
@@ -172,6 +183,9 @@ class NetnsPair:
         self._subnets = {self.subnet}
         self._procs: dict[subprocess.Popen[bytes], Path] = {}
         self._created: list[str] = []
+        # Run on close after the processes stopped, before the namespaces go (newest first):
+        # whatever a user of the pair made outside them (a socket file, a route).
+        self.cleanups: list[Callable[[], None]] = []
         self.env = dict(os.environ)
         # The namespace's processes import this checkout, whatever their working directory.
         path = self.env.get("PYTHONPATH")
@@ -217,11 +231,15 @@ class NetnsPair:
     def close(self) -> None:
         """Stop processes, delete the namespaces (idempotent); raises if something stayed."""
         failures: list[str] = []
-        for proc in list(self._procs):
+        try:
+            self.stop_all()
+        except Exception as exc:  # go on: the namespaces must go in any case
+            failures.append(f"stop processes: {exc}")
+        while self.cleanups:
             try:
-                self.stop(proc)
-            except Exception as exc:  # go on: the namespaces must go in any case
-                failures.append(f"stop pid {proc.pid}: {exc}")
+                self.cleanups.pop()()
+            except Exception as exc:
+                failures.append(f"cleanup: {exc}")
         while self._created:
             ns = self._created.pop()
             try:
@@ -278,10 +296,15 @@ class NetnsPair:
             timeout=timeout, check=check, input=input, env=self.env,
         )
 
-    def spawn(self, ns: str, *argv: str, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, *argv: str, log_path: Path | None = None,
+        env: dict[str, str] | None = None, cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start a command in `ns` in the background; stdout+stderr go to `log_path`.
 
-        It is stopped (SIGTERM, then SIGKILL) when the pair closes, or earlier by `stop`.
+        `env` replaces the pair's environment (`self.env`: this checkout on PYTHONPATH,
+        unbuffered output). It is stopped (SIGTERM, then SIGKILL) when the pair closes, or
+        earlier by `stop`.
         """
         self._check_ns(ns)
         if log_path is None:
@@ -289,11 +312,15 @@ class NetnsPair:
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", ns, *argv], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, env=self.env,
+                stderr=subprocess.STDOUT, env=self.env if env is None else env, cwd=cwd,
                 start_new_session=True,  # its own process group: stop() reaches its children
             )
         self._procs[proc] = log_path
         return proc
+
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """Everything `spawn` started (stopped ones too), oldest first."""
+        return list(self._procs)
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
         """What a spawned process has written so far."""
@@ -304,16 +331,31 @@ class NetnsPair:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
+        return self._reap(proc, time.monotonic() + grace)
+
+    def stop_all(self, grace: float = STOP_GRACE) -> None:
+        """Stop every spawned process: all get SIGTERM at once, then one shared grace period
+        (a peer telling the other it exits must not wait for the other's own exit)."""
+        procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        else:
-            # The leader is gone; children it left in its group still get a SIGKILL.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            self._reap(proc, deadline)
+
+    def _reap(self, proc: subprocess.Popen[bytes], deadline: float) -> int:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        # The leader is gone; children it left in its group still get a SIGKILL (only ever
+        # this group: the pid is ours until we reaped it, which happened just now).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         return proc.returncode
 
     @contextlib.contextmanager
@@ -347,14 +389,3 @@ class NetnsPair:
         argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", "1",
                 "-w", str(max(1, round(timeout))), str(addr)]
         return self.run(ns, *argv, timeout=timeout + 5).returncode == 0
-
-
-@pytest.fixture(name="netns_pair")
-def netns_pair_fixture(tmp_path: Path) -> Iterator[NetnsPair]:
-    """Fixture `netns_pair`: a fresh NetnsPair per test; spawned processes log to tmp_path.
-
-    Make it visible with `pytest_plugins = ["tests.netns"]` in the root conftest, or in one
-    module with `from tests.netns import netns_pair_fixture  # noqa: F401`.
-    """
-    with NetnsPair(workdir=tmp_path) as pair:
-        yield pair

@@ -22,7 +22,7 @@ from tests.e2e.test_ours_tun import (
     _wait_log,
     _write_configs,
 )
-from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
+from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.ping]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import flood
-from tests.netns import NetnsPair, netns_pair_fixture  # noqa: F401  (netns_pair)
+from tests.netns import NetnsPair
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
+from tests.netns import NetnsPair, wait_for
 from tunnel.pki import generate_pki
 
 pytestmark = [pytest.mark.root, pytest.mark.ping]

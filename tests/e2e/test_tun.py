@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from core import Buffer, BufferPool, FrameBuilder
-from tests.netns import NetnsPair, netns_pair_fixture, wait_for  # noqa: F401  (netns_pair)
+from tests.netns import NetnsPair, wait_for
 from tunnel.io import tun
 from tunnel.io.device import DeviceError
 from tunnel.io.netlink import (
