@@ -593,3 +593,55 @@ def test_long_stream_over_bad_link(drop_every: int, dup_every: int, max_delay: f
 )
 def test_stream_property(loss: float, dup: float, max_delay: float, seed: int) -> None:
     run_conversation(40, seed=seed, loss=loss, dup=dup, max_delay=max_delay)
+
+
+# --- datagrams are built in the owner's pooled buffers ------------------------------------------
+
+
+def test_datagrams_are_built_in_the_pool_and_sealed_in_place() -> None:
+    from core import Buffer, BufferPool, FrameBuilder
+    from tunnel.protocol.codec import CONTROL_HEADER_MAX, control_frame_builder
+
+    builder = control_frame_builder()
+    builder.reserve("test wrap", headroom=4)
+    pool = BufferPool(builder.finalize(), 1)
+    layer = ReliableLayer(key_id=0, local_sid=C_SID, pool=pool)
+    layer.remote_sid = S_SID
+    layer.receive(msg(0), 0.0)
+    layer.queue(CTRL, b"hello")
+    seen: list[int] = []
+
+    def seal(buf: Buffer, now: float) -> None:  # a wrap: prepends into the headroom
+        seen.append(buf.headroom)
+        buf.prepend(b"WRAP")
+
+    out = layer.datagrams_to_send(0.0, seal)
+    assert [d[:4] for d in out] == [b"WRAP"]
+    assert parse_control(out[0][4:]) == ControlPacket(CTRL, 0, C_SID, (0,), S_SID, 0, b"hello")
+    # The payload sat at the frame's headroom; the header took 26 of it, the wrap 4 more.
+    assert seen == [pool.frame.headroom - 26]
+    assert pool.frame.headroom >= CONTROL_HEADER_MAX + 4
+    stats = pool.stats
+    assert (stats.in_use, stats.acquires, stats.releases) == (0, 1, 1)
+
+    with pytest.raises(ConfigError, match="headroom"):  # a frame without the header's room
+        ReliableLayer(key_id=0, local_sid=C_SID,
+                      pool=BufferPool(FrameBuilder(tun_mtu=1250).finalize(), 1))
+
+
+def test_a_failing_seal_returns_the_buffer_to_the_pool() -> None:
+    from core import Buffer, BufferPool
+    from tunnel.protocol.codec import plain_control_frame
+
+    pool = BufferPool(plain_control_frame(), 1)
+    layer = ReliableLayer(key_id=0, local_sid=C_SID, pool=pool)
+    layer.queue(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
+
+    def seal(buf: Buffer, now: float) -> None:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError):
+        layer.datagrams_to_send(0.0, seal)
+    assert pool.stats.in_use == 0
+    assert parsed(layer.datagrams_to_send(10.0)) == [  # and the retransmit still goes out
+        ControlPacket(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2, 0, C_SID, packet_id=0)]

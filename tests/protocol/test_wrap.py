@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import Buffer
-from tunnel.protocol.codec import parse_control
+from core import BoundsError, Buffer
+from tunnel.protocol.codec import CONTROL_HEADER_MAX, parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.wrap import (
     PLAIN,
@@ -172,10 +172,13 @@ def test_plain_wrap_changes_nothing() -> None:
 
 
 def test_frame_registers_the_wrap_headroom() -> None:
+    """The control frame: the packet header's headroom (the codec prepends it in front of the
+    TLS payload), then the wrap's (it prepends its own in front of that)."""
     frame = control_frame(TlsAuthWrap(AUTH512_KEY, None, "SHA512"))
-    assert frame.overhead == 64 + 8
-    assert [r.name for r in frame.registrations] == ["control-wrap tls-auth SHA512"]
-    assert frame.headroom >= 72
+    assert frame.overhead == CONTROL_HEADER_MAX + 64 + 8
+    assert [(r.name, r.headroom) for r in frame.registrations] == [
+        ("control packet header", CONTROL_HEADER_MAX), ("control-wrap tls-auth SHA512", 72)]
+    assert frame.headroom >= CONTROL_HEADER_MAX + 72
 
 
 # -- key files ---------------------------------------------------------------------------------
@@ -327,3 +330,106 @@ def test_v2_client_datagrams_stay_within_tls_mtu() -> None:
     _server, client = v2_wraps()
     s = session_settings(is_client=True, tls=tls_settings("client"), control_wrap=client)
     assert s.max_control_datagram + client.overhead + len(client.client_key.wkc) <= 1222
+
+
+# -- Buffer bounds: a refused packet or a seal without room leaves the buffer as it was ---------
+
+
+def _state(buf: Buffer) -> tuple[int, int, bytes]:
+    return buf.offset, len(buf), bytes(buf.data)
+
+
+def _all_wire() -> list[tuple[str, ControlWrap, bytes]]:
+    """(name, receiving wrap, a stock datagram it opens)."""
+    server, client = v2_wraps()
+    cases = [(name, srv, up[1]) for name, srv, _cli, up, _down in CASES]
+    cases += [(name, cli, down[0]) for name, _srv, cli, _up, down in CASES]
+    cases += [("v2-server", server, v.TLS_CRYPT_V2_CLIENT_RESET_V3),
+              ("v2-server-wkc", server, v.TLS_CRYPT_V2_CLIENT_WKC),
+              ("v2-client", client, v.TLS_CRYPT_V2_SERVER_RESET)]
+    return cases
+
+
+WIRE = _all_wire()
+
+
+@pytest.mark.parametrize(("name", "wrap", "datagram"), WIRE, ids=[c[0] for c in WIRE])
+def test_refused_datagrams_leave_the_buffer_unchanged(
+    name: str, wrap: ControlWrap, datagram: bytes
+) -> None:
+    """Every truncation (the wrap's Buffer reads run out, or the tag fails) and a flipped
+    byte: None, and offset, length and bytes as they came, so nothing half-unwrapped is left
+    for the next step to misread."""
+    cuts = sorted({0, 1, 8, 9, 10, 17, 20, 40, 49, 50, len(datagram) // 2, len(datagram) - 1})
+    candidates = [datagram[:cut] for cut in cuts if cut < len(datagram)]
+    for index in (0, 12, len(datagram) - 3):
+        bad = bytearray(datagram)
+        bad[index] ^= 0x10
+        candidates.append(bytes(bad))
+    for candidate in candidates:
+        buf = buffer_of(wrap, candidate)
+        before = _state(buf)
+        assert wrap.open(buf) is None, len(candidate)
+        assert _state(buf) == before, len(candidate)
+
+
+@pytest.mark.parametrize(("name", "server", "client", "up", "down"), CASES, ids=IDS)
+def test_seal_without_headroom_changes_nothing(
+    name: str, server: ControlWrap, client: ControlWrap, up: list[bytes], down: list[bytes]
+) -> None:
+    plain = buffer_of(server, up[1])
+    assert server.open(plain) is not None
+    packet = bytes(plain.data)
+    short = Buffer(len(packet) + client.overhead)
+    short.reset(client.overhead - 1)
+    short.append(packet)
+    before = _state(short)
+    with pytest.raises(BoundsError):
+        client.seal(short, 1, 1)
+    assert _state(short) == before
+    with pytest.raises(BoundsError):  # a packet-id that does not fit its u32
+        client.seal(buffer_of(client, packet), 1 << 32, 1)
+    tiny = buffer_of(client, packet[:8])  # no op|sid to keep in front
+    with pytest.raises(BoundsError):
+        client.seal(tiny, 1, 1)
+    assert bytes(tiny.data) == packet[:8]
+
+
+def test_v2_seal_without_tailroom_for_the_wkc_changes_nothing() -> None:
+    server, client = v2_wraps()
+    buf = buffer_of(server, v.TLS_CRYPT_V2_CLIENT_RESET_V3)
+    opened = server.open(buf)
+    assert opened is not None
+    plain = bytes(buf.data)
+    short = Buffer(client.overhead + len(plain) + len(client.client_key.wkc) - 1)
+    short.reset(client.overhead)
+    short.append(plain)
+    before = _state(short)
+    with pytest.raises(BoundsError, match="WKc"):
+        client.seal(short, opened.packet_id, opened.timestamp)
+    assert _state(short) == before
+
+
+def test_v2_wkc_request_tlv_bounds() -> None:
+    """The early-negotiation TLVs are read with Buffer reads: a length beyond the packet or a
+    truncated TLV means "no request" (and the reset still opens), never an exception."""
+    from tunnel.protocol.codec import write_control
+    from tunnel.protocol.wrap.tls_crypt_v2 import _asks_for_wkc
+
+    sid, remote = bytes(range(1, 9)), bytes(range(9, 17))
+
+    def reset_with(payload: bytes) -> Buffer:
+        buf = Buffer(200)
+        buf.reset(100)
+        buf.append(payload)
+        write_control(buf, Opcode.P_CONTROL_HARD_RESET_SERVER_V2, 0, sid, (0,), remote, 0)
+        return buf
+
+    assert _asks_for_wkc(reset_with(EARLY_NEG_TLV))
+    assert _asks_for_wkc(reset_with(b"\x00\x09\x00\x01z" + EARLY_NEG_TLV))  # another TLV first
+    for bad in (EARLY_NEG_TLV[:5], EARLY_NEG_TLV[:3], b"\x00\x01\x00\xff\x00\x01", b"",
+                b"\x00\x01\x00\x02\x00\x00"):
+        buf = reset_with(bad)
+        before = _state(buf)
+        assert not _asks_for_wkc(buf)
+        assert _state(buf) == before

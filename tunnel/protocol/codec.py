@@ -26,8 +26,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
-from core import BoundsError, Buffer, BytesLike, FrameBuilder
+from core import BoundsError, Buffer, BytesLike, Frame, FrameBuilder
 from tunnel.protocol.constants import (
     CONTROL_OPCODES,
     KEY_ID_MASK,
@@ -51,6 +52,7 @@ __all__ = [
     "control_overhead",
     "join_op",
     "parse_control",
+    "plain_control_frame",
     "read_control",
     "register_control_packet",
     "skip_to_payload",
@@ -108,6 +110,12 @@ def control_frame_builder() -> FrameBuilder:
     builder = FrameBuilder(tun_mtu=TLS_MTU)
     register_control_packet(builder)
     return builder
+
+
+@cache
+def plain_control_frame() -> Frame:
+    """The control frame without a wrap (what a `ReliableLayer` of its own builds in)."""
+    return control_frame_builder().finalize()
 
 
 @dataclass(slots=True)

@@ -20,12 +20,13 @@ import contextlib
 from collections.abc import Callable
 from enum import IntEnum
 
+from core import BufferPool
 from tunnel.protocol.codec import ControlPacket
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.errors import HandshakeError, ProtocolError
 from tunnel.protocol.keymethod2 import KeyMethod2, decode_key_method2, encode_key_method2
 from tunnel.protocol.messages import ControlMessageReader, encode_control_message
-from tunnel.protocol.reliability import ReliableLayer
+from tunnel.protocol.reliability import ReliableLayer, Seal
 from tunnel.protocol.tls import TlsSession
 
 _RESET_OPCODES = frozenset(
@@ -61,6 +62,7 @@ class KeyState:
         hand_window: float,
         tls_timeout: float,
         max_datagram: int,
+        control_pool: BufferPool | None = None,
     ) -> None:
         self.key_id = key_id
         self.is_client = is_client
@@ -72,6 +74,7 @@ class KeyState:
             local_sid=local_sid,
             initial_timeout=tls_timeout,
             max_datagram=max_datagram,
+            pool=control_pool,
         )
         self.reliable.remote_sid = remote_sid
         self.phase = KeyPhase.PRE_START
@@ -213,9 +216,9 @@ class KeyState:
         messages, self.inbox = self.inbox, []
         return messages
 
-    def datagrams_to_send(self, now: float) -> list[bytes]:
+    def datagrams_to_send(self, now: float, seal: Seal | None = None) -> list[bytes]:
         # Also in ERROR: what is queued then is the TLS alert explaining the failure.
-        return self.reliable.datagrams_to_send(now)
+        return self.reliable.datagrams_to_send(now, seal)
 
     def next_deadline(self) -> float | None:
         if self.phase is KeyPhase.ERROR:

@@ -5,7 +5,12 @@ individually and retransmitting what is not ACKed (``reliable.c``, driven from
 ``ssl.c: tls_process_state()`` and ``tls_pre_decrypt()``). This class is that machinery without
 I/O: the owner feeds parsed packets in with ``receive(pkt, now)``, takes in-order payloads out
 with ``pop_received()``, queues messages with ``queue()``, and collects ready-to-send datagrams
-with ``datagrams_to_send(now)``; ``next_deadline()`` says when to call that again.
+with ``datagrams_to_send(now, seal)``; ``next_deadline()`` says when to call that again.
+
+Each datagram is built in a buffer of the owner's control `BufferPool` as stock builds it
+(``ssl_pkt.c: write_control_auth()``): the payload placed at the frame's headroom, the header
+prepended in front of it (``codec.write_control``), then the owner's ``seal`` prepends the wrap's
+header in place, and the bytes are copied out once; the buffer goes back to the pool at once.
 
 Rules, as in stock 2.6:
 
@@ -30,9 +35,16 @@ pids never wrap here: 2.x does not let them in practice (OPENVPN-WIRE.md section
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunnel.protocol.codec import ControlPacket, build_control, control_overhead
+from core import Buffer, BufferPool
+from tunnel.protocol.codec import (
+    ControlPacket,
+    control_overhead,
+    plain_control_frame,
+    write_control,
+)
 from tunnel.protocol.constants import (
     CONTROL_OPCODES,
     FAST_RETRANSMIT_ACKS,
@@ -51,7 +63,11 @@ from tunnel.protocol.constants import (
 )
 from tunnel.protocol.errors import ConfigError, ProtocolError
 
-__all__ = ["ReliableLayer"]
+__all__ = ["ReliableLayer", "Seal"]
+
+Seal = Callable[[Buffer, float], None]
+"""The owner's last step for a datagram built in a pooled buffer: wrap it in place at ``now``
+(``WrapChannel.seal``)."""
 
 # How many distinct pids may wait for an ACK. Stock keeps 8 and silently forgets the rest
 # (reliable.c: reliable_ack_acknowledge_packet_id()); the peer then retransmits and we ACK the
@@ -83,8 +99,13 @@ class ReliableLayer:
         initial_timeout: float = TLS_TIMEOUT_DEFAULT,
         max_datagram: int = TLS_MTU - IPV4_UDP_OVERHEAD,
         max_acks_per_ack_packet: int = MAX_ACKS_ACK_PACKET,
+        pool: BufferPool | None = None,
     ) -> None:
         """``max_datagram`` is the UDP payload limit (1222 over IPv4, 1202 over IPv6).
+
+        ``pool`` gives the buffers datagrams are built in: its frame must have the control
+        header's headroom (``codec.register_control_packet``), the wrap's, and room for
+        ``max_payload()``; without one the layer keeps a one-block pool of the plain frame.
 
         ``max_acks_per_ack_packet`` caps the ids in one P_ACK_V1. A stock receiver parses 8 and a
         stock server sends 8; a stock *client* in plain mode sends at most 4 as a workaround for
@@ -100,6 +121,14 @@ class ReliableLayer:
             raise ConfigError(f"max_acks_per_ack_packet must be 1..{MAX_ACKS_PARSE}")
         if max_datagram <= control_overhead(MAX_ACKS_PARSE):
             raise ConfigError(f"max_datagram {max_datagram} leaves no room for a payload")
+        if pool is None:
+            pool = BufferPool(plain_control_frame(), 1)
+        frame = pool.frame
+        if max_datagram - control_overhead(MAX_ACKS_PIGGYBACK) > frame.payload_size:
+            raise ConfigError(f"max_datagram {max_datagram} exceeds the control frame")
+        if frame.headroom < control_overhead(MAX_ACKS_PARSE):
+            raise ConfigError("the control frame has no headroom for the packet header")
+        self._pool = pool
         self.key_id = key_id
         self.local_sid = bytes(local_sid)
         self.remote_sid: bytes | None = None
@@ -169,12 +198,13 @@ class ReliableLayer:
             entry.next_try = now
             entry.timeout = self.initial_timeout
 
-    def datagrams_to_send(self, now: float) -> list[bytes]:
+    def datagrams_to_send(self, now: float, seal: Seal | None = None) -> list[bytes]:
         """Every datagram due at ``now``: new messages the window allows, retransmits, ACKs.
 
         Messages go out in pid order, each carrying up to 4 ACKs: pending ones first (newest
         first), then recently sent ones repeated. ACKs still pending after that go into P_ACK_V1
-        packets (topped up the same way). Each returned ``bytes`` is one UDP payload.
+        packets (topped up the same way). Each returned ``bytes`` is one UDP payload, wrapped by
+        ``seal`` (in place, in the pooled buffer it was built in) when one is given.
         """
         self._now = now
         self._open_window(now)
@@ -193,28 +223,29 @@ class ReliableLayer:
             entry.timeout *= 2
             entry.n_acks = 0
             acks = self._ack_block(MAX_ACKS_PIGGYBACK)
-            out.append(self._build(entry.opcode, acks, entry.pid, entry.payload))
+            out.append(self._build(entry.opcode, acks, entry.pid, entry.payload, now, seal))
         # ssl.c: tls_process_state(): ACKs with nothing to ride on go out in P_ACK_V1.
         while self._ack_ready():
             acks = self._ack_block(self.max_acks_per_ack_packet)
-            out.append(self._build(Opcode.P_ACK_V1, acks, None, b""))
+            out.append(self._build(Opcode.P_ACK_V1, acks, None, b"", now, seal))
         return out
 
     def _build(
-        self, opcode: Opcode, acks: tuple[int, ...], pid: int | None, payload: bytes
+        self, opcode: Opcode, acks: tuple[int, ...], pid: int | None, payload: bytes,
+        now: float, seal: Seal | None,
     ) -> bytes:
         """One datagram of this key_id; the peer's sid rides along only behind ACKs."""
-        return build_control(
-            ControlPacket(
-                opcode=opcode,
-                key_id=self.key_id,
-                session_id=self.local_sid,
-                acks=acks,
-                remote_session_id=self.remote_sid if acks else None,
-                packet_id=pid,
-                payload=payload,
-            )
-        )
+        pool = self._pool
+        buf = pool.acquire()
+        try:
+            buf.append(payload)
+            write_control(buf, opcode, self.key_id, self.local_sid, acks,
+                          self.remote_sid if acks else None, pid)
+            if seal is not None:
+                seal(buf, now)
+            return bytes(buf.data)
+        finally:
+            pool.release(buf)
 
     def next_deadline(self) -> float | None:
         """When ``datagrams_to_send`` next has something to do; ``None`` if never (idle).

@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core import Buffer
+from core import Buffer, BufferPool
 from tunnel.protocol.addresspool import AddressPool
 from tunnel.protocol.clientconfig import ClientConfig
-from tunnel.protocol.codec import ControlPacket, build_control, read_control
+from tunnel.protocol.codec import ControlPacket, read_control, write_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
 from tunnel.protocol.deadlines import DeadlineHeap
@@ -54,7 +54,7 @@ from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
-from tunnel.protocol.wrap.base import ControlWrap, Opened
+from tunnel.protocol.wrap.base import Opened
 from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
 
 __all__ = ["AddressPool", "ClientConfig", "PeerEntry", "Server", "ServerSettings"]
@@ -115,6 +115,8 @@ class Server:
     ) -> None:
         self.settings = settings
         self.cookies = CookieJar(cookie_key, hand_window=settings.session.hand_window)
+        # The stateless reset answers are built and wrapped in this (one block, copied out).
+        self._control_pool = BufferPool(settings.session.control_wrap.frame, 1)
         self.table = PeerTable(settings.max_clients, settings.pool, settings.pool6)
         # The table's maps, read per packet (the same objects for the server's lifetime).
         self._by_addr = self.table.by_addr
@@ -316,29 +318,28 @@ class Server:
         if note is not None:
             self._events.append(Notice(note))
         server_sid = self.cookies.server_session_id(addr, packet.session_id, now)
-        answer = ControlPacket(
-            opcode=Opcode.P_CONTROL_HARD_RESET_SERVER_V2,
-            key_id=0,
-            session_id=server_sid,
-            acks=(0,),
-            remote_session_id=packet.session_id,
-            packet_id=0,
-            payload=EARLY_NEG_TLV if opened.early_negotiation else b"",
-        )
-        self._stateless_out.append(
-            (self._seal_stateless(build_control(answer), now, opened.wrap), addr)
-        )
+        self._stateless_out.append((self._stateless_reset(server_sid, packet, now, opened), addr))
 
-    def _seal_stateless(self, datagram: bytes, now: float, wrap: ControlWrap) -> bytes:
-        """Wrap our stateless reset: packet-id 1, as stock's reset_packet_id_send() + write."""
-        if not wrap.has_packet_id:
-            return datagram
-        buf = Buffer(wrap.frame.buffer_size)
-        buf.reset(wrap.frame.headroom)
-        buf.append(datagram)
-        offset = self.settings.session.clock_offset
-        wrap.seal(buf, 1, int(now + offset) & 0xFFFFFFFF)
-        return bytes(buf.data)
+    def _stateless_reset(
+        self, server_sid: bytes, packet: ControlPacket, now: float, opened: Opened
+    ) -> bytes:
+        """Our HARD_RESET_SERVER_V2 (pid 0, ACKing the client's pid 0), built in a pooled
+        control buffer and wrapped there with packet-id 1, as stock's reset_packet_id_send()
+        + write_control_auth()."""
+        pool = self._control_pool
+        buf = pool.acquire()
+        try:
+            if opened.early_negotiation:
+                buf.append(EARLY_NEG_TLV)
+            write_control(buf, Opcode.P_CONTROL_HARD_RESET_SERVER_V2, 0, server_sid, (0,),
+                          packet.session_id, 0)
+            wrap = opened.wrap
+            if wrap.has_packet_id:
+                offset = self.settings.session.clock_offset
+                wrap.seal(buf, 1, int(now + offset) & 0xFFFFFFFF)
+            return bytes(buf.data)
+        finally:
+            pool.release(buf)
 
     def _maybe_create_session(
         self, packet: ControlPacket, addr: Address, now: float, opened: Opened

@@ -17,7 +17,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 
-from core import Buffer
+from core import Buffer, BufferPool
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
 from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import NON_STUB_KINDS, Compression
@@ -160,7 +160,8 @@ class Session:
         self._data_out: list[bytes] = []
         self._scratch = Buffer(_SCRATCH_SIZE)
         # The control wrap (tls-auth/tls-crypt/-v2): our send packet-id and the peer's replay
-        # window; control datagrams are wrapped in place in a buffer of the wrap's frame.
+        # window; control datagrams are built and wrapped in place in a buffer of the control
+        # pool (the wrap's frame; one block: each is copied out before the next is built).
         self.wrap_channel = wrap_channel or settings.control_wrap.channel(
             replay_window=settings.replay_window,
             replay_seconds=settings.replay_seconds,
@@ -168,7 +169,7 @@ class Session:
         )
         self._control_frame = control_frame(settings.control_wrap,
                                             dynamic=settings.dyn_tls_crypt)
-        self._control_buf = Buffer(self._control_frame.buffer_size)
+        self.control_pool = BufferPool(self._control_frame, 1)
         # 2.6 dynamic tls-crypt (wrap/dynamic.py): key_id > 0 goes through this channel once
         # both peers agreed on it.
         self.reneg_channel: WrapChannel | None = None
@@ -263,6 +264,7 @@ class Session:
             hand_window=s.hand_window,
             tls_timeout=s.tls_timeout,
             max_datagram=s.max_control_datagram,
+            control_pool=self.control_pool,
         )
         key.on_remote_key = self._on_remote_key
         self.keys.append(key)
@@ -406,23 +408,17 @@ class Session:
         out = self._data_out
         self._data_out = []
         for key in self.keys:
-            for datagram in key.datagrams_to_send(now):
-                out.append(self._wrap(datagram, now))
+            out.extend(key.datagrams_to_send(now, self._seal_control))
         if out:
             self.last_tx = now
         return out
 
-    def _wrap(self, datagram: bytes, now: float) -> bytes:
+    def _seal_control(self, buf: Buffer, now: float) -> None:
+        """Wrap one control datagram in place (key_id > 0: the dynamic tls-crypt channel)."""
         channel = self.wrap_channel
-        if datagram[0] & 7 and self.reneg_channel is not None:
+        if buf.peek_u8() & 7 and self.reneg_channel is not None:
             channel = self.reneg_channel
-        if not channel.wrap.has_packet_id:
-            return datagram
-        buf = self._control_buf
-        buf.reset(self._control_frame.headroom)
-        buf.append(datagram)
         channel.seal(buf, now)
-        return bytes(buf.data)
 
     def _start_dynamic_tls_crypt(self, now: float) -> bool:
         """Derive the renegotiation wrap from the key_id 0 session; False if we cannot."""

@@ -27,7 +27,8 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from core import Buffer, Frame, FrameBuilder
+from core import BoundsError, Buffer, Frame, FrameBuilder
+from tunnel.protocol.codec import control_frame_builder
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.replay import ReplayWindow
 
@@ -39,12 +40,37 @@ __all__ = [
     "Opened",
     "PlainWrap",
     "WrapChannel",
+    "check_room",
+    "pack_long_pid",
     "register_control_channel",
+    "restore",
 ]
 
 OP_SID_LEN = 9  # op|key_id + own session id: stays in front, in clear, in every wrap
 LONG_PID = struct.Struct("!II")  # packet_id.h long form: u32 id, u32 time (seconds)
 LONG_PID_LEN = LONG_PID.size
+
+
+def pack_long_pid(packet_id: int, timestamp: int) -> bytes:
+    """The long-form packet-id's 8 bytes; `BoundsError` if a value does not fit a u32."""
+    try:
+        return LONG_PID.pack(packet_id, timestamp)
+    except struct.error:
+        raise BoundsError(f"packet-id {packet_id!r}, time {timestamp!r}: not u32s") from None
+
+
+def check_room(buf: Buffer, overhead: int) -> None:
+    """Before a seal changes anything: ``op|sid`` is there, and the wrap's bytes fit in front
+    of it (`BoundsError` otherwise, the buffer as it was)."""
+    if len(buf) < OP_SID_LEN or buf.headroom < overhead:
+        raise BoundsError(f"seal: needs {OP_SID_LEN} bytes of packet and {overhead} of headroom,"
+                          f" has {len(buf)} and {buf.headroom}")
+
+
+def restore(buf: Buffer, offset: int, size: int) -> None:
+    """Put a buffer whose front was read (reads never write) back as it was."""
+    buf.reset(offset)
+    buf.inc_len(size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +125,12 @@ class ControlWrap(ABC):
 
     @abstractmethod
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
-        """Plain control packet in ``buf`` -> wire form, in place (needs ``overhead`` headroom)."""
+        """Plain control packet in ``buf`` -> wire form, in place, by prepends into the
+        headroom (needs ``overhead``); `BoundsError`, ``buf`` unchanged, without the room."""
 
     @abstractmethod
     def open(self, buf: Buffer) -> Opened | None:
-        """Wire form -> plain packet in place; None (buffer contents undefined) if it fails."""
+        """Wire form -> plain packet in place; None, ``buf`` unchanged, if it fails."""
 
     def admit(self, opened: Opened, unix_now: float) -> str | None:
         """Server: why a verified first packet's peer must still be refused (tls-crypt-v2's
@@ -133,19 +160,16 @@ class PlainWrap(ControlWrap):
 PLAIN = PlainWrap()
 
 
-# Every control datagram, wrapped, fits in tls-mtu (1250); the frame leaves that much payload.
-CONTROL_PAYLOAD = 1250
-
-
 def register_control_channel(builder: FrameBuilder, wrap: ControlWrap) -> None:
     wrap.register(builder)
 
 
 def control_frame(wrap: ControlWrap, *, dynamic: bool = False) -> Frame:
     """The control channel's own frame (stock keeps one apart from the data channel's too:
-    `ssl.c: tls_init_control_channel_frame_parameters()`); `dynamic` leaves room for the
-    dynamic tls-crypt wrap of renegotiations as well."""
-    builder = FrameBuilder(tun_mtu=CONTROL_PAYLOAD)
+    `ssl.c: tls_init_control_channel_frame_parameters()`): tls-mtu (1250) of payload, headroom
+    for the packet header (`codec.register_control_packet`) and for the wrap; `dynamic` leaves
+    room for the dynamic tls-crypt wrap of renegotiations as well."""
+    builder = control_frame_builder()
     register_control_channel(builder, wrap)
     if dynamic:
         builder.reserve("control-wrap dynamic tls-crypt", headroom=DYNAMIC_OVERHEAD)

@@ -7,8 +7,9 @@ HMAC input: pid | time | op|kid | own sid | acks | msg pid | data
 ```
 
 The HMAC key is the direction's 64-byte HMAC slot cut to the digest size (`auth`, SHA1 by
-default). Sealing prepends HMAC + packet-id into the headroom and moves `op|sid` in front of
-them; opening verifies and moves it back, both in place.
+default). Sealing reads `op|sid` off the front and prepends packet-id, HMAC and `op|sid` into
+the headroom; opening reads the header with Buffer reads, verifies, and prepends `op|sid` back
+in front of the rest; both in place.
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from core import Buffer
-from tunnel.protocol.wrap.base import LONG_PID, LONG_PID_LEN, OP_SID_LEN, ControlWrap, Opened
+from core import BoundsError, Buffer
+from tunnel.protocol.wrap.base import (
+    LONG_PID,
+    LONG_PID_LEN,
+    OP_SID_LEN,
+    ControlWrap,
+    Opened,
+    check_room,
+    pack_long_pid,
+    restore,
+)
 from tunnel.protocol.wrap.keyfile import direction_keys
 
 __all__ = ["TLS_AUTH_DIGESTS", "TlsAuthWrap", "canonical_digest"]
@@ -59,35 +69,35 @@ class TlsAuthWrap(ControlWrap):
         self.overhead = self.digest_size + LONG_PID_LEN
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
-        extra = self.overhead
-        size = self.digest_size
-        buf.reserve_head(extra)
-        view = buf.data
-        # [extra new][op sid][rest] -> [op sid][hmac][pid time][rest]; rest stays where it is.
-        view[0:OP_SID_LEN] = view[extra : extra + OP_SID_LEN]
-        pid_at = OP_SID_LEN + size
-        LONG_PID.pack_into(view, pid_at, packet_id, timestamp)
+        # [op sid][rest] -> [op sid][hmac][pid time][rest]: op|sid is read off the front, then
+        # packet-id, HMAC and op|sid are prepended into the headroom; rest stays where it is.
+        pid = pack_long_pid(packet_id, timestamp)
+        check_room(buf, self.overhead)
+        op_sid = buf.read(OP_SID_LEN).tobytes()
         mac = self._send.copy()
-        mac.update(view[pid_at : pid_at + LONG_PID_LEN])
-        mac.update(view[0:OP_SID_LEN])
-        mac.update(view[pid_at + LONG_PID_LEN :])
-        view[OP_SID_LEN:pid_at] = mac.digest()
+        mac.update(pid)
+        mac.update(op_sid)
+        mac.update(buf.data)
+        buf.prepend(pid)
+        buf.prepend(mac.digest())
+        buf.prepend(op_sid)
 
     def open(self, buf: Buffer) -> Opened | None:
-        extra = self.overhead
-        size = self.digest_size
-        view = buf.data
-        if len(view) < OP_SID_LEN + extra:
+        offset, size = buf.offset, len(buf)
+        try:
+            op_sid = buf.read(OP_SID_LEN)
+            tag = buf.read(self.digest_size)
+            pid = buf.read(LONG_PID_LEN)
+        except BoundsError:  # shorter than op|sid and the wrap's header
+            restore(buf, offset, size)
             return None
-        pid_at = OP_SID_LEN + size
         mac = self._recv.copy()
-        mac.update(view[pid_at : pid_at + LONG_PID_LEN])
-        mac.update(view[0:OP_SID_LEN])
-        mac.update(view[pid_at + LONG_PID_LEN :])
-        if not hmac.compare_digest(mac.digest(), view[OP_SID_LEN:pid_at]):
+        mac.update(pid)
+        mac.update(op_sid)
+        mac.update(buf.data)
+        if not hmac.compare_digest(mac.digest(), tag):
+            restore(buf, offset, size)
             return None
-        packet_id, timestamp = LONG_PID.unpack_from(view, pid_at)
-        # [op sid][hmac][pid time][rest] -> drop the middle; op|sid moves next to rest.
-        view[extra : extra + OP_SID_LEN] = bytes(view[0:OP_SID_LEN])
-        buf.advance(extra)
+        packet_id, timestamp = LONG_PID.unpack(pid)
+        buf.prepend(op_sid.tobytes())  # [op sid][rest]: op|sid back in front of the rest
         return Opened(packet_id, timestamp, self)

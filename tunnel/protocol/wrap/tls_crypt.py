@@ -8,8 +8,9 @@ tag  = HMAC-SHA256(Ka, op|kid | own sid | pid | time | plaintext); CTR IV = tag[
 
 Keys: a static key file, the server in direction 0 and the client in direction 1 (fixed,
 `tls_crypt_init_key()`); Ke is the direction's cipher slot cut to 32 bytes, Ka its HMAC slot
-cut to 32. tls-crypt-v2 uses the same wrap with the per-client key. Seal and open work in place:
-the 40 bytes of packet-id and tag go into the headroom, the payload is encrypted where it lies.
+cut to 32. tls-crypt-v2 uses the same wrap with the per-client key. Seal and open work in place
+with Buffer reads and prepends: the 40 bytes of packet-id and tag go into the headroom (and
+`op|sid` in front of them), the payload is encrypted where it lies.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import hmac
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from core import Buffer
-from tunnel.protocol.wrap.base import LONG_PID, LONG_PID_LEN, OP_SID_LEN, ControlWrap, Opened
+from core import BoundsError, Buffer
+from tunnel.protocol.wrap.base import (
+    LONG_PID,
+    LONG_PID_LEN,
+    OP_SID_LEN,
+    ControlWrap,
+    Opened,
+    check_room,
+    pack_long_pid,
+    restore,
+)
 from tunnel.protocol.wrap.keyfile import DirectionKeys, direction_keys
 
 __all__ = ["TAG_LEN", "TLS_CRYPT_OVERHEAD", "TlsCryptWrap"]
@@ -29,7 +39,6 @@ TAG_LEN = 32
 TLS_CRYPT_OVERHEAD = LONG_PID_LEN + TAG_LEN
 _KEY_LEN = 32
 _IV_LEN = 16
-_HEAD = OP_SID_LEN + TLS_CRYPT_OVERHEAD  # where the ciphertext starts
 
 
 class TlsCryptWrap(ControlWrap):
@@ -55,33 +64,42 @@ class TlsCryptWrap(ControlWrap):
         return wrap
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
-        buf.reserve_head(TLS_CRYPT_OVERHEAD)
-        view = buf.data
-        # [40 new][op sid][plain] -> [op sid][pid time][tag][cipher]; the payload stays put.
-        view[0:OP_SID_LEN] = view[TLS_CRYPT_OVERHEAD:_HEAD]
-        LONG_PID.pack_into(view, OP_SID_LEN, packet_id, timestamp)
+        # [op sid][plain] -> [op sid][pid time][tag][cipher]: op|sid is read off the front, the
+        # payload encrypted where it lies, then tag, packet-id and op|sid prepended.
+        pid = pack_long_pid(packet_id, timestamp)
+        check_room(buf, TLS_CRYPT_OVERHEAD)
+        op_sid = buf.read(OP_SID_LEN).tobytes()
+        plain = buf.data
         mac = self._send_mac.copy()
-        mac.update(view[0 : OP_SID_LEN + LONG_PID_LEN])
-        mac.update(view[_HEAD:])
+        mac.update(op_sid)
+        mac.update(pid)
+        mac.update(plain)
         tag = mac.digest()
-        view[OP_SID_LEN + LONG_PID_LEN : _HEAD] = tag
         encryptor = Cipher(self._send_cipher, modes.CTR(tag[:_IV_LEN])).encryptor()
-        view[_HEAD:] = encryptor.update(view[_HEAD:])
+        plain[:] = encryptor.update(plain)
+        buf.prepend(tag)
+        buf.prepend(pid)
+        buf.prepend(op_sid)
 
     def open(self, buf: Buffer) -> Opened | None:
-        view = buf.data
-        if len(view) < _HEAD:
+        offset, size = buf.offset, len(buf)
+        try:
+            op_sid = buf.read(OP_SID_LEN)
+            pid = buf.read(LONG_PID_LEN)
+            tag = buf.read(TAG_LEN).tobytes()
+        except BoundsError:  # shorter than op|sid and the wrap's header
+            restore(buf, offset, size)
             return None
-        tag = bytes(view[OP_SID_LEN + LONG_PID_LEN : _HEAD])
-        decryptor = Cipher(self._recv_cipher, modes.CTR(tag[:_IV_LEN])).decryptor()
-        plain = decryptor.update(view[_HEAD:])
+        cipher = buf.data
+        plain = Cipher(self._recv_cipher, modes.CTR(tag[:_IV_LEN])).decryptor().update(cipher)
         mac = self._recv_mac.copy()
-        mac.update(view[0 : OP_SID_LEN + LONG_PID_LEN])
+        mac.update(op_sid)
+        mac.update(pid)
         mac.update(plain)
         if not hmac.compare_digest(mac.digest(), tag):
+            restore(buf, offset, size)
             return None
-        packet_id, timestamp = LONG_PID.unpack_from(view, OP_SID_LEN)
-        view[_HEAD:] = plain
-        view[TLS_CRYPT_OVERHEAD:_HEAD] = bytes(view[0:OP_SID_LEN])
-        buf.advance(TLS_CRYPT_OVERHEAD)
+        packet_id, timestamp = LONG_PID.unpack(pid)
+        cipher[:] = plain
+        buf.prepend(op_sid.tobytes())  # [op sid][plain]: op|sid back in front of the payload
         return Opened(packet_id, timestamp, self)

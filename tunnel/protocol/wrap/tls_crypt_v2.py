@@ -23,9 +23,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from core import Buffer, FrameBuilder
-from tunnel.protocol.constants import OPCODE_SHIFT, SESSION_ID_LEN, Opcode
-from tunnel.protocol.wrap.base import OP_SID_LEN, ControlWrap, Opened
+from core import BoundsError, Buffer, FrameBuilder
+from tunnel.protocol.codec import skip_to_payload
+from tunnel.protocol.constants import KEY_ID_MASK, OPCODE_SHIFT, Opcode
+from tunnel.protocol.wrap.base import OP_SID_LEN, ControlWrap, Opened, check_room
 from tunnel.protocol.wrap.keyfile import direction_keys
 from tunnel.protocol.wrap.tls_crypt import TLS_CRYPT_OVERHEAD, TlsCryptWrap
 from tunnel.protocol.wrap.v2keys import (
@@ -54,32 +55,42 @@ _V3 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V3)
 _WKC = int(Opcode.P_CONTROL_WKC_V1)
 _CONTROL = int(Opcode.P_CONTROL_V1)
 _SERVER_RESET = int(Opcode.P_CONTROL_HARD_RESET_SERVER_V2)
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 
 # (metadata type, metadata value) -> accepted? The app runs `tls-crypt-v2-verify CMD` here.
 MetadataVerifier = Callable[[int, bytes], bool]
 
 
 def _cut_wkc(buf: Buffer) -> bytes | None:
-    """Split the WKc off the end of a V3/WKC_V1 datagram; None if it cannot be located."""
-    view = buf.data
-    size = len(view)
+    """Split the WKc off the end of a V3/WKC_V1 datagram; None if it cannot be located.
+
+    WKc ends in its own u16 length, so it is found from the tail (the one field a Buffer
+    cannot read from the front); ``buf.inc_len(len(wkc))`` puts it back."""
+    size = len(buf)
     if size < OP_SID_LEN + TLS_CRYPT_OVERHEAD + 2:
         return None
-    wkc_len = _U16.unpack_from(view, size - 2)[0]
+    view = buf.data
+    wkc_len = int.from_bytes(view[size - 2 :], "big")
     if not 2 <= wkc_len <= min(MAX_WKC_LEN, size - OP_SID_LEN - TLS_CRYPT_OVERHEAD):
         return None
-    wkc = bytes(view[size - wkc_len :])
+    wkc = view[size - wkc_len :].tobytes()
     buf.truncate(size - wkc_len)
     return wkc
 
 
+def _set_opcode(buf: Buffer, opcode: int) -> None:
+    """Rewrite the opcode of the packet in ``buf``, keeping its key_id (read, then prepend)."""
+    first = buf.read_u8()
+    buf.prepend_u8((opcode << OPCODE_SHIFT) | (first & KEY_ID_MASK))
+
+
 def _as_control_v1(buf: Buffer) -> None:
     """After verification, P_CONTROL_WKC_V1 is a P_CONTROL_V1 for everything above (ssl.c)."""
-    view = buf.data
-    if view[0] >> OPCODE_SHIFT == _WKC:
-        view[0] = (_CONTROL << OPCODE_SHIFT) | (view[0] & 0x07)
+    if buf.peek_u8() >> OPCODE_SHIFT == _WKC:
+        _set_opcode(buf, _CONTROL)
+
+
+def _opcode(buf: Buffer) -> int | None:
+    return buf.peek_u8() >> OPCODE_SHIFT if len(buf) else None
 
 
 class _PeerWrap(TlsCryptWrap):
@@ -94,12 +105,17 @@ class _PeerWrap(TlsCryptWrap):
         self.original_key = client_key
 
     def open(self, buf: Buffer) -> Opened | None:
-        view = buf.data
-        if view and view[0] >> OPCODE_SHIFT in (_V3, _WKC) and _cut_wkc(buf) is None:
-            return None
+        wkc = b""
+        if _opcode(buf) in (_V3, _WKC):
+            cut = _cut_wkc(buf)
+            if cut is None:
+                return None
+            wkc = cut
         opened = super().open(buf)
-        if opened is not None:
-            _as_control_v1(buf)
+        if opened is None:
+            buf.inc_len(len(wkc))  # as it came
+            return None
+        _as_control_v1(buf)
         return opened
 
 
@@ -123,21 +139,21 @@ class TlsCryptV2ServerWrap(ControlWrap):
         raise RuntimeError("tls-crypt-v2: the server seals with the client's own key")
 
     def open(self, buf: Buffer) -> Opened | None:
-        view = buf.data
-        if len(view) < OP_SID_LEN or view[0] >> OPCODE_SHIFT not in (_V3, _WKC):
+        opcode = _opcode(buf)
+        if len(buf) < OP_SID_LEN or opcode not in (_V3, _WKC):
             # Stock: "TLS Error: could not determine wrapping" - v2 requires some wrapping.
             return None
-        opcode = view[0] >> OPCODE_SHIFT
         wkc = _cut_wkc(buf)
         if wkc is None:
             return None
         unwrapped = unwrap_client_key(self.server_key, wkc)
-        if unwrapped is None:
-            return None  # a client key made for another server key, or garbage
-        client_key, metadata = unwrapped
-        peer = _PeerWrap(client_key, metadata)
-        opened = TlsCryptWrap.open(peer, buf)
+        opened = None
+        if unwrapped is not None:  # None: a client key made for another server key, or garbage
+            client_key, metadata = unwrapped
+            peer = _PeerWrap(client_key, metadata)
+            opened = TlsCryptWrap.open(peer, buf)
         if opened is None:
+            buf.inc_len(len(wkc))  # as it came
             return None
         _as_control_v1(buf)
         early = opcode == _V3 and opened.packet_id & EARLY_NEG_MASK == EARLY_NEG_START
@@ -190,12 +206,17 @@ class TlsCryptV2ClientWrap(TlsCryptWrap):
         return self._resending
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
-        view = buf.data
-        opcode = view[0] >> OPCODE_SHIFT
-        append = opcode == _V3
-        if self.resend_wkc and opcode == _CONTROL and _first_message(view):
-            view[0] = (_WKC << OPCODE_SHIFT) | (view[0] & 0x07)
-            append = True
+        opcode = _opcode(buf)
+        as_wkc = (self.resend_wkc and opcode == _CONTROL and buf.peek_u8() & KEY_ID_MASK == 0
+                  and _message_pid(buf) == 1)
+        append = as_wkc or opcode == _V3
+        # Every bound before anything changes: the tls-crypt header in front, WKc behind.
+        check_room(buf, self.overhead)
+        if append and buf.tailroom < len(self.client_key.wkc):
+            raise BoundsError(f"seal: WKc needs {len(self.client_key.wkc)} bytes of tailroom,"
+                              f" {buf.tailroom} there")
+        if as_wkc:
+            _set_opcode(buf, _WKC)  # before the tag, which covers op|sid
         super().seal(buf, packet_id, timestamp)
         if append:
             buf.append(self.client_key.wkc)
@@ -204,39 +225,36 @@ class TlsCryptV2ClientWrap(TlsCryptWrap):
         opened = super().open(buf)
         if opened is None or self.resend_wkc:
             return opened
-        view = buf.data
-        if view[0] >> OPCODE_SHIFT == _SERVER_RESET and _asks_for_wkc(view):
+        if _opcode(buf) == _SERVER_RESET and _asks_for_wkc(buf):
             return Opened(opened.packet_id, opened.timestamp, self._resend_variant())
         return opened
 
 
-def _message_offset(view: memoryview) -> int | None:
-    """Where the message pid of a plain non-ACK control packet is, or None if it is short."""
-    if len(view) < OP_SID_LEN + 1:
+def _cursor(buf: Buffer) -> Buffer:
+    """A read cursor over the contents of ``buf``: reading it leaves ``buf`` as it is."""
+    cursor = Buffer.over(buf.data)
+    cursor.inc_len(cursor.capacity)
+    return cursor
+
+
+def _message_pid(buf: Buffer) -> int | None:
+    """The message pid of the plain non-ACK control packet in ``buf``; None if it is short."""
+    try:
+        return skip_to_payload(_cursor(buf))
+    except BoundsError:
         return None
-    n_acks = view[OP_SID_LEN]
-    at = OP_SID_LEN + 1 + 4 * n_acks + (SESSION_ID_LEN if n_acks else 0)
-    return at if len(view) >= at + 4 else None
 
 
-def _first_message(view: memoryview) -> bool:
-    """key_id 0, message pid 1: the packet stock sends as P_CONTROL_WKC_V1 when asked."""
-    at = _message_offset(view)
-    return at is not None and view[0] & 0x07 == 0 and _U32.unpack_from(view, at)[0] == 1
-
-
-def _asks_for_wkc(view: memoryview) -> bool:
+def _asks_for_wkc(buf: Buffer) -> bool:
     """The server reset's payload holds the early-negotiation TLV with RESEND_WKC."""
-    at = _message_offset(view)
-    if at is None:
+    tlvs = _cursor(buf)
+    try:
+        skip_to_payload(tlvs)
+        while len(tlvs) >= 4:
+            kind = tlvs.read_u16()
+            value = tlvs.read(tlvs.read_u16())  # a length beyond the packet: BoundsError
+            if kind == TLV_TYPE_EARLY_NEG_FLAGS and len(value) == 2:
+                return bool(int.from_bytes(value, "big") & EARLY_NEG_FLAG_RESEND_WKC)
+    except BoundsError:
         return False
-    pos, end = at + 4, len(view)
-    while pos + 4 <= end:
-        kind, length = _U16.unpack_from(view, pos)[0], _U16.unpack_from(view, pos + 2)[0]
-        pos += 4
-        if pos + length > end:
-            return False
-        if kind == TLV_TYPE_EARLY_NEG_FLAGS and length == 2:
-            return bool(_U16.unpack_from(view, pos)[0] & EARLY_NEG_FLAG_RESEND_WKC)
-        pos += length
     return False
