@@ -60,7 +60,7 @@ def test_events_carry_the_peer_id_of_their_client() -> None:
     pair.server.kill(session, None, "test", pair.now)
     pair.flush()
     closed = [e for e in pair.server_events if isinstance(e, SessionClosed)]
-    assert [e.peer_id for e in closed] == [session.peer_id]
+    assert [(e.peer_id, e.address) for e in closed] == [(session.peer_id, CLIENT_ADDR)]
     assert pair.server.peer(session.peer_id) is None  # gone from the table with it
     # The client side has no peer table: its events name nobody.
     assert all(getattr(e, "peer_id", None) is None for e in pair.client_events)

@@ -127,9 +127,9 @@ class MetricsServer:
                              "How late the event loop ran a timer (sampled every 0.25 s)",
                              buckets=LAG_BUCKETS, registry=self.registry)
         self.counts = {"handshakes": 0, "rekeys": 0, "refused_clients": 0}
-        # (client_id, key object id) -> (replays, auth failures): monotonic per client even
+        # client_id -> key object id -> (replays, auth failures): monotonic per client even
         # as its data keys are replaced at each renegotiation
-        self._key_drops: dict[tuple[int, int], tuple[int, int]] = {}
+        self._key_drops: dict[int, dict[int, tuple[int, int]]] = {}
         self._server: asyncio.Server | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._active = 0
@@ -217,19 +217,19 @@ class MetricsServer:
             ):
                 families[name].add_metric(labels, value)
             since.add_metric(labels, peer.connected_since)
-        for key in [k for k in self._key_drops if k[0] not in live]:
-            del self._key_drops[key]
+        for client_id in [c for c in self._key_drops if c not in live]:
+            del self._key_drops[client_id]
         yield connected
         yield since
         yield from families.values()
 
     def _drops_of(self, client_id: int, keys: list[object]) -> tuple[int, int]:
+        mine = self._key_drops.setdefault(client_id, {})  # this client's keys only
         for key in keys:
             if key is not None:
-                self._key_drops[(client_id, id(key))] = (
-                    int(getattr(key, "replays", 0)), int(getattr(key, "auth_failures", 0)))
-        mine = [v for k, v in self._key_drops.items() if k[0] == client_id]
-        return sum(v[0] for v in mine), sum(v[1] for v in mine)
+                mine[id(key)] = (int(getattr(key, "replays", 0)),
+                                 int(getattr(key, "auth_failures", 0)))
+        return sum(v[0] for v in mine.values()), sum(v[1] for v in mine.values())
 
     # -- HTTP ---------------------------------------------------------------------------------
 

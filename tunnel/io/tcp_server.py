@@ -92,7 +92,7 @@ class TcpServerDriver(ConnDriver):
         self.max_packet = pool.frame.buffer_size - pool.frame.headroom
         self.queue_bytes = queue_limit * (self.max_packet + LENGTH_PREFIX)
         self._next_sweep: float | None = None
-        self._session_closed = False
+        self._sessions_closed: list[tuple[str, int]] = []  # their connections close next
 
     def start(self) -> None:
         self.loop.add_reader(self.sock.fileno(), self.safe, "the TCP listener",
@@ -144,15 +144,17 @@ class TcpServerDriver(ConnDriver):
         return self.server.peer_at(addr) is not None
 
     def on_endpoint_event(self, event: Event) -> None:
-        if isinstance(event, SessionClosed):
-            self._session_closed = True
+        if isinstance(event, SessionClosed) and event.address is not None:
+            self._sessions_closed.append(event.address)
 
     def after_events(self, now: float) -> None:
-        if self._session_closed:
-            self._session_closed = False
+        if self._sessions_closed:
+            closed, self._sessions_closed = self._sessions_closed, []
             peer_at = self.server.peer_at
-            for conn in list(self.conns.values()):
-                if conn.session_seen and peer_at(conn.addr) is None and not conn.closing:
+            for addr in closed:  # the connections of the sessions that ended, not all of them
+                conn = self.conns.get(addr)
+                if (conn is not None and conn.session_seen and peer_at(addr) is None
+                        and not conn.closing):
                     # Its session ended: close once the last packets are out.
                     conn.closing = True
                     conn.created_at = now  # the linger starts now

@@ -60,6 +60,7 @@ class SessionClosed:
     restart: bool
     peer_common_name: str | None = None
     peer_id: int | None = None
+    address: tuple[str, int] | None = None  # where the peer was (a connection to close)
 
 
 @dataclass(frozen=True, slots=True)

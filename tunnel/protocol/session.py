@@ -533,7 +533,8 @@ class Session:
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
             return
-        self.closed = SessionClosed(reason, restart, self.peer_common_name, self.peer_id)
+        self.closed = SessionClosed(reason, restart, self.peer_common_name, self.peer_id,
+                                    self.remote_addr)
         self._events.append(self.closed)
 
     def release(self) -> None:
