@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,9 +85,13 @@ class TunnelDevice:
         # An interface that is there before us (persistent, made by `openvpn --mktun` or an
         # earlier persist-tun run) is not ours to delete.
         self._preexisting = "%" not in wanted and _netlink(link_exists, wanted)
-        tun = TunDevice.open(wanted)
+        # TSO reads (tunnel/io/tso.py) only with TUNNEL_TSO=1: measured, they buy nothing yet
+        # (docs/PERFORMANCE.md: the per-segment Python cost equals the reads they save).
+        tun = TunDevice.open(wanted, tso=os.environ.get("TUNNEL_TSO") == "1")
         self.tun = tun
         self.log.info("TUN/TAP device %s opened", tun.name)
+        if tun.tso:
+            self.log.info("TSO reads on %s: super-packets cut, checksums completed here", tun.name)
         if self._preexisting:
             # What an earlier (persist-tun) run left on it counts as configured, so that the
             # first configure() replaces what is not wanted any more instead of adding to it.

@@ -6,8 +6,9 @@ also opened with IFF_VNET_HDR: the kernel then puts a 10-byte virtio-net header 
 every packet, which `read_packet` (the packet at `read_offset`) and `write` step over and put
 on, so callers still see bare IP packets; what the header buys is `write_frame`, which can
 hand the kernel one coalesced TCP packet for many segments (tunnel/io/offload.py). No offload
-is asked for on reads (TUNSETOFFLOAD), so every packet read is a plain one with its checksum
-complete.
+is asked for on reads (TUNSETOFFLOAD) unless `tso` is given: then the kernel may hand over TCP
+super-packets and partial checksums, which `read_packet` cuts and completes (tunnel/io/tso.py),
+so a reader still sees complete, plain packets.
 Configuration (addresses, MTU, link state) is tunnel/io/netlink.py's job, not this file's.
 """
 
@@ -18,10 +19,12 @@ import fcntl
 import io
 import os
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tunnel.io.device import DeviceError, read_into
-from tunnel.io.offload import VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
+from tunnel.io.offload import GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
+from tunnel.io.tso import TsoSegmenter, complete_checksum
 
 if TYPE_CHECKING:
     from core import Buffer
@@ -37,6 +40,12 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+_MAX_SUPER = 0x10000  # a GSO packet is at most 64 KB (IP total length / payload length)
+_CSUM = struct.Struct("=HH")  # csum_start, csum_offset in the virtio-net header
 
 IFNAMSIZ = 16  # includes the terminating NUL: names have at most 15 bytes
 _IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")  # struct ifreq: name, ifr_flags, padding to 40
@@ -52,20 +61,27 @@ class TunDevice:
     """One queue of a TUN interface. Implements `tunnel.io.device.PacketDevice`."""
 
     __slots__ = (
+        "_big",
         "_fd",
         "_file",
+        "_segmenter",
         "name",
         "offload",
         "read_offset",
+        "read_packet",
         "rx_dropped",
         "rx_packets",
+        "tso",
         "tx_dropped",
         "tx_packets",
         "vnet_hdr",
     )
 
-    def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False) -> None:
-        """Wrap an fd already attached with TUNSETIFF; use `TunDevice.open` instead."""
+    def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False, tso: bool = False) -> None:
+        """Wrap an fd already attached with TUNSETIFF; use `TunDevice.open` instead.
+
+        `tso`: TUNSETOFFLOAD was granted (with `vnet_hdr` only), so reads may be TCP
+        super-packets or packets with a checksum to complete (tunnel/io/tso.py)."""
         self.name = name
         self.vnet_hdr = vnet_hdr  # every read and write carries a virtio-net header
         self.offload = vnet_hdr  # so write_frame takes GSO frames (PacketDevice)
@@ -78,16 +94,32 @@ class TunDevice:
         self.rx_dropped = 0  # packets larger than the buffer's tailroom (the kernel cut them)
         self.tx_packets = 0
         self.tx_dropped = 0
+        self.tso = tso and vnet_hdr
+        self.read_packet: Callable[[memoryview], int]
+        if self.tso:
+            # A super-packet is read whole into this buffer and cut from there; plain packets
+            # are copied from it into the caller's view (a TUN read cannot be steered by size).
+            self._big = memoryview(bytearray(VNET_HDR_SIZE + _MAX_SUPER))
+            self._segmenter: TsoSegmenter | None = TsoSegmenter()
+            self.read_packet = self._read_offloaded
+        else:
+            self._big = memoryview(b"")
+            self._segmenter = None
+            self.read_packet = self._read_plain
 
     @classmethod
     def open(
-        cls, name: str = "tun%d", *, multi_queue: bool = False, vnet_hdr: bool = True
+        cls, name: str = "tun%d", *, multi_queue: bool = False, vnet_hdr: bool = True,
+        tso: bool = False,
     ) -> TunDevice:
         """Create (or attach to) the TUN interface `name`; "%d" lets the kernel number it.
 
         With `multi_queue`, opening the same name again adds a queue (one fd per reader).
         With `vnet_hdr` (the default) the fd carries virtio-net headers, so `write_frame` can
         pass coalesced TCP packets; a kernel that refuses it gets a plain fd instead.
+        With `tso` (and the header) the kernel may hand over 64 KB TCP super-packets and
+        packets with partial checksums (TUNSETOFFLOAD), which `read_packet` cuts and completes;
+        a kernel that refuses the offload gets plain reads.
         The device lives while an fd is open, unless made persistent.
         """
         encoded = _encode_name(name)
@@ -107,7 +139,14 @@ class TunDevice:
                 raise _setiff_error(name, multi_queue, exc) from exc
             # The kernel writes the chosen name back (it expands "%d").
             chosen = bytes(ifreq[:IFNAMSIZ]).split(b"\0", 1)[0].decode("ascii")
-            return cls(fd, chosen, vnet_hdr=bool(extra))
+            granted = False
+            if extra and tso:
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                    granted = True
+                except OSError:
+                    pass  # an old kernel: plain reads, as without tso
+            return cls(fd, chosen, vnet_hdr=bool(extra), tso=granted)
         raise AssertionError("unreachable: the plain open either returns or raises")
 
     def fileno(self) -> int:
@@ -121,9 +160,9 @@ class TunDevice:
         """One packet into the empty `buf` (tunnel.io.device.read_into): tests and tools."""
         return read_into(self, buf)
 
-    def read_packet(self, room: memoryview) -> int:
-        """The batch reader's fast path: read one frame into `room` (the packet lands at
-        `read_offset`), return the packet's length, or 0 when none is waiting.
+    def _read_plain(self, room: memoryview) -> int:
+        """`read_packet` without TSO, the batch reader's fast path: read one frame into `room`
+        (the packet lands at `read_offset`), return its length, or 0 when none is waiting.
 
         Cut packets (as large as `room` allows and shorter than their IP header says) and,
         with the header, anything but a plain packet are dropped and counted (`rx_dropped`).
@@ -149,6 +188,46 @@ class TunDevice:
                 self.rx_packets += 1
                 return size
             self.rx_dropped += 1
+
+    def _read_offloaded(self, room: memoryview) -> int:
+        """`read_packet` with TSO: the next segment of the super-packet being cut, or the next
+        frame read whole, its checksum completed if the kernel left it (`NEEDS_CSUM`), copied
+        to `room` at `read_offset` (there with a zero header: complete, plain). Anything we
+        cannot cut or complete is dropped and counted."""
+        segmenter = self._segmenter
+        assert segmenter is not None
+        offset = VNET_HDR_SIZE
+        big = self._big
+        readinto = self._file.readinto
+        while True:
+            if segmenter.pending:
+                size = segmenter.next_into(room, offset)
+                if size:
+                    self.rx_packets += 1
+                    return size
+                segmenter.drop()
+                self.rx_dropped += 1
+                continue
+            n = readinto(big)
+            if n is None:  # EAGAIN: drained
+                return 0
+            size = n - offset
+            if size < 20:
+                self.rx_dropped += 1
+                continue
+            if big[1] != GSO_NONE:
+                if not segmenter.load(big, size):
+                    self.rx_dropped += 1
+                continue
+            if offset + size > len(room) or (
+                big[0] & VNET_F_NEEDS_CSUM
+                and not complete_checksum(big[offset:n], *_CSUM.unpack_from(big, 6))
+            ):
+                self.rx_dropped += 1
+                continue
+            room[offset:n] = big[offset:n]
+            self.rx_packets += 1
+            return size
 
     def write(self, data: memoryview) -> bool:
         """Write one packet; False (counted in `tx_dropped`) when the kernel refused it."""
