@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IFNAME_MAX = 15
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 
-_NS_PATTERN = re.compile(r"^tt-(\d+)-[0-9a-f]{6}-[ab]$")
+_NS_PATTERN = re.compile(r"^tt-(\d+)-[0-9a-f]{6}-[a-z]$")
 _LIVE: set[NetnsPair] = set()
 _atexit_registered = False
 _saved_sigterm: Any = None  # the SIGTERM handler to restore when the last pair closes
@@ -186,6 +186,7 @@ class NetnsPair:
         # Run on close after the processes stopped, before the namespaces go (newest first):
         # whatever a user of the pair made outside them (a socket file, a route).
         self.cleanups: list[Callable[[], None]] = []
+        self._extra_ns: list[str] = []  # add_namespace()
         self.env = dict(os.environ)
         # The namespace's processes import this checkout, whatever their working directory.
         path = self.env.get("PYTHONPATH")
@@ -276,8 +277,27 @@ class NetnsPair:
 
     # -- running things inside ---------------------------------------------------------------
 
+    def add_namespace(self, suffix: str = "c") -> tuple[str, ipaddress.IPv4Address,
+                                                        ipaddress.IPv4Address]:
+        """A third namespace joined to `ns_a` by its own veth in a new subnet (e.g. a second
+        client of a server in `ns_a`): (name, its address on the ns_a side, its own address).
+        Removed with the pair, like the first two."""
+        ns = f"tt-{os.getpid()}-{self.tag}-{suffix}"
+        net = self.new_subnet()
+        _ip("netns", "add", ns)
+        self._created.append(ns)
+        self._extra_ns.append(ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        near, far = self.ifname(f"{suffix}a"), self.ifname(suffix)
+        _ip("link", "add", near, "netns", self.ns_a, "type", "veth", "peer", "name", far,
+            "netns", ns)
+        for where, dev, addr in ((self.ns_a, near, net[1]), (ns, far, net[2])):
+            _ip("-n", where, "addr", "add", f"{addr}/{net.prefixlen}", "dev", dev)
+            _ip("-n", where, "link", "set", dev, "up")
+        return ns, net[1], net[2]
+
     def _check_ns(self, ns: str) -> None:
-        if ns not in (self.ns_a, self.ns_b):
+        if ns not in (self.ns_a, self.ns_b, *self._extra_ns):
             raise ValueError(f"{ns!r} is not a namespace of this pair")
 
     @staticmethod
