@@ -255,6 +255,11 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     _, size, in_use, _high, block, exhaustions = runs.split(",")
     assert int(size) in (2, 3) and in_use == size and int(block) >= 65536, runs
     assert int(exhaustions) == 0, runs
+    # The client's connection: its arena was taken by the iterations that touched it and is
+    # empty between them.
+    memory = next(line for line in status.splitlines() if line.startswith("CLIENT_MEMORY,"))
+    fields = memory.split(",")
+    assert fields[1] == "client" and int(fields[4]) > 0 and fields[8] == "0", memory
 
     # SIGTERM to the client: it tells the server (explicit-exit-notify), removes its device
     # and exits 0; the server drops the client at once instead of after ping-restart.

@@ -25,7 +25,7 @@ from tunnel.app.hooks import ServerHooks
 from tunnel.app.link import format_address, link_name, open_server_socket
 from tunnel.app.peers import PeerRegistry
 from tunnel.app.runtime import Runtime, StartupError, version_line
-from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts
+from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts, memory_row
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
 from tunnel.io.tcp_server import TcpServerDriver
@@ -175,6 +175,9 @@ class ServerRuntime(Runtime):
             link=self.driver.stats,
             runs=self.driver.runs.stats,
             run_block=self.driver.runs.block_size,
+            memory=[memory_row(peer.common_name, peer.address, peer.session.peer_id,
+                               peer.session.memory)
+                    for peer in sorted(self.peers.peers.values(), key=lambda p: p.client_id)],
             clients=rows,
             drops=drop_counts(self.server.drops.counts, self.driver.stats,
                               getattr(self.driver, "device", None)),

@@ -12,6 +12,7 @@ Server (`status-version` 1, 2 or 3; 2 is what monitoring tools parse):
     GLOBAL_STATS,dco_enabled,0
     HEADER,POOL_STATS,... / POOL_STATS,...     (ours: the packet-buffer pool)
     HEADER,RUN_POOL_STATS,... / RUN_POOL_STATS,...  (ours: the transport's 64 KiB run buffers)
+    HEADER,CLIENT_MEMORY,... / CLIENT_MEMORY,...    (ours: each connection's arena and pool use)
     HEADER,ARENA_STATS,... / ARENA_STATS,...   (ours: the per-iteration arena)
     HEADER,LINK_STATS,... / LINK_STATS,...     (ours: the driver's packet counters)
     END
@@ -35,10 +36,12 @@ from core import PoolStats
 from tunnel.io.conn_driver import ConnStats
 from tunnel.io.driver import DriverStats
 from tunnel.protocol.drops import CAUSES, MALFORMED
+from tunnel.protocol.memory import ConnectionMemory
 from tunnel.protocol.traffic import Traffic
 
 __all__ = [
-    "ArenaCounters", "ClientRow", "StatusSnapshot", "StatusWriter", "drop_counts", "render_status",
+    "ArenaCounters", "ClientRow", "MemoryRow", "StatusSnapshot", "StatusWriter", "drop_counts",
+    "memory_row", "render_status",
 ]
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -67,6 +70,30 @@ class ArenaCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryRow:
+    """One connection's gc arena and pool use (tunnel/protocol/memory.py)."""
+
+    common_name: str
+    real_address: str  # "ip:port"
+    peer_id: int | None
+    iterations: int  # event-loop iterations that touched the connection
+    entries_freed: int
+    bytes_freed: int
+    detached: int  # buffers that outlived their iteration (kept on EAGAIN)
+    live: int  # entries of the arena now (0 between iterations)
+    buffers_taken: int  # pool buffers taken for this connection so far
+
+
+def memory_row(
+    common_name: str, address: tuple[str, int], peer_id: int | None, memory: ConnectionMemory
+) -> MemoryRow:
+    arena = memory.arena
+    return MemoryRow(common_name, f"{address[0]}:{address[1]}", peer_id, memory.iterations,
+                     arena.entries_freed, arena.bytes_freed, arena.detached,
+                     arena.live_entries, memory.buffers_taken)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     title: str
     now: float  # wall clock
@@ -80,6 +107,8 @@ class StatusSnapshot:
     # The transport's run buffers (GSO/GRO, TUN coalescing, stream scratch): their RunPool.
     runs: PoolStats | None = None
     run_block: int = 0  # bytes per run block
+    # Server: each connection's arena and pool counters.
+    memory: list[MemoryRow] = field(default_factory=list)
 
 
 def drop_counts(
@@ -114,6 +143,7 @@ def _our_rows(s: StatusSnapshot, sep: str) -> list[str]:
         _row(sep, "POOL_STATS", pool.size, pool.in_use, pool.high_water, pool.acquires,
              pool.releases, pool.exhaustions),
         *_run_rows(s, sep),
+        *_memory_rows(s, sep),
         _row(sep, "HEADER", "ARENA_STATS", "Iterations", "Entries Freed", "Bytes Freed",
              "Detached"),
         _row(sep, "ARENA_STATS", arena.iterations, arena.entries_freed, arena.bytes_freed,
@@ -140,6 +170,19 @@ def _run_rows(s: StatusSnapshot, sep: str) -> list[str]:
     ]
 
 
+def _memory_rows(s: StatusSnapshot, sep: str) -> list[str]:
+    if s.clients is None:
+        return []
+    return [
+        _row(sep, "HEADER", "CLIENT_MEMORY", "Common Name", "Real Address", "Peer ID",
+             "Arena Iterations", "Arena Entries Freed", "Arena Bytes Freed", "Arena Detached",
+             "Arena Live", "Pool Buffers Taken"),
+        *(_row(sep, "CLIENT_MEMORY", m.common_name, m.real_address,
+               "" if m.peer_id is None else m.peer_id, m.iterations, m.entries_freed,
+               m.bytes_freed, m.detached, m.live, m.buffers_taken) for m in s.memory),
+    ]
+
+
 def _tcp_rows(link: DriverStats, sep: str) -> list[str]:
     """The TCP transport's connection counters (LINK_STATS' UDP columns count its packets)."""
     if not isinstance(link, ConnStats):
@@ -160,6 +203,10 @@ def _our_lines_v1(s: StatusSnapshot) -> list[str]:
         f"Pool high water,{pool.high_water}", f"Pool exhaustions,{pool.exhaustions}",
         *([f"Run pool size,{s.runs.size}", f"Run pool in use,{s.runs.in_use}",
            f"Run pool block bytes,{s.run_block}"] if s.runs is not None else []),
+        *(f"Client memory,{m.common_name},{m.real_address},iterations={m.iterations},"
+          f"entries_freed={m.entries_freed},bytes_freed={m.bytes_freed},"
+          f"detached={m.detached},live={m.live},buffers_taken={m.buffers_taken}"
+          for m in s.memory),
         f"Arena iterations,{arena.iterations}", f"Arena entries freed,{arena.entries_freed}",
         f"Arena bytes freed,{arena.bytes_freed}", f"Arena detached,{arena.detached}",
         *(f"Dropped {c},{s.drops.get(c, 0)}" for c in CAUSES),

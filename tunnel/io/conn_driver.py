@@ -81,6 +81,8 @@ class ConnDriver:
         self.device = device
         self.pool = pool
         self.arena = GcArena()
+        # Buffers the endpoint takes for a connection (memory.py) come from this pool.
+        endpoint.iteration.pool = pool
         self.batch = batch
         self.on_event = on_event
         self.stats = ConnStats()
@@ -124,12 +126,16 @@ class ConnDriver:
     def kick(self) -> None:
         """The endpoint changed from outside (a management command): act on it now."""
         self._after_input(self.loop.time())
+        self._end_iteration()
 
     def close_endpoint(self) -> None:
         now = self.loop.time()
-        self.endpoint.close(now)
-        self._flush_control(now)
-        self._drain_events()
+        try:
+            self.endpoint.close(now)
+            self._flush_control(now)
+            self._drain_events()
+        finally:
+            self._end_iteration()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -294,6 +300,15 @@ class ConnDriver:
         except Exception as exc:
             self.stats.errors += 1
             self.faults.record(where, exc)
+        self._end_iteration()
+
+    def _end_iteration(self) -> None:
+        """The callback is over: the arenas of the connections it touched are freed."""
+        try:
+            self.endpoint.end_iteration()
+        except Exception as exc:
+            self.stats.errors += 1
+            self.faults.record("freeing the connections' arenas", exc)
 
     def _on_timer(self) -> None:
         self._timer.fired()
@@ -306,6 +321,7 @@ class ConnDriver:
             self.faults.record("the timer", exc)
             if self._running and not self._timer.armed:  # never stall: come back soon
                 self._timer.arm(now + _FAULT_BACKOFF)
+        self._end_iteration()
 
     # -- after every input ---------------------------------------------------------------------
 
@@ -325,7 +341,11 @@ class ConnDriver:
 
     def _flush_control(self, now: float) -> None:
         touched: set[LinkConnection] = set()
-        for datagram, addr in self.endpoint.datagrams_to_send(now):
+        # Control datagrams, then those sealed in pool buffers for a connection (their arena
+        # frees them at the end of the iteration: the connection's queue copies them).
+        out: list[tuple[bytes | memoryview, Address]] = [*self.endpoint.datagrams_to_send(now)]
+        out += [(buf.data, addr) for buf, addr, _arena in self.endpoint.iteration.to_send()]
+        for datagram, addr in out:
             conn = self.conns.get(addr)
             if conn is None:
                 self.stats.udp_tx_dropped += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from core import Buffer, BufferPool, GcArena, RunPool
+from tunnel.io.backlog import SendBacklog
 from tunnel.io.datapath import CONTROL, REFUSED, DeviceOutput, inbound_batch, outbound_batch
 from tunnel.io.device import PacketDevice
 from tunnel.io.faults import CallbackFaults
@@ -24,6 +25,7 @@ from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
 from tunnel.protocol.events import Event
+from tunnel.protocol.memory import IterationArenas
 
 Address = tuple[str, int]
 
@@ -48,6 +50,12 @@ class Endpoint(Protocol):
     def handle_timer(self, now: float) -> None: ...
     def next_event(self) -> Event | None: ...
     def close(self, now: float) -> None: ...
+    def end_iteration(self) -> None: ...
+
+    # The per-connection arenas of an iteration (tunnel/protocol/memory.py); the driver sets
+    # its pool and sends the pooled datagrams queued there.
+    @property
+    def iteration(self) -> IterationArenas: ...
 
 
 @dataclass(slots=True)
@@ -90,6 +98,12 @@ class Driver:
         self.device = device
         self.pool = pool
         self.arena = GcArena()
+        # Buffers the endpoint takes for a connection come from this pool, in that
+        # connection's arena, freed when the callback ends (`end_iteration`).
+        endpoint.iteration.pool = pool
+        # Pooled datagrams the kernel refused with EAGAIN wait here (detached) for writability.
+        self.backlog = SendBacklog(sock.sendto, pool)
+        self._writing = False
         self.batch = batch
         self.on_event = on_event
         self.stats = DriverStats()
@@ -122,19 +136,27 @@ class Driver:
         self._running = False
         self.loop.remove_reader(self.sock.fileno())
         self.loop.remove_reader(self.device.fileno())
+        if self._writing:
+            self.loop.remove_writer(self.sock.fileno())
+            self._writing = False
+        self.backlog.clear()
         self._timer.cancel()
 
     def close_endpoint(self) -> None:
         """Tell the peer(s) we leave (explicit-exit-notify) and flush that last word."""
         now = self.loop.time()
-        self.endpoint.close(now)
-        self._flush_control(now)
-        self._drain_events()
+        try:
+            self.endpoint.close(now)
+            self._flush_control(now)
+            self._drain_events()
+        finally:
+            self._end_iteration()
 
     def kick(self) -> None:
         """Something outside the driver changed the endpoint (a management command): send
         what it queued, hand out its events and re-arm the timer now."""
         self._after_input(self.loop.time())
+        self._end_iteration()
 
     # -- readiness callbacks -----------------------------------------------------------------
 
@@ -205,8 +227,10 @@ class Driver:
             self._fault("the timer", exc)
             # A timer that fails again at once must not spin: come back a little later.
             self._after_input(now, timer_floor=now + _FAULT_BACKOFF)
+            self._end_iteration()
             return
         self._after_input(now)
+        self._end_iteration()
 
     def _guarded(self, callback: Callable[[], None], where: str) -> Callable[[], None]:
         """`callback` as a readiness callback that survives any exception it raises."""
@@ -216,8 +240,26 @@ class Driver:
                 callback()
             except Exception as exc:
                 self._fault(where, exc)
+            self._end_iteration()
 
         return run
+
+    def _end_iteration(self) -> None:
+        """The callback is over: the arenas of the connections it touched are freed."""
+        try:
+            self.endpoint.end_iteration()
+        except Exception as exc:  # a lifetime bug: logged and counted, the loop goes on
+            self._fault("freeing the connections' arenas", exc)
+
+    def _on_socket_writable(self) -> None:
+        """The socket takes datagrams again: send the backlog; stop watching once empty."""
+        backlog = self.backlog
+        sent, dropped = backlog.sent, backlog.dropped
+        if backlog.flush() and self._writing:
+            self.loop.remove_writer(self.sock.fileno())
+            self._writing = False
+        self.stats.udp_tx += backlog.sent - sent
+        self.stats.udp_tx_dropped += backlog.dropped - dropped
 
     def _fault(self, where: str, exc: Exception) -> None:
         self.stats.errors += 1
@@ -249,6 +291,20 @@ class Driver:
                 self.stats.udp_tx += 1
             except OSError:
                 self.stats.udp_tx_dropped += 1  # the reliability layer retransmits
+        pooled = self.endpoint.iteration.to_send()
+        if pooled:
+            # Datagrams sealed in pool buffers for a connection (client-to-client): sent now,
+            # or on EAGAIN detached from the connection's arena and kept for writability.
+            backlog = self.backlog
+            sent, dropped = backlog.sent, backlog.dropped
+            for buf, addr, arena in pooled:
+                backlog.offer(buf, addr, arena)
+            self.stats.udp_tx += backlog.sent - sent
+            self.stats.udp_tx_dropped += backlog.dropped - dropped
+            if backlog.pending and not self._writing and self._running:
+                self.loop.add_writer(self.sock.fileno(), self._guarded(
+                    self._on_socket_writable, "writing to the link"))
+                self._writing = True
 
     def _drain_events(self) -> None:
         while (event := self.endpoint.next_event()) is not None:

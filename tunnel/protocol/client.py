@@ -14,6 +14,7 @@ from core import Buffer
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
+from tunnel.protocol.memory import IterationArenas
 from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic
@@ -75,6 +76,8 @@ class Client:
         self.drops = DropLog(self._events)
         # Everything on the link and the device, across reconnects (status, bytecount).
         self.traffic = Traffic()
+        # The per-iteration arenas (memory.py), as the server's; the client takes none yet.
+        self.iteration = IterationArenas()
         self.session = self._start(now)
 
     @property
@@ -150,6 +153,10 @@ class Client:
         traffic.link_tx += len(buf)
         traffic.link_tx_packets += 1
         return session.remote_addr
+
+    def end_iteration(self) -> None:
+        """The event-loop iteration is over (the client takes nothing per iteration yet)."""
+        self.iteration.end()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         addr = self.session.remote_addr

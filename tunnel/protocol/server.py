@@ -48,6 +48,7 @@ from tunnel.protocol.events import (
     Notice,
     SessionClosed,
 )
+from tunnel.protocol.memory import IterationArenas
 from tunnel.protocol.peertable import PeerEntry, PeerTable
 from tunnel.protocol.ratelimit import InitialRateLimit
 from tunnel.protocol.session import Session
@@ -141,6 +142,11 @@ class Server:
         self.refused = 0
         # Everything on the link and the device; per client: `Session.traffic`.
         self.traffic = Traffic()
+        # One gc arena per connection per event-loop iteration (memory.py): the driver sets
+        # `iteration.pool`, calls `end_iteration()` after each callback; the data paths mark
+        # the sessions they touch (one dict store per packet).
+        self.iteration = IterationArenas()
+        self._touched = self.iteration.touched
 
     # -- queries (the app's view: status, management, metrics) ------------------------------
 
@@ -238,6 +244,8 @@ class Server:
         if here:  # counted for the client only when it came from where the client is
             session.traffic.link_rx += size
             session.traffic.link_rx_packets += 1
+        if verdict != DROPPED:  # authenticated: this iteration touched the connection
+            self._touched[session.memory] = None
         if verdict == TO_TUN:
             if self.settings.client_to_client:
                 verdict = self._client_to_client(entry, buf, now)
@@ -263,9 +271,18 @@ class Server:
         if other is None or other is entry:
             return TO_TUN
         session = other.session
-        if session.encrypt(buf, now):
-            self._stateless_out.append((bytes(buf.data), session.remote_addr))
-            session.traffic.link_tx += len(buf)
+        iteration = self.iteration
+        out = iteration.take(session.memory)  # the other connection's, for this iteration
+        if out is None:
+            if iteration.pool is None and session.encrypt(buf, now):  # no pool: copy it out
+                self._stateless_out.append((bytes(buf.data), session.remote_addr))
+                session.traffic.link_tx += len(buf)
+                session.traffic.link_tx_packets += 1
+            return CONSUMED  # (or the pool is exhausted: dropped, counted)
+        out.append(buf.data)
+        if session.encrypt(out, now):
+            iteration.queue(out, session.remote_addr, session.memory)
+            session.traffic.link_tx += len(out)
             session.traffic.link_tx_packets += 1
         return CONSUMED  # the caller's control step sends the queued datagram
 
@@ -468,7 +485,12 @@ class Server:
         traffic = session.traffic
         traffic.link_tx += sealed
         traffic.link_tx_packets += 1
+        self._touched[session.memory] = None
         return session.remote_addr
+
+    def end_iteration(self) -> None:
+        """The event-loop iteration is over: free the arenas of the sessions it touched."""
+        self.iteration.end()
 
     # -- output, timers, events -------------------------------------------------------------
 

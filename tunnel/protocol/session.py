@@ -46,6 +46,7 @@ from tunnel.protocol.geometry import data_frame
 from tunnel.protocol.keymethod2 import OPTIONS_MAX_LEN, KeyMethod2, new_key_method2
 from tunnel.protocol.keyring import KeyRing
 from tunnel.protocol.keystate import KeyPhase, KeyState
+from tunnel.protocol.memory import ConnectionMemory
 from tunnel.protocol.messages import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
@@ -184,6 +185,8 @@ class Session:
         # counters
         self.dropped_control = 0
         self.dropped_data = 0
+        # This connection's gc arena, taken by the iterations that touch it (memory.py).
+        self.memory = ConnectionMemory()
         # Why the last decrypt() said DROPPED (a drops.CAUSES name), for the endpoint's count.
         self.last_drop = MALFORMED
         self.control_drop = MALFORMED  # the same for the last refused control packet

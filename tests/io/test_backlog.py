@@ -1,0 +1,104 @@
+"""SendBacklog: a pooled datagram the kernel refuses with EAGAIN is detached from its
+connection's arena, survives the iteration, and is sent (then released) once the socket takes
+it. Real sockets: a unix datagram pair whose receive queue is filled (UDP on loopback drops at
+the receiver instead of refusing the send)."""
+
+from __future__ import annotations
+
+import socket
+
+from core import BufferPool, FrameBuilder, GcArena
+from tunnel.io.backlog import SendBacklog
+
+ADDR = ("192.0.2.1", 1194)
+
+
+def _full_pair() -> tuple[socket.socket, socket.socket]:
+    tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx.setblocking(False)
+    rx.setblocking(False)
+    while True:  # fill the queue until the kernel says EAGAIN
+        try:
+            tx.send(b"filler" * 10)
+        except BlockingIOError:
+            return tx, rx
+
+
+def _pool() -> BufferPool:
+    builder = FrameBuilder()
+    builder.reserve("hdr", headroom=24)
+    return BufferPool(builder.finalize(), 4)
+
+
+def _drain(rx: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(4096))
+        except BlockingIOError:
+            return got
+
+
+def test_eagain_keeps_the_datagram_past_the_iteration_and_sends_it_later() -> None:
+    tx, rx = _full_pair()
+    pool = _pool()
+    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool)
+    try:
+        arena = GcArena()
+        buf = arena.take(pool)
+        buf.append(b"the kept one")
+        backlog.offer(buf, ADDR, arena)
+        assert (backlog.pending, backlog.kept, arena.detached) == (1, 1, 1)
+        later = arena.take(pool)
+        later.append(b"behind it")
+        backlog.offer(later, ADDR, arena)  # waits its turn behind the first
+        arena.free()  # the iteration ends: the kept buffers are not the arena's any more
+        assert pool.stats.in_use == 2
+        assert bytes(buf.data) == b"the kept one"
+        assert not backlog.flush()  # still full
+        got = [d for d in _drain(rx) if not d.startswith(b"filler")]
+        assert not got
+        assert backlog.flush()
+        got = [d for d in _drain(rx) if not d.startswith(b"filler")]
+        assert got == [b"the kept one", b"behind it"]
+        assert pool.stats.in_use == 0 and backlog.sent == 2
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_full_backlog_drops_and_the_arena_frees_what_it_refused() -> None:
+    tx, rx = _full_pair()
+    pool = _pool()
+    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool, limit=1)
+    try:
+        arena = GcArena()
+        for text in (b"one", b"two"):
+            buf = arena.take(pool)
+            buf.append(text)
+            backlog.offer(buf, ADDR, arena)
+        assert (backlog.pending, backlog.dropped) == (1, 1)
+        arena.free()
+        assert pool.stats.in_use == 1  # only the kept one
+        backlog.clear()  # the driver stops
+        assert pool.stats.in_use == 0
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_socket_that_takes_it_sends_at_once() -> None:
+    tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pool = _pool()
+    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool)
+    try:
+        with GcArena() as arena:
+            buf = arena.take(pool)
+            buf.append(b"now")
+            backlog.offer(buf, ADDR, arena)
+            assert backlog.pending == 0 and backlog.sent == 1 and arena.detached == 0
+        assert rx.recv(64) == b"now"
+        assert pool.stats.in_use == 0
+    finally:
+        tx.close()
+        rx.close()
