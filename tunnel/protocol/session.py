@@ -141,8 +141,8 @@ class Session:
         self.ping_restart = settings.ping_restart
         self.last_rx = now
         self.last_tx = now
-        # Link bytes and datagrams of the whole connection, counted by the endpoint that
-        # owns the session (status, bytecount, metrics).
+        # Server: link bytes and datagrams of this client's whole connection, counted by the
+        # Server (status, bytecount, metrics); a Client counts its totals in Client.traffic.
         self.traffic = Traffic()
         self.mssfix = settings.mssfix > 0
         kind = settings.compression or ("stub" if settings.comp_lzo_stub else None)

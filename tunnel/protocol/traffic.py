@@ -3,8 +3,9 @@ endpoint (everything on the link, attributed or not).
 
 OpenVPN's status file, `bytecount` and our metrics report bytes per client for the whole
 connection, while a data key's own counters vanish with it at every renegotiation; so the
-endpoint that owns a session counts what passes into `Session.traffic`, and its totals into
-its own `traffic`. Plain integer fields: one attribute add per packet, no allocation.
+server counts what passes for each client into its `Session.traffic` and everything into
+`Server.traffic`. A client has one peer: it counts its totals only (`Client.traffic`, across
+reconnects). Plain integer fields: one attribute add per packet, no allocation.
 """
 
 from __future__ import annotations
