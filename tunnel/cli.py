@@ -82,6 +82,12 @@ def _build_parser() -> argparse.ArgumentParser:
             "--metrics-listen", type=_listen_address, metavar="ADDR:PORT",
             help="serve Prometheus metrics at http://ADDR:PORT/metrics",
         )
+        if role == "server":
+            run.add_argument(
+                "--workers", type=_positive_int, metavar="N",
+                help="worker processes sharing the port and the TUN device (default: one per "
+                     "core where the config allows it, else 1; see docs/WORKERS.md)",
+            )
     return parser
 
 
@@ -158,7 +164,8 @@ def _run_tunnel(args: argparse.Namespace) -> int:
     from tunnel.app.logsetup import LOGGER_NAME
 
     try:
-        return run_tunnel(args.config, args.command, args.metrics_listen)
+        return run_tunnel(args.config, args.command, args.metrics_listen,
+                          getattr(args, "workers", None))
     except StartupError as exc:
         print(f"tunnel {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

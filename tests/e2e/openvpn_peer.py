@@ -123,7 +123,7 @@ def client_config(
 # -- processes -------------------------------------------------------------------------------
 
 
-def peer_argv(kind: Kind, role: Role, config: Path) -> list[str]:
+def peer_argv(kind: Kind, role: Role, config: Path, extra: Sequence[str] = ()) -> list[str]:
     if kind == "stock":
         openvpn = shutil.which("openvpn")
         if openvpn is None:
@@ -131,7 +131,7 @@ def peer_argv(kind: Kind, role: Role, config: Path) -> list[str]:
         # An absolute path: `ip netns exec` runs it with the test's PATH, but be explicit.
         return [openvpn, "--config", str(config)]
     if kind == "ours":
-        return [sys.executable, "-m", "tunnel", role, "--config", str(config)]
+        return [sys.executable, "-m", "tunnel", role, "--config", str(config), *extra]
     raise ValueError(f"unknown peer kind {kind!r}")
 
 
@@ -176,13 +176,15 @@ class PeerProcess:
 @contextlib.contextmanager
 def start_peer(
     pair: NetnsPair, ns: str, *, kind: Kind, role: Role, config_text: str, workdir: Path,
+    args: Sequence[str] = (),
 ) -> Iterator[PeerProcess]:
-    """Write the config, start the peer in `ns`; it is stopped when the block exits."""
+    """Write the config, start the peer in `ns`; it is stopped when the block exits.
+    `args`: more command-line arguments for ours (e.g. `--workers 2`)."""
     label = f"{kind}-{role}"
     config_path = workdir / f"{label}.conf"
     config_path.write_text(config_text)
     log_path = workdir / f"{label}.log"
-    proc = pair.spawn(ns, *peer_argv(kind, role, config_path), log_path=log_path)
+    proc = pair.spawn(ns, *peer_argv(kind, role, config_path, args), log_path=log_path)
     peer = PeerProcess(pair, ns, label, proc, log_path, config_path)
     try:
         yield peer

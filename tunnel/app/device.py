@@ -71,6 +71,7 @@ class TunnelDevice:
         self.log = log
         self.max_mtu = max_mtu  # the frame's tun-mtu: buffers are no larger
         self.tun: TunDevice | None = None
+        self.queues: list[TunDevice] = []
         self.applied: DeviceConfig | None = None
         self._preexisting = False
 
@@ -79,7 +80,7 @@ class TunnelDevice:
         assert self.tun is not None
         return self.tun.name
 
-    def open(self) -> TunDevice:
+    def open(self, queues: int = 1) -> TunDevice:
         assert self.cfg.dev is not None
         wanted = tun_name(self.cfg.dev)
         # An interface that is there before us (persistent, made by `openvpn --mktun` or an
@@ -87,8 +88,12 @@ class TunnelDevice:
         self._preexisting = "%" not in wanted and _netlink(link_exists, wanted)
         # TSO reads (tunnel/io/tso.py) only with TUNNEL_TSO=1: measured, they buy nothing yet
         # (docs/PERFORMANCE.md: the per-segment Python cost equals the reads they save).
-        tun = TunDevice.open(wanted, tso=os.environ.get("TUNNEL_TSO") == "1")
+        tso = os.environ.get("TUNNEL_TSO") == "1" and queues == 1  # not with workers yet
+        tun = TunDevice.open(wanted, multi_queue=queues > 1, tso=tso)
         self.tun = tun
+        # More queues of the same device (a multi-worker server: one per worker).
+        self.queues = [tun] + [TunDevice.open(tun.name, multi_queue=True, vnet_hdr=tun.vnet_hdr,
+                                              tso=tso) for _ in range(queues - 1)]
         self.log.info("TUN/TAP device %s opened", tun.name)
         if tun.tso:
             self.log.info("TSO reads on %s: super-packets cut, checksums completed here", tun.name)
@@ -196,7 +201,8 @@ class TunnelDevice:
                 tun.set_persist(False)
             except DeviceError as exc:
                 self.log.debug("clear persist on %s: %s", name, exc)
-        tun.close()
+        for queue in self.queues or [tun]:
+            queue.close()
         self.tun = None
         if (self.cfg.persist_tun and keep) or self._preexisting:
             self.log.info("Leaving TUN/TAP device %s in place (persist-tun)", name)

@@ -222,6 +222,31 @@ def open_server_socket(cfg: TunnelConfig) -> socket.socket:
     return _bind(cfg, _server_family(cfg), cfg.lport)
 
 
+def open_server_sockets(cfg: TunnelConfig, count: int) -> list[socket.socket]:
+    """`count` UDP sockets on the server's port, one SO_REUSEPORT group in this order (a
+    multi-worker server: tunnel/app/workers.py)."""
+    family = _server_family(cfg)
+    host = _local_address(cfg, family)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            try:
+                sock = open_udp_socket(host, cfg.lport, family=family, reuse_port=True)
+            except OSError as exc:
+                message = exc.strerror or str(exc)
+                if exc.errno == errno.EACCES:
+                    message = (f"cannot bind UDP port {cfg.lport}: permission denied "
+                               "(ports below 1024 need root)")
+                raise LinkError(exc.errno or errno.EIO, message) from None
+            _tune(sock, cfg)
+            socks.append(sock)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 def _listen(cfg: TunnelConfig, family: int, port: int) -> socket.socket:
     from tunnel.io.tcp_server import open_tcp_listener
 

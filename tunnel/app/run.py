@@ -145,8 +145,12 @@ def _process_options(cfg: TunnelConfig, log: logging.Logger) -> None:
 
 
 def run_tunnel(config_path: str, role: Role,
-               metrics_listen: tuple[str, int] | None = None) -> int:
-    """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start."""
+               metrics_listen: tuple[str, int] | None = None,
+               workers: int | None = None) -> int:
+    """Run until a signal (exit 0) or a fatal condition (exit 1). StartupError: did not start.
+
+    A server runs `workers` worker processes (None: one per core where the config allows
+    it; tunnel/app/workers.py)."""
     cfg = _load(config_path, role)
     try:
         target = lookup(cfg.user, cfg.group)
@@ -166,8 +170,17 @@ def run_tunnel(config_path: str, role: Role,
     _process_options(cfg, log)
     log.info("%s", version_line())
     _log_config(cfg, log)
+    count = 1
+    if role == "server":
+        from tunnel.app.workers import resolve_workers
+
+        count = resolve_workers(cfg, workers, log, metrics=metrics_listen is not None)
     loop = new_event_loop()
     try:
+        if count > 1:
+            from tunnel.app.workers import Supervisor
+
+            return loop.run_until_complete(Supervisor(config_path, cfg, count, log).run())
         return loop.run_until_complete(
             _run_restarting(config_path, role, cfg, log, target, metrics_listen))
     except StartupError as exc:

@@ -29,6 +29,7 @@ from tunnel.app.status import ClientRow, StatusSnapshot, drop_counts, memory_row
 from tunnel.config.model import is_tcp
 from tunnel.io.driver import Driver
 from tunnel.io.tcp_server import TcpServerDriver
+from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import AuthRequested, Event
 from tunnel.protocol.server import ServerSettings
 from tunnel.runtime import make_pool
@@ -43,20 +44,19 @@ class ServerRuntime(Runtime):
         cfg = self.cfg
         frame = build_frame(cfg)
         self.device.max_mtu = frame.tun_mtu
-        sock = open_server_socket(cfg)
+        sock = self.open_link()
         self.sock = sock
         family = sock.family
         ipv6_link = family == socket.AF_INET6
         settings = build_server_settings(
             cfg, self.with_peer_checks(build_session_settings(cfg, ipv6_link=ipv6_link)))
+        settings = self.adapt_settings(settings)
         self._server_operations(settings)
         host, port = sock.getsockname()[:2]
         tcp = is_tcp(cfg.proto)
         self.log.info("%s link local (bound): %s", link_name(family, tcp),
                       format_address((host, port), family))
-        tun = self.device.open()
-        self.device.configure(server_device_config(cfg, self.log))
-        self._run_up()
+        tun = self.open_device()
         server = build_server(cfg, settings, loop.time())
         self.auth_verifier: AuthVerifier | None = None
         if cfg.auth_user_pass_verify is not None:
@@ -83,6 +83,20 @@ class ServerRuntime(Runtime):
             )
         return Driver(loop, self.endpoint, sock, tun, self.pool, on_event=self.on_event,
                       log=self.log)
+
+    # -- what a worker of a multi-worker server (worker.py) does differently ----------------
+
+    def open_link(self) -> socket.socket:
+        return open_server_socket(self.cfg)
+
+    def open_device(self) -> TunDevice:
+        tun = self.device.open()
+        self.device.configure(server_device_config(self.cfg, self.log))
+        self._run_up()
+        return tun
+
+    def adapt_settings(self, settings: ServerSettings) -> ServerSettings:
+        return settings
 
     def _server_operations(self, settings: ServerSettings) -> None:
         """client-config-dir and ifconfig-pool-persist (ccd.py), before the server exists."""

@@ -59,18 +59,23 @@ class PeerTable:
         max_clients: int,
         pool: AddressPool[ipaddress.IPv4Address],
         pool6: AddressPool[ipaddress.IPv6Address] | None = None,
+        *, peer_ids: tuple[int, int] = (0, 1),
     ) -> None:
         self.pool = pool
         self.pool6 = pool6
         self.by_addr: dict[Address, PeerEntry] = {}
-        self.by_id: list[PeerEntry | None] = [None] * max_clients
+        # The peer-ids: first, first + step, ... (a worker of a multi-worker server hands out
+        # only those of its index), max_clients of them.
+        first, step = peer_ids
+        ids = range(first, first + step * max_clients, step)
+        self.by_id: list[PeerEntry | None] = [None] * (ids[-1] + 1 if ids else 0)
         self.by_vip: dict[int, PeerEntry] = {}
         self.by_vip6: dict[bytes, PeerEntry] = {}
         self.iroutes: IrouteTable[PeerEntry] = IrouteTable()
         self._by_name: dict[str, PeerEntry] = {}
         # Freed ids go to the back: an id is reused as late as possible, so an event that
         # names one is about the session that had it, not a newer one.
-        self._free_ids: deque[int] = deque(range(max_clients))
+        self._free_ids: deque[int] = deque(ids)
 
     # -- queries ----------------------------------------------------------------------------
 

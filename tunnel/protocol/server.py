@@ -106,6 +106,27 @@ class ServerSettings:
     # that had one goes away: learn-address and client-disconnect scripts, issue 11 item 5.
     on_client_connected: Callable[[Session, ipaddress.IPv4Address], None] | None = None
     on_client_gone: Callable[[Session, ipaddress.IPv4Address], None] | None = None
+    # Peer-ids handed out: first, first + step, ... (max_clients of them). A worker of a
+    # multi-worker server (tunnel/app/worker.py) uses (index, workers), so that the UDP
+    # steering program finds a data packet's worker as peer_id % workers.
+    peer_ids: tuple[int, int] = (0, 1)
+    # Told the networks a client is reached by (its addresses, its iroutes) once it has them
+    # (True) and before they are given back (False): a multi-worker server steers the TUN
+    # queues by them.
+    on_routes: Callable[[Session, tuple[Network, ...], bool], None] | None = None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _routes_of(entry: PeerEntry) -> tuple[Network, ...]:
+    routes: list[Network] = []
+    if entry.vip is not None:
+        routes.append(ipaddress.ip_network(entry.vip))
+    if entry.vip6 is not None:
+        routes.append(ipaddress.ip_network(entry.vip6))
+    routes.extend(entry.iroutes)
+    return tuple(routes)
 
 
 class Server:
@@ -118,7 +139,8 @@ class Server:
         self.cookies = CookieJar(cookie_key, hand_window=settings.session.hand_window)
         # The stateless reset answers are built and wrapped in this (one block, copied out).
         self._control_pool = BufferPool(settings.session.control_wrap.frame, 1)
-        self.table = PeerTable(settings.max_clients, settings.pool, settings.pool6)
+        self.table = PeerTable(settings.max_clients, settings.pool, settings.pool6,
+                               peer_ids=settings.peer_ids)
         # The table's maps, read per packet (the same objects for the server's lifetime).
         self._by_addr = self.table.by_addr
         self._by_id = self.table.by_id
@@ -588,6 +610,8 @@ class Server:
             vip = entry.vip
             if vip is not None and self.settings.on_client_gone is not None:
                 self.settings.on_client_gone(session, vip)
+            if vip is not None and self.settings.on_routes is not None:
+                self.settings.on_routes(session, _routes_of(entry), False)
             self.table.remove(entry)
         # Flush what the session still had to say (AUTH_FAILED, RESTART) before forgetting it.
         last = max(session.last_rx, session.last_tx)
@@ -638,7 +662,10 @@ class Server:
                 other.session.close(session.last_rx, f"replaced by a new connection with CN {cn}")
                 self._collect(other.session)
             self.table.set_name(entry, cn)
-        return self.table.assign(entry, client.ifconfig_push, client.iroutes)
+        vip = self.table.assign(entry, client.ifconfig_push, client.iroutes)
+        if self.settings.on_routes is not None:
+            self.settings.on_routes(entry.session, _routes_of(entry), True)
+        return vip
 
 
 def _link_local_source(data: memoryview) -> bool:

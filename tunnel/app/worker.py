@@ -1,0 +1,185 @@
+"""One worker process of a multi-worker server (`tunnel server --workers N`, workers.py).
+
+A worker is an ordinary `ServerRuntime` with four differences, all given by the supervisor:
+its UDP socket is one of the reuseport group (inherited fd), its TUN device is one queue of
+the multi-queue device the supervisor configured (inherited fd; the supervisor runs up/down
+and keeps the device), its address pool is the supervisor's (`RemotePool`), and it hands out
+only the peer-ids `index, index + N, ...`, which is what the UDP steering program relies on.
+It writes no status file and has no management interface: the supervisor asks it for its
+status over the control socket and merges the workers'.
+
+    python -m tunnel.app.worker --config FILE --index I --workers N --fds SOCK,TUN,REQ,CTL
+        --tun-name NAME [--vnet-hdr]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+from tunnel.app.logsetup import setup_logging
+from tunnel.app.privileges import lookup
+from tunnel.app.run import StartupError, _load
+from tunnel.app.serve import ServerRuntime
+from tunnel.app.worker_ipc import MAX_MESSAGE, RemotePool, decode, encode, snapshot_to_json
+from tunnel.config import TunnelConfig
+from tunnel.io.loop import new_event_loop
+from tunnel.io.tun import TunDevice
+from tunnel.protocol.server import Network, ServerSettings
+from tunnel.protocol.session import Session
+
+__all__ = ["WorkerRuntime", "main"]
+
+
+class _SharedQueue:
+    """The worker's stand-in for `TunnelDevice`: one queue, configured by the supervisor."""
+
+    def __init__(self, tun: TunDevice, max_mtu: int) -> None:
+        self.tun: TunDevice | None = tun
+        self.max_mtu = max_mtu
+        self.name = tun.name
+
+    def close(self) -> None:
+        if self.tun is not None:
+            self.tun.close()  # this process's fd only: the supervisor keeps the queue attached
+            self.tun = None
+
+
+class WorkerRuntime(ServerRuntime):
+    def __init__(self, cfg: TunnelConfig, log: logging.Logger, *, index: int, workers: int,
+                 sock: socket.socket, tun: TunDevice, requests: socket.socket,
+                 control: socket.socket) -> None:
+        super().__init__(cfg, log, lookup(cfg.user, cfg.group))
+        self.index, self.workers = index, workers
+        self._link, self._queue = sock, tun
+        self.requests, self.control = requests, control
+        self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
+
+    def open_link(self) -> socket.socket:
+        return self._link
+
+    def open_device(self) -> TunDevice:
+        return self._queue
+
+    def adapt_settings(self, settings: ServerSettings) -> ServerSettings:
+        settings.pool = RemotePool(self.requests, ipaddress.IPv4Address)  # type: ignore[assignment]
+        if settings.pool6 is not None:
+            settings.pool6 = RemotePool(  # type: ignore[assignment]
+                self.requests, ipaddress.IPv6Address)
+        settings.peer_ids = (self.index, self.workers)
+        settings.on_routes = self._routes
+        return settings
+
+    def _routes(self, session: Session, routes: tuple[Network, ...], added: bool) -> None:
+        for network in routes:
+            self.requests.send(encode({"op": "route", "net": str(network), "add": added}))
+
+    def started(self) -> None:
+        super().started()
+        assert self.loop is not None
+        self.control.setblocking(False)
+        self.loop.add_reader(self.control.fileno(), self._on_control)
+        self.requests.send(encode({"op": "ready", "pid": _pid()}))
+
+    def _on_control(self) -> None:
+        try:
+            data = self.control.recv(MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the supervisor is gone: nobody can restart us or hand out addresses
+            self.log.error("worker %d: the supervisor went away; exiting", self.index)
+            self.stop(1)
+            return
+        try:
+            message = decode(data)
+        except ValueError:
+            return
+        op = message.get("op")
+        if op == "status" and self.loop is not None:
+            snapshot = self.status_snapshot(self.loop.time())
+            answer = snapshot_to_json(snapshot, self.index)
+            answer["id"] = message.get("id")
+            self.control.setblocking(True)
+            try:
+                self.control.send(encode(answer))
+            finally:
+                self.control.setblocking(False)
+        elif op == "kill_cn" and self.loop is not None:
+            server = self.endpoint.server
+            session = server.by_cn.get(str(message.get("cn")))
+            if session is not None:
+                server.kill(session, None, str(message.get("reason", "replaced")),
+                            self.loop.time())
+                self._kick_driver()
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+class _Prefix(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"{self.prefix}{record.msg}"
+        return True
+
+
+def _worker_config(cfg: TunnelConfig) -> TunnelConfig:
+    """What the supervisor does is not repeated here: status file, pool persistence,
+    daemon/writepid and up/down run in the supervisor only."""
+    mine = copy.copy(cfg)
+    mine.status_file = None
+    mine.ops = dataclasses.replace(cfg.ops, ifconfig_pool_persist=None, daemon=None,
+                                   writepid=None)
+    return mine
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunnel-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--fds", required=True)
+    parser.add_argument("--tun-name", required=True)
+    parser.add_argument("--vnet-hdr", action="store_true")
+    args = parser.parse_args(argv)
+    sock_fd, tun_fd, req_fd, ctl_fd = (int(x) for x in args.fds.split(","))
+    try:
+        cfg = _worker_config(_load(args.config, "server"))
+    except StartupError as exc:
+        print(f"tunnel server worker {args.index}: error: {exc}", file=sys.stderr)
+        return 1
+    log = setup_logging(verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=True)
+    for handler in log.handlers:
+        handler.addFilter(_Prefix(f"worker {args.index}: "))
+    sock = socket.socket(fileno=sock_fd)
+    tun = TunDevice(tun_fd, args.tun_name, vnet_hdr=args.vnet_hdr)
+    requests = socket.socket(fileno=req_fd)
+    control = socket.socket(fileno=ctl_fd)
+    runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,
+                            tun=tun, requests=requests, control=control)
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(runtime.run())
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

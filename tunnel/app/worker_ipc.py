@@ -1,0 +1,148 @@
+"""The messages between the supervisor of a multi-worker server and its workers.
+
+Two `SOCK_SEQPACKET` socket pairs per worker, one JSON object per packet (never pickle: a
+worker parses network input and runs unprivileged, the supervisor may be root):
+
+- *requests* (worker -> supervisor): `alloc`/`peek` (answered at once: the worker waits for
+  the answer, a few microseconds, once per connecting client), `release`, `route`, `ready`
+  (not answered);
+- *control* (supervisor -> worker): `status` (answered with the worker's status snapshot on
+  the same socket), `kill_cn` (end this CN's session: a newer connection of it arrived on
+  another worker, and duplicate-cn is off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import socket
+from typing import Any, Generic
+
+from core import PoolStats
+from tunnel.app.accounting import Traffic
+from tunnel.app.status import ArenaCounters, ClientRow, StatusSnapshot
+from tunnel.io.driver import DriverStats
+from tunnel.protocol.server import IP
+
+__all__ = ["MAX_MESSAGE", "RemotePool", "decode", "encode", "merge_snapshots",
+           "snapshot_from_json", "snapshot_to_json"]
+
+MAX_MESSAGE = 1 << 22  # a status snapshot of thousands of clients fits
+ANSWER_TIMEOUT = 5.0
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
+class RemotePool(Generic[IP]):
+    """A worker's view of the supervisor's address pool (the one pool of all workers).
+
+    Duck-types the parts of `tunnel.protocol.server.AddressPool` the server and its hooks
+    use: `allocate`, `release`, `peek`; `reserve`/`assignments` belong to the supervisor
+    (ifconfig-pool-persist is done there).
+    """
+
+    def __init__(self, sock: socket.socket, kind: type[IP]) -> None:
+        self._sock = sock
+        self._kind: type[IP] = kind
+        self._family = 6 if kind is ipaddress.IPv6Address else 4
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._sock.settimeout(ANSWER_TIMEOUT)
+        self._sock.send(encode(message))
+        try:
+            return decode(self._sock.recv(MAX_MESSAGE))
+        except (TimeoutError, ValueError, OSError) as exc:
+            raise RuntimeError(f"the supervisor did not answer an address request: {exc}") \
+                from None
+
+    def allocate(self, common_name: str | None = None) -> IP | None:
+        answer = self._ask({"op": "alloc", "v": self._family, "cn": common_name})
+        address = answer.get("address")
+        return None if address is None else self._kind(address)
+
+    def peek(self, common_name: str | None = None) -> IP | None:
+        answer = self._ask({"op": "peek", "v": self._family, "cn": common_name})
+        address = answer.get("address")
+        return None if address is None else self._kind(address)
+
+    def release(self, address: IP) -> None:
+        self._sock.send(encode({"op": "release", "v": self._family, "address": str(address)}))
+
+    def reserve(self, common_name: str, address: IP) -> bool:
+        return False
+
+    def assignments(self) -> dict[str, IP]:
+        return {}
+
+
+# -- status snapshots ----------------------------------------------------------------------
+
+def snapshot_to_json(snapshot: StatusSnapshot, worker: int) -> dict[str, Any]:
+    return {
+        "title": snapshot.title, "now": snapshot.now, "worker": worker,
+        "traffic": dataclasses.asdict(snapshot.traffic),
+        "pool": dataclasses.asdict(snapshot.pool),
+        "arena": dataclasses.asdict(snapshot.arena),
+        "link": dataclasses.asdict(snapshot.link),
+        "clients": [dataclasses.asdict(row) for row in snapshot.clients or ()],
+        "drops": snapshot.drops,
+    }
+
+
+def _ints(cls: Any, value: Any) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{name: int(value.get(name, 0)) for name in names})
+
+
+def snapshot_from_json(value: dict[str, Any]) -> StatusSnapshot:
+    rows = []
+    for row in value.get("clients", ()):
+        rows.append(ClientRow(
+            common_name=str(row["common_name"]), real_address=str(row["real_address"]),
+            virtual_address=str(row["virtual_address"]),
+            bytes_received=int(row["bytes_received"]), bytes_sent=int(row["bytes_sent"]),
+            connected_since=float(row["connected_since"]), client_id=int(row["client_id"]),
+            peer_id=None if row["peer_id"] is None else int(row["peer_id"]),
+            cipher=str(row["cipher"]), last_ref=float(row["last_ref"])))
+    return StatusSnapshot(
+        title=str(value["title"]), now=float(value["now"]),
+        traffic=_ints(Traffic, value["traffic"]), pool=_ints(PoolStats, value["pool"]),
+        arena=_ints(ArenaCounters, value["arena"]), link=_ints(DriverStats, value["link"]),
+        clients=rows, drops={str(k): int(v) for k, v in dict(value.get("drops", {})).items()})
+
+
+def _sum(cls: Any, items: list[Any]) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{name: sum(getattr(item, name) for item in items) for name in names})
+
+
+def merge_snapshots(title: str, now: float, parts: list[StatusSnapshot]) -> StatusSnapshot:
+    """One server's status from its workers': counters summed, clients of all of them
+    (client ids made unique: a worker's id times the worker count plus its index)."""
+    count = max(len(parts), 1)
+    clients: list[ClientRow] = []
+    for index, part in enumerate(parts):
+        for row in part.clients or ():
+            clients.append(dataclasses.replace(row, client_id=row.client_id * count + index))
+    clients.sort(key=lambda row: (row.connected_since, row.client_id))
+    drops: dict[str, int] = {}
+    for part in parts:
+        for cause, n in part.drops.items():
+            drops[cause] = drops.get(cause, 0) + n
+    return StatusSnapshot(
+        title=title, now=now,
+        traffic=_sum(Traffic, [p.traffic for p in parts]),
+        pool=_sum(PoolStats, [p.pool for p in parts]),
+        arena=_sum(ArenaCounters, [p.arena for p in parts]),
+        link=_sum(DriverStats, [p.link for p in parts]),
+        clients=clients, drops=drops)

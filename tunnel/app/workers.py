@@ -1,0 +1,590 @@
+"""`tunnel server --workers N`: N worker processes behind one port and one TUN device.
+
+The supervisor (this process) does what is done once per server and owns what must be
+shared; the workers (worker.py, one `ServerRuntime` each) do everything per client:
+
+- the link: N UDP sockets of one `SO_REUSEPORT` group and the steering program that sends a
+  client's datagrams to the worker holding its session, by peer-id or session id, whatever
+  its source address (tunnel/io/steering.py); socket i goes to worker i;
+- the device: one multi-queue TUN device, configured here (addresses, routes, `up`/`down`),
+  queue i to worker i, and the eBPF program that picks the queue of each packet by its
+  destination (a map of client address/iroute -> worker, written here as workers report
+  their clients' routes);
+- the address pool (v4 and v6): one, here; workers ask for addresses (`RemotePool`), so no
+  address is handed out twice, a returning CN gets its previous one, ifconfig-pool-persist is
+  kept here, and max-clients counts the clients of all workers. Without duplicate-cn a CN that
+  connects to one worker while another holds it ends the older session there;
+- the status file: every status interval the workers' snapshots are asked for and merged.
+
+All sockets and queues stay open here for the server's life: the steering programs index
+them in the order they were opened, and a closed one would renumber the rest. A worker that
+dies is restarted on the same socket and queue (its clients reconnect: their sessions were in
+it); one that dies more than `RESTART_LIMIT` times in `RESTART_PERIOD` seconds, or fails
+before it ever started, ends the server with that reason. The supervisor reads no network
+input, keeps its privileges (to start workers again) and sends nothing but JSON to workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunnel.app.build import build_frame, build_server_settings, build_session_settings
+from tunnel.app.ccd import PoolPersistFile, load_pool_persist
+from tunnel.app.device import TunnelDevice, server_device_config
+from tunnel.app.link import format_address, link_name, open_server_sockets
+from tunnel.app.run import EXIT_FAILED, EXIT_OK, StartupError, describe_error, version_line
+from tunnel.app.scripts import ScriptRunner
+from tunnel.app.status import StatusWriter, render_status
+from tunnel.app.worker_ipc import (
+    MAX_MESSAGE,
+    decode,
+    encode,
+    merge_snapshots,
+    snapshot_from_json,
+)
+from tunnel.config import TunnelConfig
+from tunnel.config.model import is_tcp
+from tunnel.io.steering import TunSteering, attach_reuseport_steering
+from tunnel.protocol.errors import ConfigError
+from tunnel.protocol.server import AddressPool
+
+__all__ = ["RESTART_LIMIT", "RESTART_PERIOD", "SharedPool", "Supervisor", "resolve_workers",
+           "unsupported_with_workers"]
+
+RESTART_LIMIT = 5
+RESTART_PERIOD = 60.0
+STOP_GRACE = 10.0  # seconds a worker has to say goodbye to its clients at exit
+STATUS_TIMEOUT = 2.0
+
+
+def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | None:
+    """Why this config cannot run on several workers (yet), or None."""
+    if is_tcp(cfg.proto):
+        return f"proto {cfg.proto} (only UDP is steered to workers)"
+    if cfg.management is not None:
+        return "management (the interface belongs to one process)"
+    if metrics or cfg.metrics_listen is not None:
+        return "metrics-listen (the metrics belong to one process)"
+    if cfg.client_to_client:
+        return "client-to-client (two clients may be on different workers)"
+    return None
+
+
+def resolve_workers(cfg: TunnelConfig, asked: int | None, log: logging.Logger,
+                    metrics: bool = False) -> int:
+    """The worker count: `asked`, or by default the number of cores where the config allows
+    it. Asking for more than one with a config that cannot have them is an error."""
+    reason = unsupported_with_workers(cfg, metrics)
+    if asked is None:
+        cores = len(os.sched_getaffinity(0))
+        if cores > 1 and reason is not None:
+            log.info("one worker process: %s", reason)
+            return 1
+        return cores
+    if asked > 1 and reason is not None:
+        raise StartupError(f"--workers {asked}: not possible with {reason}; use --workers 1")
+    return asked
+
+
+# -- the shared pool -----------------------------------------------------------------------
+
+@dataclass(slots=True)
+class SharedPool:
+    """The address pools of all workers, who holds what, and the TUN steering map."""
+
+    pools: dict[int, AddressPool[Any]]
+    max_clients: int
+    duplicate_cn: bool
+    steering: TunSteering | None
+    log: logging.Logger
+    kill_cn: Any  # Callable[[int, str], None]: tell a worker to end a CN's session
+    held: dict[int, dict[int, tuple[int, str | None]]] = field(default_factory=dict)
+    cn_at: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    routes: dict[str, int] = field(default_factory=dict)
+    _full_warned: float = 0.0
+
+    def __post_init__(self) -> None:
+        for version in self.pools:
+            self.held[version] = {}
+            self.cn_at[version] = {}
+
+    def clients(self) -> int:
+        return len(self.held.get(4, {}))
+
+    def alloc(self, worker: int, version: int, cn: str | None) -> str | None:
+        pool = self.pools.get(version)
+        if pool is None:
+            return None
+        held, cn_at = self.held[version], self.cn_at[version]
+        if cn is not None and not self.duplicate_cn:
+            holder = cn_at.get(cn)
+            if holder is not None and holder[0] != worker:
+                # multi.c: without duplicate-cn the newer connection wins, and takes the
+                # older one's address (ifconfig_pool_acquire by CN).
+                other, number = holder
+                self.kill_cn(other, cn)
+                held[number] = (worker, cn)
+                cn_at[cn] = (worker, number)
+                return str(pool._kind(number))
+        if version == 4 and len(held) >= self.max_clients:
+            now = time.monotonic()
+            if now - self._full_warned > 10:
+                self._full_warned = now
+                self.log.warning("MULTI: new connection refused: max-clients (%d) reached "
+                                 "across the workers", self.max_clients)
+            return None
+        address = pool.allocate(cn)
+        if address is None:
+            return None
+        held[int(address)] = (worker, cn)
+        if cn is not None and not self.duplicate_cn:
+            cn_at[cn] = (worker, int(address))
+        return str(address)
+
+    def peek(self, version: int, cn: str | None) -> str | None:
+        pool = self.pools.get(version)
+        address = None if pool is None else pool.peek(cn)
+        return None if address is None else str(address)
+
+    def release(self, worker: int, version: int, text: str) -> None:
+        pool = self.pools.get(version)
+        if pool is None:
+            return
+        address = ipaddress.ip_address(text)
+        number = int(address)
+        holder = self.held[version].get(number)
+        if holder is None or holder[0] != worker:
+            return  # handed to a newer connection of its CN on another worker meanwhile
+        del self.held[version][number]
+        cn = holder[1]
+        if cn is not None and self.cn_at[version].get(cn) == (worker, number):
+            del self.cn_at[version][cn]
+        pool.release(address)
+
+    def route(self, worker: int, network: str, added: bool) -> None:
+        net = ipaddress.ip_network(network)
+        key = str(net)
+        if added:
+            self.routes[key] = worker
+            if self.steering is not None:
+                self.steering.set(net, worker)
+        elif self.routes.get(key) == worker:
+            del self.routes[key]
+            if self.steering is not None:
+                self.steering.remove(net)
+
+    def forget(self, worker: int) -> None:
+        """A worker died: what it held is free again."""
+        for version, held in self.held.items():
+            pool = self.pools[version]
+            for number, (owner, _cn) in list(held.items()):
+                if owner == worker:
+                    self.release(worker, version, str(pool._kind(number)))
+        for key, owner in list(self.routes.items()):
+            if owner == worker:
+                self.route(worker, key, False)
+
+
+# -- the workers ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    requests: socket.socket | None = None
+    control: socket.socket | None = None
+    ready: bool = False
+    ever_ready: bool = False
+    pid: int = 0
+    exits: deque[float] = field(default_factory=deque)
+    answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, config_path: str, cfg: TunnelConfig, workers: int,
+                 log: logging.Logger) -> None:
+        self.config_path = config_path
+        self.cfg = cfg
+        self.count = workers
+        self.log = log
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.socks: list[socket.socket] = []
+        self.device = TunnelDevice(cfg, log, max_mtu=cfg.tun_mtu)
+        self.scripts = ScriptRunner(cfg, log)
+        self.device_env: dict[str, str] | None = None
+        self.steering: TunSteering | None = None
+        self.status: StatusWriter | None = None
+        self.persist: PoolPersistFile | None = None
+        self.pool: SharedPool | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Future[int] | None = None
+        self.stopping = False
+        self._request_id = 0
+
+    # -- start -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        cfg, log = self.cfg, self.log
+        frame = build_frame(cfg)
+        self.device.max_mtu = frame.tun_mtu
+        self.socks = open_server_sockets(cfg, self.count)
+        family = self.socks[0].family
+        # The same settings the workers build: a bad certificate fails here, before any fork.
+        settings = build_server_settings(
+            cfg, build_session_settings(cfg, ipv6_link=family == socket.AF_INET6))
+        attach_reuseport_steering(self.socks[0], self.count)
+        host, port = self.socks[0].getsockname()[:2]
+        log.info("%s link local (bound): %s, %d workers (SO_REUSEPORT, steered by peer-id "
+                 "and session id)", link_name(family, False),
+                 format_address((host, port), family), self.count)
+        self.device.open(queues=self.count)
+        self.steering = TunSteering.create()
+        self.steering.attach(self.device.queues[0].fileno())
+        log.info("TUN/TAP device %s: %d queues, steered by destination", self.device.name,
+                 self.count)
+        self.device.configure(server_device_config(cfg, log))
+        self._run_up()
+        pools: dict[int, AddressPool[Any]] = {4: settings.pool}
+        if settings.pool6 is not None:
+            pools[6] = settings.pool6
+        ops = cfg.ops
+        if ops.ifconfig_pool_persist is not None:
+            taken = load_pool_persist(ops.ifconfig_pool_persist, settings.pool, log)
+            if taken:
+                log.info("ifconfig-pool-persist: %d address(es) from %s", taken,
+                         ops.ifconfig_pool_persist)
+            if ops.ifconfig_pool_persist_seconds > 0:
+                self.persist = PoolPersistFile(ops.ifconfig_pool_persist)
+        self.pool = SharedPool(pools, cfg.max_clients, cfg.duplicate_cn, self.steering, log,
+                               self._kill_cn)
+        if cfg.status_file is not None:
+            try:
+                self.status = StatusWriter(cfg.status_file, log)
+            except OSError as exc:
+                raise StartupError(
+                    f"{cfg.source}:{cfg.line_of('status')}: cannot open the status file "
+                    f"{cfg.status_file}: {exc.strerror or exc}") from None
+
+    def _run_up(self) -> None:
+        cfg = self.cfg
+        if not ({"up", "route-up"} & set(cfg.ops.scripts)) or cfg.ifconfig is None:
+            return
+        env = self.scripts.device_env(self.device.name, cfg.tun_mtu, str(cfg.ifconfig.ip),
+                                      str(cfg.ifconfig.netmask), self.scripts.context)
+        self.device_env = env
+        if self.scripts.up_down("up", env) is False:
+            raise StartupError("the up script failed")
+        self.scripts.route_up({**env, "redirect_gateway": "0"})
+
+    def _spawn(self, worker: _Worker) -> None:
+        assert self.loop is not None
+        req_parent, req_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock = self.socks[worker.index]
+        queue = self.device.queues[worker.index]
+        fds = (sock.fileno(), queue.fileno(), req_child.fileno(), ctl_child.fileno())
+        argv = [sys.executable, "-m", "tunnel.app.worker", "--config", self.config_path,
+                "--index", str(worker.index), "--workers", str(self.count),
+                "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name]
+        if queue.vnet_hdr:
+            argv.append("--vnet-hdr")
+        try:
+            worker.proc = subprocess.Popen(argv, pass_fds=fds)
+        finally:
+            req_child.close()
+            ctl_child.close()
+        req_parent.setblocking(False)
+        ctl_parent.setblocking(False)
+        worker.requests, worker.control = req_parent, ctl_parent
+        worker.ready = False
+        worker.pid = worker.proc.pid
+        self.loop.add_reader(req_parent.fileno(), self._on_request, worker)
+        self.loop.add_reader(ctl_parent.fileno(), self._on_answer, worker)
+
+    def _close_channels(self, worker: _Worker) -> None:
+        assert self.loop is not None
+        for sock in (worker.requests, worker.control):
+            if sock is not None:
+                self.loop.remove_reader(sock.fileno())
+                sock.close()
+        worker.requests = worker.control = None
+        for future in worker.answers.values():
+            if not future.done():
+                future.cancel()
+        worker.answers.clear()
+        worker.ready = False
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _on_request(self, worker: _Worker) -> None:
+        sock = worker.requests
+        assert sock is not None and self.pool is not None
+        for _ in range(64):
+            try:
+                data = sock.recv(MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                assert self.loop is not None
+                self.loop.remove_reader(sock.fileno())  # gone: the exit watcher takes over
+                return
+            try:
+                message = decode(data)
+                self._handle(worker, message)
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                self.log.warning("worker %d: bad request: %s", worker.index, exc)
+
+    def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        assert self.pool is not None and worker.requests is not None
+        op = message.get("op")
+        version = int(message.get("v", 4))
+        if op == "alloc":
+            address = self.pool.alloc(worker.index, version, message.get("cn"))
+            worker.requests.send(encode({"address": address}))
+        elif op == "peek":
+            worker.requests.send(encode({"address": self.pool.peek(version, message.get("cn"))}))
+        elif op == "release":
+            self.pool.release(worker.index, version, str(message["address"]))
+        elif op == "route":
+            self.pool.route(worker.index, str(message["net"]), bool(message["add"]))
+        elif op == "ready":
+            worker.ready = worker.ever_ready = True
+            self.log.info("worker %d (pid %d) running", worker.index, worker.pid)
+            if all(w.ever_ready for w in self.workers) and not self._announced:
+                self._announced = True
+                self.log.info("Initialization Sequence Completed")
+
+    _announced = False
+
+    def _on_answer(self, worker: _Worker) -> None:
+        sock = worker.control
+        assert sock is not None
+        while True:
+            try:
+                data = sock.recv(MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                assert self.loop is not None
+                self.loop.remove_reader(sock.fileno())
+                return
+            try:
+                answer = decode(data)
+            except ValueError:
+                continue
+            future = worker.answers.pop(int(answer.get("id", -1)), None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+
+    def _kill_cn(self, index: int, cn: str) -> None:
+        worker = self.workers[index]
+        if worker.control is not None:
+            with contextlib.suppress(OSError):
+                worker.control.send(encode({
+                    "op": "kill_cn", "cn": cn,
+                    "reason": f"replaced by a new connection with CN {cn} on another worker"}))
+
+    # -- status ------------------------------------------------------------------------------
+
+    async def snapshot(self) -> Any:
+        """The merged status of all running workers (those that do not answer in time are
+        left out, and said so in the log)."""
+        assert self.loop is not None
+        waiting: list[tuple[_Worker, asyncio.Future[dict[str, Any]]]] = []
+        for worker in self.workers:
+            if not worker.ready or worker.control is None:
+                continue
+            self._request_id += 1
+            future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+            worker.answers[self._request_id] = future
+            try:
+                worker.control.send(encode({"op": "status", "id": self._request_id}))
+            except OSError:
+                worker.answers.pop(self._request_id, None)
+                continue
+            waiting.append((worker, future))
+        parts = []
+        for worker, future in waiting:
+            try:
+                answer = await asyncio.wait_for(future, STATUS_TIMEOUT)
+                parts.append(snapshot_from_json(answer))
+            except (TimeoutError, asyncio.CancelledError, ValueError, KeyError):
+                self.log.warning("worker %d: no status answer", worker.index)
+        return merge_snapshots(version_line(), time.time(), parts)
+
+    async def _write_status(self) -> None:
+        if self.status is None:
+            return
+        snapshot = await self.snapshot()
+        self.status.write(render_status(snapshot, self.cfg.status_version))
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.cfg.status_interval))
+            if all(w.ever_ready for w in self.workers):
+                break
+        while True:
+            await self._write_status()
+            await asyncio.sleep(self.cfg.status_interval)
+
+    async def _persist_loop(self) -> None:
+        assert self.persist is not None and self.pool is not None
+        while True:
+            await asyncio.sleep(self.cfg.ops.ifconfig_pool_persist_seconds)
+            self.persist.write(self.pool.pools[4])
+
+    # -- the main loop -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self._stop = loop.create_future()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_exit_signal, signum)
+        for signum in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(signum, self._on_restart_signal, signum)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_status_signal)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            try:
+                self.prepare()
+            except (ConfigError, OSError) as exc:
+                raise StartupError(describe_error(exc)) from None
+            if self.cfg.user or self.cfg.group:
+                self.log.info("workers drop privileges; the supervisor keeps them to restart "
+                              "workers")
+            for worker in self.workers:
+                self._spawn(worker)
+            tasks.append(loop.create_task(self._watch()))
+            if self.status is not None:
+                tasks.append(loop.create_task(self._status_loop()))
+            if self.persist is not None:
+                tasks.append(loop.create_task(self._persist_loop()))
+            code = await self._stop
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self._shutdown()
+        return code
+
+    def _on_exit_signal(self, signum: int) -> None:
+        if self._stop is not None and not self._stop.done():
+            self.log.info("%s[hard,] received, process exiting", signal.Signals(signum).name)
+            self._stop.set_result(EXIT_OK)
+
+    def _on_restart_signal(self, signum: int) -> None:
+        # The workers re-read the config; what the supervisor set up (port, device, pool)
+        # stays as it is until the server is started again.
+        self.log.info("%s received: restarting the workers", signal.Signals(signum).name)
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+
+    def _on_status_signal(self) -> None:
+        async def log_status() -> None:
+            snapshot = await self.snapshot()
+            for line in render_status(snapshot, 2).splitlines():
+                self.log.info("%s", line)
+
+        assert self.loop is not None
+        self.loop.create_task(log_status())
+
+    async def _watch(self) -> None:
+        """Restart a worker that exited (a crash must not take the others down)."""
+        assert self._stop is not None
+        while True:
+            await asyncio.sleep(0.2)
+            for worker in self.workers:
+                proc = worker.proc
+                if proc is None or proc.poll() is None or self.stopping:
+                    continue
+                self._exited(worker, proc.returncode)
+
+    def _exited(self, worker: _Worker, code: int) -> None:
+        assert self._stop is not None and self.pool is not None
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self._close_channels(worker)
+        self.pool.forget(worker.index)
+        worker.proc = None
+        if not worker.ever_ready:
+            self.log.error("worker %d (pid %d) failed to start (%s); exiting", worker.index,
+                           worker.pid, how)
+            if not self._stop.done():
+                self._stop.set_result(EXIT_FAILED)
+            return
+        now = time.monotonic()
+        worker.exits.append(now)
+        while worker.exits and now - worker.exits[0] > RESTART_PERIOD:
+            worker.exits.popleft()
+        if len(worker.exits) > RESTART_LIMIT:
+            self.log.error("worker %d exited %d times in %.0f s (last: %s); exiting",
+                           worker.index, len(worker.exits), RESTART_PERIOD, how)
+            if not self._stop.done():
+                self._stop.set_result(EXIT_FAILED)
+            return
+        level = logging.INFO if code == 0 else logging.ERROR
+        self.log.log(level, "worker %d (pid %d) ended (%s); starting it again (its clients "
+                     "reconnect)", worker.index, worker.pid, how)
+        self._spawn(worker)
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self.status is not None and any(w.ready for w in self.workers):
+            with contextlib.suppress(OSError):
+                await self._write_status()  # before the goodbye: it lists who was connected
+        running = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        for worker in running:
+            assert worker.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in running:
+            assert worker.proc is not None
+            while worker.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if worker.proc.poll() is None:
+                self.log.warning("worker %d did not exit in %.0f s; killing it", worker.index,
+                                 STOP_GRACE)
+                worker.proc.kill()
+                worker.proc.wait()
+        if self.loop is not None:
+            for worker in self.workers:
+                self._close_channels(worker)
+        if self.persist is not None and self.pool is not None:
+            try:
+                self.persist.write(self.pool.pools[4])
+            except OSError as exc:
+                self.log.warning("ifconfig-pool-persist: cannot write %s: %s",
+                                 self.persist.path, exc.strerror or exc)
+        for sock in self.socks:
+            sock.close()
+        if self.steering is not None:
+            self.steering.close()
+        self.device.close()
+        if self.device_env is not None:
+            self.scripts.up_down("down", {**self.device_env, "signal": "sigterm"})
+        if self.status is not None:
+            self.status.close()
+        if self.loop is not None:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                           signal.SIGUSR2):
+                self.loop.remove_signal_handler(signum)
