@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import ipaddress
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -60,6 +61,12 @@ class WorkerRuntime(ServerRuntime):
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
+
+    def drop_privileges(self) -> None:
+        if os.geteuid() != 0:  # started again by a supervisor that already gave root up
+            self.privileges_dropped = True
+            return
+        super().drop_privileges()
 
     def open_link(self) -> socket.socket:
         return self._link
@@ -122,8 +129,6 @@ class WorkerRuntime(ServerRuntime):
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 

@@ -21,7 +21,8 @@ them in the order they were opened, and a closed one would renumber the rest. A 
 dies is restarted on the same socket and queue (its clients reconnect: their sessions were in
 it); one that dies more than `RESTART_LIMIT` times in `RESTART_PERIOD` seconds, or fails
 before it ever started, ends the server with that reason. The supervisor reads no network
-input, keeps its privileges (to start workers again) and sends nothing but JSON to workers.
+input, gives up root (`user`/`group`) once the workers are started (a worker started again
+runs unprivileged from the start) and sends nothing but JSON to workers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tunnel.app.build import build_frame, build_server_settings, build_session_s
 from tunnel.app.ccd import PoolPersistFile, load_pool_persist
 from tunnel.app.device import TunnelDevice, server_device_config
 from tunnel.app.link import format_address, link_name, open_server_sockets
+from tunnel.app.privileges import drop, lookup
 from tunnel.app.run import EXIT_FAILED, EXIT_OK, StartupError, describe_error, version_line
 from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import StatusWriter, render_status
@@ -207,6 +209,7 @@ class _Worker:
     control: socket.socket | None = None
     ready: bool = False
     ever_ready: bool = False
+    restarting: bool = False  # told to exit by a restart signal: started again at once
     pid: int = 0
     exits: deque[float] = field(default_factory=deque)
     answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -217,6 +220,7 @@ class Supervisor:
                  log: logging.Logger) -> None:
         self.config_path = config_path
         self.cfg = cfg
+        self.target = lookup(cfg.user, cfg.group)
         self.count = workers
         self.log = log
         self.workers = [_Worker(i) for i in range(workers)]
@@ -466,11 +470,14 @@ class Supervisor:
                 self.prepare()
             except (ConfigError, OSError) as exc:
                 raise StartupError(describe_error(exc)) from None
-            if self.cfg.user or self.cfg.group:
-                self.log.info("workers drop privileges; the supervisor keeps them to restart "
-                              "workers")
             for worker in self.workers:
                 self._spawn(worker)
+            # Nothing here needs root once the sockets, queues, map and workers exist: a
+            # worker started again gets the same fds, and the map takes updates through
+            # its fd (Linux 6.5+ checks privileges only when a map or program is created).
+            if self.target.wanted:
+                for line in drop(self.target):
+                    self.log.info("%s", line)
             tasks.append(loop.create_task(self._watch()))
             if self.status is not None:
                 tasks.append(loop.create_task(self._status_loop()))
@@ -492,11 +499,18 @@ class Supervisor:
             self._stop.set_result(EXIT_OK)
 
     def _on_restart_signal(self, signum: int) -> None:
-        # The workers re-read the config; what the supervisor set up (port, device, pool)
-        # stays as it is until the server is started again.
-        self.log.info("%s received: restarting the workers", signal.Signals(signum).name)
+        # Stock: SIGHUP re-reads the config, SIGUSR1 restarts with the same one. Here the
+        # workers are started again and read the config file; what the supervisor set up
+        # (port, device, pool, steering) stays as it is until the server is started again.
+        # A config a worker cannot start with ends the server, as stock exits on one.
+        name = signal.Signals(signum).name
+        self.log.info("%s[%s,] received, process restarting", name,
+                      "hard" if signum == signal.SIGHUP else "soft")
+        self._announced = False
         for worker in self.workers:
             if worker.proc is not None and worker.proc.poll() is None:
+                worker.restarting = True
+                worker.ever_ready = False
                 worker.proc.send_signal(signal.SIGTERM)
 
     def _on_status_signal(self) -> None:
@@ -525,6 +539,10 @@ class Supervisor:
         self._close_channels(worker)
         self.pool.forget(worker.index)
         worker.proc = None
+        if worker.restarting:
+            worker.restarting = False
+            self._spawn(worker)
+            return
         if not worker.ever_ready:
             self.log.error("worker %d (pid %d) failed to start (%s); exiting", worker.index,
                            worker.pid, how)
