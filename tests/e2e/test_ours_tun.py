@@ -372,13 +372,15 @@ def test_client_restarts_after_ping_restart_on_the_same_device(
     # keepalive 1 4: the client is pushed ping-restart 4; the server itself waits 8 s.
     tunnel = _start_tunnel(pair, tmp_path, server_extra="keepalive 1 4")
     index = pair.run(pair.ns_b, "cat", f"/sys/class/net/{tunnel.client_dev}/ifindex").stdout
-    os.kill(tunnel.server.pid, signal.SIGSTOP)  # the server goes silent, its socket stays
+    # The whole server goes silent (its process group: with --workers, the workers too); its
+    # sockets stay.
+    os.killpg(tunnel.server.pid, signal.SIGSTOP)
     try:
         assert _wait_log(pair, tunnel.client, "Inactivity timeout (--ping-restart)", 10), (
             tunnel.logs()
         )
     finally:
-        os.kill(tunnel.server.pid, signal.SIGCONT)
+        os.killpg(tunnel.server.pid, signal.SIGCONT)
     assert wait_for(
         lambda: tunnel.client_log().count("Initialization Sequence Completed") >= 2, 40
     ), tunnel.logs()

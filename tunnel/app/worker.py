@@ -88,7 +88,9 @@ class WorkerRuntime(ServerRuntime):
             self.requests.send(encode({"op": "route", "net": str(network), "add": added}))
 
     def started(self) -> None:
-        super().started()
+        # ServerRuntime.started without its "Initialization Sequence Completed": the
+        # supervisor says it once, when every worker runs.
+        self.drop_privileges()
         assert self.loop is not None
         self.control.setblocking(False)
         self.loop.add_reader(self.control.fileno(), self._on_control)
