@@ -23,6 +23,7 @@ from tests.e2e.openvpn_peer import (
     start_peer,
     tun_address,
 )
+from tests.flood import rss_mb
 from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
@@ -53,10 +54,11 @@ def drops(status: Path) -> dict[str, int]:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    """VmRSS of the server and its descendants (with --workers, the workers hold the state)."""
+    kib = round(rss_mb(pid) * 1024)
+    if not kib:
+        raise AssertionError(f"no VmRSS for pid {pid}")
+    return kib
 
 
 def flood(pair: NetnsPair, kind: str, workdir: Path) -> str:

@@ -37,6 +37,7 @@ from tunnel.app.runtime import (
     version_line,
 )
 from tunnel.app.serve import ServerRuntime
+from tunnel.app.workers import Supervisor, resolve_workers
 from tunnel.config import TunnelConfig, load_config
 from tunnel.io.loop import new_event_loop
 from tunnel.protocol.errors import ConfigError
@@ -172,14 +173,10 @@ def run_tunnel(config_path: str, role: Role,
     _log_config(cfg, log)
     count = 1
     if role == "server":
-        from tunnel.app.workers import resolve_workers
-
         count = resolve_workers(cfg, workers, log, metrics=metrics_listen is not None)
     loop = new_event_loop()
     try:
         if count > 1:
-            from tunnel.app.workers import Supervisor
-
             return loop.run_until_complete(Supervisor(config_path, cfg, count, log).run())
         return loop.run_until_complete(
             _run_restarting(config_path, role, cfg, log, target, metrics_listen))

@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"tunnel server worker {args.index}: error: {exc}", file=sys.stderr)
         return 1
-    log = setup_logging(verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=True)
+    log = setup_logging(verb=cfg.verb, mute=cfg.mute, log_file=cfg.log_file, append=True,
+                        machine_readable=cfg.ops.machine_readable_output)
     for handler in log.handlers:
         handler.addFilter(_Prefix(f"worker {args.index}: "))
     sock = socket.socket(fileno=sock_fd)

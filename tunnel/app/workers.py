@@ -46,7 +46,7 @@ from tunnel.app.ccd import PoolPersistFile, load_pool_persist
 from tunnel.app.device import TunnelDevice, server_device_config
 from tunnel.app.link import format_address, link_name, open_server_sockets
 from tunnel.app.privileges import drop, lookup
-from tunnel.app.run import EXIT_FAILED, EXIT_OK, StartupError, describe_error, version_line
+from tunnel.app.runtime import EXIT_FAILED, EXIT_OK, StartupError, describe_error, version_line
 from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import StatusWriter, render_status
 from tunnel.app.worker_ipc import (
