@@ -18,6 +18,7 @@ import argparse
 import copy
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fds", required=True)
     parser.add_argument("--tun-name", required=True)
     parser.add_argument("--vnet-hdr", action="store_true")
+    parser.add_argument("--script-env", default="{}",
+                        help="the supervisor's sticky script variables (JSON)")
     args = parser.parse_args(argv)
     sock_fd, tun_fd, req_fd, ctl_fd = (int(x) for x in args.fds.split(","))
     try:
@@ -179,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=ctl_fd)
     runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,
                             tun=tun, requests=requests, control=control)
+    runtime.scripts.sticky.update(
+        {str(k): str(v) for k, v in dict(json.loads(args.script_env)).items()})
     loop = new_event_loop()
     try:
         return loop.run_until_complete(runtime.run())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -304,6 +305,10 @@ class Supervisor:
                 "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name]
         if queue.vnet_hdr:
             argv.append("--vnet-hdr")
+        if self.scripts.sticky:
+            # Stock keeps one environment per process: what `up` and `route-up` set (dev,
+            # ifconfig_*, ...) is there for every later hook, which here run in the workers.
+            argv += ["--script-env", json.dumps(self.scripts.sticky)]
         try:
             worker.proc = subprocess.Popen(argv, pass_fds=fds)
         finally:
