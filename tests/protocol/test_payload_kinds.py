@@ -13,6 +13,7 @@ import pytest
 from tests.protocol.harness import Pair
 from tunnel.protocol.constants import OCC_MAGIC, OCC_REQUEST, PING_MAGIC
 from tunnel.protocol.session import CONSUMED, TO_TUN
+from tunnel.protocol.verdicts import KEEPALIVE
 from tunnel.runtime import Timers
 
 
@@ -31,7 +32,7 @@ def _client_verdict(pair: Pair, payload: bytes) -> tuple[int, list[bytes]]:
 @pytest.mark.parametrize(
     ("payload", "verdict"),
     [
-        (PING_MAGIC, CONSUMED),
+        (PING_MAGIC, KEEPALIVE),  # no control step after it (verdicts.py)
         (PING_MAGIC + b"\0", TO_TUN),  # exactly the magic, nothing else
         (PING_MAGIC[:-1], TO_TUN),
         (bytes(16), TO_TUN),

@@ -18,6 +18,7 @@ a client whose address changed ("float") is moved only after its packet decrypte
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -114,6 +115,11 @@ class ServerSettings:
     # (True) and before they are given back (False): a multi-worker server steers the TUN
     # queues by them.
     on_routes: Callable[[Session, tuple[Network, ...], bool], None] | None = None
+    # The server's timer fires on a grid of this many seconds (0: at each deadline), so the
+    # keepalives, timeouts and retransmits of all sessions due within one step are handled in
+    # one wake-up (stock: whole seconds). With N idle clients the deadlines are N / ping per
+    # second apart; one wake-up each cost more than the work it did.
+    timer_granularity: float = 0.2
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -547,7 +553,11 @@ class Server:
         deadlines = self._deadlines
         for session in retime:
             deadlines.schedule(session, session.get_timer())
-        return deadlines.earliest()
+        earliest = deadlines.earliest()
+        step = self.settings.timer_granularity
+        if earliest is None or step <= 0:
+            return earliest
+        return max(earliest, math.ceil(earliest / step) * step)
 
     def handle_timer(self, now: float) -> None:
         for session in self._deadlines.pop_due(now):

@@ -66,7 +66,7 @@ from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
 from tunnel.protocol.traffic import Traffic
-from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, KEEPALIVE, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import WrapChannel, control_frame
 from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL, dynamic_wrap
 
@@ -378,7 +378,7 @@ class Session:
         size = len(payload)
         if size == _PING_SIZE:
             if payload == PING_MAGIC:
-                return CONSUMED
+                return KEEPALIVE
         elif size > _OCC_SIZE and payload[0] == _OCC_FIRST and payload[:_OCC_SIZE] == OCC_MAGIC:
             self._handle_occ(buf, now)
             return CONSUMED
@@ -473,6 +473,11 @@ class Session:
         if self.closed is not None:
             return
         for key in self.keys:
+            if key.phase is KeyPhase.ACTIVE:
+                # An active key's input is read when it arrives (receive -> advance), so a
+                # timer has nothing for it, and the TLS read it would try costs an exception
+                # (SSLWantReadError, ~5 us) per fire: ~5 % of an idle server's time.
+                continue
             try:
                 key.advance(now)
             except HandshakeError as exc:
