@@ -8,12 +8,12 @@ import logging
 import pytest
 
 from core import PoolStats
-from tunnel.app.accounting import Traffic
 from tunnel.app.status import ArenaCounters, ClientRow, StatusSnapshot, render_status
 from tunnel.app.worker_ipc import merge_snapshots, snapshot_from_json, snapshot_to_json
 from tunnel.app.workers import SharedPool
 from tunnel.io.driver import DriverStats
 from tunnel.protocol.server import AddressPool
+from tunnel.protocol.traffic import Traffic
 
 LOG = logging.getLogger("test")
 

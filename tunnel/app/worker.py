@@ -123,10 +123,10 @@ class WorkerRuntime(ServerRuntime):
             finally:
                 self.control.setblocking(False)
         elif op == "kill_cn" and self.loop is not None:
-            server = self.endpoint.server
-            session = server.by_cn.get(str(message.get("cn")))
-            if session is not None:
-                server.kill(session, None, str(message.get("reason", "replaced")),
+            server = self.endpoint
+            entry = server.table.named(str(message.get("cn")))
+            if entry is not None:
+                server.kill(entry.session, None, str(message.get("reason", "replaced")),
                             self.loop.time())
                 self._kick_driver()
 

@@ -20,10 +20,10 @@ import socket
 from typing import Any, Generic
 
 from core import PoolStats
-from tunnel.app.accounting import Traffic
 from tunnel.app.status import ArenaCounters, ClientRow, StatusSnapshot
 from tunnel.io.driver import DriverStats
-from tunnel.protocol.server import IP
+from tunnel.protocol.addresspool import IP
+from tunnel.protocol.traffic import Traffic
 
 __all__ = ["MAX_MESSAGE", "RemotePool", "decode", "encode", "merge_snapshots",
            "snapshot_from_json", "snapshot_to_json"]
