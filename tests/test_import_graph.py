@@ -4,7 +4,10 @@ Every import statement counts, wherever it stands: at module level, inside a fun
 "lazy" import that only hides a circle from the interpreter) and under `if TYPE_CHECKING:` (a
 circle of types is still two modules that each need the other to be read). Implicit imports
 of parent packages do not count (every submodule has one). The graph is built with `ast`, so
-no module is imported and the test sees exactly what the files say.
+no module is imported and the test sees exactly what the files say. Strict: no allow-list.
+Break a circle by moving the shared part down a layer, handing a callable in from above, or
+naming what a module needs of its caller as a `Protocol` in the module itself (as
+app/management/connection.py's `ConnectionOwner`).
 """
 
 from __future__ import annotations
@@ -16,19 +19,6 @@ from pathlib import Path
 from tests.netns import REPO_ROOT
 
 PACKAGES = ("core", "tunnel")
-
-# Circles still open, each with who is removing it. An entry covers a circle whose modules all
-# start with one of its prefixes (a split may rename the modules of the circle it removes).
-# An entry that matches no circle any more fails the test below: delete it then.
-KNOWN_OPEN: dict[str, tuple[str, ...]] = {
-    # Management <-> its Connection, PasswordQueries and command table (back-references for
-    # types only); not among the issue's circles, left for the management owner
-    "management back-references": (
-        "tunnel.app.management.server", "tunnel.app.management.connection",
-        "tunnel.app.management.commands", "tunnel.app.management.passwords",
-    ),
-}
-
 
 def module_files(root: Path = REPO_ROOT) -> dict[str, Path]:
     """Dotted module name -> source file, for every module of PACKAGES."""
@@ -118,24 +108,10 @@ def _describe(circle: list[str], graph: dict[str, set[str]]) -> str:
     return "\n    ".join(edges)
 
 
-def _known(circle: list[str]) -> str | None:
-    for name, prefixes in KNOWN_OPEN.items():
-        if all(m.startswith(prefixes) for m in circle):
-            return name
-    return None
-
-
 def test_no_import_circle_in_core_or_tunnel() -> None:
     graph = import_graph(module_files())
-    new = [c for c in circles(graph) if _known(c) is None]
-    assert not new, "import circles:\n  " + "\n  ".join(_describe(c, graph) for c in new)
-
-
-def test_every_known_open_circle_is_still_there() -> None:
-    # The list above is the to-do of the circles not yet removed: a fixed one leaves it.
-    found = {_known(c) for c in circles(import_graph(module_files()))}
-    fixed = sorted(set(KNOWN_OPEN) - found)
-    assert not fixed, f"no longer circles, remove them from KNOWN_OPEN: {fixed}"
+    found = circles(graph)
+    assert not found, "import circles:\n  " + "\n  ".join(_describe(c, graph) for c in found)
 
 
 def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:

@@ -10,15 +10,30 @@ import ipaddress
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tunnel.app.logsetup import get_mute, get_verb, set_mute, set_verb
 from tunnel.app.management.connection import Connection
 from tunnel.app.management.history import History
-from tunnel.app.management.host import AuthDecision, Unsupported
+from tunnel.app.management.host import AuthDecision, ManagementHost, Unsupported
+from tunnel.app.management.passwords import PasswordQueries
 
-if TYPE_CHECKING:
-    from tunnel.app.management.server import Management
+
+class Management(Protocol):
+    """What the command table needs of the management interface (`server.Management`;
+    named here so this module never imports server.py, which imports it)."""
+
+    title: str
+    host: ManagementHost | None
+    hold_flag: bool
+    passwords: PasswordQueries
+    log_history: History
+    state_history: History
+    echo_history: History
+
+    def now(self) -> float: ...
+
+    def release_hold(self) -> None: ...
 
 __all__ = ["COMMANDS", "HELP", "parse_line"]
 

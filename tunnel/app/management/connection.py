@@ -11,20 +11,34 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-if TYPE_CHECKING:
-    from tunnel.app.management.server import Management
-
-__all__ = ["MAX_LINE", "MAX_PENDING", "Connection"]
+__all__ = ["MAX_LINE", "MAX_PENDING", "Connection", "ConnectionOwner"]
 
 MAX_LINE = 4096  # bytes of one command line (stock's own reader stops at 1 KiB parameters)
 MAX_PENDING = 1 << 20  # bytes queued to a client that does not read
 PASSWORD_TRIES = 3  # MANAGEMENT_N_PASSWORD_RETRIES
 
 
+class ConnectionOwner(Protocol):
+    """What a connection asks of the management interface (`server.Management`; named here so
+    this module never imports server.py, which imports it)."""
+
+    password: str | None
+
+    def accept(self, c: Connection) -> bool: ...
+
+    def welcome(self, c: Connection) -> None: ...
+
+    def forget(self, c: Connection) -> None: ...
+
+    def command(self, c: Connection, line: str) -> None: ...
+
+    def multiline_line(self, c: Connection, line: str) -> None: ...
+
+
 class Connection(asyncio.Protocol):
-    def __init__(self, management: Management, log: logging.Logger) -> None:
+    def __init__(self, management: ConnectionOwner, log: logging.Logger) -> None:
         self.management = management
         self.log = log
         self.transport: asyncio.Transport | None = None

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tunnel.app.management.connection import Connection
-    from tunnel.app.management.server import Management
 
-__all__ = ["Credentials", "PasswordQueries"]
+__all__ = ["Broadcaster", "Credentials", "PasswordQueries"]
+
+
+class Broadcaster(Protocol):
+    """What the queries need of the management interface: to tell every client."""
+
+    def broadcast(self, *lines: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -34,7 +39,7 @@ class _Query:
 
 
 class PasswordQueries:
-    def __init__(self, management: Management) -> None:
+    def __init__(self, management: Broadcaster) -> None:
         self.management = management
         self._query: _Query | None = None
 
