@@ -39,7 +39,7 @@ except ImportError:  # run from a checkout without installing: use the repositor
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core import Buffer, BufferPool
-from tunnel.io.datapath import DeviceOutput, inbound_batch, outbound_batch
+from tunnel.io.datapath import DeviceOutput, UdpLink, inbound_batch, outbound_batch
 from tunnel.io.gso import GRO_BUFFER_SIZE, GsoSender, enable_gro, gso_supported
 from tunnel.io.offload import VNET_HDR_SIZE
 from tunnel.protocol.datachannel import DataKey
@@ -135,7 +135,7 @@ class OneWay:
         self.gro = enable_gro(self.rx)
         self.gso = GsoSender(self.tx)
         self.addr = self.rx.getsockname()
-        self.run = memoryview(bytearray(GRO_BUFFER_SIZE))
+        self.link = UdpLink(self.rx, memoryview(bytearray(GRO_BUFFER_SIZE)))
         self.device = BenchDevice(tcp_segments(BATCH))
         self.output = DeviceOutput(self.device)
         coalescer = self.output.coalescer
@@ -153,7 +153,7 @@ class OneWay:
 
     @property
     def received(self) -> int:
-        return self.output.packets
+        return self.output.counts.packets
 
     def batch(self) -> None:
         """One device batch sent, then one socket batch received (the driver's two callbacks)."""
@@ -161,11 +161,11 @@ class OneWay:
         buf = pool.acquire()
         headroom = buf.offset
         self.device.rewind()
-        outbound_batch(self.device, buf, BATCH, self.encrypt, self.gso.queue, 1.0, _fault)
+        outbound_batch(self.device, buf, BATCH, self.encrypt, self.gso.add, 1.0, _fault)
         self.gso.flush()
         buf.reset(headroom)
-        while inbound_batch(self.rx, self.run, buf, BATCH, self.receive, self.output.write,
-                            1.0, _fault)[0]:
+        while inbound_batch(self.link, buf, BATCH, self.receive, self.output.write, 1.0,
+                            _fault)[0]:
             buf.reset(headroom)
         self.output.flush()
         pool.release(buf)

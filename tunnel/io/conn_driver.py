@@ -96,6 +96,7 @@ class ConnDriver:
         self._timer = EndpointTimer(loop, self._on_timer)
         self._output = DeviceOutput(device, self.runs)
         self._touched: set[LinkConnection] = set()  # by the device batch being sealed
+        self._sealing = Buffer(0)  # the device batch's buffer (outbound step 3 prepends)
         self._running = False
         # Client: while the link has unsent output, the device is not read (stock's p2p loop
         # reads the TUN only when the link buffer is empty), so the kernel queues at the TUN
@@ -205,7 +206,8 @@ class ConnDriver:
         receive = self.endpoint.receive
         output = self._output
         write = output.write
-        packets, dropped = output.packets, output.dropped
+        tallies = output.counts
+        packets, dropped = tallies.packets, tallies.dropped
         addr = conn.addr
         counts = [0, 0]  # rx, control
         lost: str | None = None
@@ -243,8 +245,8 @@ class ConnDriver:
             arena.free()
             stats = self.stats
             stats.udp_rx += counts[0]
-            dropped = output.dropped - dropped
-            stats.tun_tx += output.packets - packets - dropped
+            dropped = tallies.dropped - dropped
+            stats.tun_tx += tallies.packets - packets - dropped
             stats.tun_tx_dropped += dropped
         if counts[1] and not conn.session_seen:
             conn.session_seen = self.has_session(addr)
@@ -261,7 +263,7 @@ class ConnDriver:
         stats = self.stats
         tun_rx = no_route = 0
         try:
-            buf = arena.take(self.pool)
+            buf = self._sealing = arena.take(self.pool)
             tun_rx, no_route = outbound_batch(
                 self.device, buf, self.batch, self.endpoint.encrypt, self._queue_sealed, now,
                 self._packet_fault,
@@ -276,8 +278,10 @@ class ConnDriver:
         finally:
             touched.clear()
 
-    def _queue_sealed(self, buf: Buffer, addr: Address) -> None:
-        """Outbound step 3: onto the connection of `addr` (none, or not connected: dropped)."""
+    def _queue_sealed(self, _data: memoryview, addr: Address) -> None:
+        """Outbound step 3: onto the connection of `addr` (none, or not connected: dropped);
+        the length prefix goes into the headroom of the buffer being sealed (`_sealing`)."""
+        buf = self._sealing
         conn = self.conns.get(addr)
         stats = self.stats
         if conn is None or not conn.connected:

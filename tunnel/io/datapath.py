@@ -6,9 +6,9 @@ Outbound flow (device -> link), `outbound_batch`, one device readiness callback:
      device's own header, the virtio-net one, lands just in front and is stepped over);
   2. `encrypt(buf, now)` (the endpoint: route, mssfix, seal) works in place and returns the
      peer's address, or None (no route: counted);
-  3. `queue(buf, addr)` takes the sealed datagram before the buffer is re-armed: a copy into
-     the UDP GSO run for that address (`GsoSender.queue`), or behind its length prefix into
-     the TCP connection's output (ConnDriver);
+  3. `queue(buf.data, addr)` takes the sealed datagram before the buffer is re-armed: a copy
+     into the UDP GSO run for that address (`GsoSender.add`), or behind its length prefix
+     into the TCP connection's output (ConnDriver, which prepends it into `buf`'s headroom);
   4. the caller flushes when the batch ends: one `sendmsg` per run (`UDP_SEGMENT`) or one
      `send` per touched connection. Nothing waits for a later event.
 
@@ -16,8 +16,10 @@ Inbound flow (link -> device), `inbound_batch` (UDP) or a connection's packets (
   1. one `recvmsg_into` per GRO run (datagrams of one sender end to end, the segment size in
      a `UDP_GRO` control message); after the first read a FIONREAD says whether more waits,
      so an idle tunnel's wakeup never pays for a failing read;
-  2. each datagram is copied into the batch's one pooled buffer (the data channel opens in
-     place and needs the frame's tailroom, which the run has not got);
+  2. each datagram is in the batch's one pooled buffer: the read scatters into its tailroom
+     first, so the first datagram of a read (a lone one: the interactive case) lands where it
+     is opened, and the run's others are copied there from the run behind it (the data
+     channel opens in place and needs the frame's tailroom, which the run has not got);
   3. `receive(buf, addr, now)` (the endpoint: authenticate, replay check, decrypt, route)
      returns a verdict: TO_TUN, CONSUMED (control, ping, OCC: control work after the batch)
      or DROPPED (its rate-limited event after the batch);
@@ -48,6 +50,7 @@ __all__ = [
     "CONTROL",
     "REFUSED",
     "DeviceOutput",
+    "UdpLink",
     "inbound_batch",
     "outbound_batch",
 ]
@@ -55,7 +58,7 @@ __all__ = [
 Address = tuple[str, int]
 Fault = Callable[[str, Exception], None]
 Encrypt = Callable[[Buffer, float], "Address | None"]
-Queue = Callable[[Buffer, Address], object]
+Queue = Callable[[memoryview, Address], object]
 Receive = Callable[[Buffer, Address, float], int]
 
 # What an inbound batch saw beyond data, as bits of its third result.
@@ -107,7 +110,7 @@ def outbound_batch(
             if addr is None:
                 no_route += 1
                 continue
-            queue(buf, addr)
+            queue(buf.data, addr)
         except Exception as exc:  # a bug: this packet is lost, nothing else
             fault("the handling of a packet from the device", exc)
     return read, no_route
@@ -118,65 +121,83 @@ class DeviceOutput:
     frames when it takes virtio-net frames (`PacketDevice.offload`), else one write each.
 
     `write(buf)` and `flush()` are plain attributes (bound methods chosen once), so the hot
-    loop calls them without a branch. `packets` taken, `dropped` refused by the device."""
+    loop calls them without a branch. `counts.packets` taken, `counts.dropped` refused by the
+    device: plain attributes of the coalescer, or of this object (read without a call)."""
 
-    __slots__ = ("_coalescer", "_device", "_dropped", "_packets", "flush", "write")
+    __slots__ = ("_device", "coalescer", "counts", "dropped", "flush", "packets", "write")
 
     def __init__(self, device: PacketDevice, runs: RunPool | None = None) -> None:
         """`runs`: where the coalescer's run buffer comes from (one block, held)."""
         self._device = device
-        self._packets = self._dropped = 0
-        self._coalescer: TunCoalescer | None = None
+        self.packets = self.dropped = 0
+        self.coalescer: TunCoalescer | None = None
+        self.counts: TunCoalescer | DeviceOutput = self
         self.write: Callable[[Buffer], None]
         self.flush: Callable[[], None]
         if device.offload:
             run = runs.acquire() if runs is not None else None
-            coalescer = self._coalescer = TunCoalescer(device.write_frame, run=run)
+            coalescer = self.coalescer = self.counts = TunCoalescer(device.write_frame, run=run)
             self.write = coalescer.write
             self.flush = coalescer.flush
         else:
             self.write = self._write_one
             self.flush = _nothing
 
-    @property
-    def coalescer(self) -> TunCoalescer | None:
-        return self._coalescer
-
-    @property
-    def packets(self) -> int:
-        coalescer = self._coalescer
-        return coalescer.packets if coalescer is not None else self._packets
-
-    @property
-    def dropped(self) -> int:
-        coalescer = self._coalescer
-        return coalescer.dropped if coalescer is not None else self._dropped
-
     def _write_one(self, buf: Buffer) -> None:
-        self._packets += 1
+        self.packets += 1
         if not self._device.write(buf.data):
-            self._dropped += 1
+            self.dropped += 1
 
 
 def _nothing() -> None:
     pass
 
 
+class UdpLink:
+    """What the inbound flow reads a UDP socket with, looked up once (`sock.family` alone
+    costs ~1.7 us: it builds an enum): the bound `recvmsg_into`, the fd, IPv6 or not, and the
+    GRO run buffer."""
+
+    __slots__ = ("_rest", "_split", "fd", "ipv6", "recvmsg_into", "run")
+
+    def __init__(self, sock: socket.socket, run: memoryview) -> None:
+        self.recvmsg_into = sock.recvmsg_into
+        self.fd = sock.fileno()
+        self.ipv6 = sock.family == socket.AF_INET6
+        self.run = run
+        self._split = 0
+        self._rest = run
+
+    def rest(self, split: int) -> memoryview:
+        """The run beyond its first `split` bytes (cached: the same split every callback)."""
+        if split != self._split:
+            self._split = split
+            self._rest = self.run[split:]
+        return self._rest
+
+
 def inbound_batch(
-    sock: socket.socket, run: memoryview, buf: Buffer, batch: int, receive: Receive,
-    write: Callable[[Buffer], None], now: float, fault: Fault,
+    link: UdpLink, buf: Buffer, batch: int, receive: Receive, write: Callable[[Buffer], None],
+    now: float, fault: Fault,
 ) -> tuple[int, int, int]:
     """Steps 1-4 of the inbound flow for up to `batch` datagrams (the caller flushes: step 5).
 
-    `run` is the GRO buffer, `buf` armed at the frame's headroom. Returns (datagrams handed
-    to the endpoint, malformed inputs dropped here, CONTROL | REFUSED bits)."""
-    recvmsg_into = sock.recvmsg_into
-    fd = sock.fileno()
-    ipv6 = sock.family == socket.AF_INET6
-    runs = (run,)
+    `buf` is armed at the frame's headroom. Returns (datagrams handed to the endpoint,
+    malformed inputs dropped here, CONTROL | REFUSED bits)."""
+    recvmsg_into = link.recvmsg_into
+    fd = link.fd
+    ipv6 = link.ipv6
+    run = link.run
     headroom = buf.offset
     reset = buf.reset
     append = buf.append
+    inc_len = buf.inc_len
+    # Step 1 reads into the pooled buffer's tailroom first and the run behind it: a datagram
+    # read alone (the interactive case) is then already where it is opened, with no copy;
+    # a GRO run's later datagrams continue in the run.
+    tail = buf.tailroom_view()
+    room = len(tail)
+    iov = (tail, link._rest if room == link._split else link.rest(room))
     rx = malformed = kinds = reads = 0
     while rx < batch and reads < batch:
         if reads == 1 and _nothing_queued(fd):
@@ -188,7 +209,7 @@ def inbound_batch(
         reads += 1
         try:
             # GRO: one read returns a run of datagrams from one sender, end to end.
-            size, ancdata, flags, addr = recvmsg_into(runs, GRO_CMSG_SPACE)
+            size, ancdata, flags, addr = recvmsg_into(iov, GRO_CMSG_SPACE)
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
@@ -202,13 +223,24 @@ def inbound_batch(
         if ipv6:
             addr = addr[:2]
         segment = gro_segment_size(ancdata, size) if ancdata else size
+        if size > segment < room:
+            # The run's second datagram starts inside the buffer's part: those bytes join
+            # the rest in the run before the first datagram is opened over them.
+            end = min(size, room)
+            run[segment:end] = tail[segment:end]
         for start in range(0, size, segment):
             reset(headroom)
-            try:
-                append(run[start : min(start + segment, size)])
-            except BoundsError:
-                malformed += 1  # larger than any datagram we accept: drop it
-                continue
+            if not start:
+                if segment > room:
+                    malformed += 1  # larger than any datagram we accept: drop it
+                    continue
+                inc_len(segment)  # in place (step 2 without the copy)
+            else:
+                try:
+                    append(run[start : min(start + segment, size)])
+                except BoundsError:
+                    malformed += 1  # larger than any datagram we accept: drop it
+                    continue
             rx += 1
             try:
                 verdict = receive(buf, addr, now)

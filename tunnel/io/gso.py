@@ -15,10 +15,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from core import Buffer
+from typing import Final
 
 from core import Buffer, RunPool
 
@@ -153,10 +150,6 @@ class GsoSender:
             self._addr = addr
         elif size < self._segment or count + 1 >= GSO_MAX_SEGMENTS:
             self.flush()  # a short datagram ends a run; so does the segment limit
-
-    def queue(self, buf: Buffer, addr: Address) -> None:
-        """`add` for a sealed buffer (the outbound flow's step 3): its datagram is copied."""
-        self.add(buf.data, addr)
 
     def flush(self) -> None:
         """Send the queued run (one syscall); a refused run counts all its datagrams dropped."""
