@@ -17,6 +17,7 @@ from tunnel.io.offload import register_vnet_header
 from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.cbc import CBC_CIPHERS
 from tunnel.protocol.compress import register_compression
+from tunnel.protocol.constants import TLS_MTU
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
 from tunnel.protocol.datacipher import DEFAULT_AUTH, DEFAULT_DATA_CIPHERS, register_data_ciphers
 from tunnel.protocol.ekm import supported as ekm_supported
@@ -159,7 +160,7 @@ def session_settings(
         replay_seconds=replay_seconds,
         explicit_exit_notify=explicit_exit_notify,
         # tls-mtu holds the wrapped datagram (ssl.c: calc_control_channel_frame_overhead()).
-        max_control_datagram=1250 - outer - framing_overhead(link_framing) - reserved,
+        max_control_datagram=TLS_MTU - outer - framing_overhead(link_framing) - reserved,
         tun_mtu=tun_mtu,
         mssfix=mssfix,
         mssfix_mode=mssfix_mode,

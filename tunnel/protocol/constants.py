@@ -12,7 +12,9 @@ __all__ = [
     "CONTROL_OPCODES",
     "FAST_RETRANSMIT_ACKS",
     "HAND_WINDOW_DEFAULT",
+    "IPV4_HEADER",
     "IPV4_UDP_OVERHEAD",
+    "IPV6_HEADER",
     "IPV6_UDP_OVERHEAD",
     "KEY_ID_MASK",
     "MAX_ACKS_ACK_PACKET",
@@ -77,8 +79,14 @@ MAX_MSG_PID = 0xFFFFFFFF
 # Control datagrams, IP and UDP headers included, stay at or under --tls-mtu
 # (mtu.h: TLS_MTU_DEFAULT); the UDP payload limit is TLS_MTU minus these.
 TLS_MTU = 1250
-IPV4_UDP_OVERHEAD = 28
-IPV6_UDP_OVERHEAD = 48
+# Outer header sizes without options (RFC 791, 8200, 768, 9293), as stock counts them
+# (socket.h: datagram_overhead); protocol/geometry.outer_overhead combines them per link.
+IPV4_HEADER = 20
+IPV6_HEADER = 40
+UDP_HEADER = 8
+TCP_HEADER = 20
+IPV4_UDP_OVERHEAD = IPV4_HEADER + UDP_HEADER
+IPV6_UDP_OVERHEAD = IPV6_HEADER + UDP_HEADER
 
 # ACK limits. A receiver parses at most RELIABLE_ACK_SIZE ids (reliable.c: reliable_ack_parse());
 # a piggybacked ACK block carries at most CONTROL_SEND_ACK_MAX (ssl.h); a dedicated P_ACK_V1

@@ -18,13 +18,13 @@ from typing import Final
 
 from core import Frame, FrameBuilder
 from tunnel.protocol.compress import register_compression
+from tunnel.protocol.constants import IPV4_HEADER, IPV6_HEADER, TCP_HEADER, UDP_HEADER
 from tunnel.protocol.datacipher import DEFAULT_AUTH, register_data_cipher
 
-IPV4_HEADER: Final = 20
-IPV6_HEADER: Final = 40
-UDP_HEADER: Final = 8
-TCP_HEADER: Final = 20
-"""Header sizes without options (RFC 791, 8200, 768, 9293), as stock counts them."""
+__all__ = [
+    "IPV4_HEADER", "IPV6_HEADER", "PRE_NEGOTIATION_CIPHER", "TCP_HEADER", "UDP_HEADER",
+    "LinkFraming", "data_frame", "framing_overhead", "outer_overhead",
+]
 
 PRE_NEGOTIATION_CIPHER: Final = "AES-256-GCM"
 """The geometry assumed before a cipher is chosen: any AEAD (P_DATA_V2 + packet-id + tag)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core import FrameBuilder
+from tunnel.protocol.constants import IPV4_UDP_OVERHEAD, TLS_MTU
 from tunnel.protocol.datacipher import DEFAULT_DATA_CIPHERS
 from tunnel.protocol.tls import TlsSettings
 from tunnel.protocol.wrap.base import PLAIN, ControlWrap
@@ -34,7 +35,7 @@ class SessionSettings:
     replay_window: int = 64
     replay_seconds: float = 15.0
     explicit_exit_notify: int = 0
-    max_control_datagram: int = 1222  # tls-mtu 1250 minus IPv4+UDP headers (28)
+    max_control_datagram: int = TLS_MTU - IPV4_UDP_OVERHEAD  # runtime sizes it per link
     push_request_interval: float = 5.0
     # Client: applied to each PUSH_REPLY text before it is parsed (pull-filter, issue 11); it
     # returns the text with filtered options removed, or raises ProtocolError to refuse it.
@@ -46,7 +47,7 @@ class SessionSettings:
     mssfix: int = 1492
     mssfix_mode: Literal["mtu", "payload", "fixed"] = "mtu"
     # The kernel's IP + UDP/TCP headers around each datagram (geometry.outer_overhead).
-    outer_overhead: int = 28
+    outer_overhead: int = IPV4_UDP_OVERHEAD
     # What the transport adds to each packet, registered with a FrameBuilder (TCP: the length
     # prefix); the session's data frame (geometry.data_frame) includes it.
     link_framing: Callable[[FrameBuilder], None] | None = None
