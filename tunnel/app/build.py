@@ -20,7 +20,7 @@ from tunnel.app.v2verify import metadata_verifier
 from tunnel.config import TunnelConfig
 from tunnel.config.model import Remote, is_tcp
 from tunnel.protocol.addresspool import AddressPool
-from tunnel.protocol.client import Client
+from tunnel.protocol.client import AuthTokenStore, Client
 from tunnel.protocol.datacipher import DEFAULT_AUTH
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import Server, ServerSettings
@@ -345,7 +345,7 @@ def profile_view(cfg: TunnelConfig, remote: Remote) -> TunnelConfig:
 def build_client(
     cfg: TunnelConfig, session: SessionSettings, remotes: Sequence[Address], now: float,
     *, per_remote: Sequence[SessionSettings] | None = None,
-    profiles: Sequence[Remote] | None = None,
+    profiles: Sequence[Remote] | None = None, token_store: AuthTokenStore | None = None,
 ) -> Client:
     # A client always reconnects after a ping-restart or RESTART; it ends only on signals,
     # AUTH_FAILED, HALT, ping-exit or connect-retry-max.
@@ -354,7 +354,7 @@ def build_client(
         retry=(float(cfg.connect_retry), float(cfg.connect_retry_max)),
         poll_timeout=float(cfg.connect_timeout),
         max_tries=cfg.connect_retry_tries,
-        per_remote=per_remote,
+        per_remote=per_remote, token_store=token_store,
         per_remote_timing=None if profiles is None else [
             ((float(v.connect_retry), float(v.connect_retry_max)), float(v.connect_timeout))
             for v in (profile_view(cfg, r) for r in profiles)

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
 from tunnel.app.build import build_client, build_frame, build_session_settings, profile_view
-from tunnel.app.credentials import load_credentials
+from tunnel.app.credentials import AUTH_TOKEN, load_credentials
 from tunnel.app.device import (
     DeviceConfig,
     DeviceError,
@@ -116,7 +116,8 @@ class ClientRuntime(Runtime):
         for remote in remotes:
             self.log.info("%s link remote: %s", name, format_address(remote.address, family))
         tun = self.device.open()
-        client = build_client(cfg, settings, [r.address for r in remotes], loop.time())
+        client = build_client(cfg, settings, [r.address for r in remotes], loop.time(),
+                              token_store=AUTH_TOKEN)
         self.client = client
         self.endpoint = client
         self.events = ClientEventLog(
@@ -196,6 +197,7 @@ class ClientRuntime(Runtime):
             cfg, per_remote[0], [r.address for r in remotes], loop.time(), per_remote=per_remote,
             profiles=[r.remote for r in remotes if r.remote is not None]
             if all(r.remote is not None for r in remotes) else None,
+            token_store=AUTH_TOKEN,
         )
         self.client = client
         self.endpoint = client
@@ -270,6 +272,52 @@ class ClientRuntime(Runtime):
             self.stop(EXIT_FAILED)
         if isinstance(event, SessionClosed):
             self._had_keys = False
+            session = self.client.session
+            if (session.auth_rejected and not session.token_rejected
+                    and self.cfg.auth_retry == "interact" and not self.shutting_down):
+                self._ask_again()
+
+    def _ask_again(self) -> None:
+        """auth-retry interact after AUTH_FAILED: the credentials are dropped and read again
+        from their source for the next try (stock: ssl_purge_auth(), then get_user_pass()
+        re-reads the file or asks on the terminal); under auth-nocache every key reads them
+        anyway. From management-query-passwords they are asked for again there."""
+        if self._read_user_pass is not None:
+            return
+        if self.credentials is not None and self.cfg.auth_user_pass == "":
+            self.spawn(self._requery_management())
+            return
+        try:
+            loaded = load_credentials(self.cfg)
+        except (ConfigError, OSError) as exc:
+            self.log.error("Exiting due to fatal error: auth-user-pass: %s", exc)
+            self.stop(EXIT_FAILED)
+            return
+        if loaded is not None:
+            self._set_user_pass(loaded.username, loaded.password)
+
+    def _set_user_pass(self, username: str, password: str) -> None:
+        client = self.client
+        for settings in {id(s): s for s in [client.settings, *(client.per_remote or [])]
+                         }.values():
+            settings.username, settings.password = username, password
+
+    async def _requery_management(self) -> None:
+        """Ask the management client again (>PASSWORD:Need 'Auth'); the next session waits
+        for the answer (the client is held until then)."""
+        client = self.client
+        client.hold = True
+        try:
+            answer = await self.query_credentials_again()
+        finally:
+            client.hold = False
+        if answer is not None:
+            self.credentials = answer
+            self._set_user_pass(answer.username, answer.password)
+        elif not self.shutting_down:
+            self.stop(EXIT_FAILED)
+        if self.driver is not None:
+            self.driver.kick()  # re-arm the timer: the reconnect may be due
 
     def _apply_push(self, options: PushOptions) -> bool:
         """Configure the device from the push; False (and the exit begun) if it failed."""

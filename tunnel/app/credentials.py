@@ -13,9 +13,15 @@ import sys
 from pathlib import Path
 
 from tunnel.config import TunnelConfig
+from tunnel.protocol.client import AuthTokenStore
 from tunnel.protocol.errors import ConfigError
 
-__all__ = ["Credentials", "load_credentials"]
+__all__ = ["AUTH_TOKEN", "Credentials", "load_credentials"]
+
+# The auth-token a server pushed, for the whole process as stock keeps it (a static in ssl.c):
+# SIGUSR1/SIGHUP restarts build new Clients, and they all send it instead of the password
+# until a server answers AUTH_FAILED to it.
+AUTH_TOKEN = AuthTokenStore()
 
 _MAX_FILE = 64 * 1024
 _USER_PASS_LEN = 4096  # stock's USER_PASS_LEN with 2.6's larger limit for tokens

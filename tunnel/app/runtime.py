@@ -217,6 +217,24 @@ class Runtime:
         The answer is in `self.credentials` when `prepare()` runs."""
         return None
 
+    async def query_credentials_again(self) -> Credentials | None:
+        """auth-retry interact: ask the management client again for what `credentials_wanted`
+        names; None if a signal ended the wait or there is no one to ask."""
+        kind = self.credentials_wanted()
+        m = self.management
+        if kind is None or m is None or not m.options.query_passwords:
+            return None
+        assert self._stop is not None
+        query = asyncio.ensure_future(m.passwords.query(kind))
+        waiting: list[asyncio.Future[Any]] = [query, self._stop]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not query.done():
+            query.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await query
+            return None
+        return query.result()
+
     async def _query_credentials(self) -> bool:
         """False if a signal ended the wait."""
         kind = self.credentials_wanted()

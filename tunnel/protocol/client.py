@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
@@ -31,6 +32,13 @@ _RETRY_MAX = 60.0
 _TRIES_BEFORE_BACKOFF = 5
 
 
+@dataclass
+class AuthTokenStore:
+    """The auth-token a server pushed, as (username or None, token); None: none."""
+
+    token: tuple[str | None, str] | None = field(default=None, repr=False)
+
+
 class Client:
     """One client connection with reconnects; remotes are tried in turn."""
 
@@ -46,6 +54,7 @@ class Client:
         max_tries: int = 0,
         per_remote: Sequence[SessionSettings] | None = None,
         per_remote_timing: Sequence[tuple[tuple[float, float], float]] | None = None,
+        token_store: AuthTokenStore | None = None,
     ) -> None:
         if not remotes:
             raise ValueError("a client needs at least one remote")
@@ -78,6 +87,12 @@ class Client:
         self.traffic = Traffic()
         # The per-iteration arenas (memory.py), as the server's; the client takes none yet.
         self.iteration = IterationArenas()
+        # A pushed auth-token: a store the caller may share across Clients (stock keeps it
+        # for the process: SIGUSR1 restarts too), emptied when the server refuses it.
+        self.token_store = token_store if token_store is not None else AuthTokenStore()
+        # While True the next reconnect waits (the app is getting credentials again); the
+        # caller re-arms the timer when it clears it.
+        self.hold = False
         self.session = self._start(now)
 
     @property
@@ -108,6 +123,7 @@ class Client:
         index = self._remote_index
         settings = self.per_remote[index] if self.per_remote is not None else self.settings
         session = Session(settings, remote_addr=self.remotes[index], now=now)
+        session.auth_token = self.token_store.token  # kept across reconnects, as stock's
         session.connect(now)
         self.connects += 1
         return session
@@ -169,7 +185,7 @@ class Client:
 
     def get_timer(self) -> float | None:
         if self._reconnect_at is not None:
-            return self._reconnect_at
+            return None if self.hold else self._reconnect_at
         timer = self.session.get_timer()
         poll = self._poll_deadline()
         if poll is not None and (timer is None or poll < timer):
@@ -178,7 +194,7 @@ class Client:
 
     def handle_timer(self, now: float) -> None:
         if self._reconnect_at is not None:
-            if now >= self._reconnect_at:
+            if now >= self._reconnect_at and not self.hold:
                 self._reconnect_at = None
                 self.session.release()  # freed now, not at the next full collection
                 self.session = self._start(now)
@@ -211,7 +227,9 @@ class Client:
                 self._session_closed(event, now)
 
     def _session_closed(self, event: SessionClosed, now: float) -> None:
-        worked = self.session.send_key is not None
+        session = self.session
+        self.token_store.token = None if session.token_rejected else session.auth_token
+        worked = session.send_key is not None
         if worked:
             self._retry_delay = _RETRY_INITIAL  # it had worked: reconnect promptly
             self.unsuccessful = 0
@@ -227,7 +245,8 @@ class Client:
             )
             self._events.append(self.finished)
             return
-        self._remote_index = (self._remote_index + 1) % len(self.remotes)
+        if not session.auth_rejected:  # after AUTH_FAILED the same remote (no_advance)
+            self._remote_index = (self._remote_index + 1) % len(self.remotes)
         # The timer (get_timer) fires the reconnect after the back-off.
         self._reconnect_at = now + self._pause()
         self._poll_expired = False

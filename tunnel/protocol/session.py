@@ -136,6 +136,8 @@ class Session:
         # Client: a pushed auth-token as (username, token), sent instead of the password on
         # renegotiations; the username our credentials had, for a token pushed without one.
         self.auth_token: tuple[str | None, str] | None = None
+        self.auth_rejected = False  # client: the server answered AUTH_FAILED
+        self.token_rejected = False  # ... to the auth-token we sent
         self._auth_username: str | None = settings.username
         self.ping = settings.ping
         self.ping_restart = settings.ping_restart
@@ -843,9 +845,14 @@ class Session:
         if keyword == "PUSH_REPLY":
             self._apply_push_reply(text, now)
         elif keyword == "AUTH_FAILED":
-            # auth-retry none: exit; nointeract/interact: start over (init.c, ssl.c).
+            # push.c receive_auth_failed(): the same remote again (no_advance); a refused
+            # auth-token is dropped and the real credentials are tried at once, whatever
+            # auth-retry says; otherwise auth-retry none: exit, nointeract/interact: start over.
+            self.auth_rejected = True
+            self.token_rejected = self.auth_token is not None
             self._close(f"server refused us: {text}",
-                        restart=self.settings.auth_retry != "none", now=now)
+                        restart=self.token_rejected or self.settings.auth_retry != "none",
+                        now=now)
         elif keyword == "RESTART":
             self._close(f"server sent {text}", restart=True, now=now)
         elif keyword in ("HALT", "EXIT"):
