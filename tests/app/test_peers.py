@@ -4,9 +4,8 @@ live from the server's entry (a float needs no event)."""
 
 from __future__ import annotations
 
-from tests.protocol.harness import CLIENT_ADDR, SERVER_ADDR, Pair
+from tests.protocol.harness import CLIENT_ADDR, Pair
 from tunnel.app.peers import Peer, PeerRegistry
-from tunnel.protocol.client import Client
 from tunnel.protocol.verdicts import TO_TUN
 
 OTHER = ("192.0.2.11", 40001)
@@ -59,14 +58,7 @@ def test_clients_with_one_name_are_told_apart_by_peer_id() -> None:
     pair = Pair(duplicate_cn=True)
     registry, told = _registry(pair)
     pair.connect()
-    other = Client(pair.client.settings, [SERVER_ADDR], pair.now, reconnect=False)
-    for _ in range(60):
-        for datagram, _addr in other.datagrams_to_send(pair.now):
-            pair.to_server_from(datagram, OTHER)
-        for datagram, to in pair.server.datagrams_to_send(pair.now):
-            if to == OTHER:
-                pair.deliver_to(other, datagram)
-        pair.now += 0.05
+    pair.connect_another(OTHER)
     _feed(pair, registry)
     first, second = registry.in_order()
     assert (first.address, second.address) == (CLIENT_ADDR, OTHER)

@@ -295,6 +295,20 @@ class Pair:
         finally:
             self.pool.release(buf)
 
+    def connect_another(self, addr: tuple[str, int], seconds: float = 3.0) -> Client:
+        """A second client with the same settings, connected from `addr` (the server needs
+        duplicate-cn to keep both: the test PKI has one client certificate)."""
+        other = Client(self.client.settings, [SERVER_ADDR], self.now, reconnect=False)
+        for _ in range(int(seconds / 0.05)):
+            for datagram, _addr in other.datagrams_to_send(self.now):
+                self.to_server_from(datagram, addr)
+            for datagram, to in self.server.datagrams_to_send(self.now):
+                if to == addr:
+                    self.deliver_to(other, datagram)
+            self.now += 0.05
+        assert other.session.send_key is not None and other.session.pushed is not None
+        return other
+
     def deliver_to(self, client: Client, datagram: bytes) -> int:
         buf = self._buffer(datagram)
         try:

@@ -9,7 +9,6 @@ import ipaddress
 
 from tests.protocol.harness import (
     CLIENT_ADDR,
-    SERVER_ADDR,
     SERVER_VIP,
     Pair,
     ip6_packet,
@@ -24,19 +23,6 @@ from tunnel.protocol.events import (
     SessionClosed,
 )
 from tunnel.protocol.verdicts import DROPPED
-
-
-def _connect_another(pair: Pair, addr: tuple[str, int]) -> Client:
-    other = Client(pair.client.settings, [SERVER_ADDR], pair.now, reconnect=False)
-    for _ in range(60):
-        for datagram, _addr in other.datagrams_to_send(pair.now):
-            pair.to_server_from(datagram, addr)
-        for datagram, to in pair.server.datagrams_to_send(pair.now):
-            if to == addr:
-                pair.deliver_to(other, datagram)
-        pair.now += 0.05
-    assert other.session.send_key is not None and other.session.pushed is not None
-    return other
 
 
 def _vip(client: Client) -> ipaddress.IPv4Address:
@@ -107,8 +93,8 @@ def test_link_local_ipv6_is_dropped_quietly_as_stock_other_sources_are_counted()
 def test_duplicate_cn_clients_each_get_the_lowest_free_address() -> None:
     pair = Pair(duplicate_cn=True)  # every client uses the test PKI's one certificate
     pair.connect()
-    second = _connect_another(pair, ("192.0.2.11", 40001))
-    third = _connect_another(pair, ("192.0.2.12", 40002))
+    second = pair.connect_another(("192.0.2.11", 40001))
+    third = pair.connect_another(("192.0.2.12", 40002))
     assert (pair.client_vip, _vip(second), _vip(third)) == tuple(
         ipaddress.IPv4Address(f"10.8.0.{i}") for i in (2, 3, 4))
     # The second leaves; a newcomer with the same name gets the lowest free one (stock), and
@@ -117,7 +103,7 @@ def test_duplicate_cn_clients_each_get_the_lowest_free_address() -> None:
     assert entry is not None
     pair.server.kill(entry.session, None, "test", pair.now)
     pair.flush()
-    fourth = _connect_another(pair, ("192.0.2.13", 40003))
+    fourth = pair.connect_another(("192.0.2.13", 40003))
     assert _vip(fourth) == ipaddress.IPv4Address("10.8.0.3")
     assert len(pair.server.sessions) == 3
 
@@ -126,7 +112,7 @@ def test_without_duplicate_cn_a_new_connection_replaces_the_old_one() -> None:
     pair = Pair()
     pair.connect()
     [first] = pair.server.sessions
-    second = _connect_another(pair, ("192.0.2.11", 40001))
+    second = pair.connect_another(("192.0.2.11", 40001))
     [only] = pair.server.sessions
     assert only is not first and only.remote_addr == ("192.0.2.11", 40001)
     assert _vip(second) == ipaddress.IPv4Address("10.8.0.2")  # the name's own address again

@@ -3,8 +3,12 @@ bytecount and metrics report per client), totals on the server and the client.""
 
 from __future__ import annotations
 
-from tests.protocol.harness import Pair
-from tunnel.protocol.verdicts import DROPPED, TO_TUN
+import ipaddress
+
+import pytest
+
+from tests.protocol.harness import Pair, ip_packet
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 
 def test_byte_and_packet_counters_live_on_the_session() -> None:
@@ -33,3 +37,29 @@ def test_byte_and_packet_counters_live_on_the_session() -> None:
     rx = session.traffic.link_rx
     assert pair.to_server_from(up, ("198.51.100.9", 9)) == DROPPED  # a replay, too
     assert session.traffic.link_rx == rx
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_a_client_to_client_packet_counts_for_the_receiver_and_in_the_totals(
+        pooled: bool) -> None:
+    pair = Pair(duplicate_cn=True)
+    pair.server.settings.client_to_client = True
+    pair.connect()
+    other = pair.connect_another(("192.0.2.11", 40001))
+    assert other.session.pushed is not None and other.session.pushed.ifconfig is not None
+    other_vip = ipaddress.IPv4Address(other.session.pushed.ifconfig[0])
+    if pooled:  # as the drivers run it: sealed in a pool buffer of the receiver's arena
+        pair.server.iteration.pool = pair.pool
+    receiver = pair.server.peer_at(("192.0.2.11", 40001))
+    assert receiver is not None
+    sealed = pair.sealed_by_client(ip_packet(pair.client_vip, other_vip, b"hello, other"))
+    before, totals = receiver.session.traffic.link_tx, pair.server.traffic.link_tx
+    packets = pair.server.traffic.link_tx_packets
+    assert pair.to_server(sealed) == CONSUMED
+    out = [(buf.data.tobytes(), addr) for buf, addr, _ in pair.server.iteration.to_send()]
+    out += pair.server.datagrams_to_send(pair.now)
+    [datagram] = [d for d, a in out if a == ("192.0.2.11", 40001)]
+    assert receiver.session.traffic.link_tx == before + len(datagram)
+    assert pair.server.traffic.link_tx == totals + len(datagram)
+    assert pair.server.traffic.link_tx_packets == packets + 1
+    pair.server.end_iteration()

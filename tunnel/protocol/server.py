@@ -310,8 +310,9 @@ class Server:
         out.append(buf.data)
         if session.encrypt(out, now):
             iteration.queue(out, session.remote_addr, session.memory)
-            session.traffic.link_tx += len(out)
-            session.traffic.link_tx_packets += 1
+            for traffic in (session.traffic, self.traffic):  # not via datagrams_to_send
+                traffic.link_tx += len(out)
+                traffic.link_tx_packets += 1
         return CONSUMED  # the caller's control step sends the queued datagram
 
     @staticmethod
