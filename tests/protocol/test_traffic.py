@@ -63,3 +63,24 @@ def test_a_client_to_client_packet_counts_for_the_receiver_and_in_the_totals(
     assert pair.server.traffic.link_tx == totals + len(datagram)
     assert pair.server.traffic.link_tx_packets == packets + 1
     pair.server.end_iteration()
+
+
+def test_refused_data_packets_are_counted_for_their_client() -> None:
+    pair = Pair()
+    pair.connect()
+    [session] = pair.server.sessions
+    sealed = [pair.client_sends(b"p%d" % i) for i in range(3)]
+    for datagram in sealed:
+        assert datagram is not None and pair.to_server(datagram) == TO_TUN
+    for datagram in sealed:  # replays
+        assert datagram is not None and pair.to_server(datagram) == DROPPED
+    for datagram in sealed[:2]:  # tampered
+        assert datagram is not None
+        assert pair.to_server(datagram[:-1] + bytes([datagram[-1] ^ 1])) == DROPPED
+    assert (session.traffic.replay_drops, session.traffic.auth_drops) == (3, 2)
+    # A renegotiation replaces the data keys (whose own counters go with them); the
+    # client's counts stay.
+    pair.client.session.renegotiate(pair.now)
+    pair.run(5)
+    assert session.renegotiations == 1
+    assert (session.traffic.replay_drops, session.traffic.auth_drops) == (3, 2)

@@ -127,9 +127,6 @@ class MetricsServer:
                              "How late the event loop ran a timer (sampled every 0.25 s)",
                              buckets=LAG_BUCKETS, registry=self.registry)
         self.counts = {"handshakes": 0, "rekeys": 0, "refused_clients": 0}
-        # client_id -> key object id -> (replays, auth failures): monotonic per client even
-        # as its data keys are replaced at each renegotiation
-        self._key_drops: dict[int, dict[int, tuple[int, int]]] = {}
         self._server: asyncio.Server | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._active = 0
@@ -161,7 +158,6 @@ class MetricsServer:
 
     def attach(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._key_drops.clear()
         runtime.event_hooks.append(self.on_event)
 
     def on_event(self, event: Event) -> None:
@@ -200,36 +196,24 @@ class MetricsServer:
                                   "When the client connected (Unix time)", labels=CLIENT_LABELS)
         connected = GaugeMetricFamily("tunnel_clients", "Connected clients",
                                       value=len(peers.peers))
-        live: set[int] = set()
         for peer in peers.in_order():
-            live.add(peer.client_id)
             labels = [peer.common_name, f"{peer.address[0]}:{peer.address[1]}",
                       peer.virtual_address or "", str(peer.client_id)]
             traffic = peer.traffic
             session = peer.session
-            replays, auth = self._drops_of(peer.client_id, session.data_keys)
             for name, value in (
                 ("received_bytes", traffic.link_rx), ("sent_bytes", traffic.link_tx),
                 ("received_packets", traffic.link_rx_packets),
                 ("sent_packets", traffic.link_tx_packets),
                 ("handshakes", 1 + session.renegotiations), ("rekeys", session.renegotiations),
-                ("replay_drops", replays), ("auth_failure_drops", auth),
+                ("replay_drops", traffic.replay_drops),
+                ("auth_failure_drops", traffic.auth_drops),
             ):
                 families[name].add_metric(labels, value)
             since.add_metric(labels, peer.connected_since)
-        for client_id in [c for c in self._key_drops if c not in live]:
-            del self._key_drops[client_id]
         yield connected
         yield since
         yield from families.values()
-
-    def _drops_of(self, client_id: int, keys: list[object]) -> tuple[int, int]:
-        mine = self._key_drops.setdefault(client_id, {})  # this client's keys only
-        for key in keys:
-            if key is not None:
-                mine[id(key)] = (int(getattr(key, "replays", 0)),
-                                 int(getattr(key, "auth_failures", 0)))
-        return sum(v[0] for v in mine.values()), sum(v[1] for v in mine.values())
 
     # -- HTTP ---------------------------------------------------------------------------------
 

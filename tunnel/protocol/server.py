@@ -260,7 +260,12 @@ class Server:
         verdict = session.decrypt(buf, now)
         here = session.remote_addr == addr
         if verdict == DROPPED:
-            self.drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
+            cause = session.last_drop
+            if cause == AUTH_FAILED:
+                session.traffic.auth_drops += 1
+            elif cause == REPLAY:
+                session.traffic.replay_drops += 1
+            self.drops.drop(cause, addr, DATA_DROP_TEXT[cause], now)
         elif verdict == TO_TUN and not self._source_allowed(entry, buf.data):
             verdict = DROPPED
             if not _link_local_source(buf.data):

@@ -1,5 +1,5 @@
-"""Byte and datagram counters: per session (the whole connection, across its keys) and per
-endpoint (everything on the link, attributed or not).
+"""Byte, datagram and refused-packet counters: per session (the whole connection, across its
+keys) and per endpoint (everything on the link, attributed or not).
 
 OpenVPN's status file, `bytecount` and our metrics report bytes per client for the whole
 connection, while a data key's own counters vanish with it at every renegotiation; so the
@@ -25,3 +25,7 @@ class Traffic:
     tun_tx: int = 0  # written to the device (received)
     link_rx_packets: int = 0  # datagrams (the metrics endpoint's packet counters)
     link_tx_packets: int = 0
+    # Data packets refused for this client (per session; across its keys, which come and go
+    # with renegotiations): the tag did not verify / authentic but refused by the replay window.
+    auth_drops: int = 0
+    replay_drops: int = 0
