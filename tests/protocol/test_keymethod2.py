@@ -271,3 +271,24 @@ def test_round_trip_property(
         )
         == msg
     )
+
+
+def test_every_truncation_is_a_protocol_error_naming_the_field() -> None:
+    """The reader's Buffer bounds: a cut anywhere up to the end of the options string is a
+    ProtocolError naming the field it fell in; a cut after it (an older peer that stops
+    there, or a cut in a later string) is absent fields or the field's error, never more."""
+    data = encode_key_method2(client_msg(username="u", password="p"), from_client=True)
+    options_end = 5 + 48 + 32 + 32 + 2 + len(CLIENT_OPTIONS) + 1
+    fields = ["header"] * 4 + ["key method"] + ["pre_master"] * 48 + ["random1"] * 32 + [
+        "random2"] * 32 + ["options string"] * (2 + len(CLIENT_OPTIONS) + 1)
+    assert len(fields) == options_end
+    for cut in range(len(data)):
+        if cut < options_end:
+            with pytest.raises(ProtocolError, match=fields[cut]):
+                decode_key_method2(data[:cut], from_client=True)
+        elif cut == options_end:
+            msg = decode_key_method2(data[:cut], from_client=True)
+            assert (msg.username, msg.password, msg.peer_info) == (None, None, None)
+        else:
+            with contextlib.suppress(ProtocolError):
+                decode_key_method2(data[:cut], from_client=True)

@@ -14,9 +14,9 @@ most 2048 bytes, because the stock reader takes a single `SSL_read()` into a
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 
+from core import BoundsError, Buffer
 from tunnel.protocol.errors import ProtocolError
 
 __all__ = [
@@ -42,8 +42,6 @@ OPTIONS_MAX_LEN = 512  # ssl.h: TLS_OPTIONS_LEN, NUL included
 # turns longer values into AUTH_FAILED; we refuse the message outright.
 USER_PASS_LEN = 4096
 
-_HEADER = b"\x00\x00\x00\x00" + bytes([KEY_METHOD_2])
-_U16 = struct.Struct("!H")
 
 
 @dataclass(slots=True)
@@ -91,41 +89,34 @@ def _string_bytes(name: str, value: str, *, secret: bool = False) -> bytes:
     return raw
 
 
-def _write_string(out: bytearray, raw: bytes | None) -> None:
+def _write_string(out: Buffer, raw: bytes | None) -> None:
     """`write_string()` (length counts the NUL) or, for None/empty, `write_empty_string()`."""
     if not raw:
-        out += b"\x00\x00"
+        out.append_u16(0)
         return
-    out += _U16.pack(len(raw) + 1)
-    out += raw
-    out += b"\0"
+    out.append_u16(len(raw) + 1)
+    out.append(raw)
+    out.append_u8(0)
 
 
 def encode_key_method2(msg: KeyMethod2, *, from_client: bool) -> bytes:
     """Serialise ``msg`` as the client's (with pre_master) or the server's message.
 
-    The options string is always written with its NUL, like stock (`write_string()` on
-    `local_options`); an absent or empty username, password or peer-info becomes ``00 00``.
-    Raises ValueError on wrong field sizes, a NUL inside a string, an options string over
-    TLS_OPTIONS_LEN, or a message that would not fit the peer's 2048-byte read.
+    Written with appends into a `Buffer` of the peer's read size (stock: `buf_write` into the
+    plaintext buffer), so the 2048-byte bound is the Buffer's own. The options string is always
+    written with its NUL, like stock (`write_string()` on `local_options`); an absent or empty
+    username, password or peer-info becomes ``00 00``. Raises ValueError on wrong field sizes,
+    a NUL inside a string, an options string over TLS_OPTIONS_LEN, or a message that would not
+    fit the peer's 2048-byte read.
     """
     if len(msg.random1) != RANDOM_LEN or len(msg.random2) != RANDOM_LEN:
         raise ValueError(f"random1 and random2 must be {RANDOM_LEN} bytes each")
-    out = bytearray(_HEADER)
-    if from_client:
-        if msg.pre_master is None or len(msg.pre_master) != PRE_MASTER_LEN:
-            raise ValueError(f"the client's message needs a {PRE_MASTER_LEN}-byte pre_master")
-        out += msg.pre_master
-    out += msg.random1
-    out += msg.random2
-
+    if from_client and (msg.pre_master is None or len(msg.pre_master) != PRE_MASTER_LEN):
+        raise ValueError(f"the client's message needs a {PRE_MASTER_LEN}-byte pre_master")
     options = _string_bytes("options", msg.options)
     if len(options) + 1 > OPTIONS_MAX_LEN:
         raise ValueError(f"options string is {len(options) + 1} bytes, limit {OPTIONS_MAX_LEN}")
-    out += _U16.pack(len(options) + 1)
-    out += options
-    out += b"\0"
-
+    strings: list[bytes | None] = []
     for name, value, secret in (
         ("username", msg.username, True),
         ("password", msg.password, True),
@@ -133,68 +124,71 @@ def encode_key_method2(msg: KeyMethod2, *, from_client: bool) -> bytes:
         raw = None if value is None else _string_bytes(name, value, secret=secret)
         if raw is not None and len(raw) + 1 > USER_PASS_LEN:
             raise ValueError(f"{name} is longer than USER_PASS_LEN ({USER_PASS_LEN})")
-        _write_string(out, raw)
-    _write_string(out, None if msg.peer_info is None else _string_bytes("peer-info",
-                                                                        msg.peer_info))
+        strings.append(raw)
+    strings.append(None if msg.peer_info is None else _string_bytes("peer-info", msg.peer_info))
 
-    if len(out) > MAX_KM2_LEN:
+    out = Buffer(MAX_KM2_LEN)
+    try:
+        out.append_u32(0)
+        out.append_u8(KEY_METHOD_2)
+        if msg.pre_master is not None and from_client:
+            out.append(msg.pre_master)
+        out.append(msg.random1)
+        out.append(msg.random2)
+        _write_string(out, options)
+        for raw in strings:
+            _write_string(out, raw)
+    except BoundsError:
         raise ValueError(
-            f"key-method-2 message is {len(out)} bytes; it must fit one {MAX_KM2_LEN}-byte read")
-    return bytes(out)
+            f"key-method-2 message does not fit one {MAX_KM2_LEN}-byte read") from None
+    return bytes(out.data)
 
 
 # --- reader ---------------------------------------------------------------------------------
 
 
-class _Reader:
-    """A cursor over the message; every shortfall is a ProtocolError naming the field."""
+def _take(buf: Buffer, n: int, what: str) -> bytes:
+    try:
+        return buf.read(n).tobytes()
+    except BoundsError:
+        raise ProtocolError(f"key-method-2 message truncated in {what}") from None
 
-    __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.remaining < n:
-            raise ProtocolError(f"key-method-2 message truncated in {what}")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def string(self, what: str, limit: int) -> bytes | None:
-        """`read_string()`: None for length 0, else the bytes before the terminating NUL."""
-        (length,) = _U16.unpack(self.take(2, what))
-        if length == 0:
-            return None
-        if length > limit:
-            raise ProtocolError(f"key-method-2 {what} is {length} bytes, limit {limit}")
-        raw = self.take(length, what)
-        # Stock forces the last byte to NUL (`str[len-1] = '\0'`) and then uses the buffer as a
-        # C string, so an embedded NUL ends it early. Do the same rather than be stricter.
-        return raw[:-1].split(b"\0", 1)[0]
+def _read_string(buf: Buffer, what: str, limit: int) -> bytes | None:
+    """`read_string()`: None for length 0, else the bytes before the terminating NUL."""
+    try:
+        length = buf.read_u16()
+    except BoundsError:
+        raise ProtocolError(f"key-method-2 message truncated in {what}") from None
+    if length == 0:
+        return None
+    if length > limit:
+        raise ProtocolError(f"key-method-2 {what} is {length} bytes, limit {limit}")
+    raw = _take(buf, length, what)
+    # Stock forces the last byte to NUL (`str[len-1] = '\0'`) and then uses the buffer as a
+    # C string, so an embedded NUL ends it early. Do the same rather than be stricter.
+    return raw[:-1].split(b"\0", 1)[0]
 
 
 def decode_key_method2(data: bytes, *, from_client: bool) -> KeyMethod2:
     """Parse a peer's message; ``from_client`` says whether the peer is the client.
 
-    Accepts both empty-string forms (``00 00`` -> None, ``00 01 00`` -> ""), and messages that
-    end after the options string (older peers) with the missing fields None. Bytes after
-    peer-info are ignored, as the stock reader's `buf_clear` does. Raises only ProtocolError.
+    Read with `Buffer` reads (stock: `buf_read` on the plaintext buffer); a read past the end
+    is a ProtocolError naming the field. Accepts both empty-string forms (``00 00`` -> None,
+    ``00 01 00`` -> ""), and messages that end after the options string (older peers) with the
+    missing fields None. Bytes after peer-info are ignored, as the stock reader's `buf_clear`
+    does. Raises only ProtocolError.
     """
-    reader = _Reader(bytes(data))
-    reader.take(4, "header")  # the reader skips the u32 unchecked
-    method = reader.take(1, "key method")[0]
+    buf = Buffer.over(bytearray(data))
+    buf.inc_len(buf.capacity)
+    _take(buf, 4, "header")  # the reader skips the u32 unchecked
+    method = _take(buf, 1, "key method")[0]
     if method & KEY_METHOD_MASK != KEY_METHOD_2:
         raise ProtocolError(f"unsupported key method {method & KEY_METHOD_MASK}")
-    pre_master = reader.take(PRE_MASTER_LEN, "pre_master") if from_client else None
-    random1 = reader.take(RANDOM_LEN, "random1")
-    random2 = reader.take(RANDOM_LEN, "random2")
-    options = reader.string("options string", OPTIONS_MAX_LEN)
+    pre_master = _take(buf, PRE_MASTER_LEN, "pre_master") if from_client else None
+    random1 = _take(buf, RANDOM_LEN, "random1")
+    random2 = _take(buf, RANDOM_LEN, "random2")
+    options = _read_string(buf, "options string", OPTIONS_MAX_LEN)
 
     fields: list[bytes | None] = []
     for what, limit in (
@@ -203,7 +197,7 @@ def decode_key_method2(data: bytes, *, from_client: bool) -> KeyMethod2:
         ("peer-info", MAX_KM2_LEN),
     ):
         # Missing trailing fields (a peer that stops after the options) read as absent.
-        fields.append(reader.string(what, limit) if reader.remaining else None)
+        fields.append(_read_string(buf, what, limit) if len(buf) else None)
     username, password, peer_info = fields
 
     return KeyMethod2(
