@@ -234,9 +234,10 @@ def _read_control(buf: Buffer, size: int) -> ControlPacket:
 
 def skip_to_payload(buf: Buffer) -> int:
     """Consume the header of the plain non-ACK control packet in ``buf``; returns its message
-    pid, ``buf`` then holds the payload. No validation beyond the bounds (the wraps use this to
-    look into a packet they carry); a short packet raises `BoundsError` with ``buf`` unchanged
-    when ``buf`` is a cursor of its own (``Buffer.over(other.data)``)."""
+    pid, and ``buf`` then holds the payload. No validation beyond the bounds (the wraps use it to
+    look into a packet they carry). A short packet raises `BoundsError` part-way, so callers
+    read through a cursor of their own (``Buffer.over(other.data)``) when the packet must stay
+    as it is."""
     buf.advance(1 + SESSION_ID_LEN)
     n_acks = buf.read_u8()
     if n_acks:

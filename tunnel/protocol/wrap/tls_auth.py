@@ -69,8 +69,9 @@ class TlsAuthWrap(ControlWrap):
         self.overhead = self.digest_size + LONG_PID_LEN
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
-        # [op sid][rest] -> [op sid][hmac][pid time][rest]: op|sid is read off the front, then
-        # packet-id, HMAC and op|sid are prepended into the headroom; rest stays where it is.
+        # [op sid][rest] -> [op sid][hmac][pid time][rest]: op|sid is read off the front, and the
+        # new header (op|sid, HMAC, packet-id) is prepended into the headroom in one reservation;
+        # rest stays where it is.
         pid = pack_long_pid(packet_id, timestamp)
         check_room(buf, self.overhead)
         op_sid = buf.read(OP_SID_LEN).tobytes()
@@ -78,26 +79,27 @@ class TlsAuthWrap(ControlWrap):
         mac.update(pid)
         mac.update(op_sid)
         mac.update(buf.data)
-        buf.prepend(pid)
-        buf.prepend(mac.digest())
-        buf.prepend(op_sid)
+        head = buf.reserve_head(OP_SID_LEN + self.overhead)
+        pid_at = OP_SID_LEN + self.digest_size
+        head[:OP_SID_LEN] = op_sid
+        head[OP_SID_LEN:pid_at] = mac.digest()
+        head[pid_at:] = pid
 
     def open(self, buf: Buffer) -> Opened | None:
         offset, size = buf.offset, len(buf)
         try:
-            op_sid = buf.read(OP_SID_LEN)
-            tag = buf.read(self.digest_size)
-            pid = buf.read(LONG_PID_LEN)
+            head = buf.read(OP_SID_LEN + self.overhead)  # op|sid, HMAC, packet-id
         except BoundsError:  # shorter than op|sid and the wrap's header
-            restore(buf, offset, size)
             return None
+        pid_at = OP_SID_LEN + self.digest_size
+        pid = head[pid_at:]
         mac = self._recv.copy()
         mac.update(pid)
-        mac.update(op_sid)
+        mac.update(head[:OP_SID_LEN])
         mac.update(buf.data)
-        if not hmac.compare_digest(mac.digest(), tag):
+        if not hmac.compare_digest(mac.digest(), head[OP_SID_LEN:pid_at]):
             restore(buf, offset, size)
             return None
         packet_id, timestamp = LONG_PID.unpack(pid)
-        buf.prepend(op_sid.tobytes())  # [op sid][rest]: op|sid back in front of the rest
+        buf.prepend(head[:OP_SID_LEN].tobytes())  # [op sid][rest]: op|sid back in front
         return Opened(packet_id, timestamp, self)

@@ -39,6 +39,8 @@ TAG_LEN = 32
 TLS_CRYPT_OVERHEAD = LONG_PID_LEN + TAG_LEN
 _KEY_LEN = 32
 _IV_LEN = 16
+_TAG_AT = OP_SID_LEN + LONG_PID_LEN  # where the tag starts in the wire header
+_HEAD = _TAG_AT + TAG_LEN  # op|sid + packet-id + tag: where the ciphertext starts
 
 
 class TlsCryptWrap(ControlWrap):
@@ -65,7 +67,8 @@ class TlsCryptWrap(ControlWrap):
 
     def seal(self, buf: Buffer, packet_id: int, timestamp: int) -> None:
         # [op sid][plain] -> [op sid][pid time][tag][cipher]: op|sid is read off the front, the
-        # payload encrypted where it lies, then tag, packet-id and op|sid prepended.
+        # payload encrypted where it lies, then the new header (op|sid, packet-id, tag) is
+        # prepended into the headroom in one reservation.
         pid = pack_long_pid(packet_id, timestamp)
         check_room(buf, TLS_CRYPT_OVERHEAD)
         op_sid = buf.read(OP_SID_LEN).tobytes()
@@ -77,29 +80,27 @@ class TlsCryptWrap(ControlWrap):
         tag = mac.digest()
         encryptor = Cipher(self._send_cipher, modes.CTR(tag[:_IV_LEN])).encryptor()
         plain[:] = encryptor.update(plain)
-        buf.prepend(tag)
-        buf.prepend(pid)
-        buf.prepend(op_sid)
+        head = buf.reserve_head(_HEAD)
+        head[:OP_SID_LEN] = op_sid
+        head[OP_SID_LEN:_TAG_AT] = pid
+        head[_TAG_AT:] = tag
 
     def open(self, buf: Buffer) -> Opened | None:
         offset, size = buf.offset, len(buf)
         try:
-            op_sid = buf.read(OP_SID_LEN)
-            pid = buf.read(LONG_PID_LEN)
-            tag = buf.read(TAG_LEN).tobytes()
+            head = buf.read(_HEAD)  # op|sid, packet-id, tag
         except BoundsError:  # shorter than op|sid and the wrap's header
-            restore(buf, offset, size)
             return None
+        tag = head[_TAG_AT:].tobytes()
         cipher = buf.data
         plain = Cipher(self._recv_cipher, modes.CTR(tag[:_IV_LEN])).decryptor().update(cipher)
         mac = self._recv_mac.copy()
-        mac.update(op_sid)
-        mac.update(pid)
+        mac.update(head[:_TAG_AT])  # op|sid, packet-id
         mac.update(plain)
         if not hmac.compare_digest(mac.digest(), tag):
             restore(buf, offset, size)
             return None
-        packet_id, timestamp = LONG_PID.unpack(pid)
+        packet_id, timestamp = LONG_PID.unpack(head[OP_SID_LEN:_TAG_AT])
         cipher[:] = plain
-        buf.prepend(op_sid.tobytes())  # [op sid][plain]: op|sid back in front of the payload
+        buf.prepend(head[:OP_SID_LEN].tobytes())  # [op sid][plain]: op|sid back in front
         return Opened(packet_id, timestamp, self)
