@@ -75,8 +75,10 @@ def server_text(pki: Pki, pair: NetnsPair, subnet: ipaddress.IPv4Network, status
 
 def stock_client(pki: Pki, remote: ipaddress.IPv4Address, dev: str, port: int = PORT,
                  extra: tuple[str, ...] = ()) -> str:
+    # explicit-exit-notify: a client the test stops is gone from the server at once (not
+    # after its ping-restart), so the status lists exactly the clients running.
     return client_config(pki=pki, remote=remote, cipher=CIPHER, port=port,
-                         extra=[f"dev {dev}", *extra])
+                         extra=[f"dev {dev}", "explicit-exit-notify 1", *extra])
 
 
 def start_clients(pair: NetnsPair, stack: contextlib.ExitStack, pki: Pki, tmp_path: Path,
@@ -111,7 +113,8 @@ def route_replies(pair: NetnsPair, subnet: ipaddress.IPv4Network) -> dict[str, s
 
 
 def wait_rows(status: Path, count: int, timeout: float = 30) -> list[dict[str, str]]:
-    wait_for(lambda: len(clients_in_status(status)) >= count, timeout, 0.25)
+    """The status file's clients once it lists exactly `count` (or what it lists then)."""
+    wait_for(lambda: len(clients_in_status(status)) == count, timeout, 0.25)
     return clients_in_status(status)
 
 

@@ -211,6 +211,7 @@ class _Worker:
     ready: bool = False
     ever_ready: bool = False
     restarting: bool = False  # told to exit by a restart signal: started again at once
+    pidfd: int | None = None  # readable once the process has exited
     pid: int = 0
     exits: deque[float] = field(default_factory=deque)
     answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -319,6 +320,7 @@ class Supervisor:
         worker.requests, worker.control = req_parent, ctl_parent
         worker.ready = False
         worker.pid = worker.proc.pid
+        self._watch_exit(worker)
         self.loop.add_reader(req_parent.fileno(), self._on_request, worker)
         self.loop.add_reader(ctl_parent.fileno(), self._on_answer, worker)
 
@@ -483,7 +485,6 @@ class Supervisor:
             if self.target.wanted:
                 for line in drop(self.target):
                     self.log.info("%s", line)
-            tasks.append(loop.create_task(self._watch()))
             if self.status is not None:
                 tasks.append(loop.create_task(self._status_loop()))
             if self.persist is not None:
@@ -527,16 +528,24 @@ class Supervisor:
         assert self.loop is not None
         self.loop.create_task(log_status())
 
-    async def _watch(self) -> None:
-        """Restart a worker that exited (a crash must not take the others down)."""
-        assert self._stop is not None
-        while True:
-            await asyncio.sleep(0.2)
-            for worker in self.workers:
-                proc = worker.proc
-                if proc is None or proc.poll() is None or self.stopping:
-                    continue
-                self._exited(worker, proc.returncode)
+    def _watch_exit(self, worker: _Worker) -> None:
+        """Be told when the worker's process ends: its pidfd becomes readable (no polling,
+        so an idle supervisor costs nothing)."""
+        assert self.loop is not None and worker.proc is not None
+        worker.pidfd = os.pidfd_open(worker.proc.pid)
+        self.loop.add_reader(worker.pidfd, self._on_exit, worker)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        assert self.loop is not None
+        if worker.pidfd is not None:
+            self.loop.remove_reader(worker.pidfd)
+            os.close(worker.pidfd)
+            worker.pidfd = None
+        proc = worker.proc
+        if proc is None or self.stopping:
+            return
+        code = proc.wait()  # it has exited: this reaps it at once
+        self._exited(worker, code)
 
     def _exited(self, worker: _Worker, code: int) -> None:
         assert self._stop is not None and self.pool is not None
@@ -592,6 +601,10 @@ class Supervisor:
         if self.loop is not None:
             for worker in self.workers:
                 self._close_channels(worker)
+                if worker.pidfd is not None:
+                    self.loop.remove_reader(worker.pidfd)
+                    os.close(worker.pidfd)
+                    worker.pidfd = None
         if self.persist is not None and self.pool is not None:
             try:
                 self.persist.write(self.pool.pools[4])
