@@ -118,3 +118,29 @@ def test_a_source_that_cannot_be_read_again_ends_the_session(tmp_path: Path) -> 
     pair.run(1)
     closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
     assert closed and "auth-user-pass" in closed[0].reason and not closed[0].restart
+
+
+def test_a_pushed_auth_token_outlives_the_session_until_refused() -> None:
+    """Stock keeps the token for the process (reconnects too) and drops it on AUTH_FAILED,
+    then starts over with the real password at once, although auth-retry is none (the
+    password login itself: tests/corpus/test_auth_token.py against a stock server)."""
+    pair = Pair()
+    pair.server.settings.session.defer_auth = True
+    pair.server.settings.push = (*pair.server.settings.push, "auth-token SESS_tok3n")
+    settings = dataclasses.replace(pair.client.session.settings, username="alice",
+                                   password="secret", auth_retry="none")
+    pair.client = Client(settings, [SERVER_ADDR], pair.now)
+    _connect(pair, 1)
+    assert pair.client.session.auth_token == ("alice", "SESS_tok3n")
+    pair.server.kill(pair.server.sessions[0], "RESTART", "test", pair.now)  # a new session
+    pair.run(4)
+    sent = _requests(pair)[-1]
+    assert (sent.username, sent.password) == ("alice", "SESS_tok3n")  # the new session's
+    session = pair.server.sessions[-1]
+    assert pair.server.authorize(session, sent.auth_id, False, "expired", None, pair.now)
+    pair.run(3)
+    closed = [e for e in pair.client_events if isinstance(e, SessionClosed)]
+    assert closed[-1].restart and "AUTH_FAILED" in closed[-1].reason  # auth-retry none
+    assert pair.client.finished is None
+    assert pair.client.token_store.token is None
+    assert pair.client.session.auth_token is None  # the next session sends the password
