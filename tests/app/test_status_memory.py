@@ -56,3 +56,21 @@ def test_per_connection_rows_follow_the_arena() -> None:
 def test_a_client_status_has_no_connection_rows() -> None:
     snapshot, _ = _snapshot(ConnectionMemory(), clients=False)
     assert "CLIENT_MEMORY" not in render_status(snapshot, 2)
+
+
+def test_workers_carry_the_memory_rows_to_the_supervisor() -> None:
+    import json
+
+    from tunnel.app.worker_ipc import merge_snapshots, snapshot_from_json, snapshot_to_json
+
+    memory = ConnectionMemory()
+    memory.iterations = 5
+    snapshot, _ = _snapshot(memory)
+    parts = [snapshot_from_json(json.loads(json.dumps(snapshot_to_json(snapshot, w))))
+             for w in (0, 1)]
+    assert parts[0].memory == snapshot.memory and parts[0].runs == snapshot.runs
+    merged = merge_snapshots("t", 1.0, parts)
+    assert merged.runs is not None and merged.runs.size == 4 and merged.runs.in_use == 2
+    assert len(merged.memory) == 2 and merged.memory[0].iterations == 5
+    text = render_status(merged, 2)
+    assert "RUN_POOL_STATS,4,2," in text and text.count("\nCLIENT_MEMORY,alice,") == 2

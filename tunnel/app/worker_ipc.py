@@ -20,7 +20,7 @@ import socket
 from typing import Any, Generic
 
 from core import PoolStats
-from tunnel.app.status import ArenaCounters, ClientRow, StatusSnapshot
+from tunnel.app.status import ArenaCounters, ClientRow, MemoryRow, StatusSnapshot
 from tunnel.io.driver import DriverStats
 from tunnel.protocol.addresspool import IP
 from tunnel.protocol.traffic import Traffic
@@ -96,6 +96,9 @@ def snapshot_to_json(snapshot: StatusSnapshot, worker: int) -> dict[str, Any]:
         "link": dataclasses.asdict(snapshot.link),
         "clients": [dataclasses.asdict(row) for row in snapshot.clients or ()],
         "drops": snapshot.drops,
+        "runs": dataclasses.asdict(snapshot.runs) if snapshot.runs is not None else None,
+        "run_block": snapshot.run_block,
+        "memory": [dataclasses.asdict(row) for row in snapshot.memory],
     }
 
 
@@ -118,7 +121,18 @@ def snapshot_from_json(value: dict[str, Any]) -> StatusSnapshot:
         title=str(value["title"]), now=float(value["now"]),
         traffic=_ints(Traffic, value["traffic"]), pool=_ints(PoolStats, value["pool"]),
         arena=_ints(ArenaCounters, value["arena"]), link=_ints(DriverStats, value["link"]),
-        clients=rows, drops={str(k): int(v) for k, v in dict(value.get("drops", {})).items()})
+        clients=rows, drops={str(k): int(v) for k, v in dict(value.get("drops", {})).items()},
+        runs=_ints(PoolStats, value["runs"]) if value.get("runs") else None,
+        run_block=int(value.get("run_block", 0)),
+        memory=[_memory_row(row) for row in value.get("memory", ())])
+
+
+def _memory_row(row: dict[str, Any]) -> MemoryRow:
+    return MemoryRow(
+        common_name=str(row["common_name"]), real_address=str(row["real_address"]),
+        peer_id=None if row["peer_id"] is None else int(row["peer_id"]),
+        **{name: int(row[name]) for name in (
+            "iterations", "entries_freed", "bytes_freed", "detached", "live", "buffers_taken")})
 
 
 def _sum(cls: Any, items: list[Any]) -> Any:
@@ -145,4 +159,8 @@ def merge_snapshots(title: str, now: float, parts: list[StatusSnapshot]) -> Stat
         pool=_sum(PoolStats, [p.pool for p in parts]),
         arena=_sum(ArenaCounters, [p.arena for p in parts]),
         link=_sum(DriverStats, [p.link for p in parts]),
-        clients=clients, drops=drops)
+        clients=clients, drops=drops,
+        # Each worker's run pool (its own driver's), summed; each connection lives in one.
+        runs=_sum(PoolStats, runs) if (runs := [p.runs for p in parts if p.runs]) else None,
+        run_block=max((p.run_block for p in parts), default=0),
+        memory=[row for p in parts for row in p.memory])
