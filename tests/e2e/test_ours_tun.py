@@ -253,7 +253,8 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
     # The driver's GSO/GRO/coalescing runs: pool blocks, all held, none ever short.
     runs = next(line for line in status.splitlines() if line.startswith("RUN_POOL_STATS,"))
     _, size, in_use, _high, block, exhaustions = runs.split(",")
-    assert int(size) in (2, 3) and in_use == size and int(block) >= 65536, runs
+    # (2 or 3 per driver: GSO, GRO, and coalescing with a virtio-net TUN; summed over workers)
+    assert int(size) >= 2 and in_use == size and int(block) >= 65536, runs
     assert int(exhaustions) == 0, runs
     # The client's connection: its arena was taken by the iterations that touched it and is
     # empty between them.
