@@ -92,6 +92,8 @@ def resolve_workers(cfg: TunnelConfig, asked: int | None, log: logging.Logger,
     reason = unsupported_with_workers(cfg, metrics)
     if asked is None:
         cores = len(os.sched_getaffinity(0))
+        if cores > 1 and reason is None:
+            reason = _no_bpf()
         if cores > 1 and reason is not None:
             log.info("one worker process: %s", reason)
             return 1
@@ -99,6 +101,16 @@ def resolve_workers(cfg: TunnelConfig, asked: int | None, log: logging.Logger,
     if asked > 1 and reason is not None:
         raise StartupError(f"--workers {asked}: not possible with {reason}; use --workers 1")
     return asked
+
+
+def _no_bpf() -> str | None:
+    """Why the TUN steering program cannot be loaded here (a container without CAP_BPF /
+    CAP_SYS_ADMIN, a kernel without BPF), or None. Probed by loading it once."""
+    try:
+        TunSteering.create(max_entries=1).close()
+    except OSError as exc:
+        return f"no BPF here ({exc.strerror or exc}), needed to steer packets to workers"
+    return None
 
 
 # -- the shared pool -----------------------------------------------------------------------
