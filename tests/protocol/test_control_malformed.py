@@ -11,7 +11,8 @@ from tests.protocol.harness import Pair
 from tunnel.protocol.codec import write_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED
-from tunnel.protocol.session import CONSUMED, TO_TUN, Session
+from tunnel.protocol.session import Session
+from tunnel.protocol.verdicts import CONSUMED, TO_TUN
 from tunnel.protocol.wrap import ControlWrap, TlsCryptWrap
 from tunnel.protocol.wrap.base import control_frame
 

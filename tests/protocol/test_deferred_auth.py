@@ -6,6 +6,7 @@ import dataclasses
 
 from tests.protocol.harness import SERVER_ADDR, Pair
 from tunnel.protocol.client import Client
+from tunnel.protocol.deferred_auth import DeferredAuth
 from tunnel.protocol.events import AuthRequested, DataChannelReady, SessionClosed
 
 
@@ -71,3 +72,17 @@ def test_no_credentials_no_deferral() -> None:
     pair = deferred_pair(credentials=False)
     pair.connect(3)
     assert not requests(pair) and pair.client.session.pushed is None
+
+
+def test_deferred_auth_ids_count_from_one_and_the_first_request_starts_the_deadline() -> None:
+    auth = DeferredAuth(hand_window=60.0)
+    assert auth.request(0, since=100.0) == 1
+    assert auth.request(1, since=130.0) == 2
+    assert auth.deadline == 160.0 and auth.waiting(0) and auth.waiting(1)
+    assert not auth.expired(159.9) and auth.expired(160.0)
+    assert auth.take(1) == 0 and auth.take(1) is None
+    auth.settled()
+    assert auth.deadline == 160.0  # key_id 1 still waits
+    assert auth.take(2) == 1
+    auth.settled()
+    assert auth.deadline is None and not auth.expired(1e9) and not auth.waiting(0)

@@ -12,8 +12,7 @@ import pytest
 
 from tests.protocol.harness import Pair
 from tunnel.protocol.constants import OCC_MAGIC, OCC_REQUEST, PING_MAGIC
-from tunnel.protocol.session import CONSUMED, TO_TUN
-from tunnel.protocol.verdicts import KEEPALIVE
+from tunnel.protocol.verdicts import CONSUMED, KEEPALIVE, TO_TUN
 from tunnel.runtime import Timers
 
 

@@ -12,7 +12,7 @@ Three kinds, because callers react to them differently:
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HandshakeError", "ProtocolError", "PushRejected"]
+__all__ = ["ConfigError", "HandshakeError", "ProtocolError", "PushRejected", "SessionEnd"]
 
 
 class ProtocolError(ValueError):
@@ -31,3 +31,13 @@ class HandshakeError(Exception):
 
 class ConfigError(ValueError):
     """A local configuration value is invalid or unsupported."""
+
+
+class SessionEnd(Exception):
+    """Raised by a part of the session (push, keepalive) to end it: the session closes with
+    `reason`, as a restart (`restart=True`: a client reconnects) or for good."""
+
+    def __init__(self, reason: str, *, restart: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.restart = restart

@@ -1,8 +1,14 @@
-"""One OpenVPN peer connection, sans-I/O: key states, data keys, keepalive, push, rekeying.
+"""One OpenVPN peer connection, sans-I/O: the coordinator of its parts.
 
 A `Session` is what `ssl.c`'s `tls_multi` plus the per-connection parts of `forward.c` are in
-OpenVPN. It owns up to three key states (the primary, one being negotiated, and the lame duck
-kept for decryption during the transition) and the data keys derived from them.
+OpenVPN. It owns the key states (handshakes: the primary, one being negotiated, a replaced one
+until its last packets are ACKed) and routes every input to the part that decides:
+
+- `keyring.KeyRing`: the data keys (current, next, lame duck);
+- `push_client.PushClient` / `push_server.PushServer`: the role's half of push (only one exists);
+- `deferred_auth.DeferredAuth`: server keys waiting for a management client-auth verdict;
+- `keepalive.Keepalive`: ping / ping-restart, and the OCC messages;
+- `rekey.RekeySchedule`: when to renegotiate.
 
 The control path works on `bytes` (a few packets per handshake). The data path, `encrypt` and
 `decrypt`, works in place on pooled `core.Buffer`s and allocates no packet memory.
@@ -10,29 +16,20 @@ The control path works on `bytes` (a few packets per handshake). The data path, 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import random
 from collections import deque
 from collections.abc import Callable
 
 from core import Buffer, BufferPool
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
 from tunnel.protocol.codec import ControlPacket, read_control
-from tunnel.protocol.compress import NON_STUB_KINDS, Compression
-from tunnel.protocol.constants import (
-    OCC_EXIT,
-    OCC_MAGIC,
-    OCC_REPLY,
-    OCC_REQUEST,
-    PING_MAGIC,
-    Opcode,
-)
+from tunnel.protocol.compress import Compression
+from tunnel.protocol.constants import OCC_MAGIC, PING_MAGIC, Opcode
 from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
 from tunnel.protocol.datacipher import DataCipherKey, make_data_key
+from tunnel.protocol.deferred_auth import DeferredAuth
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
-from tunnel.protocol.errors import ConfigError, HandshakeError, ProtocolError, PushRejected
+from tunnel.protocol.errors import HandshakeError, ProtocolError, SessionEnd
 from tunnel.protocol.events import (
     AuthRequested,
     ControlMessageReceived,
@@ -43,6 +40,17 @@ from tunnel.protocol.events import (
     SessionClosed,
 )
 from tunnel.protocol.geometry import data_frame
+from tunnel.protocol.keepalive import (
+    OCC_EXIT_MESSAGE,
+    OCC_FIRST,
+    OCC_SIZE,
+    PING_SIZE,
+    Keepalive,
+    KeepaliveDue,
+    OccKind,
+    occ_kind,
+    occ_reply,
+)
 from tunnel.protocol.keymethod2 import OPTIONS_MAX_LEN, KeyMethod2, new_key_method2
 from tunnel.protocol.keyring import KeyRing
 from tunnel.protocol.keystate import KeyPhase, KeyState
@@ -53,15 +61,16 @@ from tunnel.protocol.messages import (
     IV_PROTO_DYN_TLS_CRYPT,
     IV_PROTO_REQUEST_PUSH,
     PushOptions,
-    build_push_reply,
     classify_control_message,
     negotiate_cipher,
     options_string_value,
     parse_peer_info,
-    parse_push_reply,
 )
 from tunnel.protocol.mssfix import clamp_mss, mss_for
 from tunnel.protocol.prf import derive_key2
+from tunnel.protocol.push_client import PushClient
+from tunnel.protocol.push_server import AUTH_FAILED_LINGER, PushServer
+from tunnel.protocol.rekey import RekeySchedule, next_key_id
 from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
@@ -75,13 +84,6 @@ COMP_LZO_STUB_SIZE = 1
 # The most any compression framing puts in front of a payload (v2's 0x50 0x00 escape).
 _COMP_MAX_PREFIX = 2
 
-_PING_SIZE = len(PING_MAGIC)
-_OCC_SIZE = len(OCC_MAGIC)
-_OCC_FIRST = OCC_MAGIC[0]  # never an IP version nibble: rules OCC out with one byte compare
-# A stock server ignores a second PUSH_REQUEST within 30 s of its reply (push.c).
-_PUSH_REPEAT_GUARD = 30.0
-# A session that failed authentication lingers this long so AUTH_FAILED reaches the client.
-_AUTH_FAILED_LINGER = 5.0
 # Scratch room for pings and OCC messages (control-rate traffic, not the data path): the
 # largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
 # Sized for the largest kind: CBC with SHA512 (its padding block and `update_into` slack at the
@@ -89,11 +91,6 @@ _AUTH_FAILED_LINGER = 5.0
 _SCRATCH_HEADROOM = max(DATA_V2_OVERHEAD, cbc_overhead("SHA512")) + _COMP_MAX_PREFIX
 _SCRATCH_SIZE = (_SCRATCH_HEADROOM + len(OCC_MAGIC) + 1 + OPTIONS_MAX_LEN
                  + max(AEAD_ASSEMBLY_SIZE, 2 * CBC_BLOCK_SIZE))
-
-
-def next_key_id(key_id: int) -> int:
-    """key_id 0 is the initial key; renegotiations count 1..7 and wrap to 1 (ssl.c)."""
-    return 1 if key_id >= 7 else key_id + 1
 
 
 class Session:
@@ -111,9 +108,6 @@ class Session:
         push_items: Callable[[Session], list[str]] | None = None,
     ) -> None:
         self.settings = settings
-        # Server: the push list for this client (route-gateway, topology, ifconfig, routes...);
-        # the session appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
-        self._push_items = push_items
         self.is_client = settings.is_client
         self.remote_addr = remote_addr
         self.local_sid = local_sid if local_sid is not None else _random_session_id()
@@ -130,17 +124,19 @@ class Session:
         # Server: the peer-id this client was given. Client: the pushed one (None = P_DATA_V1).
         self.peer_id = peer_id
         self.tx_peer_id: int | None = None
+        # Server: what the client's key-method 2 announced.
         self.peer_info: dict[str, str] = {}
         self.peer_common_name: str | None = None
         self.iv_proto = 0
-        # Client: a pushed auth-token as (username, token), sent instead of the password on
-        # renegotiations; the username our credentials had, for a token pushed without one.
-        self.auth_token: tuple[str | None, str] | None = None
-        self.auth_rejected = False  # client: the server answered AUTH_FAILED
-        self.token_rejected = False  # ... to the auth-token we sent
-        self._auth_username: str | None = settings.username
-        self.ping = settings.ping
-        self.ping_restart = settings.ping_restart
+        # The role's half of push: exactly one of the two.
+        self.push_client = PushClient(settings) if self.is_client else None
+        self.push_server = None if self.is_client else PushServer(settings)
+        # Server: the push list for this client (route-gateway, topology, ifconfig, routes...);
+        # the push reply appends the negotiated items (peer-id, cipher, protocol-flags, tun-mtu).
+        self._push_items = push_items
+        self.deferred_auth = DeferredAuth(settings.hand_window)
+        self.keepalive = Keepalive(settings.ping, settings.ping_restart)
+        self.rekey = RekeySchedule(settings.reneg_sec, jitter=not self.is_client)
         self.last_rx = now
         self.last_tx = now
         # Server: link bytes and datagrams of this client's whole connection, counted by the
@@ -151,14 +147,6 @@ class Session:
         self.comp: Compression | None = self._compression(kind)
         self._set_mss()
         self.closed: SessionClosed | None = None
-        self.auth_failed: str | None = None
-        # defer_auth: auth id (stock's KID) -> key_id waiting for authorize(), and its deadline
-        self.auth_pending: dict[int, int] = {}
-        self._auth_ids = 1  # stock's first KID is 1
-        self._auth_deadline: float | None = None
-        self._auth_failed_text: str | None = None  # client-deny: what the client is told
-        self._push_requested = False
-        self._close_at: float | None = None
         self._events: deque[Event] = deque()
         self._data_out: list[bytes] = []
         self._scratch = Buffer(_SCRATCH_SIZE)
@@ -176,14 +164,6 @@ class Session:
         # 2.6 dynamic tls-crypt (wrap/dynamic.py): key_id > 0 goes through this channel once
         # both peers agreed on it.
         self.reneg_channel: WrapChannel | None = None
-        # client push state
-        self.pushed: PushOptions | None = None
-        self._push_parts: PushOptions | None = None
-        self._next_push_request: float | None = None
-        self.cc_exit = False
-        # server push state
-        self._push_replied_at: float | None = None
-        self._reneg_at: float | None = None
         # counters
         self.dropped_control = 0
         self.dropped_data = 0
@@ -194,6 +174,8 @@ class Session:
         self.control_drop = MALFORMED  # the same for the last refused control packet
         self._drop_seen: dict[int, tuple[DataCipherKey, int, int]] = {}
 
+    # -- views of the parts ------------------------------------------------------------------
+
     @property
     def send_key(self) -> DataCipherKey | None:
         """The data key that seals outgoing packets (None until the data channel is up)."""
@@ -202,6 +184,42 @@ class Session:
     @property
     def renegotiations(self) -> int:
         return self.ring.rotations
+
+    @property
+    def pushed(self) -> PushOptions | None:
+        """Client: the server's PUSH_REPLY once it was applied."""
+        return self.push_client.pushed if self.push_client is not None else None
+
+    @property
+    def auth_token(self) -> tuple[str | None, str] | None:
+        """Client: the auth-token (username, token) sent instead of the password; the Client
+        carries it across reconnects (AuthTokenStore)."""
+        return self.push_client.auth_token if self.push_client is not None else None
+
+    @auth_token.setter
+    def auth_token(self, token: tuple[str | None, str] | None) -> None:
+        if self.push_client is not None:
+            self.push_client.auth_token = token
+
+    @property
+    def auth_rejected(self) -> bool:
+        """Client: the server answered AUTH_FAILED."""
+        return self.push_client is not None and self.push_client.auth_rejected
+
+    @property
+    def token_rejected(self) -> bool:
+        """Client: ... to the auth-token we sent."""
+        return self.push_client is not None and self.push_client.token_rejected
+
+    @property
+    def auth_failed(self) -> str | None:
+        """Server: why this client is refused (it was sent AUTH_FAILED), or None."""
+        return self.push_server.refusal if self.push_server is not None else None
+
+    @property
+    def auth_pending(self) -> dict[int, int]:
+        """Server: auth id -> key_id of the keys waiting for `authorize`."""
+        return self.deferred_auth.pending
 
     def _compression(self, kind: str | None) -> Compression | None:
         if kind is None:
@@ -249,7 +267,12 @@ class Session:
         s = self.settings
         tls = TlsSession(s.tls_context, server_side=not self.is_client, settings=s.tls_settings,
                          peer_address=self.remote_addr)
-        username, password = self._user_pass() if self.is_client else (None, None)
+        username = password = None
+        if self.push_client is not None:
+            try:
+                username, password = self.push_client.user_pass()
+            except SessionEnd as end:
+                self._end(end, self.last_rx)
         local_key = new_key_method2(
             from_client=self.is_client,
             options=s.options_string,
@@ -378,11 +401,11 @@ class Session:
         # One view of the payload for the three checks (each Buffer call costs per packet).
         payload = buf.data
         size = len(payload)
-        if size == _PING_SIZE:
+        if size == PING_SIZE:
             if payload == PING_MAGIC:
                 return KEEPALIVE
-        elif size > _OCC_SIZE and payload[0] == _OCC_FIRST and payload[:_OCC_SIZE] == OCC_MAGIC:
-            self._handle_occ(buf, now)
+        elif size > OCC_SIZE and payload[0] == OCC_FIRST and payload[:OCC_SIZE] == OCC_MAGIC:
+            self._handle_occ(payload, now)
             return CONSUMED
         if self.mssfix:
             clamp_mss(payload, self._mss_v4, self._mss_v6)
@@ -458,17 +481,18 @@ class Session:
         if self.closed is not None:
             return None
         deadlines = [d for d in (k.next_deadline() for k in self.keys) if d is not None]
-        if self.ping > 0 and self.send_key is not None:
-            deadlines.append(self.last_tx + self.ping)
-        if self.ping_restart > 0:
-            deadlines.append(self.last_rx + self.ping_restart)
-        for extra in (self._next_push_request, self._close_at, self._reneg_at,
-                      self._auth_deadline):
+        deadlines.extend(self.keepalive.deadlines(self.last_rx, self.last_tx,
+                                                  self.ring.current is not None))
+        push_client, push_server = self.push_client, self.push_server
+        for extra in (
+            push_client.next_request if push_client is not None else None,
+            push_server.close_at if push_server is not None else None,
+            self.rekey.at,
+            self.deferred_auth.deadline,
+            self.ring.deadline(),
+        ):
             if extra is not None:
                 deadlines.append(extra)
-        lame_duck_until = self.ring.deadline()
-        if lame_duck_until is not None:
-            deadlines.append(lame_duck_until)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
@@ -495,17 +519,16 @@ class Session:
         """Local shutdown: tell the peer (explicit-exit-notify) and close."""
         if self.closed is not None:
             return
-        if self.send_key is not None:
-            if self.is_client and self.settings.explicit_exit_notify:
-                if self.cc_exit:
+        notify = self.settings.explicit_exit_notify
+        if self.ring.current is not None and notify:
+            if self.push_client is not None:
+                if self.push_client.cc_exit:
                     self.send_control_message("EXIT")
                 else:
-                    self._send_data_payload(OCC_MAGIC + bytes([OCC_EXIT]), now)
-            elif not self.is_client and self.settings.explicit_exit_notify:
+                    self._send_data_payload(OCC_EXIT_MESSAGE, now)
+            else:
                 # A stock server sends RESTART to every client when it shuts down (multi.c).
-                self.send_control_message(
-                    "RESTART,[N]" if self.settings.explicit_exit_notify == 2 else "RESTART"
-                )
+                self.send_control_message("RESTART,[N]" if notify == 2 else "RESTART")
         self._close(reason, restart=False, now=now)
 
     def link_lost(self, now: float, reason: str) -> None:
@@ -520,25 +543,8 @@ class Session:
             self.send_control_message(message)
         self._close(reason, restart=False, now=now)
 
-    def _user_pass(self) -> tuple[str | None, str | None]:
-        """Client: what this key's key-method 2 message carries as username and password.
-
-        A pushed auth-token replaces the password (ssl.c: key_method_2_write()); otherwise the
-        configured credentials, or under auth-nocache a fresh read from their source. A read
-        that fails (file gone, no terminal) ends the session for good, as stock's fatal error.
-        """
-        if self.auth_token is not None:
-            return self.auth_token
-        s = self.settings
-        if s.username is not None or s.read_user_pass is None:
-            return s.username, s.password
-        try:
-            username, password = s.read_user_pass()
-        except (ConfigError, OSError) as exc:
-            self._close(f"auth-user-pass: {exc}", restart=False, now=self.last_rx)
-            return None, None
-        self._auth_username = username  # an auth-token pushed later goes with it
-        return username, password
+    def _end(self, end: SessionEnd, now: float) -> None:
+        self._close(end.reason, restart=end.restart, now=now)
 
     def _close(self, reason: str, *, restart: bool, now: float) -> None:
         if self.closed is not None:
@@ -566,11 +572,13 @@ class Session:
     def _service(self, now: float) -> None:
         if self.closed is not None:
             return
-        if self._close_at is not None and now >= self._close_at:
-            self._close(self.auth_failed or "closing", restart=False, now=now)
+        push_server = self.push_server
+        if push_server is not None and push_server.close_at is not None \
+                and now >= push_server.close_at:
+            self._close(push_server.refusal or "closing", restart=False, now=now)
             return
-        if self._auth_deadline is not None and now >= self._auth_deadline:
-            for auth_id in list(self.auth_pending):
+        if self.deferred_auth.expired(now):
+            for auth_id in list(self.deferred_auth.pending):
                 self.authorize(auth_id, False, "no client-auth verdict within hand-window",
                                None, now)
             return
@@ -588,7 +596,7 @@ class Session:
         if key.phase is KeyPhase.ERROR:
             return
         if (key.handshake_done and not key.data_key_installed and self.cipher is not None
-                and key.key_id not in self.auth_pending.values()):
+                and not self.deferred_auth.waiting(key.key_id)):
             self._install_data_key(key, now)
         for text in key.take_messages():
             self._handle_control_message(text, now)
@@ -597,24 +605,197 @@ class Session:
             new_key = self.ring.next_key(key.key_id)
             if new_key is not None:
                 self._switch_send_key(new_key)
-        if (
-            self.is_client
-            and key.key_id == 0
-            and key.handshake_done
-            and self.pushed is None
-            and (self._next_push_request is None or now >= self._next_push_request)
-        ):
-            key.send_message("PUSH_REQUEST")
-            self._next_push_request = now + self.settings.push_request_interval
-        if (
-            not self.is_client
-            and key.key_id == 0
-            and key.handshake_done
-            and self._push_replied_at is None
-            and self.iv_proto & IV_PROTO_REQUEST_PUSH
-        ):
+        if key.key_id != 0 or not key.handshake_done:
+            return
+        if self.push_client is not None:
+            if self.push_client.request_due(now):
+                key.send_message("PUSH_REQUEST")
+        elif (self.push_server is not None and self.push_server.replied_at is None
+              and self.iv_proto & IV_PROTO_REQUEST_PUSH):
             # The client announced REQUEST_PUSH: reply without waiting (multi.c).
             self._send_push_reply(key, now)
+
+    # -- key states and renegotiation --------------------------------------------------------
+
+    def _switch_send_key(self, new_key: DataCipherKey) -> None:
+        new_state = self._key_state(new_key.key_id)
+        began = new_state.started_at if new_state is not None else self.last_rx
+        # The previous key stays valid for decryption until tran-window after the
+        # renegotiation began (ssl.c: lame_duck_must_die), so no packet in flight is lost.
+        if self.ring.rotate(new_key, began + self.settings.tran_window) and new_state is not None:
+            self.primary = new_state
+
+    def _retired(self, key: KeyState, now: float) -> bool:
+        if (
+            key is self.primary
+            or key.phase is not KeyPhase.ACTIVE
+            or self.ring.current is None
+            or self.ring.in_use(key.key_id)
+            or self.deferred_auth.waiting(key.key_id)  # new, waiting for client-auth
+        ):
+            return False
+        if key.replaced_at is None:
+            key.replaced_at = now
+        return key.reliable.all_acked or now - key.replaced_at >= self.settings.hand_window
+
+    def _key_state(self, key_id: int) -> KeyState | None:
+        for key in self.keys:
+            if key.key_id == key_id:
+                return key
+        return None
+
+    def _expire_keys(self, now: float) -> None:
+        self.ring.expire(now)
+        for key in list(self.keys):
+            if self._retired(key, now):
+                # A replaced key: its handshake state goes once its last control packets are
+                # ACKed, or after hand-window if they never are (stock drops it at once); its
+                # data key lives on as the lame duck until tran-window.
+                self.keys.remove(key)
+            elif key.phase is KeyPhase.ERROR or key.expired(now):
+                reason = key.error or "TLS key negotiation failed to occur within hand-window"
+                self.keys.remove(key)
+                if key is self.primary and self.ring.current is None:
+                    self._close(reason, restart=self.is_client, now=now)
+                    return
+        if (
+            self.push_client is not None
+            and self.push_client.pushed is None
+            and self.ring.current is None
+            and now - self.created_at >= self.settings.hand_window
+        ):
+            self._close("no reply from server to push requests", restart=True, now=now)
+
+    def _keepalive(self, now: float) -> None:
+        due = self.keepalive.due(now, self.last_rx, self.last_tx, self.ring.current is not None)
+        if due is KeepaliveDue.RESTART:
+            self._close("ping-restart: inactivity timeout", restart=self.is_client, now=now)
+        elif due is KeepaliveDue.PING:
+            self._send_data_payload(PING_MAGIC, now)
+
+    def _maybe_renegotiate(self, now: float) -> None:
+        primary = self.primary
+        send_key = self.ring.current
+        if primary is None or primary.phase is not KeyPhase.ACTIVE or send_key is None:
+            self.rekey.clear()
+            return
+        if any(k is not primary and k.phase is not KeyPhase.ERROR for k in self.keys):
+            self.rekey.clear()  # one renegotiation at a time
+            return
+        if self.rekey.due(primary.activated_at, now, send_key.needs_renegotiation):
+            self.renegotiate(now)
+
+    def renegotiate(self, now: float) -> bool:
+        """Start a soft reset on the next key_id (either role may start one)."""
+        primary = self.primary
+        if primary is None or primary.phase is not KeyPhase.ACTIVE:
+            return False
+        key_id = next_key_id(primary.key_id)
+        if self._key_state(key_id) is not None:
+            return False
+        self._start_soft_reset(key_id, now)
+        self.rekey.clear()
+        return True
+
+    def _start_soft_reset(self, key_id: int, now: float) -> KeyState:
+        self.ring.free_slot(key_id)  # an expired lame duck with the same id
+        key = self._new_key_state(key_id, now)
+        key.send_reset(Opcode.P_CONTROL_SOFT_RESET_V1)
+        return key
+
+    # -- control messages ------------------------------------------------------------------
+
+    def _handle_control_message(self, text: str, now: float) -> None:
+        keyword, _rest = classify_control_message(text)
+        push_client, push_server = self.push_client, self.push_server
+        try:
+            if push_client is not None and keyword in push_client.KEYWORDS:
+                applied = push_client.on_message(keyword, text, self.remote_cipher)
+                if applied is not None:
+                    self._apply_push(*applied, now)
+            elif push_server is not None and keyword in push_server.KEYWORDS:
+                if push_server.on_message(keyword):
+                    key = self._control_key()
+                    if key is not None:
+                        self._send_push_reply(key, now)
+            else:
+                self._events.append(ControlMessageReceived(text, self.peer_id))
+        except SessionEnd as end:
+            self._end(end, now)
+
+    def _send_push_reply(self, key: KeyState, now: float) -> None:
+        """Server: the PUSH_REPLY, or AUTH_FAILED for a refused client (then linger)."""
+        push = self.push_server
+        assert push is not None
+        if push.refusal is None:
+            if self.deferred_auth.waiting(0):
+                return  # the verdict is not in yet; the client asks again
+            if not push.reply_wanted(now, self.cipher):
+                return
+            assert self.cipher is not None
+            try:
+                items = list(self._push_items(self)) if self._push_items is not None else []
+            except HandshakeError as exc:
+                push.refuse(str(exc))
+            else:
+                dynamic = bool(self.settings.dyn_tls_crypt
+                               and self.iv_proto & IV_PROTO_DYN_TLS_CRYPT
+                               and self._start_dynamic_tls_crypt(now))
+                messages = push.build_reply(
+                    items, cipher=self.cipher, tx_peer_id=self.tx_peer_id,
+                    cc_exit=bool(self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY),
+                    dyn_tls_crypt=dynamic,
+                    tun_mtu=self.settings.tun_mtu if "IV_MTU" in self.peer_info else None,
+                )
+                if messages is not None:
+                    for message in messages:
+                        key.send_message(message)
+                    push.replied_at = now
+                    return
+        key.send_message(push.refusal_message())
+        push.linger(now)
+
+    def _apply_push(self, options: PushOptions, cipher: str, now: float) -> None:
+        """Client: a whole PUSH_REPLY was accepted; apply what it says."""
+        if options.compression is not None:
+            self.comp = self._compression(options.compression)
+        self.cipher = cipher
+        self.tx_peer_id = options.peer_id
+        if "dyn-tls-crypt" in options.protocol_flags and not (
+                self.settings.dyn_tls_crypt and self._start_dynamic_tls_crypt(now)):
+            self._close("server pushed dyn-tls-crypt, which we cannot do", restart=False,
+                        now=now)
+            return
+        self.keepalive.apply_push(options.ping, options.ping_restart)
+        self._events.append(PushApplied(options))
+        key = self._key_state(0)
+        if key is not None and key.handshake_done:
+            self._install_data_key(key, now)
+
+    # -- pings and OCC ---------------------------------------------------------------------
+
+    def _send_data_payload(self, payload: bytes, now: float) -> None:
+        """Seal a ping or OCC message; control-rate traffic, so copying out is fine."""
+        send_key = self.ring.current
+        if send_key is None:
+            return
+        scratch = self._scratch
+        scratch.reset(_SCRATCH_HEADROOM)
+        scratch.append(payload)
+        if self.comp is not None:
+            self.comp.frame(scratch)
+        send_key.seal(scratch, self.tx_peer_id)
+        self._data_out.append(bytes(scratch.data))
+        self.last_tx = now
+
+    def _handle_occ(self, payload: memoryview, now: float) -> None:
+        kind = occ_kind(payload)
+        if kind is OccKind.REQUEST:
+            self._send_data_payload(occ_reply(self.settings.options_string), now)
+        elif kind is OccKind.EXIT:
+            self._close("peer exited (OCC_EXIT)", restart=self.is_client, now=now)
+
+    # -- the peer's key-method 2 -----------------------------------------------------------
 
     def _on_remote_key(self, key: KeyState, remote: KeyMethod2) -> None:
         """The peer's KM2 arrived (called from inside the key state)."""
@@ -632,11 +813,14 @@ class Session:
                 peer_id=self.peer_id,
             )
         )
-        if not self.is_client and self.settings.username_as_common_name and remote.username:
+        push = self.push_server
+        if push is None:
+            return
+        if self.settings.username_as_common_name and remote.username:
             self.peer_common_name = remote.username  # ssl_verify.c: set_common_name()
-        if not self.is_client and self.settings.defer_auth:
+        if self.settings.defer_auth:
             self._request_auth(key, remote)
-        if self.is_client or key.key_id != 0:
+        if key.key_id != 0:
             return
         self.peer_info = parse_peer_info(remote.peer_info or "")
         try:
@@ -651,7 +835,7 @@ class Session:
         )
         if cipher is None:
             # Stock answers the PUSH_REQUEST with AUTH_FAILED (ssl_ncp.c, push.c).
-            self.auth_failed = "Data channel cipher negotiation failed (no shared cipher)"
+            push.refuse("Data channel cipher negotiation failed (no shared cipher)")
             return
         self.cipher = cipher
         if self.iv_proto & IV_PROTO_DATA_V2 and self.peer_id is not None:
@@ -663,34 +847,30 @@ class Session:
         if not remote.username or not remote.password:
             # As stock (ssl_verify.c) when the verdict is someone else's: credentials needed.
             raise HandshakeError("Auth Username/Password was not provided by peer")
-        auth_id = self._auth_ids
-        self._auth_ids += 1
-        self.auth_pending[auth_id] = key.key_id
-        if self._auth_deadline is None:
-            self._auth_deadline = self.last_rx + self.settings.hand_window
+        auth_id = self.deferred_auth.request(key.key_id, self.last_rx)
         self._events.append(AuthRequested(self.peer_id, auth_id, key.key_id != 0,
                                           remote.username, remote.password))
 
     def authorize(self, auth_id: int, approve: bool, reason: str, client_reason: str | None,
                   now: float) -> bool:
         """The verdict on a waiting key; False if nothing waits with that id."""
-        key_id = self.auth_pending.pop(auth_id, None)
-        if key_id is None or self.closed is not None:
+        key_id = self.deferred_auth.take(auth_id)
+        push = self.push_server
+        if key_id is None or self.closed is not None or push is None:
             return False
-        if not self.auth_pending:
-            self._auth_deadline = None
+        self.deferred_auth.settled()
         if not approve:
-            self.auth_failed = reason or "client-deny"
-            self._auth_failed_text = "AUTH_FAILED" + (f",{client_reason}" if client_reason else "")
+            text = "AUTH_FAILED" + (f",{client_reason}" if client_reason else "")
+            push.refuse(reason or "client-deny", text)
             key = self._control_key()
             if key is not None:
-                key.send_message(self._auth_failed_text)
-            self._close_at = now + _AUTH_FAILED_LINGER
+                key.send_message(text)
+            push.close_at = now + AUTH_FAILED_LINGER
             return True
         self._service(now)  # installs the data key now allowed
         primary = self._key_state(0) if key_id == 0 else None
-        if (primary is not None and primary.handshake_done and self._push_replied_at is None
-                and (self._push_requested or self.iv_proto & IV_PROTO_REQUEST_PUSH)):
+        if (primary is not None and primary.handshake_done and push.replied_at is None
+                and (push.requested or self.iv_proto & IV_PROTO_REQUEST_PUSH)):
             self._send_push_reply(primary, now)
         return True
 
@@ -737,291 +917,6 @@ class Session:
             self._events.append(DataChannelReady(key.key_id, self.cipher, self.tx_peer_id,
                                                  self.peer_id))
 
-    def _switch_send_key(self, new_key: DataCipherKey) -> None:
-        new_state = self._key_state(new_key.key_id)
-        began = new_state.started_at if new_state is not None else self.last_rx
-        # The previous key stays valid for decryption until tran-window after the
-        # renegotiation began (ssl.c: lame_duck_must_die), so no packet in flight is lost.
-        if self.ring.rotate(new_key, began + self.settings.tran_window) and new_state is not None:
-            self.primary = new_state
-
-    def _retired(self, key: KeyState, now: float) -> bool:
-        if (
-            key is self.primary
-            or key.phase is not KeyPhase.ACTIVE
-            or self.ring.current is None
-            or self.ring.in_use(key.key_id)
-            or key.key_id in self.auth_pending.values()  # new, waiting for client-auth
-        ):
-            return False
-        if key.replaced_at is None:
-            key.replaced_at = now
-        return key.reliable.all_acked or now - key.replaced_at >= self.settings.hand_window
-
-    def _key_state(self, key_id: int) -> KeyState | None:
-        for key in self.keys:
-            if key.key_id == key_id:
-                return key
-        return None
-
-    def _expire_keys(self, now: float) -> None:
-        self.ring.expire(now)
-        for key in list(self.keys):
-            if self._retired(key, now):
-                # A replaced key: its handshake state goes once its last control packets are
-                # ACKed, or after hand-window if they never are (stock drops it at once); its
-                # data key lives on as the lame duck until tran-window.
-                self.keys.remove(key)
-            elif key.phase is KeyPhase.ERROR or key.expired(now):
-                reason = key.error or "TLS key negotiation failed to occur within hand-window"
-                self.keys.remove(key)
-                if key is self.primary and self.send_key is None:
-                    self._close(reason, restart=self.is_client, now=now)
-                    return
-        if (
-            self.is_client
-            and self.pushed is None
-            and self.send_key is None
-            and now - self.created_at >= self.settings.hand_window
-        ):
-            self._close("no reply from server to push requests", restart=True, now=now)
-
-    def _keepalive(self, now: float) -> None:
-        if self.ping_restart > 0 and now - self.last_rx >= self.ping_restart:
-            self._close("ping-restart: inactivity timeout", restart=self.is_client, now=now)
-            return
-        if self.ping > 0 and self.send_key is not None and now - self.last_tx >= self.ping:
-            self._send_data_payload(PING_MAGIC, now)
-
-    def _maybe_renegotiate(self, now: float) -> None:
-        primary = self.primary
-        if primary is None or primary.phase is not KeyPhase.ACTIVE or self.send_key is None:
-            self._reneg_at = None
-            return
-        if any(k is not primary and k.phase is not KeyPhase.ERROR for k in self.keys):
-            self._reneg_at = None  # one renegotiation at a time
-            return
-        if self.settings.reneg_sec > 0:
-            assert primary.activated_at is not None
-            if self._reneg_at is None:
-                period = self.settings.reneg_sec
-                if not self.is_client:
-                    # Stock servers subtract up to 10 % jitter so they, not thousands of
-                    # clients at once, start the renegotiation (ssl.c: tls_session_init).
-                    period -= random.uniform(0, period / 10)
-                self._reneg_at = primary.activated_at + period
-        wrap = self.send_key.needs_renegotiation
-        if wrap or (self._reneg_at is not None and now >= self._reneg_at):
-            self.renegotiate(now)
-
-    def renegotiate(self, now: float) -> bool:
-        """Start a soft reset on the next key_id (either role may start one)."""
-        primary = self.primary
-        if primary is None or primary.phase is not KeyPhase.ACTIVE:
-            return False
-        key_id = next_key_id(primary.key_id)
-        if self._key_state(key_id) is not None:
-            return False
-        key = self._start_soft_reset(key_id, now)
-        self._reneg_at = None
-        return key is not None
-
-    def _start_soft_reset(self, key_id: int, now: float) -> KeyState:
-        self.ring.free_slot(key_id)  # an expired lame duck with the same id
-        key = self._new_key_state(key_id, now)
-        key.send_reset(Opcode.P_CONTROL_SOFT_RESET_V1)
-        return key
-
-    # -- control messages ------------------------------------------------------------------
-
-    def _handle_control_message(self, text: str, now: float) -> None:
-        keyword, _rest = classify_control_message(text)
-        if self.is_client:
-            self._client_message(keyword, text, now)
-        else:
-            self._server_message(keyword, text, now)
-
-    def _client_message(self, keyword: str, text: str, now: float) -> None:
-        if keyword == "PUSH_REPLY":
-            self._apply_push_reply(text, now)
-        elif keyword == "AUTH_FAILED":
-            # push.c receive_auth_failed(): the same remote again (no_advance); a refused
-            # auth-token is dropped and the real credentials are tried at once, whatever
-            # auth-retry says; otherwise auth-retry none: exit, nointeract/interact: start over.
-            self.auth_rejected = True
-            self.token_rejected = self.auth_token is not None
-            self._close(f"server refused us: {text}",
-                        restart=self.token_rejected or self.settings.auth_retry != "none",
-                        now=now)
-        elif keyword == "RESTART":
-            self._close(f"server sent {text}", restart=True, now=now)
-        elif keyword in ("HALT", "EXIT"):
-            self._close(f"server sent {text}", restart=keyword == "EXIT", now=now)
-        else:
-            self._events.append(ControlMessageReceived(text, self.peer_id))
-
-    def _server_message(self, keyword: str, text: str, now: float) -> None:
-        if keyword == "PUSH_REQUEST":
-            self._push_requested = True
-            key = self._control_key()
-            if key is not None:
-                self._send_push_reply(key, now)
-        elif keyword == "EXIT":
-            self._close("client exited (explicit-exit-notify)", restart=False, now=now)
-        else:
-            self._events.append(ControlMessageReceived(text, self.peer_id))
-
-    def _send_push_reply(self, key: KeyState, now: float) -> None:
-        if self.auth_failed is not None:
-            key.send_message(self._auth_failed_text or f"AUTH_FAILED,{self.auth_failed}")
-            if self._close_at is None:
-                self._close_at = now + _AUTH_FAILED_LINGER
-            return
-        if 0 in self.auth_pending.values():
-            return  # the verdict is not in yet; the client asks again
-        if self._push_replied_at is not None and now - self._push_replied_at < _PUSH_REPEAT_GUARD:
-            return
-        if self.cipher is None:
-            return  # no KM2 yet: the client repeats its request
-        try:
-            items = list(self._push_items(self)) if self._push_items is not None else []
-        except HandshakeError as exc:
-            self.auth_failed = str(exc)
-            self._send_push_reply(key, now)  # answers AUTH_FAILED
-            return
-        if self.tx_peer_id is not None:
-            items.append(f"peer-id {self.tx_peer_id}")
-        items.append(f"cipher {self.cipher}")
-        flags = ["cc-exit"] if self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY else []
-        if (self.settings.dyn_tls_crypt and self.iv_proto & IV_PROTO_DYN_TLS_CRYPT
-                and self._start_dynamic_tls_crypt(now)):
-            flags.append("dyn-tls-crypt")  # push.c: after cc-exit (and tls-ekm)
-        if flags:
-            items.append("protocol-flags " + " ".join(flags))
-        if "IV_MTU" in self.peer_info:
-            items.append(f"tun-mtu {self.settings.tun_mtu}")
-        try:
-            messages = build_push_reply(items)
-        except ValueError as exc:
-            # Only reachable from per-client pushes (the config's are bounded when it is
-            # read): stock logs "--push option is too long" and sends no reply either.
-            self.auth_failed = f"cannot push the options: {exc}"
-            self._send_push_reply(key, now)  # answers AUTH_FAILED
-            return
-        for message in messages:
-            key.send_message(message)
-        self._push_replied_at = now
-
-    def _apply_push_reply(self, text: str, now: float) -> None:
-        if self.pushed is not None:
-            return
-        try:
-            if self.settings.push_filter is not None:
-                text = self.settings.push_filter(text)
-            options, more = parse_push_reply(text, self._push_parts)
-        except PushRejected as exc:
-            # Stock restarts (SIGUSR1): the client reconnects under its connect-retry rules.
-            self._close(f"{exc}; Offending option received from server", restart=True,
-                        now=now)
-            return
-        except ProtocolError as exc:
-            self._close(f"bad PUSH_REPLY: {exc}", restart=False, now=now)
-            return
-        if more:
-            self._push_parts = options
-            return
-        self._push_parts = None
-        cipher, problem = self._client_cipher(options.cipher)
-        if cipher is None:
-            self._close(problem, restart=False, now=now)
-            return
-        if options.compression is not None:
-            if options.compression in NON_STUB_KINDS and self.settings.allow_compression != "asym":
-                # init.c do_deferred_options(): check_compression_settings_valid() fails.
-                self._close(
-                    "OPTIONS ERROR: server pushed compression settings that are not allowed and "
-                    "will result in a non-working connection. See also allow-compression in "
-                    "the manual.",
-                    restart=False,
-                    now=now,
-                )
-                return
-            self.comp = self._compression(options.compression)
-        self.pushed = options
-        self.cipher = cipher
-        if options.auth_token:
-            user = _token_user(options.auth_token_user) or self._auth_username
-            self.auth_token = (user, options.auth_token)
-        self.tx_peer_id = options.peer_id
-        self.cc_exit = "cc-exit" in options.protocol_flags
-        if "dyn-tls-crypt" in options.protocol_flags and not (
-                self.settings.dyn_tls_crypt and self._start_dynamic_tls_crypt(now)):
-            self._close("server pushed dyn-tls-crypt, which we cannot do", restart=False,
-                        now=now)
-            return
-        if options.ping is not None:
-            self.ping = float(options.ping)
-        if options.ping_restart is not None:
-            self.ping_restart = float(options.ping_restart)
-        self._next_push_request = None
-        self._events.append(PushApplied(options))
-        key = self._key_state(0)
-        if key is not None and key.handshake_done:
-            self._install_data_key(key, now)
-
-    def _client_cipher(self, pushed: str | None) -> tuple[str | None, str]:
-        """The client's data cipher after the push, as stock decides it, or (None, why).
-
-        A pushed cipher must be in data-ciphers or be the configured fallback
-        (`ssl_ncp.c: check_session_cipher()`); without one, the server's OCC `cipher` is used
-        when it is in data-ciphers (poor man's NCP), else the fallback, but only when the
-        server did not name a cipher at all (`check_pull_client_ncp()`).
-        """
-        s = self.settings
-        allowed = [c.upper() for c in s.data_ciphers]
-        fallback = s.data_ciphers_fallback.upper() if s.data_ciphers_fallback else None
-        conf = ":".join(s.data_ciphers)
-        if pushed is not None:
-            if pushed.upper() in allowed or pushed.upper() == fallback:
-                return pushed.upper(), ""
-            return None, f"negotiated cipher not allowed - {pushed} not in {conf}"
-        remote = self.remote_cipher
-        if remote is not None and remote.upper() in allowed:
-            return remote.upper(), ""
-        if remote is None and fallback is not None:
-            return fallback, ""
-        if remote is not None:
-            return None, (
-                f"failed to negotiate cipher with server. Add the server's cipher ('{remote}') "
-                f"to --data-ciphers (currently '{conf}') if you want to connect to this server."
-            )
-        return None, ("failed to negotiate cipher with server. Configure "
-                      "--data-ciphers-fallback if you want to connect to this server.")
-
-    # -- pings and OCC ---------------------------------------------------------------------
-
-    def _send_data_payload(self, payload: bytes, now: float) -> None:
-        """Seal a ping or OCC message; control-rate traffic, so copying out is fine."""
-        if self.send_key is None:
-            return
-        scratch = self._scratch
-        scratch.reset(_SCRATCH_HEADROOM)
-        scratch.append(payload)
-        if self.comp is not None:
-            self.comp.frame(scratch)
-        self.send_key.seal(scratch, self.tx_peer_id)
-        self._data_out.append(bytes(scratch.data))
-        self.last_tx = now
-
-    def _handle_occ(self, buf: Buffer, now: float) -> None:
-        data = buf.data
-        kind = data[len(OCC_MAGIC)]
-        if kind == OCC_REQUEST:
-            reply = OCC_MAGIC + bytes([OCC_REPLY]) + self.settings.options_string.encode() + b"\0"
-            self._send_data_payload(reply, now)
-        elif kind == OCC_EXIT:
-            self._close("peer exited (OCC_EXIT)", restart=self.is_client, now=now)
-
 
 def _random_session_id() -> bytes:
     while True:
@@ -1031,13 +926,3 @@ def _random_session_id() -> bytes:
 
 
 __all__ = ["COMP_LZO_STUB_SIZE", "Session", "next_key_id"]
-
-
-def _token_user(encoded: str | None) -> str | None:
-    """`auth-token-user` carries the username base64-encoded (push.c); unreadable: None."""
-    if not encoded:
-        return None
-    try:
-        return base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
