@@ -21,7 +21,7 @@ from tunnel.pki import generate_pki_in_memory
 from tunnel.protocol.client import Client
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
-from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.tls_settings import TlsSettings
 from tunnel.runtime import Timers, make_frame, make_pool, session_settings
 
 SERVER_VIP = ipaddress.IPv4Address("10.8.0.1")

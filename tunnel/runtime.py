@@ -24,7 +24,8 @@ from tunnel.protocol.ekm import supported as ekm_supported
 from tunnel.protocol.geometry import framing_overhead, outer_overhead
 from tunnel.protocol.messages import build_peer_info, options_string
 from tunnel.protocol.settings import SessionSettings
-from tunnel.protocol.tls import TlsSettings, make_context
+from tunnel.protocol.tls_context import make_context
+from tunnel.protocol.tls_settings import TlsSettings
 from tunnel.protocol.wrap import PLAIN, ControlWrap
 from tunnel.protocol.wrap.base import DYNAMIC_RESERVED
 

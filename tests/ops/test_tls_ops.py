@@ -16,8 +16,9 @@ from tests.corpus.materials import _crl
 from tunnel.app.crl import CrlCheck
 from tunnel.pki import generate_pki_in_memory
 from tunnel.protocol.errors import ConfigError, HandshakeError
-from tunnel.protocol.tls import TlsSettings, make_context
+from tunnel.protocol.tls_context import make_context
 from tunnel.protocol.tls_ops import openssl_cipher_list, verify_peer_extras
+from tunnel.protocol.tls_settings import TlsSettings
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_peer_fingerprint_without_ca(pem: dict[str, bytes]) -> None:
 
     from cryptography.hazmat.primitives import serialization
 
-    from tunnel.protocol.tls import verify_peer_certificate
+    from tunnel.protocol.x509_checks import verify_peer_certificate
 
     client_der = _cert(pem, "client").public_bytes(serialization.Encoding.DER)
     server_der = _cert(pem, "server").public_bytes(serialization.Encoding.DER)

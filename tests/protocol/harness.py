@@ -17,7 +17,7 @@ from tunnel.pki import generate_pki_in_memory
 from tunnel.protocol.client import Client
 from tunnel.protocol.events import Event
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
-from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.tls_settings import TlsSettings
 from tunnel.protocol.verdicts import TO_TUN
 from tunnel.protocol.wrap import PLAIN, ControlWrap
 from tunnel.runtime import Timers, make_frame, make_pool, session_settings

@@ -25,7 +25,7 @@ from tunnel.protocol.datacipher import DEFAULT_AUTH
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import Server, ServerSettings
 from tunnel.protocol.settings import SessionSettings
-from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.tls_settings import TlsSettings
 from tunnel.protocol.wrap import (
     PLAIN,
     ClientKey,

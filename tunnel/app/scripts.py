@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tunnel.config import TunnelConfig
 from tunnel.protocol.errors import HandshakeError
-from tunnel.protocol.tls import openvpn_subject
+from tunnel.protocol.x509_checks import openvpn_subject
 
 __all__ = ["ScriptRunner", "certificate_env"]
 

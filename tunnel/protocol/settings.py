@@ -10,7 +10,7 @@ from typing import Literal
 from core import FrameBuilder
 from tunnel.protocol.constants import IPV4_UDP_OVERHEAD, TLS_MTU
 from tunnel.protocol.datacipher import DEFAULT_DATA_CIPHERS
-from tunnel.protocol.tls import TlsSettings
+from tunnel.protocol.tls_settings import TlsSettings
 from tunnel.protocol.wrap.base import PLAIN, ControlWrap
 
 
