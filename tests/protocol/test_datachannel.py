@@ -18,13 +18,12 @@ from tunnel.protocol.datachannel import (
     AEAD_TAG_SIZE,
     DATA_V1_OVERHEAD,
     DATA_V2_OVERHEAD,
-    PACKET_ID_WRAP_TRIGGER,
     SUPPORTED_CIPHERS,
     DataKey,
-    PacketIdExhausted,
     cipher_key_length,
     register_data_channel,
 )
+from tunnel.protocol.datakey import PACKET_ID_WRAP_TRIGGER, PacketIdExhausted
 from tunnel.protocol.prf import DirectionKey, derive_key2, split_key2
 from tunnel.protocol.replay import ReplayWindow
 

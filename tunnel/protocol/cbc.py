@@ -40,8 +40,8 @@ from typing import Final
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from core import BoundsError, Buffer, FrameBuilder
-from tunnel.protocol.constants import KEY_ID_MASK, NO_PEER_ID, OPCODE_SHIFT, Opcode
-from tunnel.protocol.datachannel import PACKET_ID_MAX, PACKET_ID_WRAP_TRIGGER, PacketIdExhausted
+from tunnel.protocol.constants import NO_PEER_ID
+from tunnel.protocol.datakey import PACKET_ID_MAX, DataCipherKey, PacketIdExhausted
 from tunnel.protocol.replay import ReplayWindow
 
 __all__ = [
@@ -132,8 +132,9 @@ def split_key2_cbc(
     return client_to_server, server_to_client
 
 
-class CbcHmacKey:
-    """One key_id's CBC+HMAC state for both directions; the same interface as `DataKey`."""
+class CbcHmacKey(DataCipherKey):
+    """One key_id's CBC+HMAC state for both directions: the CBC contexts, the HMAC keys and
+    the IV source (the packet-id, counters and replay window are `DataCipherKey`'s)."""
 
     __slots__ = (
         "_decrypt_update",
@@ -143,21 +144,8 @@ class CbcHmacKey:
         "_hmac_out",
         "_hmac_size",
         "_random_into",
-        "_send_pid",
-        "_v1_op",
-        "_v2_op",
-        "_v2_word",
         "auth",
-        "auth_failures",
-        "cipher",
-        "key_id",
-        "misrouted",
-        "opened",
         "overhead",
-        "replay",
-        "replays",
-        "sealed",
-        "short",
     )
 
     def __init__(
@@ -170,9 +158,8 @@ class CbcHmacKey:
         decrypt: CbcDirectionKey,
         replay: ReplayWindow,
     ) -> None:
-        if not 0 <= key_id <= KEY_ID_MASK:
-            raise ValueError(f"key_id {key_id} outside 0..{KEY_ID_MASK}")
         name, digest = cipher.upper(), auth.upper()
+        super().__init__(key_id=key_id, cipher=name, replay=replay)
         if name not in CBC_CIPHERS:
             raise ValueError(f"unsupported CBC cipher {cipher!r}: {', '.join(CBC_CIPHERS)}")
         if digest not in HMAC_DIGESTS:
@@ -181,10 +168,7 @@ class CbcHmacKey:
         for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
             if len(direction.cipher_key) != key_len or len(direction.hmac_key) != hmac_len:
                 raise ValueError(f"{label} keys have the wrong length for {name}/{digest}")
-        self.key_id = key_id
-        self.cipher = name
         self.auth = digest
-        self.replay = replay
         self.overhead = cbc_overhead(digest)
         self._digest = digest.lower()
         self._hmac_size = hmac_len
@@ -201,24 +185,6 @@ class CbcHmacKey:
         )
         keystream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16)))
         self._random_into = keystream.encryptor().update_into
-        self._v1_op = (Opcode.P_DATA_V1 << OPCODE_SHIFT) | key_id
-        self._v2_op = (Opcode.P_DATA_V2 << OPCODE_SHIFT) | key_id
-        self._v2_word = self._v2_op << 24
-        self._send_pid = 0
-        self.sealed = 0
-        self.opened = 0
-        self.auth_failures = 0
-        self.replays = 0
-        self.short = 0
-        self.misrouted = 0
-
-    @property
-    def send_packet_id(self) -> int:
-        return self._send_pid
-
-    @property
-    def needs_renegotiation(self) -> bool:
-        return self._send_pid >= PACKET_ID_WRAP_TRIGGER
 
     def seal(self, buf: Buffer, peer_id: int | None) -> None:
         """Turn the plaintext in `buf` into a whole datagram, in place (see `DataKey.seal`)."""
@@ -304,10 +270,5 @@ class CbcHmacKey:
         self.opened += 1
         return True
 
-    def __repr__(self) -> str:
-        return (
-            f"<CbcHmacKey key_id={self.key_id} cipher={self.cipher} auth={self.auth} "
-            f"send_pid={self._send_pid} sealed={self.sealed} opened={self.opened} "
-            f"auth_failures={self.auth_failures} replays={self.replays} short={self.short} "
-            f"misrouted={self.misrouted}>"
-        )
+    def _repr_extra(self) -> str:
+        return f" auth={self.auth}"

@@ -29,7 +29,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from core import BoundsError, Buffer, FrameBuilder
-from tunnel.protocol.constants import KEY_ID_MASK, NO_PEER_ID, OPCODE_SHIFT, Opcode
+from tunnel.protocol.constants import NO_PEER_ID
+from tunnel.protocol.datakey import (
+    PACKET_ID_MAX,
+    PEER_ID_BITS,
+    DataCipherKey,
+    PacketIdExhausted,
+)
 from tunnel.protocol.prf import DirectionKey
 from tunnel.protocol.replay import ReplayWindow
 
@@ -40,10 +46,8 @@ __all__ = [
     "DATA_V2_OVERHEAD",
     "OPCODE_PEER_ID_SIZE",
     "PACKET_ID_SIZE",
-    "PACKET_ID_WRAP_TRIGGER",
     "SUPPORTED_CIPHERS",
     "DataKey",
-    "PacketIdExhausted",
     "cipher_key_length",
     "register_data_channel",
     "register_shared_words",
@@ -92,7 +96,7 @@ _PACKET_ID: Final = struct.Struct(">I")
 assert _V2_HEADER.size == OPCODE_PEER_ID_SIZE + PACKET_ID_SIZE
 assert _PACKET_ID.size == PACKET_ID_SIZE
 _V1_OPCODE_SIZE: Final = _V1_HEADER.size - PACKET_ID_SIZE
-_PEER_ID_BITS: Final = (OPCODE_PEER_ID_SIZE - _V1_OPCODE_SIZE) * 8
+assert (OPCODE_PEER_ID_SIZE - _V1_OPCODE_SIZE) * 8 == PEER_ID_BITS
 
 DATA_V2_OVERHEAD: Final = _V2_HEADER.size + AEAD_TAG_SIZE
 """Bytes a P_DATA_V2 datagram adds to its payload (24)."""
@@ -114,11 +118,6 @@ AEAD_NONCE_SIZE: Final = 12
 IMPLICIT_IV_SIZE: Final = AEAD_NONCE_SIZE - PACKET_ID_SIZE
 """The nonce's fixed part, from the start of the key2 "hmac" slot (`key_ctx_update_implicit_iv`)."""
 
-PACKET_ID_MAX: Final = 0xFFFFFFFF
-"""The last usable short-form packet-id; it may not roll over (`packet_id_send_update`)."""
-PACKET_ID_WRAP_TRIGGER: Final = 0xFF000000
-"""Once the send packet-id reaches this, a stock peer starts a soft reset (`ssl.c`)."""
-
 
 def cipher_key_length(name: str) -> int:
     """The key length of an OpenVPN AEAD cipher name; ValueError if we do not support it."""
@@ -130,39 +129,14 @@ def cipher_key_length(name: str) -> int:
         ) from None
 
 
-class PacketIdExhausted(RuntimeError):
-    """The send packet-id reached 0xFFFFFFFF: this key can send no more ("packet ID roll over").
-
-    The session must have renegotiated long before (`needs_renegotiation`); hitting this means it
-    did not, and the key must be retired.
-    """
-
-
 # -- one key_id's keys ----------------------------------------------------------------------
 
 
-class DataKey:
-    """One key_id's data-channel state for both directions: AEADs, nonces, counters, window."""
+class DataKey(DataCipherKey):
+    """One key_id's AEAD state for both directions: the AEADs and their nonces (the packet-id,
+    counters and replay window are `DataCipherKey`'s)."""
 
-    __slots__ = (
-        "_decrypt_into",
-        "_encrypt_into",
-        "_recv_nonce",
-        "_send_nonce",
-        "_send_pid",
-        "_v1_op",
-        "_v2_op",
-        "_v2_word",
-        "auth_failures",
-        "cipher",
-        "key_id",
-        "misrouted",
-        "opened",
-        "replay",
-        "replays",
-        "sealed",
-        "short",
-    )
+    __slots__ = ("_decrypt_into", "_encrypt_into", "_recv_nonce", "_send_nonce")
 
     def __init__(
         self,
@@ -173,9 +147,8 @@ class DataKey:
         decrypt: DirectionKey,
         replay: ReplayWindow,
     ) -> None:
-        if not 0 <= key_id <= KEY_ID_MASK:
-            raise ValueError(f"key_id {key_id} outside 0..{KEY_ID_MASK}")
         name = cipher.upper()
+        super().__init__(key_id=key_id, cipher=name, replay=replay)
         key_len = cipher_key_length(name)  # ValueError for a cipher we do not support
         aead_class = SUPPORTED_CIPHERS[name][0]
         for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
@@ -187,9 +160,6 @@ class DataKey:
                 raise ValueError(
                     f"{label} implicit IV is {len(direction.implicit_iv)} bytes, "
                     f"needs {IMPLICIT_IV_SIZE}")
-        self.key_id = key_id
-        self.cipher = name
-        self.replay = replay
         # Bound methods, looked up once: the hot path calls them directly.
         self._encrypt_into = aead_class(bytes(encrypt.cipher_key)).encrypt_into
         self._decrypt_into = aead_class(bytes(decrypt.cipher_key)).decrypt_into
@@ -197,29 +167,6 @@ class DataKey:
         # direction keeps one preallocated nonce and overwrites its packet-id in place.
         self._send_nonce = bytearray(PACKET_ID_SIZE) + bytes(encrypt.implicit_iv)
         self._recv_nonce = bytearray(PACKET_ID_SIZE) + bytes(decrypt.implicit_iv)
-        self._v1_op = (Opcode.P_DATA_V1 << OPCODE_SHIFT) | key_id
-        self._v2_op = (Opcode.P_DATA_V2 << OPCODE_SHIFT) | key_id
-        self._v2_word = self._v2_op << _PEER_ID_BITS
-        self._send_pid = 0  # the last packet-id sent; the first packet carries 1
-        self.sealed = 0
-        self.opened = 0
-        self.auth_failures = 0
-        self.replays = 0
-        self.short = 0
-        self.misrouted = 0
-
-    @property
-    def send_packet_id(self) -> int:
-        """The packet-id of the last sealed packet (0 before the first)."""
-        return self._send_pid
-
-    @property
-    def needs_renegotiation(self) -> bool:
-        """True once the send packet-id reached PACKET_ID_WRAP_TRIGGER: time for a soft reset.
-
-        (`packet_id.h: packet_id_close_to_wrapping()`; the session polls this.)
-        """
-        return self._send_pid >= PACKET_ID_WRAP_TRIGGER
 
     def seal(self, buf: Buffer, peer_id: int | None) -> None:
         """Turn the plaintext in `buf` into a whole datagram, in place.
@@ -320,11 +267,3 @@ class DataKey:
         buf.truncate(size - ct_at)
         self.opened += 1
         return True
-
-    def __repr__(self) -> str:
-        # Counters and identity only: key material and IVs never appear in logs.
-        return (
-            f"<DataKey key_id={self.key_id} cipher={self.cipher} send_pid={self._send_pid} "
-            f"sealed={self.sealed} opened={self.opened} auth_failures={self.auth_failures} "
-            f"replays={self.replays} short={self.short} misrouted={self.misrouted}>"
-        )

@@ -1,7 +1,7 @@
 """The data-channel cipher seam: which implementation serves a negotiated cipher name.
 
 Two kinds today: AEAD (`datachannel.DataKey`: AES-GCM, ChaCha20-Poly1305) and CBC + HMAC
-(`cbc.CbcHmacKey`). Every kind offers the same per-key object (`DataCipherKey` below) and
+(`cbc.CbcHmacKey`). Every kind is a `datakey.DataCipherKey` (re-exported here) and
 registers its geometry with `core.FrameBuilder` itself, so the session, the frame and the
 benchmarks never name a concrete class. Adding a kind: write the key class (seal/open in place,
 the counters), its `register_*` function, and a `_Kind` entry here; docs/INTERNALS.md says more.
@@ -10,9 +10,8 @@ the counters), its `register_*` function, and a `_Kind` entry here; docs/INTERNA
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
-from core import Buffer, FrameBuilder
+from core import FrameBuilder
 from tunnel.protocol.cbc import (
     CBC_CIPHERS,
     HMAC_DIGESTS,
@@ -26,6 +25,7 @@ from tunnel.protocol.datachannel import (
     register_data_channel,
     register_shared_words,
 )
+from tunnel.protocol.datakey import DataCipherKey
 from tunnel.protocol.prf import split_key2
 from tunnel.protocol.replay import ReplayWindow
 
@@ -54,30 +54,6 @@ DEFAULT_DATA_CIPHERS: tuple[str, ...] = tuple(SUPPORTED_CIPHERS)
 """2.6's default `data-ciphers` (AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305): AEAD only."""
 AUTH_DIGESTS: tuple[str, ...] = tuple(HMAC_DIGESTS)
 """`auth` digests a CBC data channel can use (OpenSSL names, upper-case as OpenVPN prints)."""
-
-
-class DataCipherKey(Protocol):
-    """One key_id's data-channel state, whatever the cipher (AEAD or CBC + HMAC)."""
-
-    key_id: int
-    cipher: str
-    replay: ReplayWindow
-    sealed: int
-    opened: int
-    auth_failures: int
-    replays: int
-    short: int
-    misrouted: int
-
-    @property
-    def send_packet_id(self) -> int: ...
-
-    @property
-    def needs_renegotiation(self) -> bool: ...
-
-    def seal(self, buf: Buffer, peer_id: int | None) -> None: ...
-
-    def open(self, buf: Buffer, now: float) -> bool: ...
 
 
 def is_aead(cipher: str) -> bool:

@@ -20,11 +20,12 @@ import os
 from collections import deque
 from collections.abc import Callable
 
-from core import Buffer, BufferPool
+from core import Buffer
 from tunnel.protocol.cbc import CBC_BLOCK_SIZE, cbc_overhead
 from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import Compression
 from tunnel.protocol.constants import OCC_MAGIC, PING_MAGIC, Opcode
+from tunnel.protocol.control_channel import ControlChannel
 from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
 from tunnel.protocol.datacipher import DataCipherKey, make_data_key
 from tunnel.protocol.deferred_auth import DeferredAuth
@@ -76,8 +77,7 @@ from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
 from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, KEEPALIVE, TO_TUN, Verdict
-from tunnel.protocol.wrap.base import WrapChannel, control_frame
-from tunnel.protocol.wrap.dynamic import DYNAMIC_TLS_CRYPT_LABEL, dynamic_wrap
+from tunnel.protocol.wrap.base import WrapChannel
 
 # `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
 COMP_LZO_STUB_SIZE = 1
@@ -150,20 +150,8 @@ class Session:
         self._events: deque[Event] = deque()
         self._data_out: list[bytes] = []
         self._scratch = Buffer(_SCRATCH_SIZE)
-        # The control wrap (tls-auth/tls-crypt/-v2): our send packet-id and the peer's replay
-        # window; control datagrams are built and wrapped in place in a buffer of the control
-        # pool (the wrap's frame; one block: each is copied out before the next is built).
-        self.wrap_channel = wrap_channel or settings.control_wrap.channel(
-            replay_window=settings.replay_window,
-            replay_seconds=settings.replay_seconds,
-            clock_offset=settings.clock_offset,
-        )
-        self._control_frame = control_frame(settings.control_wrap,
-                                            dynamic=settings.dyn_tls_crypt)
-        self.control_pool = BufferPool(self._control_frame, 1)
-        # 2.6 dynamic tls-crypt (wrap/dynamic.py): key_id > 0 goes through this channel once
-        # both peers agreed on it.
-        self.reneg_channel: WrapChannel | None = None
+        # The control wraps (tls-auth/tls-crypt/-v2, and dynamic tls-crypt for renegotiations).
+        self.control = ControlChannel(settings, wrap_channel, server=not self.is_client)
         # counters
         self.dropped_control = 0
         self.dropped_data = 0
@@ -184,6 +172,15 @@ class Session:
     @property
     def renegotiations(self) -> int:
         return self.ring.rotations
+
+    @property
+    def wrap_channel(self) -> WrapChannel:
+        return self.control.initial
+
+    @property
+    def reneg_channel(self) -> WrapChannel | None:
+        """2.6 dynamic tls-crypt: the channel of key_id > 0 once both peers agreed on it."""
+        return self.control.reneg
 
     @property
     def pushed(self) -> PushOptions | None:
@@ -292,7 +289,7 @@ class Session:
             hand_window=s.hand_window,
             tls_timeout=s.tls_timeout,
             max_datagram=s.max_control_datagram,
-            control_pool=self.control_pool,
+            control_pool=self.control.pool,
         )
         key.on_remote_key = self._on_remote_key
         self.keys.append(key)
@@ -304,11 +301,7 @@ class Session:
         """One wrapped control datagram: tag and replay check, unwrapped in place, processed."""
         if self.closed is not None:
             return
-        data = buf.data
-        channel = self.wrap_channel
-        if data and data[0] & 7 and self.reneg_channel is not None:
-            channel = self.reneg_channel
-        if not channel.open(buf, now):
+        if not self.control.open(buf, now):
             self.dropped_control += 1
             self.control_drop = AUTH_FAILED  # the wrap's tag (or its replay check) refused it
             return
@@ -436,32 +429,15 @@ class Session:
         out = self._data_out
         self._data_out = []
         for key in self.keys:
-            out.extend(key.datagrams_to_send(now, self._seal_control))
+            out.extend(key.datagrams_to_send(now, self.control.seal))
         if out:
             self.last_tx = now
         return out
 
-    def _seal_control(self, buf: Buffer, now: float) -> None:
-        """Wrap one control datagram in place (key_id > 0: the dynamic tls-crypt channel)."""
-        channel = self.wrap_channel
-        if buf.peek_u8() & 7 and self.reneg_channel is not None:
-            channel = self.reneg_channel
-        channel.seal(buf, now)
-
-    def _start_dynamic_tls_crypt(self, now: float) -> bool:
+    def _start_dynamic_tls_crypt(self) -> bool:
         """Derive the renegotiation wrap from the key_id 0 session; False if we cannot."""
         key = self._key_state(0)
-        if key is None or self.reneg_channel is not None:
-            return self.reneg_channel is not None
-        exported = key.tls.export_keying_material(DYNAMIC_TLS_CRYPT_LABEL, 256)
-        if exported is None:
-            return False
-        s = self.settings
-        wrap = dynamic_wrap(exported, self.wrap_channel.wrap, server=not self.is_client)
-        self.reneg_channel = wrap.channel(replay_window=s.replay_window,
-                                          replay_seconds=s.replay_seconds,
-                                          clock_offset=s.clock_offset)
-        return True
+        return self.control.start_dynamic(key.tls if key is not None else None)
 
     def send_control_message(self, text: str) -> None:
         key = self._control_key()
@@ -740,7 +716,7 @@ class Session:
             else:
                 dynamic = bool(self.settings.dyn_tls_crypt
                                and self.iv_proto & IV_PROTO_DYN_TLS_CRYPT
-                               and self._start_dynamic_tls_crypt(now))
+                               and self._start_dynamic_tls_crypt())
                 messages = push.build_reply(
                     items, cipher=self.cipher, tx_peer_id=self.tx_peer_id,
                     cc_exit=bool(self.iv_proto & IV_PROTO_CC_EXIT_NOTIFY),
@@ -762,7 +738,7 @@ class Session:
         self.cipher = cipher
         self.tx_peer_id = options.peer_id
         if "dyn-tls-crypt" in options.protocol_flags and not (
-                self.settings.dyn_tls_crypt and self._start_dynamic_tls_crypt(now)):
+                self.settings.dyn_tls_crypt and self._start_dynamic_tls_crypt()):
             self._close("server pushed dyn-tls-crypt, which we cannot do", restart=False,
                         now=now)
             return
