@@ -49,7 +49,7 @@ from tunnel.protocol.verdicts import DROPPED, TO_TUN
 from tunnel.runtime import make_frame
 
 MSS = 1348  # TCP payload: 1400-byte IP packets with timestamps
-BATCH = 32  # packets per device batch (the driver drains up to 64)
+BATCH = 32  # packets per device batch (the driver drains up to 128)
 _IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")
 TS_OPTS = bytes([1, 1, 8, 10]) + struct.pack("!II", 1, 2)
 
