@@ -101,10 +101,11 @@ verb 4
 
 
 def _spawn(
-    pair: NetnsPair, ns: str, role: str, conf: Path, log_name: str | None = None
+    pair: NetnsPair, ns: str, role: str, conf: Path, log_name: str | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     return pair.spawn(
-        ns, *pair.python_argv(), "-m", "tunnel", role, "--config", str(conf),
+        ns, *pair.python_argv(), "-m", "tunnel", role, "--config", str(conf), *args,
         log_path=pair.workdir / (log_name or f"{role}.log"),
     )
 
@@ -115,9 +116,10 @@ def _wait_log(pair: NetnsPair, proc: subprocess.Popen[bytes], text: str, timeout
     )
 
 
-def _start_tunnel(pair: NetnsPair, tmp: Path, **extra: str | bool) -> Tunnel:
+def _start_tunnel(pair: NetnsPair, tmp: Path, server_args: tuple[str, ...] = (),
+                  **extra: str | bool) -> Tunnel:
     server_conf, client_conf, net, status = _write_configs(pair, tmp, **extra)  # type: ignore[arg-type]
-    server = _spawn(pair, pair.ns_a, "server", server_conf)
+    server = _spawn(pair, pair.ns_a, "server", server_conf, args=server_args)
     assert _wait_log(pair, server, "Initialization Sequence Completed", START_TIMEOUT), (
         pair.log(server)
     )
@@ -279,7 +281,7 @@ def test_tso_reads_carry_tcp_both_ways(netns_pair: NetnsPair, tmp_path: Path) ->
     and ping still answers (a wrong checksum would be dropped by the receiving kernel)."""
     pair = netns_pair
     pair.env["TUNNEL_TSO"] = "1"
-    tunnel = _start_tunnel(pair, tmp_path)
+    tunnel = _start_tunnel(pair, tmp_path, server_args=("--workers", "1"))  # (one TUN queue)
     for log in (tunnel.server_log(), tunnel.client_log()):
         assert "TSO reads on" in log, log
     _ping_rtt(pair, pair.ns_b, tunnel.server_vip)
