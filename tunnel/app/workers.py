@@ -627,6 +627,8 @@ class Supervisor:
             sock.close()
         if self.steering is not None:
             self.steering.close()
+        if self.device_env is not None:  # before the routes go, as Runtime._shutdown
+            self.scripts.up_down("route-pre-down", {**self.device_env, "signal": "sigterm"})
         self.device.close()
         if self.device_env is not None:
             self.scripts.up_down("down", {**self.device_env, "signal": "sigterm"})
