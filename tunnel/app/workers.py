@@ -92,6 +92,10 @@ def resolve_workers(cfg: TunnelConfig, asked: int | None, log: logging.Logger,
     reason = unsupported_with_workers(cfg, metrics)
     if asked is None:
         cores = len(os.sched_getaffinity(0))
+        if cores > 1 and reason is None and os.environ.get("TUNNEL_TSO") == "1":
+            # The experimental TSO reads (tunnel/io/tso.py) are set up per device for one
+            # reader; with workers the queues read plain packets.
+            reason = "TUNNEL_TSO=1 (TSO reads run in one process only, yet)"
         if cores > 1 and reason is None:
             reason = _no_bpf()
         if cores > 1 and reason is not None:
