@@ -324,3 +324,41 @@ def test_a_replaced_key_with_unacked_control_packets_does_not_block_later_rekeys
     assert old not in session.keys  # reaped after hand-window
     key = session.send_key
     assert key is not None and key.key_id >= 3, (key, [(k.key_id, k.phase) for k in session.keys])
+
+
+def _server_renegotiates(pair: Pair) -> None:
+    """The server starts a soft reset and the handshake completes, carrying no data."""
+    session = pair.server.sessions[0]
+    assert session.renegotiate(pair.now)
+    pair.server.touch(session)
+    pair.run(2)
+    assert pair.client.session.renegotiations == 1 or pair.client.session.data_keys[1] is not None
+
+
+def test_client_keeps_the_old_send_key_until_the_server_sends_on_the_new_one() -> None:
+    """A stock server derives a renegotiated key only once the client's ACK of its KM2 arrived
+    (that ACK is never retransmitted): the client keeps sending on the current key, still valid
+    there as the lame duck, until the server's first packet on the new key."""
+    pair = Pair()
+    _connected(pair)
+    _server_renegotiates(pair)
+    up = pair.client_sends(b"before the server used key 1")
+    assert up is not None and up[0] & 7 == 0
+    down = pair.server_sends(b"on key 1")
+    assert down is not None and down[0] & 7 == 1
+    assert pair.to_client(down) == TO_TUN
+    up = pair.client_sends(b"after")
+    assert up is not None and up[0] & 7 == 1
+    assert pair.to_server(up) == TO_TUN
+
+
+def test_client_switches_after_the_grace_when_the_server_sends_nothing() -> None:
+    from tunnel.protocol.session import SEND_SWITCH_GRACE
+
+    pair = Pair()
+    _connected(pair)
+    _server_renegotiates(pair)
+    pair.run(SEND_SWITCH_GRACE + 1)
+    up = pair.client_sends(b"idle server")
+    assert up is not None and up[0] & 7 == 1
+    assert pair.to_server(up) == TO_TUN

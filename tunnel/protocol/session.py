@@ -83,6 +83,10 @@ from tunnel.protocol.wrap.base import WrapChannel
 COMP_LZO_STUB_SIZE = 1
 # The most any compression framing puts in front of a payload (v2's 0x50 0x00 escape).
 _COMP_MAX_PREFIX = 2
+# Seconds a client keeps sending on the current key after a renegotiation, waiting for the
+# server's first packet on the new key (stock's KM2 retransmit is 2 s; the lame duck lives
+# tran-window, 60 s by default).
+SEND_SWITCH_GRACE = 5.0
 
 # Scratch room for pings and OCC messages (control-rate traffic, not the data path): the
 # largest is an OCC_REPLY carrying the options string (at most 512 bytes, keymethod2.py).
@@ -118,6 +122,7 @@ class Session:
         # The data keys: current, next, lame duck; `data_keys` is its by-key_id list (the same
         # list object, for one lookup per received packet).
         self.ring = KeyRing()
+        self._send_switch_at: float | None = None  # a client's fallback to the new send key
         self.data_keys = self.ring.by_id
         self.cipher: str | None = None
         self.remote_cipher: str | None = None  # the `cipher` of the peer's options string
@@ -466,6 +471,7 @@ class Session:
             self.rekey.at,
             self.deferred_auth.deadline,
             self.ring.deadline(),
+            self._send_switch_at,
         ):
             if extra is not None:
                 deadlines.append(extra)
@@ -580,7 +586,19 @@ class Session:
             # Our KM2 was ACKed, so the peer has it and can derive the key: switch sending.
             new_key = self.ring.next_key(key.key_id)
             if new_key is not None:
-                self._switch_send_key(new_key)
+                if self.ring.current is None or not self.is_client:
+                    self._switch_send_key(new_key)
+                elif self._send_switch_at is None:
+                    # A client's renegotiation: the server derives the new key only once our
+                    # ACK of its KM2 arrived (ssl.c: S_SENT_KEY -> S_ACTIVE on reliable_empty),
+                    # and that ACK is never retransmitted. Keep sending on the current key
+                    # (still valid there as the lame duck) until the server's first packet on
+                    # the new one proves it has it (decrypt() switches then), or until the
+                    # grace ends: a lost ACK costs a KM2 retransmit (2 s), not a stalled link.
+                    self._send_switch_at = now + min(SEND_SWITCH_GRACE,
+                                                     self.settings.tran_window / 4)
+                elif now >= self._send_switch_at:
+                    self._switch_send_key(new_key)
         if key.key_id != 0 or not key.handshake_done:
             return
         if self.push_client is not None:
@@ -594,6 +612,7 @@ class Session:
     # -- key states and renegotiation --------------------------------------------------------
 
     def _switch_send_key(self, new_key: DataCipherKey) -> None:
+        self._send_switch_at = None
         new_state = self._key_state(new_key.key_id)
         began = new_state.started_at if new_state is not None else self.last_rx
         # The previous key stays valid for decryption until tran-window after the
