@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from core import Buffer, BufferPool, GcArena, RunPool
-from tunnel.io.backlog import SendBacklog
+from tunnel.io.backlog import ControlBacklog, SendBacklog
 from tunnel.io.datapath import (
     CONTROL,
     REFUSED,
@@ -110,6 +110,8 @@ class Driver:
         endpoint.iteration.pool = pool
         # Pooled datagrams the kernel refused with EAGAIN wait here (detached) for writability.
         self.backlog = SendBacklog(sock.sendto, pool)
+        # Control datagrams refused with EAGAIN (a flood fills the send buffer) wait too.
+        self.control_backlog = ControlBacklog(sock.sendto)
         self._writing = False
         self.batch = batch
         self.on_event = on_event
@@ -145,6 +147,7 @@ class Driver:
             self.loop.remove_writer(self.sock.fileno())
             self._writing = False
         self.backlog.clear()
+        self.control_backlog.clear()
         self._timer.cancel()
 
     def close_endpoint(self) -> None:
@@ -272,13 +275,15 @@ class Driver:
 
     def _on_socket_writable(self) -> None:
         """The socket takes datagrams again: send the backlog; stop watching once empty."""
-        backlog = self.backlog
-        sent, dropped = backlog.sent, backlog.dropped
-        if backlog.flush() and self._writing:
+        control, backlog = self.control_backlog, self.backlog
+        sent = control.sent + backlog.sent
+        dropped = control.dropped + backlog.dropped
+        # Control first: an ACK or a handshake record matters more than one more data packet.
+        if control.flush() and backlog.flush() and self._writing:
             self.loop.remove_writer(self.sock.fileno())
             self._writing = False
-        self.stats.udp_tx += backlog.sent - sent
-        self.stats.udp_tx_dropped += backlog.dropped - dropped
+        self.stats.udp_tx += control.sent + backlog.sent - sent
+        self.stats.udp_tx_dropped += control.dropped + backlog.dropped - dropped
 
     def _fault(self, where: str, exc: Exception) -> None:
         self.stats.errors += 1
@@ -304,12 +309,14 @@ class Driver:
                 self._timer.arm(now + _FAULT_BACKOFF)
 
     def _flush_control(self, now: float) -> None:
+        control = self.control_backlog
+        sent, dropped = control.sent, control.dropped
         for datagram, addr in self.endpoint.datagrams_to_send(now):
-            try:
-                self.sock.sendto(datagram, addr)
-                self.stats.udp_tx += 1
-            except OSError:
-                self.stats.udp_tx_dropped += 1  # the reliability layer retransmits
+            control.offer(datagram, addr)  # sent now, or kept on EAGAIN for writability
+        self.stats.udp_tx += control.sent - sent
+        self.stats.udp_tx_dropped += control.dropped - dropped
+        if control.pending:
+            self._watch_writable()
         pooled = self.endpoint.iteration.to_send()
         if pooled:
             # Datagrams sealed in pool buffers for a connection (client-to-client): sent now,
@@ -320,10 +327,14 @@ class Driver:
                 backlog.offer(buf, addr, arena)
             self.stats.udp_tx += backlog.sent - sent
             self.stats.udp_tx_dropped += backlog.dropped - dropped
-            if backlog.pending and not self._writing and self._running:
-                self.loop.add_writer(self.sock.fileno(), self._guarded(
-                    self._on_socket_writable, "writing to the link"))
-                self._writing = True
+            if backlog.pending:
+                self._watch_writable()
+
+    def _watch_writable(self) -> None:
+        if not self._writing and self._running:
+            self.loop.add_writer(self.sock.fileno(), self._guarded(
+                self._on_socket_writable, "writing to the link"))
+            self._writing = True
 
     def _drain_events(self) -> None:
         while (event := self.endpoint.next_event()) is not None:
