@@ -36,10 +36,12 @@ def _client_verdict(pair: Pair, payload: bytes) -> tuple[int, list[bytes]]:
         (PING_MAGIC[:-1], TO_TUN),
         (bytes(16), TO_TUN),
         (OCC_MAGIC + bytes([OCC_REQUEST]), CONSUMED),
+        (OCC_MAGIC, CONSUMED),  # a bare magic is OCC (occ.h is_occ_msg matches the head), a no-op
         (OCC_MAGIC[:-1] + b"\0\0", TO_TUN),
         (PING_MAGIC + bytes([OCC_REQUEST]), TO_TUN),
     ],
-    ids=["ping", "ping+1", "ping-1", "zeros16", "occ-request", "occ-cut", "ping-prefix"],
+    ids=["ping", "ping+1", "ping-1", "zeros16", "occ-request", "occ-bare", "occ-cut",
+         "ping-prefix"],
 )
 def test_payload_kind_as_stock(payload: bytes, verdict: int) -> None:
     pair = Pair(timers=Timers(ping=60, ping_restart=120))

@@ -81,7 +81,9 @@ class OccKind(Enum):
 
 
 def occ_kind(payload: bytes | bytearray | memoryview) -> OccKind:
-    """The kind of an OCC message (payload starts with OCC_MAGIC and has one byte more)."""
+    """The kind of an OCC message (payload starts with OCC_MAGIC; a bare magic is OTHER)."""
+    if len(payload) <= OCC_SIZE:
+        return OccKind.OTHER
     kind = payload[OCC_SIZE]
     if kind == OCC_REQUEST:
         return OccKind.REQUEST

@@ -399,10 +399,11 @@ class Session:
         # One view of the payload for the three checks (each Buffer call costs per packet).
         payload = buf.data
         size = len(payload)
-        if size == PING_SIZE:
-            if payload == PING_MAGIC:
-                return KEEPALIVE
-        elif size > OCC_SIZE and payload[0] == OCC_FIRST and payload[:OCC_SIZE] == OCC_MAGIC:
+        if size == PING_SIZE and payload == PING_MAGIC:
+            return KEEPALIVE
+        # OCC: the magic at the head, with or without an opcode after it (occ.h is_occ_msg
+        # matches the head; a bare magic is consumed and does nothing, as in stock).
+        if size >= OCC_SIZE and payload[0] == OCC_FIRST and payload[:OCC_SIZE] == OCC_MAGIC:
             self._handle_occ(payload, now)
             return CONSUMED
         if self.mssfix:
