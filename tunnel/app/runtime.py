@@ -220,27 +220,27 @@ class Runtime:
     async def query_credentials_again(self) -> Credentials | None:
         """auth-retry interact: ask the management client again for what `credentials_wanted`
         names; None if a signal ended the wait or there is no one to ask."""
-        kind = self.credentials_wanted()
-        m = self.management
-        if kind is None or m is None or not m.options.query_passwords:
-            return None
-        assert self._stop is not None
-        query = asyncio.ensure_future(m.passwords.query(kind))
-        waiting: list[asyncio.Future[Any]] = [query, self._stop]
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not query.done():
-            query.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await query
-            return None
-        return query.result()
+        _asked, credentials = await self._ask_management()
+        return credentials
 
     async def _query_credentials(self) -> bool:
         """False if a signal ended the wait."""
+        asked, credentials = await self._ask_management()
+        if not asked:
+            return True
+        if credentials is None:
+            return False
+        self.credentials = credentials
+        return True
+
+    async def _ask_management(self) -> tuple[bool, Credentials | None]:
+        """Ask the management client for what `credentials_wanted` names, until it answers or
+        a signal stops us: (False, None) when there is no one to ask or nothing to ask for,
+        (True, None) when a signal ended the wait, else (True, the answer)."""
         kind = self.credentials_wanted()
         m = self.management
         if kind is None or m is None or not m.options.query_passwords:
-            return True
+            return False, None
         assert self._stop is not None
         query = asyncio.ensure_future(m.passwords.query(kind))
         waiting: list[asyncio.Future[Any]] = [query, self._stop]
@@ -249,9 +249,8 @@ class Runtime:
             query.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await query
-            return False
-        self.credentials = query.result()
-        return True
+            return True, None
+        return True, query.result()
 
     def management_event(self, event: Event) -> None:
         """Every protocol event, for the management interface's notifications."""
