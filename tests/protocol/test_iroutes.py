@@ -30,18 +30,24 @@ def test_longest_prefix_wins_and_levels_come_and_go() -> None:
     assert not table and len(table) == 0 and table.lookup(_ip("10.1.2.3")) is None
 
 
-def test_the_first_claimant_keeps_a_shared_network_until_it_leaves() -> None:
+def test_the_newest_claimant_takes_a_shared_network_as_stock() -> None:
+    # Stock's multi_learn_addr replaces the owner of an existing route ("update") and frees the
+    # old route; iroutes are learned only at connect, so nobody gets it back when the owner goes.
     table: IrouteTable[str] = IrouteTable()
     net = Net4("192.168.5.0/24")
     table.add(net, "first")
     table.add(net, "second")
-    table.add(net, "first")  # again: no second claim
-    assert table.lookup(_ip("192.168.5.1")) == "first" and len(table) == 1
-    table.remove(net, "first")
+    assert table.lookup(_ip("192.168.5.1")) == "second" and len(table) == 1
+    table.add(net, "second")  # again: still one network
+    assert len(table) == 1
+    table.remove(net, "first")  # no longer the owner: nothing changes
+    assert table.lookup(_ip("192.168.5.1")) == "second" and len(table) == 1
+    table.remove(net, "nobody")
     assert table.lookup(_ip("192.168.5.1")) == "second"
-    table.remove(net, "nobody")  # not a claimant: nothing changes
     table.remove(net, "second")
-    assert table.lookup(_ip("192.168.5.1")) is None and not table
+    assert table.lookup(_ip("192.168.5.1")) is None and not table and len(table) == 0
+    table.remove(net, "second")  # gone already
+    assert not table
 
 
 def test_a_lookup_does_not_walk_the_routes() -> None:

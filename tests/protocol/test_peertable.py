@@ -126,3 +126,17 @@ def test_a_failed_ipv6_assignment_is_given_back_by_remove() -> None:
     # both IPv4 addresses went back (never-used ones first), and the one IPv6 address
     assert table.pool.peek() == V4("10.8.0.4") and table.pool6 is not None
     assert table.pool6.peek() == V6("fd00::1")
+
+
+def test_two_clients_with_one_iroute_the_newer_owns_it_and_the_older_leaving_keeps_it() -> None:
+    table = _table()
+    net = Net4("192.168.7.0/24")
+    older, newer = _add(table, A, "older"), _add(table, B, "newer")
+    table.assign(older, iroutes=(net,))
+    table.assign(newer, iroutes=(net,))
+    inside = int(V4("192.168.7.9"))
+    assert table.iroutes.lookup(inside) is newer
+    table.remove(older)
+    assert table.iroutes.lookup(inside) is newer
+    table.remove(newer)
+    assert table.iroutes.lookup(inside) is None and _empty(table)

@@ -6,8 +6,11 @@ are kept in one dict per prefix length present, keyed by the network's address a
 lookup costs one mask and one dict probe per distinct prefix length (typically one or two),
 longest first, whatever the number of clients or routes.
 
-Two clients claiming the same network: the first one keeps it while it is connected, and the
-next claimant takes over when it leaves (the order the server had before this table).
+Two clients claiming the same network: the newer claimant takes it over, and when the owner
+leaves the network has no owner until a client claims it again; an earlier claimant that leaves
+changes nothing. That is stock's: multi_learn_addr (multi.c) replaces an existing route's owner
+("learn-address update") and frees the old route, and iroutes are learned only when a client
+connects (multi_add_iroutes), so the earlier claimant never gets it back.
 """
 
 from __future__ import annotations
@@ -27,14 +30,13 @@ class IrouteTable(Generic[T]):
         # (mask, {network: owner}) per prefix length in use, longest first: the lookup's list.
         self._levels: list[tuple[int, dict[int, T]]] = []
         self._by_length: dict[int, dict[int, T]] = {}
-        # Every claim, in order, for a network two owners announced (rare: usually one).
-        self._claims: dict[tuple[int, int], list[T]] = {}
+        self._count = 0
 
     def __bool__(self) -> bool:
         return bool(self._levels)
 
     def __len__(self) -> int:
-        return len(self._claims)
+        return self._count
 
     def lookup(self, destination: int) -> T | None:
         """The owner of the longest network that holds `destination` (an IPv4 as int)."""
@@ -45,26 +47,21 @@ class IrouteTable(Generic[T]):
         return None
 
     def add(self, network: ipaddress.IPv4Network, owner: T) -> None:
-        key = (network.prefixlen, int(network.network_address))
-        claims = self._claims.setdefault(key, [])
-        if owner in claims:
-            return
-        claims.append(owner)
-        if len(claims) == 1:
-            self._level(network.prefixlen)[key[1]] = owner
+        """`owner` owns `network` from now on, whoever owned it before (stock: the newest)."""
+        networks = self._level(network.prefixlen)
+        key = int(network.network_address)
+        if key not in networks:
+            self._count += 1
+        networks[key] = owner
 
     def remove(self, network: ipaddress.IPv4Network, owner: T) -> None:
-        key = (network.prefixlen, int(network.network_address))
-        claims = self._claims.get(key)
-        if claims is None or owner not in claims:
+        """`network` has no owner any more if `owner` still owns it; otherwise nothing."""
+        networks = self._by_length.get(network.prefixlen)
+        key = int(network.network_address)
+        if networks is None or networks.get(key) is not owner:
             return
-        claims.remove(owner)
-        networks = self._by_length[network.prefixlen]
-        if claims:
-            networks[key[1]] = claims[0]
-            return
-        del self._claims[key]
-        del networks[key[1]]
+        del networks[key]
+        self._count -= 1
         if not networks:
             del self._by_length[network.prefixlen]
             self._rebuild()
