@@ -13,7 +13,7 @@ from tunnel.protocol.constants import Opcode
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED
 from tunnel.protocol.session import Session
 from tunnel.protocol.verdicts import CONSUMED, TO_TUN
-from tunnel.protocol.wrap import ControlWrap, TlsCryptWrap
+from tunnel.protocol.wrap import PLAIN, ControlWrap, TlsCryptWrap
 from tunnel.protocol.wrap.base import control_frame
 
 from .test_wrap import CRYPT_KEY
@@ -66,12 +66,12 @@ def test_plain_malformed_packets_are_counted_drops_and_change_nothing() -> None:
         assert pair.to_client(datagram) == CONSUMED
     assert _state(session) == before_server
     assert _state(client) == before_client
-    # Shorter than op|sid fails the (plain) wrap's own bound first; that is counted as the
-    # wrap refusing it, the rest as malformed.
-    short = sum(len(d) < 9 for d in cases)
+    # Shorter than op|sid too: malformed, not a failed authentication (there is no tag to
+    # fail without tls-auth/tls-crypt; stock: "TLS State Error: Too short packet").
+    assert sum(len(d) < 9 for d in cases) == 8
     for side in (pair.server, pair.client):
         counts = side.drops.counts
-        assert (counts[MALFORMED], counts[AUTH_FAILED]) == (len(cases) - short, short), counts
+        assert (counts[MALFORMED], counts[AUTH_FAILED]) == (len(cases), 0), counts
     # and the tunnel carries on
     sealed = pair.client_sends(b"still up")
     assert sealed is not None and pair.to_server(sealed) == TO_TUN
@@ -125,3 +125,28 @@ def test_ack_for_another_session_changes_nothing() -> None:
     assert pair.to_server(bytes(buf.data)) == CONSUMED
     assert _state(session) == before
     assert session.dropped_control == 1
+
+
+def test_shorter_than_op_and_session_id_is_malformed_under_every_wrap_and_from_anyone() -> None:
+    """stock's tls_pre_decrypt_lite checks the length (1 + SID_SIZE) before the wrap: a too
+    short datagram is malformed for a session and for an unknown source, plain or tls-crypt."""
+    short = [bytes([Opcode.P_CONTROL_V1 << 3]) + bytes(n) for n in range(8)]
+    short.append(bytes([Opcode.P_CONTROL_HARD_RESET_CLIENT_V2 << 3]) + bytes(7))
+    crypt = (TlsCryptWrap.from_key(CRYPT_KEY, server=True),
+             TlsCryptWrap.from_key(CRYPT_KEY, server=False))
+    wraps: tuple[tuple[ControlWrap, ControlWrap], ...] = ((PLAIN, PLAIN), crypt)
+    for server_wrap, client_wrap in wraps:
+        pair = Pair(server_wrap=server_wrap, client_wrap=client_wrap)
+        pair.connect()
+        pair.run(1)
+        for datagram in short:
+            assert pair.to_server(datagram) == CONSUMED
+            assert pair.to_client(datagram) == CONSUMED
+            pair.to_server_from(datagram, ("192.0.2.99", 4000))
+        assert pair.server.drops.counts[MALFORMED] == 2 * len(short), server_wrap.name
+        assert pair.server.drops.counts[AUTH_FAILED] == 0, server_wrap.name
+        assert pair.client.drops.counts[MALFORMED] == len(short), server_wrap.name
+        assert pair.client.drops.counts[AUTH_FAILED] == 0, server_wrap.name
+        assert pair.server.half_open == 0 and len(pair.server.sessions) == 1
+        sealed = pair.client_sends(b"still up")
+        assert sealed is not None and pair.to_server(sealed) == TO_TUN

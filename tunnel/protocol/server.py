@@ -56,7 +56,7 @@ from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
-from tunnel.protocol.wrap.base import Opened
+from tunnel.protocol.wrap.base import OP_SID_LEN, Opened
 from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
 
 __all__ = ["AddressPool", "ClientConfig", "PeerEntry", "Server", "ServerSettings"]
@@ -334,7 +334,11 @@ class Server:
     def _receive_stateless(self, buf: Buffer, addr: Address, now: float) -> None:
         # The wrap's tag check (tls-auth/tls-crypt/-v2) comes first and keeps no state: a
         # packet with the wrong key costs the check and nothing else (ssl_pkt.c:
-        # tls_pre_decrypt_lite()). Replay is checked by the session it may create.
+        # tls_pre_decrypt_lite()). Replay is checked by the session it may create. Shorter
+        # than op|sid is malformed before any wrap looks at it, as there.
+        if len(buf) < OP_SID_LEN:
+            self._drop(addr, f"too short control packet (length {len(buf)})", now, MALFORMED)
+            return
         opened = self.settings.session.control_wrap.open(buf)
         if opened is None:
             self._drop(addr, "control packet failed the control-channel wrap check", now,

@@ -77,7 +77,7 @@ from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
 from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, KEEPALIVE, TO_TUN, Verdict
-from tunnel.protocol.wrap.base import WrapChannel
+from tunnel.protocol.wrap.base import OP_SID_LEN, WrapChannel
 
 # `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
 COMP_LZO_STUB_SIZE = 1
@@ -305,6 +305,12 @@ class Session:
     def receive_wrapped(self, buf: Buffer, now: float) -> None:
         """One wrapped control datagram: tag and replay check, unwrapped in place, processed."""
         if self.closed is not None:
+            return
+        if len(buf) < OP_SID_LEN:
+            # Stock refuses it before any wrap check ("TLS State Error: Too short packet",
+            # ssl_pkt.c: tls_pre_decrypt_lite): malformed, not a failed tag.
+            self.dropped_control += 1
+            self.control_drop = MALFORMED
             return
         if not self.control.open(buf, now):
             self.dropped_control += 1
