@@ -16,7 +16,12 @@ import time
 import pytest
 
 from tests.netns import NetnsPair
-from tunnel.io.steering import TunSteering, attach_reuseport_steering, reuseport_program
+from tunnel.io.steering import (
+    SessionSteering,
+    TunSteering,
+    attach_reuseport_steering,
+    reuseport_program,
+)
 from tunnel.io.tun import TunDevice
 
 N = 3
@@ -68,6 +73,56 @@ def test_reuseport_steers_by_peer_id_and_session_id(netns_pair: NetnsPair) -> No
     for index, sock in enumerate(socks):
         assert sorted(_drain(sock)) == sorted(expected[index]), index
         sock.close()
+
+
+def test_session_steering_balances_new_sessions(netns_pair: NetnsPair) -> None:
+    """New sessions go to the workers in turn (not by their random session id), every later
+    packet of a session (another source port, another opcode) follows its first, a pinned
+    session goes where it was pinned, data by peer-id."""
+    pair = netns_pair
+    steering = SessionSteering.create(N)
+    try:
+        with pair.entered(pair.ns_a):
+            socks = []
+            for _ in range(N):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((str(pair.addr_a), 0 if not socks else socks[0].getsockname()[1]))
+                socks.append(sock)
+            steering.attach(socks[2])
+        port = socks[0].getsockname()[1]
+        # Session ids that all hash to worker 0 under the classic program (first word % N).
+        sids = [(N * k).to_bytes(4, "big") + bytes([k]) * 4 for k in range(1, 2 * N + 1)]
+        steering.pin(b"pinned!!", 2)
+        with pair.entered(pair.ns_b):
+            first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for sid in sids:
+                first.sendto(bytes([7 << 3]) + sid + b"reset", (str(pair.addr_a), port))
+            time.sleep(0.1)
+            seen = {i: [d[1:9] for d in _drain(sock)] for i, sock in enumerate(socks)}
+            assert sorted(len(v) for v in seen.values()) == [2] * N, seen
+            later = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # NAT rebinding
+            for sid in sids:
+                later.sendto(bytes([4 << 3]) + sid + b"control", (str(pair.addr_a), port))
+                later.sendto(bytes([7 << 3]) + sid + b"resent", (str(pair.addr_a), port))
+            later.sendto(bytes([4 << 3]) + b"pinned!!" + b"x", (str(pair.addr_a), port))
+            later.sendto(bytes([9 << 3]) + (4).to_bytes(3, "big") + b"data", (str(pair.addr_a),
+                                                                             port))
+            first.close()
+            later.close()
+        time.sleep(0.1)
+        for index, sock in enumerate(socks):
+            got = _drain(sock)
+            want = sorted([bytes([4 << 3]) + sid + b"control" for sid in seen[index]]
+                          + [bytes([7 << 3]) + sid + b"resent" for sid in seen[index]])
+            if index == 2:
+                want.append(bytes([4 << 3]) + b"pinned!!" + b"x")
+            if index == 4 % N:
+                want.append(bytes([9 << 3]) + (4).to_bytes(3, "big") + b"data")
+            assert sorted(got) == sorted(want), index
+            sock.close()
+    finally:
+        steering.close()
 
 
 def _read_all(queue: TunDevice) -> list[bytes]:

@@ -33,6 +33,7 @@ from tunnel.app.worker_ipc import MAX_MESSAGE, RemotePool, decode, encode, snaps
 from tunnel.config import TunnelConfig
 from tunnel.io.loop import new_event_loop
 from tunnel.io.tun import TunDevice
+from tunnel.protocol.events import Event, HandshakeComplete, SessionClosed
 from tunnel.protocol.server import Network, ServerSettings
 from tunnel.protocol.session import Session
 
@@ -62,6 +63,7 @@ class WorkerRuntime(ServerRuntime):
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
+        self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
 
     def drop_privileges(self) -> None:
         if os.geteuid() != 0:  # started again by a supervisor that already gave root up
@@ -87,6 +89,22 @@ class WorkerRuntime(ServerRuntime):
     def _routes(self, session: Session, routes: tuple[Network, ...], added: bool) -> None:
         for network in routes:
             self.requests.send(encode({"op": "route", "net": str(network), "add": added}))
+
+    def on_event(self, event: Event) -> None:
+        super().on_event(event)
+        # A session that completed its handshake here is pinned to this worker in the UDP
+        # steering (its control packets, e.g. a renegotiation, keep coming here).
+        if isinstance(event, HandshakeComplete) and event.peer_id is not None \
+                and event.peer_id not in self._pinned:
+            entry = self.server.peer(event.peer_id)
+            if entry is not None and entry.session.remote_sid:
+                sid = bytes(entry.session.remote_sid)
+                self._pinned[event.peer_id] = sid
+                self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": True}))
+        elif isinstance(event, SessionClosed) and event.peer_id is not None:
+            gone = self._pinned.pop(event.peer_id, None)
+            if gone is not None:
+                self.requests.send(encode({"op": "pin", "sid": gone.hex(), "add": False}))
 
     def started(self) -> None:
         # ServerRuntime.started without its "Initialization Sequence Completed": the

@@ -59,7 +59,7 @@ from tunnel.app.worker_ipc import (
 )
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
-from tunnel.io.steering import TunSteering, attach_reuseport_steering
+from tunnel.io.steering import SessionSteering, TunSteering
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool
 
@@ -129,6 +129,8 @@ class SharedPool:
     steering: TunSteering | None
     log: logging.Logger
     kill_cn: Any  # Callable[[int, str], None]: tell a worker to end a CN's session
+    sessions: SessionSteering | None = None
+    pins: dict[bytes, int] = field(default_factory=dict)  # client session id -> worker
     held: dict[int, dict[int, tuple[int, str | None]]] = field(default_factory=dict)
     cn_at: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
     routes: dict[str, int] = field(default_factory=dict)
@@ -204,8 +206,29 @@ class SharedPool:
             if self.steering is not None:
                 self.steering.remove(net)
 
+    def pin(self, worker: int, session_id: bytes, added: bool) -> None:
+        """A session completed its handshake on `worker` (added) or ended there: its
+        control packets are steered there by the pinned map, which no flood evicts."""
+        if len(session_id) != 8:
+            raise ValueError("a session id is 8 bytes")
+        if added:
+            if self.sessions is not None:
+                try:
+                    self.sessions.pin(session_id, worker)
+                except OSError as exc:  # full: the LRU map still steers it meanwhile
+                    self.log.warning("worker %d: %s", worker, exc)
+                    return
+            self.pins[session_id] = worker
+        elif self.pins.get(session_id) == worker:
+            del self.pins[session_id]
+            if self.sessions is not None:
+                self.sessions.unpin(session_id)
+
     def forget(self, worker: int) -> None:
         """A worker died: what it held is free again."""
+        for session_id, owner in list(self.pins.items()):
+            if owner == worker:
+                self.pin(worker, session_id, False)
         for version, held in self.held.items():
             pool = self.pools[version]
             for number, (owner, _cn) in list(held.items()):
@@ -247,6 +270,7 @@ class Supervisor:
         self.scripts = ScriptRunner(cfg, log)
         self.device_env: dict[str, str] | None = None
         self.steering: TunSteering | None = None
+        self.sessions: SessionSteering | None = None
         self.status: StatusWriter | None = None
         self.persist: PoolPersistFile | None = None
         self.pool: SharedPool | None = None
@@ -266,10 +290,12 @@ class Supervisor:
         # The same settings the workers build: a bad certificate fails here, before any fork.
         settings = build_server_settings(
             cfg, build_session_settings(cfg, ipv6_link=family == socket.AF_INET6))
-        attach_reuseport_steering(self.socks[0], self.count)
+        self.sessions = SessionSteering.create(self.count,
+                                               max_sessions=max(2 * cfg.max_clients, 1024))
+        self.sessions.attach(self.socks[0])
         host, port = self.socks[0].getsockname()[:2]
-        log.info("%s link local (bound): %s, %d workers (SO_REUSEPORT, steered by peer-id "
-                 "and session id)", link_name(family, False),
+        log.info("%s link local (bound): %s, %d workers (SO_REUSEPORT, new sessions in turn, "
+                 "then steered by session id and peer-id)", link_name(family, False),
                  format_address((host, port), family), self.count)
         self.device.open(queues=self.count)
         self.steering = TunSteering.create()
@@ -290,7 +316,7 @@ class Supervisor:
             if ops.ifconfig_pool_persist_seconds > 0:
                 self.persist = PoolPersistFile(ops.ifconfig_pool_persist)
         self.pool = SharedPool(pools, cfg.max_clients, cfg.duplicate_cn, self.steering, log,
-                               self._kill_cn)
+                               self._kill_cn, self.sessions)
         if cfg.status_file is not None:
             try:
                 self.status = StatusWriter(cfg.status_file, log)
@@ -388,6 +414,9 @@ class Supervisor:
             self.pool.release(worker.index, version, str(message["address"]))
         elif op == "route":
             self.pool.route(worker.index, str(message["net"]), bool(message["add"]))
+        elif op == "pin":
+            self.pool.pin(worker.index, bytes.fromhex(str(message["sid"])),
+                          bool(message["add"]))
         elif op == "ready":
             worker.ready = worker.ever_ready = True
             self.log.info("worker %d (pid %d) running", worker.index, worker.pid)
@@ -631,6 +660,8 @@ class Supervisor:
             sock.close()
         if self.steering is not None:
             self.steering.close()
+        if self.sessions is not None:
+            self.sessions.close()
         if self.device_env is not None:  # before the routes go, as Runtime._shutdown
             self.scripts.up_down("route-pre-down", {**self.device_env, "signal": "sigterm"})
         self.device.close()

@@ -39,6 +39,7 @@ import socket
 import struct
 
 __all__ = [
+    "SessionSteering",
     "SteeringError",
     "TunSteering",
     "attach_reuseport_steering",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 SO_ATTACH_REUSEPORT_CBPF = 51
+SO_ATTACH_REUSEPORT_EBPF = 52
 TUNSETSTEERINGEBPF = 0x800454E0  # _IOR('T', 224, int)
 
 
@@ -285,3 +287,213 @@ class TunSteering:
             if fd is not None:
                 os.close(fd)
         self.prog_fd = None
+
+
+# -- eBPF: the reuseport group, balanced -------------------------------------------------
+
+_BPF_MAP_TYPE_HASH, _BPF_MAP_TYPE_ARRAY, _BPF_MAP_TYPE_LRU_HASH = 1, 2, 9
+_HELPER_MAP_UPDATE_ELEM = 2
+_MOD64_K, _AND64_K = 0x97, 0x57
+_LD_ABS_W = 0x20
+_STX_W = 0x63
+_R7 = 7
+_P_CONTROL_HARD_RESET_CLIENT_V2, _P_CONTROL_HARD_RESET_CLIENT_V3 = 7, 10
+_SID = struct.Struct("8s")
+
+
+def _assemble(items: list[tuple[object, ...]]) -> bytes:
+    """eBPF instructions with symbolic jump targets: ("label", name) marks a place; an
+    instruction's `off` may be a label name (resolved relative to the next instruction).
+    LD_IMM64 takes two slots."""
+    places: dict[str, int] = {}
+    slot = 0
+    for item in items:
+        if item[0] == "label":
+            places[str(item[1])] = slot
+        else:
+            slot += 2 if item[0] == _LD_IMM64 else 1
+    out = []
+    slot = 0
+    for item in items:
+        if item[0] == "label":
+            continue
+        code, dst, src, off, imm = item
+        slot += 2 if code == _LD_IMM64 else 1
+        if isinstance(off, str):
+            off = places[off] - slot
+        out.append(_insn(int(code), int(dst), int(src), int(off), int(imm)))  # type: ignore[call-overload]
+        if code == _LD_IMM64:
+            out.append(_insn(0))
+    return b"".join(out)
+
+
+def _session_program(workers: int, pinned_fd: int, pending_fd: int, counter_fd: int) -> bytes:
+    """eBPF for the reuseport group: the socket (= worker) of a UDP payload.
+
+    - P_DATA_V2: peer_id % N (worker i hands out the peer-ids i, i + N, ...);
+    - a control packet: its client session id (bytes 1..8) in `pinned` (sessions that
+      completed a handshake, written by the supervisor), else in `pending` (an LRU map), else
+      - a client's first packet (HARD_RESET_CLIENT_V2/V3): the next worker in turn (a counter),
+        remembered in `pending`, so the handshakes are spread evenly over the workers;
+      - anything else: the first word of the session id % N.
+    Stack: fp-8 the session id, fp-12 the counter's key, fp-16 the chosen worker.
+    """
+    sid, ckey, value = -8, -12, -16
+    return _assemble([
+        (_MOV64_X, _R6, _R1, 0, 0),                    # r6 = skb (LD_ABS needs it there)
+        (_LD_ABS_B, 0, 0, 0, 0),                       # r0 = opcode << 3 | key_id
+        (_RSH64_K, _R0, 0, 0, 3),
+        (_JEQ_K6, _R0, 0, "data", _P_DATA_V2),
+        (_MOV64_X, _R7, _R0, 0, 0),                    # r7 = opcode
+        (_MOV64_X, _R1, _R6, 0, 0),
+        (_MOV64_K, _R2, 0, 0, 1),
+        (_MOV64_X, _R3, _R10, 0, 0),
+        (_ADD64_K, _R3, 0, 0, sid),
+        (_MOV64_K, _R4, 0, 0, 8),
+        (_CALL, 0, 0, 0, _HELPER_SKB_LOAD_BYTES),      # the session id -> fp-8
+        (_JNE_K6, _R0, 0, "zero", 0),                  # too short: worker 0 (drops it)
+        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, pinned_fd),
+        (_MOV64_X, _R2, _R10, 0, 0),
+        (_ADD64_K, _R2, 0, 0, sid),
+        (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
+        (_JNE_K6, _R0, 0, "found", 0),
+        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, pending_fd),
+        (_MOV64_X, _R2, _R10, 0, 0),
+        (_ADD64_K, _R2, 0, 0, sid),
+        (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
+        (_JNE_K6, _R0, 0, "found", 0),
+        (_JEQ_K6, _R7, 0, "assign", _P_CONTROL_HARD_RESET_CLIENT_V2),
+        (_JEQ_K6, _R7, 0, "assign", _P_CONTROL_HARD_RESET_CLIENT_V3),
+        (_LDX_W, _R0, _R10, sid, 0),                   # not a first packet: hash
+        (_MOD64_K, _R0, 0, 0, workers),
+        (_EXIT, 0, 0, 0, 0),
+        ("label", "found"),
+        (_LDX_W, _R0, _R0, 0, 0),
+        (_EXIT, 0, 0, 0, 0),
+        ("label", "assign"),
+        (_ST_W, _R10, 0, ckey, 0),
+        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, counter_fd),
+        (_MOV64_X, _R2, _R10, 0, 0),
+        (_ADD64_K, _R2, 0, 0, ckey),
+        (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
+        (_JEQ_K6, _R0, 0, "zero", 0),
+        (_LDX_W, _R1, _R0, 0, 0),                      # r1 = the counter
+        (_MOV64_X, _R2, _R1, 0, 0),
+        (_ADD64_K, _R2, 0, 0, 1),
+        (_STX_W, _R0, _R2, 0, 0),                      # counter + 1 (a race only repeats a turn)
+        (_MOD64_K, _R1, 0, 0, workers),
+        (_STX_W, _R10, _R1, value, 0),
+        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, pending_fd),
+        (_MOV64_X, _R2, _R10, 0, 0),
+        (_ADD64_K, _R2, 0, 0, sid),
+        (_MOV64_X, _R3, _R10, 0, 0),
+        (_ADD64_K, _R3, 0, 0, value),
+        (_MOV64_K, _R4, 0, 0, 0),                      # BPF_ANY
+        (_CALL, 0, 0, 0, _HELPER_MAP_UPDATE_ELEM),
+        (_LDX_W, _R0, _R10, value, 0),
+        (_EXIT, 0, 0, 0, 0),
+        ("label", "data"),
+        (_LD_ABS_W, 0, 0, 0, 0),                       # r0 = opcode/key | peer-id
+        (_AND64_K, _R0, 0, 0, 0xFFFFFF),
+        (_MOD64_K, _R0, 0, 0, workers),
+        (_EXIT, 0, 0, 0, 0),
+        ("label", "zero"),
+        (_MOV64_K, _R0, 0, 0, 0),
+        (_EXIT, 0, 0, 0, 0),
+    ])
+
+
+def _load_program(bpf: _Bpf, program: bytes, what: str) -> int:
+    license_ = ctypes.create_string_buffer(b"GPL")
+    code = ctypes.create_string_buffer(program, len(program))
+    log = ctypes.create_string_buffer(65536)
+    attr = struct.pack("<IIQQIIQ", _BPF_PROG_TYPE_SOCKET_FILTER, len(program) // 8,
+                       ctypes.addressof(code), ctypes.addressof(license_), 1, len(log),
+                       ctypes.addressof(log))
+    try:
+        return bpf.call(_BPF_PROG_LOAD, attr, what)
+    except SteeringError as exc:
+        detail = log.value.decode(errors="replace").strip().splitlines()
+        if detail:
+            raise SteeringError(exc.errno, f"{exc.strerror} ({detail[-1]})") from None
+        raise
+
+
+class SessionSteering:
+    """The reuseport group's program that balances new sessions over the workers.
+
+    The classic program (`reuseport_program`) picks a session's worker by its client-chosen
+    session id, which is random: with C clients on N workers all of them land on one worker
+    with probability N^(1-C) (1 in 8 for 4 clients on 2). This one hands the first packet of
+    every new session to the next worker in turn and remembers the choice, so a session stays
+    where it started: in `pending` (an LRU map, bounded: a flood of resets only evicts other
+    unfinished handshakes, which retry) until its handshake completes, then in `pinned`
+    (written by the supervisor when a worker reports the session, removed when it ends),
+    which nothing from the network can evict. Data packets go by peer-id as before.
+    """
+
+    def __init__(self, workers: int, pinned_fd: int, pending_fd: int, counter_fd: int,
+                 prog_fd: int) -> None:
+        self.workers = workers
+        self.pinned_fd, self.pending_fd, self.counter_fd = pinned_fd, pending_fd, counter_fd
+        self.prog_fd: int | None = prog_fd
+        self._bpf = _Bpf()
+
+    @classmethod
+    def create(cls, workers: int, max_sessions: int = 65536,
+               max_pending: int = 16384) -> SessionSteering:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        bpf = _Bpf()
+        fds: list[int] = []
+        try:
+            for kind, key, size, what in (
+                    (_BPF_MAP_TYPE_HASH, _SID.size, max_sessions, "sessions"),
+                    (_BPF_MAP_TYPE_LRU_HASH, _SID.size, max_pending, "handshakes"),
+                    (_BPF_MAP_TYPE_ARRAY, 4, 1, "counter")):
+                attr = struct.pack("<IIIII", kind, key, _VALUE.size, size, 0)
+                fds.append(bpf.call(_BPF_MAP_CREATE, attr,
+                                    f"cannot create the UDP steering map ({what})"))
+            prog_fd = _load_program(bpf, _session_program(workers, *fds),
+                                    "cannot load the UDP steering program")
+        except SteeringError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        for fd in (*fds, prog_fd):
+            os.set_inheritable(fd, False)
+        return cls(workers, fds[0], fds[1], fds[2], prog_fd)
+
+    def attach(self, sock: socket.socket) -> None:
+        """Make the program choose the socket of the group `sock` belongs to."""
+        assert self.prog_fd is not None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, self.prog_fd)
+        except OSError as exc:
+            raise SteeringError(
+                exc.errno or errno.EIO,
+                f"cannot attach the UDP steering program: {exc.strerror}") from None
+
+    def pin(self, session_id: bytes, worker: int) -> None:
+        """The client session `session_id` lives on `worker` (its handshake completed)."""
+        key = ctypes.create_string_buffer(_SID.pack(session_id), _SID.size)
+        value = ctypes.create_string_buffer(_VALUE.pack(worker), _VALUE.size)
+        attr = struct.pack("<IIQQQ", self.pinned_fd, 0, ctypes.addressof(key),
+                           ctypes.addressof(value), 0)
+        self._bpf.call(_BPF_MAP_UPDATE_ELEM, attr, "cannot pin a session to its worker")
+
+    def unpin(self, session_id: bytes) -> None:
+        key = ctypes.create_string_buffer(_SID.pack(session_id), _SID.size)
+        attr = struct.pack("<IIQ", self.pinned_fd, 0, ctypes.addressof(key))
+        try:
+            self._bpf.call(_BPF_MAP_DELETE_ELEM, attr, "cannot unpin a session")
+        except SteeringError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+
+    def close(self) -> None:
+        for fd in (self.pinned_fd, self.pending_fd, self.counter_fd, self.prog_fd):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self.prog_fd = None
+        self.pinned_fd = self.pending_fd = self.counter_fd = -1
