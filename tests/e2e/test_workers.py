@@ -23,7 +23,6 @@ import select
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
