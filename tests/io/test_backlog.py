@@ -1,13 +1,14 @@
-"""SendBacklog: a pooled datagram the kernel refuses with EAGAIN is detached from its
-connection's arena, survives the iteration, and is sent (then released) once the socket takes
-it. Real sockets: a unix datagram pair whose receive queue is filled (UDP on loopback drops at
-the receiver instead of refusing the send)."""
+"""SendBacklog: a datagram the kernel refuses with EAGAIN waits in order and leaves once the
+socket takes it; a pooled one is detached from its connection's arena, survives the iteration,
+and is released to its pool once sent; control bytes have nothing to release. Real sockets: a
+unix datagram pair whose receive queue is filled (UDP on loopback drops at the receiver
+instead of refusing the send)."""
 
 from __future__ import annotations
 
 import socket
 
-from core import BufferPool, FrameBuilder, GcArena
+from core import Buffer, BufferPool, FrameBuilder, GcArena
 from tunnel.io.backlog import SendBacklog
 
 ADDR = ("192.0.2.1", 1194)
@@ -30,6 +31,11 @@ def _pool() -> BufferPool:
     return BufferPool(builder.finalize(), 4)
 
 
+def _pooled(tx: socket.socket, pool: BufferPool, limit: int = 64) -> SendBacklog[Buffer]:
+    """As the driver builds it: the buffer's bytes go out, it goes back to its pool."""
+    return SendBacklog(lambda buf, _addr: tx.send(buf.data), release=pool.release, limit=limit)
+
+
 def _drain(rx: socket.socket) -> list[bytes]:
     got = []
     while True:
@@ -42,16 +48,16 @@ def _drain(rx: socket.socket) -> list[bytes]:
 def test_eagain_keeps_the_datagram_past_the_iteration_and_sends_it_later() -> None:
     tx, rx = _full_pair()
     pool = _pool()
-    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool)
+    backlog = _pooled(tx, pool)
     try:
         arena = GcArena()
         buf = arena.take(pool)
         buf.append(b"the kept one")
-        backlog.offer(buf, ADDR, arena)
+        backlog.offer(buf, ADDR, arena.detach)
         assert (backlog.pending, backlog.kept, arena.detached) == (1, 1, 1)
         later = arena.take(pool)
         later.append(b"behind it")
-        backlog.offer(later, ADDR, arena)  # waits its turn behind the first
+        backlog.offer(later, ADDR, arena.detach)  # waits its turn behind the first
         arena.free()  # the iteration ends: the kept buffers are not the arena's any more
         assert pool.stats.in_use == 2
         assert bytes(buf.data) == b"the kept one"
@@ -70,13 +76,13 @@ def test_eagain_keeps_the_datagram_past_the_iteration_and_sends_it_later() -> No
 def test_a_full_backlog_drops_and_the_arena_frees_what_it_refused() -> None:
     tx, rx = _full_pair()
     pool = _pool()
-    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool, limit=1)
+    backlog = _pooled(tx, pool, limit=1)
     try:
         arena = GcArena()
         for text in (b"one", b"two"):
             buf = arena.take(pool)
             buf.append(text)
-            backlog.offer(buf, ADDR, arena)
+            backlog.offer(buf, ADDR, arena.detach)
         assert (backlog.pending, backlog.dropped) == (1, 1)
         arena.free()
         assert pool.stats.in_use == 1  # only the kept one
@@ -90,12 +96,12 @@ def test_a_full_backlog_drops_and_the_arena_frees_what_it_refused() -> None:
 def test_a_socket_that_takes_it_sends_at_once() -> None:
     tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     pool = _pool()
-    backlog = SendBacklog(lambda data, _addr: tx.send(data), pool)
+    backlog = _pooled(tx, pool)
     try:
         with GcArena() as arena:
             buf = arena.take(pool)
             buf.append(b"now")
-            backlog.offer(buf, ADDR, arena)
+            backlog.offer(buf, ADDR, arena.detach)
             assert backlog.pending == 0 and backlog.sent == 1 and arena.detached == 0
         assert rx.recv(64) == b"now"
         assert pool.stats.in_use == 0
@@ -105,12 +111,10 @@ def test_a_socket_that_takes_it_sends_at_once() -> None:
 
 
 def test_control_datagrams_refused_with_eagain_wait_in_order_and_leave_on_writability() -> None:
-    """ControlBacklog: an ACK the kernel refuses is kept (never lost at our own socket), later
-    ones queue behind it, and all leave in order once the queue drains."""
-    from tunnel.io.backlog import ControlBacklog
-
+    """Control bytes: an ACK the kernel refuses is kept (never lost at our own socket), later
+    ones queue behind it, and all leave in order once the queue drains; no release."""
     tx, rx = _full_pair()
-    control = ControlBacklog(lambda data, _addr: tx.send(data), limit=3)
+    control: SendBacklog[bytes] = SendBacklog(lambda data, _addr: tx.send(data), limit=3)
     try:
         for text in (b"ack 1", b"ack 2", b"record 3", b"over the bound"):
             control.offer(text, ADDR)
@@ -124,12 +128,48 @@ def test_control_datagrams_refused_with_eagain_wait_in_order_and_leave_on_writab
         control.offer(b"now at once", ADDR)  # an empty backlog sends straight away
         assert _drain(rx) == [b"now at once"] and control.sent == 4
         tx2, _rx2 = _full_pair()
-        waiting = ControlBacklog(lambda data, _addr: tx2.send(data))
+        waiting: SendBacklog[bytes] = SendBacklog(lambda data, _addr: tx2.send(data))
         waiting.offer(b"kept", ADDR)
         waiting.clear()  # the driver stops: what waits is counted as dropped
         assert (waiting.pending, waiting.dropped) == (0, 1)
         tx2.close()
         _rx2.close()
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_send_error_other_than_eagain_drops_and_releases_and_the_queue_goes_on() -> None:
+    """An OSError (not EAGAIN) on a kept datagram: counted as dropped, its buffer released,
+    the ones behind it still sent; on the first try it is dropped and stays the arena's."""
+    tx, rx = _full_pair()
+    pool = _pool()
+    refuse = {b"unreachable"}
+
+    def send(buf: Buffer, _addr: tuple[str, int]) -> None:
+        if bytes(buf.data) in refuse:
+            raise ConnectionRefusedError("as ICMP port unreachable would")
+        tx.send(buf.data)
+
+    backlog: SendBacklog[Buffer] = SendBacklog(send, release=pool.release)
+    try:
+        arena = GcArena()
+        for text in (b"first", b"unreachable", b"third"):
+            buf = arena.take(pool)
+            buf.append(text)
+            backlog.offer(buf, ADDR, arena.detach)
+        arena.free()
+        assert (backlog.pending, pool.stats.in_use) == (3, 3)
+        _drain(rx)
+        assert backlog.flush()
+        assert _drain(rx) == [b"first", b"third"]
+        assert (backlog.sent, backlog.dropped, pool.stats.in_use) == (2, 1, 0)
+        with GcArena() as arena:  # an empty backlog: an error at once is a drop, nothing kept
+            buf = arena.take(pool)
+            buf.append(b"unreachable")
+            backlog.offer(buf, ADDR, arena.detach)
+            assert (backlog.pending, backlog.dropped, arena.detached) == (0, 2, 0)
+        assert pool.stats.in_use == 0
     finally:
         tx.close()
         rx.close()

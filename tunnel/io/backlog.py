@@ -1,52 +1,65 @@
-"""Pooled datagrams the kernel refused with EAGAIN, kept until the socket can take them.
+"""Datagrams the kernel refused with EAGAIN, kept in order until the socket can take them.
 
-A datagram the server sealed in a pool buffer for a connection (client-to-client) belongs to
-that connection's arena until the end of the event-loop iteration (tunnel/protocol/memory.py).
-If the socket's send buffer is full, the backlog `detach`es the buffer from the arena (so the
-iteration's `free()` leaves it alone), keeps it in order behind the others, and sends it when
-the socket is writable again; then, or when it gives up, it releases the buffer to its pool.
-Bounded: beyond `limit` datagrams waiting, a refused one is dropped (and freed with its arena),
-as a router's full queue would.
+One bounded ordered queue, `SendBacklog[T]`, serves both kinds the datagram driver sends
+outside its data batches:
+
+* pooled datagrams (`Buffer`) the server sealed for a connection (client-to-client). Such a
+  buffer belongs to that connection's arena until the end of the event-loop iteration
+  (tunnel/protocol/memory.py); when it is kept, `offer`'s `keep` callback (the arena's
+  `detach`) takes it out of the arena, so the iteration's `free()` leaves it alone, and once
+  it is sent, or given up, `release` (the pool's) gives it back;
+* control datagrams (`bytes`: ACKs, handshake records) the endpoint handed over. Stock never
+  loses one at its own socket (it waits for writability before it reads more); an ACK in
+  particular is never retransmitted, and a lost ACK of the peer's key-method 2 holds the
+  peer's new data key back until its KM2 retransmit. Nothing to release.
+
+Bounded: beyond `limit` datagrams waiting, a refused one is dropped (a pooled one stays in its
+arena and is freed with it), as a router's full queue would. The driver flushes the control
+queue before the pooled one on writability.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from core import BlockPool, Buffer, GcArena
-
-__all__ = ["DEFAULT_LIMIT", "ControlBacklog", "SendBacklog"]
+__all__ = ["DEFAULT_LIMIT", "SendBacklog"]
 
 Address = tuple[str, int]
 DEFAULT_LIMIT = 64
 
+T = TypeVar("T")
 
-class SendBacklog:
-    __slots__ = ("_pool", "_queue", "_sendto", "dropped", "kept", "limit", "sent")
+
+class SendBacklog(Generic[T]):
+    """`send(item, addr)` now, or on EAGAIN keep `item` behind those already waiting."""
+
+    __slots__ = ("_queue", "_release", "_send", "dropped", "kept", "limit", "sent")
 
     def __init__(
-        self, sendto: Callable[[memoryview, Address], object], pool: BlockPool,
-        limit: int = DEFAULT_LIMIT,
+        self, send: Callable[[T, Address], object],
+        release: Callable[[T], object] | None = None, limit: int = DEFAULT_LIMIT,
     ) -> None:
-        self._sendto = sendto
-        self._pool = pool
-        self._queue: deque[tuple[Buffer, Address]] = deque()
+        self._send = send
+        self._release = release  # what a kept item goes back to once sent or given up
+        self._queue: deque[tuple[T, Address]] = deque()
         self.limit = limit
         self.sent = 0  # datagrams handed to the kernel (at once or later)
-        self.kept = 0  # datagrams detached and kept after an EAGAIN
-        self.dropped = 0  # refused for good (an error, or the backlog full)
+        self.kept = 0  # datagrams kept after an EAGAIN
+        self.dropped = 0  # refused for good (an error, the backlog full, or cleared)
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    def offer(self, buf: Buffer, addr: Address, arena: GcArena) -> None:
-        """Send `buf` now; on EAGAIN keep it (detached from `arena`). Behind a non-empty
-        backlog it waits its turn, so datagrams leave in order."""
+    def offer(self, item: T, addr: Address, keep: Callable[[T], object] | None = None) -> None:
+        """Send `item` now; on EAGAIN keep it (after `keep(item)`: a pooled buffer's arena
+        detach). Behind a non-empty backlog it waits its turn, so datagrams leave in order.
+        An item not kept stays its caller's (a pooled one is freed with its arena)."""
         if not self._queue:
             try:
-                self._sendto(buf.data, addr)
+                self._send(item, addr)
             except (BlockingIOError, InterruptedError):
                 pass  # kept below
             except OSError:
@@ -56,19 +69,21 @@ class SendBacklog:
                 self.sent += 1
                 return
         if len(self._queue) >= self.limit:
-            self.dropped += 1  # left in the arena: freed at the end of the iteration
+            self.dropped += 1
             return
-        self._queue.append((arena.detach(buf), addr))
+        if keep is not None:
+            keep(item)
+        self._queue.append((item, addr))
         self.kept += 1
 
     def flush(self) -> bool:
         """Send what waits, oldest first, until the kernel refuses again; True when empty."""
         queue = self._queue
-        release = self._pool.release
+        release = self._release
         while queue:
-            buf, addr = queue[0]
+            item, addr = queue[0]
             try:
-                self._sendto(buf.data, addr)
+                self._send(item, addr)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -76,76 +91,16 @@ class SendBacklog:
             else:
                 self.sent += 1
             queue.popleft()
-            release(buf)
+            if release is not None:
+                release(item)
         return True
 
     def clear(self) -> None:
-        """Give every kept buffer back (the driver stops)."""
+        """Give up what waits (the driver stops): counted as dropped, each item released."""
         queue = self._queue
+        release = self._release
         while queue:
-            buf, _addr = queue.popleft()
+            item, _addr = queue.popleft()
             self.dropped += 1
-            self._pool.release(buf)
-
-
-class ControlBacklog:
-    """Control datagrams (ACKs, handshake records) the kernel refused with EAGAIN, kept in
-    order until the socket is writable. Stock never loses one at its own socket (it waits for
-    writability before it reads more); an ACK in particular is never retransmitted, and a lost
-    ACK of the peer's key-method 2 holds the peer's new data key back until its KM2 retransmit.
-    These are `bytes` the endpoint handed over (control rate, not the data path): no pool
-    block is held. Bounded like SendBacklog."""
-
-    __slots__ = ("_queue", "_sendto", "dropped", "kept", "limit", "sent")
-
-    def __init__(self, sendto: Callable[[bytes, Address], object],
-                 limit: int = DEFAULT_LIMIT) -> None:
-        self._sendto = sendto
-        self._queue: deque[tuple[bytes, Address]] = deque()
-        self.limit = limit
-        self.sent = 0
-        self.kept = 0
-        self.dropped = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
-    def offer(self, datagram: bytes, addr: Address) -> None:
-        """Send now, or keep it behind those already waiting (order is kept)."""
-        if not self._queue:
-            try:
-                self._sendto(datagram, addr)
-            except (BlockingIOError, InterruptedError):
-                pass  # kept below
-            except OSError:
-                self.dropped += 1  # unreachable and friends: the reliability layer resends
-                return
-            else:
-                self.sent += 1
-                return
-        if len(self._queue) >= self.limit:
-            self.dropped += 1
-            return
-        self._queue.append((datagram, addr))
-        self.kept += 1
-
-    def flush(self) -> bool:
-        """Send what waits, oldest first, until the kernel refuses again; True when empty."""
-        queue = self._queue
-        while queue:
-            datagram, addr = queue[0]
-            try:
-                self._sendto(datagram, addr)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError:
-                self.dropped += 1
-            else:
-                self.sent += 1
-            queue.popleft()
-        return True
-
-    def clear(self) -> None:
-        self.dropped += len(self._queue)
-        self._queue.clear()
+            if release is not None:
+                release(item)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from core import Buffer, BufferPool, GcArena, RunPool
-from tunnel.io.backlog import ControlBacklog, SendBacklog
+from tunnel.io.backlog import SendBacklog
 from tunnel.io.datapath import (
     CONTROL,
     REFUSED,
@@ -109,9 +109,10 @@ class Driver:
         # connection's arena, freed when the callback ends (`end_iteration`).
         endpoint.iteration.pool = pool
         # Pooled datagrams the kernel refused with EAGAIN wait here (detached) for writability.
-        self.backlog = SendBacklog(sock.sendto, pool)
+        self.backlog: SendBacklog[Buffer] = SendBacklog(
+            lambda buf, addr: sock.sendto(buf.data, addr), release=pool.release)
         # Control datagrams refused with EAGAIN (a flood fills the send buffer) wait too.
-        self.control_backlog = ControlBacklog(sock.sendto)
+        self.control_backlog: SendBacklog[bytes] = SendBacklog(sock.sendto)
         self._writing = False
         self.batch = batch
         self.on_event = on_event
@@ -324,7 +325,7 @@ class Driver:
             backlog = self.backlog
             sent, dropped = backlog.sent, backlog.dropped
             for buf, addr, arena in pooled:
-                backlog.offer(buf, addr, arena)
+                backlog.offer(buf, addr, arena.detach)
             self.stats.udp_tx += backlog.sent - sent
             self.stats.udp_tx_dropped += backlog.dropped - dropped
             if backlog.pending:
