@@ -31,6 +31,7 @@ from tunnel.io.faults import CallbackFaults
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
+from tunnel.io.tso_rows import attach_super_sender
 from tunnel.protocol.events import Event
 from tunnel.protocol.memory import IterationArenas
 
@@ -130,6 +131,9 @@ class Driver:
         # To the device: consecutive TCP segments (UDP datagrams) of a flow enter the kernel
         # as one packet where the device takes virtio-net frames.
         self._output = DeviceOutput(device, self.runs)
+        # TSO: a super-packet read from the device is cut, sealed and sent as one run
+        # (tunnel/io/tso_rows.py), where the device hands them over and the endpoint can.
+        self._supers = attach_super_sender(device, endpoint, self._gso, self._fault, batch * 2)
         self._running = False
 
     def start(self) -> None:
@@ -221,16 +225,23 @@ class Driver:
             stats = self.stats
             tun_rx = no_route = 0
             sent, dropped = gso.sent, gso.dropped
+            supers = self._supers
+            if supers is not None:
+                supers.begin(now)
+                tun_rx = -supers.segments
             try:
                 # One buffer for the batch, as above: `queue` copies the sealed datagram into the
                 # GSO run, so the buffer is free again at once.
                 buf = arena.take(self.pool)
-                tun_rx, no_route = outbound_batch(
+                read, no_route = outbound_batch(
                     self.device, buf, self.batch, self.endpoint.encrypt, gso.add, now,
                     self._fault,
                 )
                 gso.flush()
+                tun_rx += read
             finally:
+                if supers is not None:
+                    tun_rx += supers.segments
                 arena.free()
                 stats.tun_rx += tun_rx
                 stats.no_route += no_route

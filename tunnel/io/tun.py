@@ -67,10 +67,12 @@ class TunDevice:
         "_segmenter",
         "name",
         "offload",
+        "on_super",
         "read_offset",
         "read_packet",
         "rx_dropped",
         "rx_packets",
+        "super_budget",
         "tso",
         "tx_dropped",
         "tx_packets",
@@ -95,6 +97,12 @@ class TunDevice:
         self.tx_packets = 0
         self.tx_dropped = 0
         self.tso = tso and vnet_hdr
+        # With TSO: who takes a super-packet whole (tunnel/io/tso_rows.py: SuperSender.handle,
+        # which returns the segments it sealed and sent, or 0 to have it cut here), and how
+        # many segments it may take before a read reports the device drained (so a callback
+        # stays bounded; the device stays readable and the next callback goes on).
+        self.on_super: Callable[[memoryview, int], int] | None = None
+        self.super_budget = 0
         self.read_packet: Callable[[memoryview], int]
         if self.tso:
             # A super-packet is read whole into this buffer and cut from there; plain packets
@@ -216,6 +224,15 @@ class TunDevice:
                 self.rx_dropped += 1
                 continue
             if big[1] != GSO_NONE:
+                on_super = self.on_super
+                if on_super is not None:
+                    taken = on_super(big, size)
+                    if taken:
+                        self.rx_packets += taken
+                        self.super_budget -= taken
+                        if self.super_budget <= 0:
+                            return 0
+                        continue
                 if not segmenter.load(big, size):
                     self.rx_dropped += 1
                 continue

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
+from tunnel.protocol.datachannel import SegmentRows
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.memory import IterationArenas
@@ -168,6 +169,19 @@ class Client:
         traffic.tun_rx += size
         traffic.link_tx += len(buf)
         traffic.link_tx_packets += 1
+        return session.remote_addr
+
+    def seal_segments(self, rows: SegmentRows, now: float) -> Address | None:
+        """`encrypt` for all segments of one TSO super-packet at once; None with nothing done
+        (the caller then takes them one by one through `encrypt`)."""
+        session = self.session
+        if not session.seal_segments(rows, now):
+            return None
+        count = rows.count
+        traffic = self.traffic
+        traffic.tun_rx += rows.plain_bytes
+        traffic.link_tx += rows.plain_bytes + count * rows.overhead
+        traffic.link_tx_packets += count
         return session.remote_addr
 
     def end_iteration(self) -> None:

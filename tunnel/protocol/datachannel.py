@@ -23,7 +23,7 @@ precompiled header structs), so the frame and this code cannot disagree.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -48,6 +48,8 @@ __all__ = [
     "PACKET_ID_SIZE",
     "SUPPORTED_CIPHERS",
     "DataKey",
+    "SealRows",
+    "SegmentRows",
     "cipher_key_length",
     "register_data_channel",
     "register_shared_words",
@@ -132,6 +134,44 @@ def cipher_key_length(name: str) -> int:
 # -- one key_id's keys ----------------------------------------------------------------------
 
 
+class SealRows(Protocol):
+    """Datagrams-to-be laid out as rows, sealed by `DataKey.seal_rows` in one batch (the
+    segments of a TSO super-packet: tunnel/io/tso_rows.py). Each row's plaintext is already in
+    place behind 24 bytes (op|peer-id, packet-id, tag slot) with 16 bytes of room behind it."""
+
+    count: int
+
+    def stamp(
+        self, first_word: int, v2: bool, first_pid: int,
+    ) -> tuple[list[memoryview], list[memoryview], list[memoryview]]:
+        """Write every row's header word (V2) or op byte (V1) and its packet-id (from
+        `first_pid`, one more per row); return the rows' plaintexts, `encrypt_into` outputs
+        (plaintext + 16) and AADs."""
+        ...
+
+    def sealed(self) -> None:
+        """Move each row's tag from behind its ciphertext to its slot."""
+        ...
+
+
+class SegmentRows(SealRows, Protocol):
+    """The segments of one TSO super-packet as `SealRows` (tunnel/io/tso_rows.py: SuperCut),
+    what `Session.seal_segments` takes: one flow, so routed and checked once."""
+
+    destination: int  # the IPv4 destination address, as an int
+    plain_bytes: int  # the segments' total size
+
+    @property
+    def overhead(self) -> int:
+        """Bytes sealing added to each row (valid after `stamp`)."""
+        ...
+
+    def fill(self) -> None:
+        """Write the segments' plaintexts into the rows."""
+        ...
+
+
+
 class DataKey(DataCipherKey):
     """One key_id's AEAD state for both directions: the AEADs and their nonces (the packet-id,
     counters and replay window are `DataCipherKey`'s)."""
@@ -212,6 +252,38 @@ class DataKey(DataCipherKey):
         buf.truncate(end)
         self._send_pid = pid
         self.sealed += 1
+
+    seals_rows = True
+
+    def seal_rows(self, rows: SealRows, peer_id: int | None) -> None:
+        """`seal` for `rows.count` datagrams at once: the same packet-ids in the same order
+        (one counter, `PacketIdExhausted` before any is used), the same bytes per datagram,
+        with one `encrypt_into` call per row and the header work done once for all rows.
+        The packet-ids are taken before the first encryption, so an exception part-way never
+        lets a nonce be used twice. `ValueError` (bad peer-id) and `PacketIdExhausted` leave
+        the rows and the counter unchanged."""
+        count = rows.count
+        first = self._send_pid + 1
+        last = first + count - 1
+        if last > PACKET_ID_MAX:
+            raise PacketIdExhausted("packet ID roll over: renegotiate the data channel key")
+        if peer_id is None:
+            plains, outs, aads = rows.stamp(self._v1_op, False, first)
+        else:
+            if not 0 <= peer_id <= NO_PEER_ID:
+                raise ValueError(f"peer-id {peer_id} does not fit in 24 bits")
+            plains, outs, aads = rows.stamp(self._v2_word | peer_id, True, first)
+        self._send_pid = last
+        nonce = self._send_nonce
+        pack = _PACKET_ID.pack_into
+        encrypt_into = self._encrypt_into
+        pid = first
+        for plain, out, aad in zip(plains, outs, aads, strict=True):
+            pack(nonce, 0, pid)
+            encrypt_into(nonce, plain, aad, out)
+            pid += 1
+        rows.sealed()
+        self.sealed += count
 
     def open(self, buf: Buffer, now: float) -> bool:
         """Authenticate and decrypt the datagram in `buf` in place; True leaves the plaintext.

@@ -10,11 +10,14 @@ does), and check the packet-id limit inline rather than through a method call.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from core import Buffer
 from tunnel.protocol.constants import KEY_ID_MASK, OPCODE_SHIFT, Opcode
 from tunnel.protocol.replay import ReplayWindow
+
+if TYPE_CHECKING:
+    from tunnel.protocol.datachannel import SealRows
 
 __all__ = [
     "PACKET_ID_MAX",
@@ -96,7 +99,14 @@ class DataCipherKey:
         """
         return self._send_pid >= PACKET_ID_WRAP_TRIGGER
 
+    seals_rows = False
+    """True for a kind with `seal_rows` (many datagrams in one batch: DataKey)."""
+
     def seal(self, buf: Buffer, peer_id: int | None) -> None:
+        raise NotImplementedError
+
+    def seal_rows(self, rows: SealRows, peer_id: int | None) -> None:
+        """Many datagrams at once (only where `seals_rows`)."""
         raise NotImplementedError
 
     def open(self, buf: Buffer, now: float) -> bool:

@@ -30,6 +30,7 @@ from tunnel.protocol.clientconfig import ClientConfig
 from tunnel.protocol.codec import ControlPacket, read_control, write_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
+from tunnel.protocol.datachannel import SegmentRows
 from tunnel.protocol.deadlines import DeadlineHeap
 from tunnel.protocol.drops import (
     AUTH_FAILED,
@@ -523,6 +524,32 @@ class Server:
         traffic = session.traffic
         traffic.link_tx += sealed
         traffic.link_tx_packets += 1
+        self._touched[session.memory] = None
+        return session.remote_addr
+
+    def seal_segments(self, rows: SegmentRows, now: float) -> Address | None:
+        """`encrypt` for all segments of one TSO super-packet (one flow: routed once); the
+        address to send the run to, or None with nothing done (the caller takes the segments
+        one by one through `encrypt`, which counts what it must)."""
+        destination = rows.destination
+        entry = self._by_vip.get(destination)
+        if entry is None and self._iroutes:
+            entry = self._iroutes.lookup(destination)
+        if entry is None:
+            return None
+        session = entry.session
+        if not session.seal_segments(rows, now):
+            return None
+        count = rows.count
+        plain = rows.plain_bytes
+        sealed = plain + count * rows.overhead
+        traffic = self.traffic
+        traffic.tun_rx += plain
+        traffic.link_tx += sealed
+        traffic.link_tx_packets += count
+        traffic = session.traffic
+        traffic.link_tx += sealed
+        traffic.link_tx_packets += count
         self._touched[session.memory] = None
         return session.remote_addr
 

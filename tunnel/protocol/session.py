@@ -26,8 +26,9 @@ from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import Compression
 from tunnel.protocol.constants import OCC_MAGIC, PING_MAGIC, Opcode
 from tunnel.protocol.control_channel import ControlChannel
-from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
+from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD, SegmentRows
 from tunnel.protocol.datacipher import DataCipherKey, make_data_key
+from tunnel.protocol.datakey import PACKET_ID_MAX
 from tunnel.protocol.deferred_auth import DeferredAuth
 from tunnel.protocol.drops import AUTH_FAILED, MALFORMED, NO_SESSION, REPLAY
 from tunnel.protocol.errors import HandshakeError, ProtocolError, SessionEnd
@@ -383,6 +384,25 @@ class Session:
         if comp is not None:
             comp.frame(buf)
         key.seal(buf, self.tx_peer_id)
+        self.last_tx = now
+        return True
+
+    def seal_segments(self, rows: SegmentRows, now: float) -> bool:
+        """`encrypt` for all segments of one TSO super-packet at once (tunnel/io/tso_rows.py).
+        False, with nothing done, when this session cannot (no key yet, a key kind without
+        `seal_rows`, compression, or fewer packet-ids left than segments): the caller then
+        takes the segments one by one through `encrypt`. No mssfix: a super-packet is never
+        a SYN (`SuperCut.load` refuses those)."""
+        key = self.ring.current
+        if (
+            key is None
+            or not key.seals_rows
+            or self.comp is not None
+            or key.send_packet_id + rows.count > PACKET_ID_MAX
+        ):
+            return False
+        rows.fill()
+        key.seal_rows(rows, self.tx_peer_id)
         self.last_tx = now
         return True
 

@@ -1,0 +1,145 @@
+"""TSO super-packets sealed in batch (tunnel/io/tso_rows.py + DataKey.seal_rows): every
+datagram is byte for byte what cutting the super-packet with the kernel's segmentation
+(`offload.split_gso`) and sealing each segment with `DataKey.seal` gives, packet-ids included,
+and the peer opens them. No root: frames built here; the GSO send over loopback UDP."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import pytest
+
+from core import BufferPool
+from tests.io.test_tso import super4
+from tunnel.io.gso import GsoSender, enable_gro, gro_segment_size
+from tunnel.io.offload import VNET_HDR_SIZE, split_gso
+from tunnel.io.tso_rows import SuperCut
+from tunnel.protocol.datachannel import DataKey
+from tunnel.protocol.datakey import PACKET_ID_MAX, PacketIdExhausted
+from tunnel.protocol.prf import DirectionKey
+from tunnel.protocol.replay import ReplayWindow
+from tunnel.runtime import make_frame
+
+pytest.importorskip("numpy")
+
+
+def keys(cipher: str = "AES-256-GCM") -> tuple[DataKey, DataKey, DataKey]:
+    """A sender, a second sender with the same keys (the reference), and the receiver."""
+    length = 16 if cipher == "AES-128-GCM" else 32
+    a = DirectionKey(os.urandom(length), os.urandom(8))
+    b = DirectionKey(os.urandom(length), os.urandom(8))
+    made = [DataKey(key_id=2, cipher=cipher, encrypt=a, decrypt=b, replay=ReplayWindow())
+            for _ in range(2)]
+    rx = DataKey(key_id=2, cipher=cipher, encrypt=b, decrypt=a, replay=ReplayWindow(256))
+    return made[0], made[1], rx
+
+
+def reference(frame: bytearray, key: DataKey, peer_id: int | None) -> list[bytes]:
+    pool = BufferPool(make_frame(), 2)
+    out = []
+    for segment in split_gso(memoryview(frame)):
+        buf = pool.acquire()
+        buf.append(segment)
+        key.seal(buf, peer_id)
+        out.append(bytes(buf.data))
+        pool.release(buf)
+    return out
+
+
+def batch(cut: SuperCut, frame: bytearray, key: DataKey, peer_id: int | None) -> list[bytes]:
+    assert cut.load(memoryview(frame), len(frame) - VNET_HDR_SIZE)
+    cut.fill()
+    key.seal_rows(cut, peer_id)
+    return [bytes(d) for d in cut.datagrams()]
+
+
+@pytest.mark.parametrize("mss,length", [(1448, 1448 * 45), (1348, 64000), (1388, 1389),
+                                        (1000, 999), (1000, 3000), (536, 65000 - 52)])
+@pytest.mark.parametrize("options", [b"", bytes([1, 1, 8, 10]) + bytes(8)])
+@pytest.mark.parametrize("peer_id", [7, None])
+def test_rows_are_the_segments_sealed_one_by_one(mss: int, length: int, options: bytes,
+                                                 peer_id: int | None) -> None:
+    sender, twin, rx = keys()
+    cut = SuperCut()
+    rng = random.Random(mss + length)
+    for flags in (0x18, 0x19 | 0x80, 0x10):  # PSH, FIN+PSH+CWR, plain ACK; the cut is reused
+        payload = rng.randbytes(length)
+        frame = super4(payload, mss, flags=flags, options=options)
+        expected = reference(bytearray(frame), twin, peer_id)
+        ours = batch(cut, frame, sender, peer_id)
+        assert ours == expected
+        assert cut.segment() == len(ours[0]) or len(ours) == 1
+        assert all(len(d) == cut.segment() for d in ours[:-1])
+        assert cut.plain_bytes + cut.count * cut.overhead == sum(map(len, ours))
+    assert sender.send_packet_id == twin.send_packet_id == sender.sealed
+    pool = BufferPool(make_frame(), 2)
+    for datagram in ours:  # and the peer opens them
+        buf = pool.acquire()
+        buf.append(datagram)
+        assert rx.open(buf, 1.0)
+        pool.release(buf)
+
+
+def test_chacha_and_aes128_too() -> None:
+    for cipher in ("CHACHA20-POLY1305", "AES-128-GCM"):
+        sender, twin, _rx = keys(cipher)
+        frame = super4(os.urandom(20000), 1400)
+        assert batch(SuperCut(), frame, sender, 1) == reference(bytearray(frame), twin, 1)
+
+
+def test_what_this_path_does_not_cut_is_refused() -> None:
+    cut = SuperCut()
+    frame = super4(b"x" * 3000, 1000)
+    frame[VNET_HDR_SIZE + 9] = 17  # not TCP
+    assert not cut.load(memoryview(frame), len(frame) - VNET_HDR_SIZE)
+    assert not cut.load(memoryview(super4(b"x" * 3000, 999)), 3000 + 40)  # odd MSS
+    assert not cut.load(memoryview(super4(b"x" * 3000, 0)), 3000 + 40)  # no segment size
+    syn = super4(b"x" * 3000, 1000, flags=0x12)
+    assert not cut.load(memoryview(syn), len(syn) - VNET_HDR_SIZE)
+    tiny = super4(b"x" * 60000, 100)  # 600 segments: the per-segment way
+    assert not cut.load(memoryview(tiny), len(tiny) - VNET_HDR_SIZE)
+
+
+def test_packet_id_limit_is_checked_before_anything() -> None:
+    sender, _twin, _rx = keys()
+    sender._send_pid = PACKET_ID_MAX - 3
+    cut = SuperCut()
+    frame = super4(os.urandom(5000), 1000)  # 5 segments: one more than are left
+    assert cut.load(memoryview(frame), len(frame) - VNET_HDR_SIZE)
+    cut.fill()
+    with pytest.raises(PacketIdExhausted):
+        sender.seal_rows(cut, 1)
+    assert sender.send_packet_id == PACKET_ID_MAX - 3 and sender.sealed == 0
+    sender._send_pid = 10
+    with pytest.raises(ValueError):
+        sender.seal_rows(cut, 1 << 24)
+    assert sender.send_packet_id == 10 and sender.sealed == 0
+
+
+def test_rows_leave_as_gso_runs_and_arrive_whole() -> None:
+    """`GsoSender.send_rows`: the row views as the iov of one sendmsg per run (two runs for
+    a 64 KB super-packet), every datagram arriving as it was sealed."""
+    sender, twin, _rx = keys()
+    cut = SuperCut()
+    frame = super4(os.urandom(1348 * 47 + 100), 1348, options=bytes([1, 1, 8, 10]) + bytes(8))
+    expected = reference(bytearray(frame), twin, 5)
+    batch(cut, frame, sender, 5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        gro = enable_gro(rx)
+        rx.settimeout(2)
+        gso = GsoSender(tx)
+        gso.send_rows(cut.datagrams(), cut.segment(), rx.getsockname())
+        assert gso.sent == len(expected) and not gso.dropped
+        got: list[bytes] = []
+        while len(got) < len(expected):
+            data, anc, _flags, _addr = rx.recvmsg(65536, socket.CMSG_SPACE(4))
+            step = gro_segment_size(anc, len(data)) if gro else len(data)
+            got.extend(data[i : i + step] for i in range(0, len(data), step))
+        assert got == expected
+        if gso.enabled:
+            assert gso.runs == 2  # 48 datagrams of 1424 bytes: two runs under 64 KB
