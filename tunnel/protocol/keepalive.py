@@ -72,6 +72,17 @@ class Keepalive:
         if self.ping_restart > 0:
             yield last_rx + self.ping_restart
 
+    def next_deadline(self, last_rx: float, last_tx: float, sending: bool) -> float | None:
+        """The earliest of `deadlines()` (None: neither applies), without a generator: a
+        server asks this once per session per timer fire."""
+        ping, restart = self.ping, self.ping_restart
+        at = last_tx + ping if ping > 0 and sending else None
+        if restart > 0:
+            due = last_rx + restart
+            if at is None or due < at:
+                at = due
+        return at
+
 
 class OccKind(Enum):
     REQUEST = OCC_REQUEST

@@ -207,6 +207,8 @@ class ReliableLayer:
         ``seal`` (in place, in the pooled buffer it was built in) when one is given.
         """
         self._now = now
+        if not (self._in_flight or self._waiting or self._pending_acks):
+            return []  # an established key's layer between handshakes: every timer fire asks
         self._open_window(now)
         out: list[bytes] = []
         for entry in list(self._in_flight.values()):

@@ -570,19 +570,24 @@ class Server:
         out = self._stateless_out
         self._stateless_out = []
         touched, self._to_flush = self._to_flush, {}
+        retime = self._to_retime
         for session in touched:
             datagrams = session.datagrams_to_send(now)
             if datagrams:
                 addr = session.remote_addr
-                traffic = session.traffic
+                size = 0
                 for datagram in datagrams:
                     out.append((datagram, addr))
-                    traffic.link_tx += len(datagram)
+                    size += len(datagram)
+                traffic = session.traffic
+                traffic.link_tx += size
                 traffic.link_tx_packets += len(datagrams)
-            self._to_retime[session] = None  # sending arms its retransmit timers
+            retime[session] = None  # sending arms its retransmit timers
         if out:
-            self.traffic.link_tx += sum(len(datagram) for datagram, _ in out)
-            self.traffic.link_tx_packets += len(out)
+            traffic = self.traffic
+            for datagram, _addr in out:
+                traffic.link_tx += len(datagram)
+            traffic.link_tx_packets += len(out)
         return out
 
     def get_timer(self) -> float | None:

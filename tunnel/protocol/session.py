@@ -488,21 +488,26 @@ class Session:
     def get_timer(self) -> float | None:
         if self.closed is not None:
             return None
-        deadlines = [d for d in (k.next_deadline() for k in self.keys) if d is not None]
-        deadlines.extend(self.keepalive.deadlines(self.last_rx, self.last_tx,
-                                                  self.ring.current is not None))
+        # The earliest of every deadline, without building a list: a server asks once per
+        # session per timer fire (a keepalive), so this is the idle server's per-client cost.
+        ring = self.ring
+        at = self.keepalive.next_deadline(self.last_rx, self.last_tx, ring.current is not None)
+        for key in self.keys:
+            d = key.next_deadline()
+            if d is not None and (at is None or d < at):
+                at = d
         push_client, push_server = self.push_client, self.push_server
-        for extra in (
+        for d in (
             push_client.next_request if push_client is not None else None,
             push_server.close_at if push_server is not None else None,
             self.rekey.at,
             self.deferred_auth.deadline,
-            self.ring.deadline(),
+            ring.deadline(),
             self._send_switch_at,
         ):
-            if extra is not None:
-                deadlines.append(extra)
-        return min(deadlines) if deadlines else None
+            if d is not None and (at is None or d < at):
+                at = d
+        return at
 
     def handle_timer(self, now: float) -> None:
         if self.closed is not None:
