@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import os
 import tracemalloc
 from collections.abc import Iterator
@@ -29,15 +30,20 @@ from tunnel.protocol.replay import ReplayWindow
 VECTORS = [pytest.param(v, id=f"{v.cipher}-{v.auth}") for v in ALL]
 
 
-def cbc_frame(auth: str = "SHA512", tun_mtu: int = 1500) -> Frame:
+MIXED = ("AES-256-GCM", "AES-256-CBC")
+CBC_ONLY = ("AES-256-CBC",)
+
+
+def cbc_frame(auth: str = "SHA512", tun_mtu: int = 1500,
+              ciphers: tuple[str, ...] = MIXED) -> Frame:
     builder = FrameBuilder(tun_mtu=tun_mtu)
-    register_data_ciphers(builder, ["AES-256-GCM", "AES-256-CBC"], auth)
+    register_data_ciphers(builder, ciphers, auth)
     return builder.finalize()
 
 
-@pytest.fixture
-def pool() -> Iterator[BufferPool]:
-    p = BufferPool(cbc_frame(), 8)
+@pytest.fixture(params=[MIXED, CBC_ONLY], ids=["with-aead", "cbc-only"])
+def pool(request: pytest.FixtureRequest) -> Iterator[BufferPool]:
+    p = BufferPool(cbc_frame(ciphers=request.param), 8)
     yield p
     assert p.stats.in_use == 0, "a test leaked a pool buffer"
 
@@ -161,10 +167,22 @@ def test_round_trip_every_size_and_both_opcodes(cipher: str, auth: str) -> None:
     assert pool.stats.in_use == 0
 
 
+def test_a_cbc_only_frame_has_no_aead_room() -> None:
+    """`data-ciphers AES-256-CBC`: the pool frame registers the shared words and CBC's room,
+    not the AEAD tag's (stock sizes its buffers for the ciphers it may use)."""
+    names = {reg.name for reg in cbc_frame(ciphers=CBC_ONLY).registrations}
+    assert {"opcode+peer-id", "packet-id", "cbc-hmac+iv", "cbc-padding"} <= names
+    assert not {"aead-tag", "aead-assembly"} & names
+    mixed = {reg.name for reg in cbc_frame(ciphers=MIXED).registrations}
+    assert {"aead-tag", "cbc-padding"} <= mixed
+    gcm = {reg.name for reg in cbc_frame(ciphers=("AES-256-GCM",)).registrations}
+    assert "aead-tag" in gcm and "cbc-padding" not in gcm
+
+
 def test_a_max_size_datagram_fits_a_received_buffer() -> None:
     """The frame's tailroom covers a full datagram placed at the headroom plus update slack."""
-    for auth in HMAC_DIGESTS:
-        frame = cbc_frame(auth)
+    for auth, ciphers in itertools.product(HMAC_DIGESTS, (MIXED, CBC_ONLY)):
+        frame = cbc_frame(auth, ciphers=ciphers)
         client, server = pair("AES-256-CBC", auth)
         pool = BufferPool(frame, 2)
         buf = pool.acquire()

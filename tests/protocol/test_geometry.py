@@ -59,7 +59,8 @@ def _before(mssfix: int, mode: str, proto: str, tunnel: int, inner_v6: bool) -> 
 
 @pytest.mark.parametrize("proto", ["UDPv4", "UDPv6", "TCPv4_CLIENT", "TCPv6_SERVER"])
 @pytest.mark.parametrize("mode", ["mtu", "payload", "fixed"])
-@pytest.mark.parametrize(("cipher", "auth"), [("AES-256-GCM", "SHA1"), ("AES-128-CBC", "SHA256")])
+@pytest.mark.parametrize(("cipher", "auth"),
+                         [("AES-256-GCM", "SHA1"), ("CHACHA20-POLY1305", "SHA1")])
 def test_mss_is_what_it_was_and_what_stock_computes(
     proto: str, mode: str, cipher: str, auth: str
 ) -> None:
@@ -78,6 +79,52 @@ def test_mss_is_what_it_was_and_what_stock_computes(
             assert mss == before
         if mode == "fixed":
             assert mss == 1450 - (60 if v6 else 40)  # mss.c: mssfix - (20 + 20) (+20 for v6)
+
+
+# What stock 2.6.14 computes for the same config on both sides: "Data Channel MTU parms
+# [ mss_fix:N" at verb 4 (client and server alike), two stock peers in a netns, proto/mssfix/
+# data-ciphers/auth/comp-lzo/compress as given (the IPv4 value; stock takes 20 off for IPv6).
+STOCK_MSS = [
+    # cipher, auth, proto, mssfix, mode, compression, mss_fix
+    ("AES-256-CBC", "SHA1", "UDPv4", 1492, "mtu", None, 1379),
+    ("AES-128-CBC", "SHA256", "UDPv4", 1492, "mtu", None, 1363),
+    ("AES-256-CBC", "SHA512", "UDPv4", 1492, "mtu", None, 1331),
+    ("AES-256-CBC", "SHA1", "UDPv4", 1450, "mtu", None, 1331),
+    ("AES-256-CBC", "SHA1", "TCPv4_CLIENT", 1492, "mtu", None, 1363),
+    ("AES-256-CBC", "SHA1", "UDPv6", 1492, "mtu", None, 1347),
+    ("AES-256-CBC", "SHA1", "UDPv4", 1400, "payload", None, 1315),
+    ("AES-256-CBC", "SHA1", "UDPv4", 1400, "fixed", None, 1360),
+    ("AES-256-CBC", "SHA1", "UDPv4", 1492, "mtu", "stub", 1378),  # comp-lzo no
+    ("AES-256-CBC", "SHA1", "UDPv4", 1492, "mtu", "stub-v2", 1379),  # compress stub-v2
+    ("AES-256-GCM", "SHA1", "UDPv4", 1492, "mtu", "stub", 1399),
+    ("AES-256-GCM", "SHA1", "UDPv4", 1492, "mtu", "stub-v2", 1400),
+]
+
+
+@pytest.mark.parametrize(("cipher", "auth", "proto", "mssfix", "mode", "compression", "mss"),
+                         STOCK_MSS)
+def test_mss_is_what_the_stock_binary_computes(cipher: str, auth: str, proto: str,
+                                               mssfix: int, mode: str,
+                                               compression: str | None, mss: int) -> None:
+    """CBC: the room left for the encrypted part is rounded down to whole blocks less the one
+    padding byte (mss.c: adjust_payload_max_cbc), the packet-id counted inside it; a v2
+    framing adds nothing (mtu.c: frame_calculate_payload_overhead)."""
+    link_framing = register_stream_framing if proto.startswith("TCP") else None
+    frame = data_frame(cipher, auth=auth, compression=compression, link_framing=link_framing)
+    for v6, expected in ((False, mss), (True, mss - 20)):
+        got = mss_for(mssfix, frame, outer_overhead=outer_overhead(proto), inner_ipv6=v6,
+                      mode=mode)  # type: ignore[arg-type]
+        assert got == expected, (v6, frame.describe())
+
+
+def test_a_cbc_session_clamps_as_stock() -> None:
+    pair = Pair(client_ciphers=("AES-256-CBC",), server_ciphers=("AES-256-CBC",))
+    pair.connect()
+    session = pair.client.session
+    assert session is not None and session.cipher == "AES-256-CBC"
+    assert (session._mss_v4, session._mss_v6) == (1379, 1359)  # stock: mss_fix:1379
+    [server_side] = pair.server.sessions
+    assert (server_side._mss_v4, server_side._mss_v6) == (1379, 1359)
 
 
 def test_a_session_clamps_to_the_negotiated_frame() -> None:

@@ -47,6 +47,7 @@ from tunnel.protocol.replay import ReplayWindow
 __all__ = [
     "CBC_BLOCK_SIZE",
     "CBC_CIPHERS",
+    "CBC_PADDING",
     "HMAC_DIGESTS",
     "CbcDirectionKey",
     "CbcHmacKey",
@@ -57,6 +58,9 @@ __all__ = [
 
 CBC_BLOCK_SIZE: Final = 16
 """AES block = IV size = the most PKCS#7 padding adds."""
+CBC_PADDING: Final = "cbc-padding"
+"""The registration of the PKCS#7 padding (its expansion is the block size): the MSS clamp
+rounds to it (mssfix.mss_for)."""
 CBC_CIPHERS: Final[dict[str, int]] = {"AES-128-CBC": 16, "AES-192-CBC": 24, "AES-256-CBC": 32}
 """OpenVPN cipher name -> key length in bytes."""
 HMAC_DIGESTS: Final[dict[str, int]] = {
@@ -92,7 +96,7 @@ def register_cbc(builder: FrameBuilder, digest: str) -> None:
     """
     head = HMAC_DIGESTS[digest] + CBC_BLOCK_SIZE
     builder.reserve("cbc-hmac+iv", headroom=head)
-    builder.reserve("cbc-padding", expansion=CBC_BLOCK_SIZE)
+    builder.reserve(CBC_PADDING, expansion=CBC_BLOCK_SIZE)
     builder.reserve(
         "cbc-assembly", tailroom=_UPDATE_SLACK + head + _OP_PEER_ID_SIZE + _PACKET_ID_SIZE
     )

@@ -30,7 +30,9 @@ from typing import Final
 from core import BoundsError, Buffer, FrameBuilder
 
 __all__ = [
+    "COMPRESSION",
     "COMPRESSION_KINDS",
+    "COMPRESSION_V2",
     "COMP_MAX_OVERHEAD",
     "NON_STUB_KINDS",
     "Compression",
@@ -38,6 +40,12 @@ __all__ = [
     "register_compression",
 ]
 
+COMPRESSION: Final = "compression"
+"""The registration of a v1 framing (one byte: a prefix, or the swapped byte)."""
+COMPRESSION_V2: Final = "compression-v2"
+"""The registration of a v2 framing: two bytes only for a payload that starts like its
+indicator (never an IP packet), so stock's MSS leaves it out (mtu.c:
+frame_calculate_payload_overhead), where a buffer must still have room for it."""
 COMPRESSION_KINDS: Final = ("lzo", "stub", "swap-stub", "lz4", "stub-v2", "lz4-v2")
 NON_STUB_KINDS: Final = frozenset({"lzo", "lz4", "lz4-v2"})
 """Kinds that can carry compressed packets (the others are stubs: framing only)."""
@@ -87,10 +95,13 @@ def register_compression(builder: FrameBuilder, kind: str | None) -> None:
     if kind is None:
         return
     if kind == "any":
-        builder.reserve("compression", headroom=max(_PREFIX.values()), expansion=1)
+        builder.reserve(COMPRESSION, headroom=max(_PREFIX.values()), expansion=1)
+        return
+    if kind in ("stub-v2", "lz4-v2"):
+        builder.reserve(COMPRESSION_V2, headroom=_PREFIX[kind])
         return
     swap = kind in ("swap-stub", "lz4")
-    builder.reserve("compression", headroom=0 if swap else _PREFIX[kind], expansion=int(swap))
+    builder.reserve(COMPRESSION, headroom=0 if swap else _PREFIX[kind], expansion=int(swap))
 
 
 def _lz4_decompress(data: memoryview, limit: int) -> bytes:

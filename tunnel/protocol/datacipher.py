@@ -88,10 +88,15 @@ def register_data_ciphers(
 ) -> None:
     """Register the geometry of every kind any of `ciphers` needs (the negotiation comes later).
 
-    The AEAD registrations (op/peer-id, packet-id, tag, assembly) are always made: they hold
-    the words every kind shares. CBC adds its own when a CBC cipher may be used.
+    The words every kind shares (op/peer-id, packet-id) always; the AEAD tag and assembly room
+    only when an AEAD cipher may be used, CBC's only when a CBC cipher may (a CBC-only config,
+    `data-ciphers AES-256-CBC`, never needs a tag's room: negotiation picks from this list).
     """
-    register_data_channel(builder)
+    ciphers = list(ciphers)
+    if not ciphers or any(is_aead(c) for c in ciphers):
+        register_data_channel(builder)  # the shared words included
+    else:
+        register_shared_words(builder)
     if any(not is_aead(c) for c in ciphers):
         register_cbc(builder, auth.upper())
 

@@ -4,7 +4,10 @@ A full-size TCP segment inside the tunnel plus the tunnel's overhead would excee
 and be fragmented by the outer IP layer. OpenVPN therefore rewrites the MSS option of TCP SYNs
 passing through, in both directions, so that both ends choose segments that fit. The default
 `mssfix 1492` counts the outer IP/UDP headers ("mtu" mode): over IPv4 with AES-GCM and
-P_DATA_V2 that is 1492 - 28 - 24 - 40 = 1400 for IPv4 inside, 20 less for IPv6 inside.
+P_DATA_V2 that is 1492 - 28 - 24 - 40 = 1400 for IPv4 inside, 20 less for IPv6 inside. With a
+CBC cipher stock rounds the room for the encrypted part down to whole blocks and keeps one byte
+for the padding (mss.c: adjust_payload_max_cbc): AES-256-CBC + SHA1 gives 1379, not 1492 - 28
+- 60 - 40 = 1364 (a full padding block assumed).
 
 `clamp_mss` is on the data path: the common case (not a TCP SYN) is rejected after a few byte
 reads; only SYNs are parsed further.
@@ -15,7 +18,10 @@ from __future__ import annotations
 from typing import Literal
 
 from core import Frame
+from tunnel.protocol.cbc import CBC_PADDING
 from tunnel.protocol.checksum import adjust
+from tunnel.protocol.compress import COMPRESSION, COMPRESSION_V2
+from tunnel.protocol.datachannel import PACKET_ID_SIZE
 from tunnel.protocol.geometry import IPV4_HEADER, IPV6_HEADER, TCP_HEADER
 
 _TCP = 6
@@ -37,19 +43,46 @@ def mss_for(
 ) -> int:
     """The MSS keeping a packet within `mssfix` bytes (mss.c: frame_calculate_mssfix).
 
-    `frame` is the data frame of what was negotiated (`geometry.data_frame`): its `overhead`
-    is what a data packet adds on the wire. `mode` says what `mssfix` counts: "mtu" the whole
-    outer IP datagram (`outer_overhead`, the kernel's IP + UDP/TCP headers, on top of the
-    frame), "payload" the UDP/TCP payload (`mssfix N` without a flag), "fixed" the inner IP
-    packet alone. The inner IPv4 (or IPv6) and TCP headers, without options, come off last.
+    `frame` is the data frame of what was negotiated (`geometry.data_frame`). `mode` says what
+    `mssfix` counts: "mtu" the whole outer IP datagram (`outer_overhead`, the kernel's IP +
+    UDP/TCP headers, on top of the frame), "payload" the UDP/TCP payload (`mssfix N` without a
+    flag), "fixed" the inner IP packet alone. As stock: the packet's headers come off the
+    target, a CBC cipher rounds what is left down to whole blocks less the one padding byte
+    always there, then the bytes inside the encryption before the IP packet (the framing's
+    byte, CBC's packet-id) and the inner IPv4 (or IPv6) and TCP headers without options.
     """
     inner_headers = (IPV6_HEADER if inner_ipv6 else IPV4_HEADER) + TCP_HEADER
-    target = mssfix
-    if mode != "fixed":
-        target -= frame.overhead
-        if mode == "mtu":
-            target -= outer_overhead
-    return target - inner_headers
+    if mode == "fixed":
+        return mssfix - inner_headers
+    header, payload, block = _stock_overheads(frame)
+    target = mssfix - header
+    if mode == "mtu":
+        target -= outer_overhead
+    if block:
+        target = target // block * block - 1
+    return target - payload - inner_headers
+
+
+def _stock_overheads(frame: Frame) -> tuple[int, int, int]:
+    """The frame's overhead as stock splits it for the MSS: (protocol header, payload
+    overhead, CBC block or 0). mtu.c: frame_calculate_protocol_header_size (link framing,
+    opcode/peer-id, packet-id unless CBC, tag or IV + HMAC) and
+    frame_calculate_payload_overhead (one byte for a v1 framing, none for v2, CBC's
+    packet-id: it is encrypted with the payload); the padding is the block rounding."""
+    header, payload, block = frame.overhead, 0, 0
+    for reg in frame.registrations:
+        if reg.name == CBC_PADDING:
+            block = reg.expansion
+            header -= block
+        elif reg.name == COMPRESSION:
+            header -= reg.headroom + reg.expansion
+            payload += 1
+        elif reg.name == COMPRESSION_V2:
+            header -= reg.headroom
+    if block:
+        header -= PACKET_ID_SIZE
+        payload += PACKET_ID_SIZE
+    return header, payload, block
 
 
 def clamp_mss(packet: memoryview, mss_v4: int, mss_v6: int) -> bool:
