@@ -89,3 +89,31 @@ def test_ping_payload_is_consumed_not_forwarded() -> None:
     assert pair.to_server_tun == []  # pings never reach the TUN device
 
 
+
+
+def test_an_idle_server_session_takes_the_keepalive_only_timer_round_and_leaves_it() -> None:
+    """An established, idle server session's timer runs only the keepalive (the steady round):
+    its ping still goes out after `ping` seconds of sending nothing, a renegotiation still
+    starts when reneg-sec is due, and during it the full round runs again."""
+    pair = Pair(timers=Timers(ping=10, ping_restart=60))
+    pair.connect()
+    session = pair.server.sessions[0]
+    assert session._steady(pair.now)
+    received = pair.client.session.last_rx
+    sent = session.last_tx
+    pair.run(12.0)
+    assert session.last_tx >= sent + 10.0  # the server's own ping, on time
+    assert pair.client.session.last_rx > received
+    assert session._steady(pair.now)
+    # reneg-sec due: the steady round must not hide it.
+    assert session.rekey.at is not None
+    session.rekey.at = pair.now + 1.0
+    pair.server.touch(session)  # as the session does when it plans one: the timer re-reads
+    pair.run(0.5)
+    assert session._steady(pair.now)
+    pair.run(1.0)
+    assert not session._steady(pair.now)  # the soft reset is in progress: the full round
+    pair.run(5.0)
+    assert session.primary.key_id == 1 and session.renegotiations >= 1
+    # The old key stays as the lame duck until tran-window: the full round expires it.
+    assert session.ring.lame_duck is not None and not session._steady(pair.now)

@@ -507,6 +507,12 @@ class Session:
     def handle_timer(self, now: float) -> None:
         if self.closed is not None:
             return
+        if self._steady(now):
+            # Only the keepalive can be due (every other step of `_service` is a no-op in this
+            # state, see `_steady`): an idle server's timer fires once per client per `ping`
+            # seconds, and the full service round touched a dozen objects per client.
+            self._keepalive(now)
+            return
         for key in self.keys:
             if key.phase is KeyPhase.ACTIVE:
                 # An active key's input is read when it arrives (receive -> advance), so a
@@ -518,6 +524,41 @@ class Session:
             except HandshakeError as exc:
                 self._handshake_failed(key, str(exc), now)
         self._service(now)
+
+    def _steady(self, now: float) -> bool:
+        """An established server session with nothing in progress: one key state, active, its
+        data key installed and sending, nothing waiting to be read, no lame duck or send
+        switch, the push reply sent, no deferred authentication and no refusal pending, the
+        packet-id far from wrapping and the next renegotiation not yet due. Then every step of
+        `_service` but the keepalive does nothing, and the timer runs only that. Anything
+        else (a renegotiation, a new key, a client session) takes the full round."""
+        keys = self.keys
+        if len(keys) != 1 or self.push_client is not None:
+            return False
+        key = keys[0]
+        send_key = self.ring.current
+        push_server = self.push_server
+        rekey_at = self.rekey.at
+        deferred = self.deferred_auth
+        return (
+            key is self.primary
+            and key.phase is KeyPhase.ACTIVE
+            and key.data_key_installed
+            and not key.inbox
+            and send_key is not None
+            and send_key.key_id == key.key_id
+            and self.ring.next_id is None
+            and self.ring.lame_duck is None
+            and self._send_switch_at is None
+            and not send_key.needs_renegotiation
+            and rekey_at is not None
+            and now < rekey_at
+            and push_server is not None
+            and push_server.replied_at is not None
+            and push_server.close_at is None
+            and deferred.deadline is None
+            and not deferred.pending
+        )
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
