@@ -27,7 +27,9 @@ def server_conf(tmp_path: Path, extra: str = "") -> Path:
 
 @pytest.mark.parametrize(("extra", "why"), [
     ("proto tcp-server\n", "proto tcp"),
-    ("management 127.0.0.1 7505\n", "management"),
+    ("management 127.0.0.1 7505\nmanagement-client-auth\n", "management-client-auth"),
+    ("management 127.0.0.1 7505\nmanagement-up-down\n", "management-up-down"),
+    ("management 127.0.0.1 7505\nmanagement-query-passwords\n", "management-query-passwords"),
     ("client-to-client\n", "client-to-client"),
 ])
 def test_configs_that_need_one_process(tmp_path: Path, extra: str, why: str,
@@ -48,6 +50,11 @@ def test_configs_that_need_one_process(tmp_path: Path, extra: str, why: str,
 def test_udp_config_takes_what_is_asked(tmp_path: Path) -> None:
     cfg = load_config(str(server_conf(tmp_path)))
     assert unsupported_with_workers(cfg) is None
+    # The management interface runs in the supervisor (workers_host.py).
+    (tmp_path / "m").mkdir()
+    with_management = load_config(str(server_conf(
+        tmp_path / "m", "management 127.0.0.1 7505\nmanagement-hold\n")))
+    assert unsupported_with_workers(with_management) is None
     assert unsupported_with_workers(cfg, metrics=True) is not None
     log = logging.getLogger("test-workers")
     assert resolve_workers(cfg, 4, log) == 4

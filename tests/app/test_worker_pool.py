@@ -87,7 +87,9 @@ def test_route_removal_by_a_worker_that_no_longer_owns_it_is_ignored() -> None:
 
 def _snapshot(worker: int, clients: int) -> StatusSnapshot:
     rows = [ClientRow(f"c{worker}-{i}", f"192.0.2.{worker}:{1000 + i}", f"10.8.{worker}.{i}",
-                      10, 20, 1000.0 + i, i, i * 2 + worker, "AES-256-GCM", 1001.0)
+                      # worker w of 2 numbers its clients w, w + 2, ... (unique across workers)
+                      10, 20, 1000.0 + i, i * 2 + worker, i * 2 + worker, "AES-256-GCM",
+                      1001.0)
             for i in range(clients)]
     return StatusSnapshot("title", 1002.0, Traffic(1, 2, 3, 4, 5, 6), PoolStats(8, 1, 2, 3, 4, 0),
                           ArenaCounters(1, 2, 3, 0), DriverStats(udp_rx=5, tun_tx=7), rows,
@@ -99,6 +101,8 @@ def test_merged_status_lists_every_workers_clients_with_unique_ids() -> None:
     merged = merge_snapshots("t", 2000.0, parts)
     assert merged.clients is not None and len(merged.clients) == 4
     assert len({row.client_id for row in merged.clients}) == 4
+    # kept as the workers gave them: the id `status` lists is the one client-kill finds
+    assert sorted(row.client_id for row in merged.clients) == [0, 1, 2, 3]
     assert merged.link.udp_rx == 10 and merged.traffic.link_rx == 2
     assert merged.drops == {"replay": 1}
     text = render_status(merged, 2)

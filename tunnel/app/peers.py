@@ -68,6 +68,7 @@ class PeerRegistry:
         self._by_name: dict[str, dict[int, Peer]] = {}
         self._by_client_id: dict[int, Peer] = {}
         self._next_client_id = 0
+        self._client_id_step = 1
         # Told ("arrived" | "left", peer) as events make them so (log, management).
         self.listeners: list[Callable[[str, Peer], None]] = []
 
@@ -90,7 +91,7 @@ class PeerRegistry:
             return None
         peer = Peer(entry=entry, client_id=self._next_client_id, common_name=name,
                     connected_since=self.clock())
-        self._next_client_id += 1
+        self._next_client_id += self._client_id_step
         self.peers[entry.peer_id] = peer
         self._by_client_id[peer.client_id] = peer
         self._by_name.setdefault(name, {})[entry.peer_id] = peer
@@ -111,6 +112,11 @@ class PeerRegistry:
         for listener in self.listeners:
             listener("left", peer)
         return peer
+
+    def number_from(self, first: int, step: int) -> None:
+        """Client ids `first, first + step, ...` (a worker of a multi-worker server: ids
+        unique across the workers, so the supervisor's status and client-kill use them)."""
+        self._next_client_id, self._client_id_step = first, step
 
     def by_peer_id(self, peer_id: int | None) -> Peer | None:
         return self.peers.get(peer_id) if peer_id is not None else None

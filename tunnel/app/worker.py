@@ -5,16 +5,18 @@ its UDP socket is one of the reuseport group (inherited fd), its TUN device is o
 the multi-queue device the supervisor configured (inherited fd; the supervisor runs up/down
 and keeps the device), its address pool is the supervisor's (`RemotePool`), and it hands out
 only the peer-ids `index, index + N, ...`, which is what the UDP steering program relies on.
-It writes no status file and has no management interface: the supervisor asks it for its
-status over the control socket and merges the workers'.
+Its client ids are `first, first + N, ...` (unique across the workers). It writes no status
+file and has no management interface: the supervisor asks it for its status over the control
+socket and merges the workers', and forwards the management interface's kill commands.
 
     python -m tunnel.app.worker --config FILE --index I --workers N --fds SOCK,TUN,REQ,CTL
-        --tun-name NAME [--vnet-hdr]
+        --tun-name NAME [--vnet-hdr] [--first-client-id C]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import dataclasses
 import ipaddress
@@ -24,14 +26,21 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from tunnel.app.logsetup import setup_logging
+from tunnel.app.management import Management
+from tunnel.app.management.runtime_host import host_for
+from tunnel.app.peers import Peer
 from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
 from tunnel.app.serve import ServerRuntime
 from tunnel.app.worker_ipc import MAX_MESSAGE, RemotePool, decode, encode, snapshot_to_json
 from tunnel.config import TunnelConfig
+from tunnel.config.mgmt_model import ManagementOptions
+from tunnel.io.driver import Driver
 from tunnel.io.loop import new_event_loop
+from tunnel.io.tcp_server import TcpServerDriver
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.events import Event, HandshakeComplete, SessionClosed
 from tunnel.protocol.server import Network, ServerSettings
@@ -54,12 +63,37 @@ class _SharedQueue:
             self.tun = None
 
 
+class _ForwardingManagement:
+    """A worker's stand-in for the management interface, which lives in the supervisor: the
+    per-client notifications (>CLIENT:ESTABLISHED, ...) its `ServerHost` sends are forwarded
+    there and broadcast; the server's state (>STATE:) and the hold are the supervisor's."""
+
+    def __init__(self, options: ManagementOptions, requests: socket.socket) -> None:
+        self.options = dataclasses.replace(options, hold=False, query_passwords=False)
+        self.host: object = None
+        self._requests = requests
+
+    def broadcast(self, *lines: str) -> None:
+        self._requests.send(encode({"op": "notify", "lines": list(lines)}))
+
+    def state(self, name: str, description: str = "", **_where: object) -> None:
+        pass
+
+    async def hold(self) -> None:
+        return
+
+
 class WorkerRuntime(ServerRuntime):
     def __init__(self, cfg: TunnelConfig, log: logging.Logger, *, index: int, workers: int,
                  sock: socket.socket, tun: TunDevice, requests: socket.socket,
-                 control: socket.socket) -> None:
-        super().__init__(cfg, log, lookup(cfg.user, cfg.group))
+                 control: socket.socket, first_client_id: int | None = None) -> None:
+        management = None
+        if cfg.management is not None:
+            management = cast(Management, _ForwardingManagement(cfg.management, requests))
+        super().__init__(cfg, log, lookup(cfg.user, cfg.group), management,
+                         host_factory=host_for if management is not None else None)
         self.index, self.workers = index, workers
+        self.first_client_id = index if first_client_id is None else first_client_id
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
@@ -70,6 +104,11 @@ class WorkerRuntime(ServerRuntime):
             self.privileges_dropped = True
             return
         super().drop_privileges()
+
+    def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | TcpServerDriver:
+        driver = super().prepare(loop)
+        self.peers.number_from(self.first_client_id, self.workers)
+        return driver
 
     def open_link(self) -> socket.socket:
         return self._link
@@ -135,11 +174,13 @@ class WorkerRuntime(ServerRuntime):
             snapshot = self.status_snapshot(self.loop.time())
             answer = snapshot_to_json(snapshot, self.index)
             answer["id"] = message.get("id")
-            self.control.setblocking(True)
+            self._answer(answer)
+        elif op == "kill" and self.loop is not None:
             try:
-                self.control.send(encode(answer))
-            finally:
-                self.control.setblocking(False)
+                killed = self._kill(message)
+            except (TypeError, ValueError, IndexError):
+                killed = 0
+            self._answer({"id": message.get("id"), "killed": killed})
         elif op == "kill_cn" and self.loop is not None:
             server = self.endpoint
             entry = server.table.named(str(message.get("cn")))
@@ -147,6 +188,42 @@ class WorkerRuntime(ServerRuntime):
                 server.kill(entry.session, None, str(message.get("reason", "replaced")),
                             self.loop.time())
                 self._kick_driver()
+
+
+    def _answer(self, answer: dict[str, object]) -> None:
+        self.control.setblocking(True)
+        try:
+            self.control.send(encode(answer))
+        finally:
+            self.control.setblocking(False)
+
+    def _kill(self, message: dict[str, object]) -> int:
+        """The management interface's kill (by CN or real address) and client-kill (by client
+        id), as ServerHost does them in one process; how many sessions it ended."""
+        assert self.loop is not None
+        peers: list[Peer] = []
+        text = None
+        if "cn" in message:
+            peers = self.peers.named(str(message["cn"]))
+            reason = "killed by the management interface"
+        elif "address" in message:
+            address = message["address"]
+            assert isinstance(address, list)
+            entry = self.server.peer_at((str(address[0]), int(address[1])))
+            peer = self.peers.by_peer_id(entry.peer_id) if entry is not None else None
+            peers = [peer] if peer is not None else []
+            reason = "killed by the management interface"
+        elif "cid" in message:
+            cid = message["cid"]
+            peer = self.peers.by_client_id(int(cid)) if isinstance(cid, int) else None
+            peers = [peer] if peer is not None else []
+            text = str(message.get("message", "RESTART"))
+            reason = f"client-kill: {text}"
+        for peer in peers:
+            self.server.kill(peer.session, text, reason, self.loop.time())
+        if peers:
+            self.loop.call_soon(self._kick_driver)  # after the answer, as in one process
+        return len(peers)
 
 
 def _pid() -> int:
@@ -181,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fds", required=True)
     parser.add_argument("--tun-name", required=True)
     parser.add_argument("--vnet-hdr", action="store_true")
+    parser.add_argument("--first-client-id", type=int, default=None)
     parser.add_argument("--script-env", default="{}",
                         help="the supervisor's sticky script variables (JSON)")
     args = parser.parse_args(argv)
@@ -199,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = socket.socket(fileno=req_fd)
     control = socket.socket(fileno=ctl_fd)
     runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,
-                            tun=tun, requests=requests, control=control)
+                            tun=tun, requests=requests, control=control,
+                            first_client_id=args.first_client_id)
     runtime.scripts.sticky.update(
         {str(k): str(v) for k, v in dict(json.loads(args.script_env)).items()})
     loop = new_event_loop()

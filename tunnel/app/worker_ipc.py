@@ -7,8 +7,10 @@ worker parses network input and runs unprivileged, the supervisor may be root):
   the answer, a few microseconds, once per connecting client), `release`, `route`, `ready`
   (not answered);
 - *control* (supervisor -> worker): `status` (answered with the worker's status snapshot on
-  the same socket), `kill_cn` (end this CN's session: a newer connection of it arrived on
-  another worker, and duplicate-cn is off).
+  the same socket), `kill` (the management interface's kill / client-kill: by `cn`,
+  `address` [ip, port] or `cid`; answered with how many sessions it ended), `kill_cn` (end
+  this CN's session: a newer connection of it arrived on another worker, and duplicate-cn
+  is off; not answered). Answers carry the request's `id`.
 """
 
 from __future__ import annotations
@@ -141,13 +143,9 @@ def _sum(cls: Any, items: list[Any]) -> Any:
 
 
 def merge_snapshots(title: str, now: float, parts: list[StatusSnapshot]) -> StatusSnapshot:
-    """One server's status from its workers': counters summed, clients of all of them
-    (client ids made unique: a worker's id times the worker count plus its index)."""
-    count = max(len(parts), 1)
-    clients: list[ClientRow] = []
-    for index, part in enumerate(parts):
-        for row in part.clients or ():
-            clients.append(dataclasses.replace(row, client_id=row.client_id * count + index))
+    """One server's status from its workers': counters summed, clients of all of them (their
+    client ids are unique already: worker i of N numbers its clients i, i + N, ...)."""
+    clients: list[ClientRow] = [row for part in parts for row in part.clients or ()]
     clients.sort(key=lambda row: (row.connected_since, row.client_id))
     drops: dict[str, int] = {}
     for part in parts:

@@ -14,7 +14,10 @@ shared; the workers (worker.py, one `ServerRuntime` each) do everything per clie
   address is handed out twice, a returning CN gets its previous one, ifconfig-pool-persist is
   kept here, and max-clients counts the clients of all workers. Without duplicate-cn a CN that
   connects to one worker while another holds it ends the older session there;
-- the status file: every status interval the workers' snapshots are asked for and merged.
+- the status file: every status interval the workers' snapshots are asked for and merged;
+- the management interface (workers_host.py): status, load-stats, bytecount from the
+  workers' snapshots; kill / client-kill forwarded to the workers; client ids unique across
+  the workers (worker i numbers its clients i, i + N, ...).
 
 All sockets and queues stay open here for the server's life: the steering programs index
 them in the order they were opened, and a closed one would renumber the rest. A worker that
@@ -33,6 +36,7 @@ import ipaddress
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -46,8 +50,16 @@ from tunnel.app.build import build_frame, build_server_settings, build_session_s
 from tunnel.app.ccd import PoolPersistFile, load_pool_persist
 from tunnel.app.device import TunnelDevice, server_device_config
 from tunnel.app.link import format_address, link_name, open_server_sockets
+from tunnel.app.management import Management, ManagementError
 from tunnel.app.privileges import drop, lookup
-from tunnel.app.runtime import EXIT_FAILED, EXIT_OK, StartupError, describe_error, version_line
+from tunnel.app.runtime import (
+    EXIT_FAILED,
+    EXIT_OK,
+    StartupError,
+    describe_error,
+    management_title,
+    version_line,
+)
 from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import StatusWriter, render_status
 from tunnel.app.worker_ipc import (
@@ -57,6 +69,7 @@ from tunnel.app.worker_ipc import (
     merge_snapshots,
     snapshot_from_json,
 )
+from tunnel.app.workers_host import WorkersHost
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.io.steering import SessionSteering, TunSteering
@@ -76,8 +89,13 @@ def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | 
     """Why this config cannot run on several workers (yet), or None."""
     if is_tcp(cfg.proto):
         return f"proto {cfg.proto} (only UDP is steered to workers)"
-    if cfg.management is not None:
-        return "management (the interface belongs to one process)"
+    mgmt = cfg.management
+    if mgmt is not None and mgmt.client_auth:
+        return "management-client-auth (per-client decisions are not forwarded to workers)"
+    if mgmt is not None and mgmt.up_down:
+        return "management-up-down (not with workers yet)"
+    if mgmt is not None and mgmt.query_passwords:
+        return "management-query-passwords (each worker would need the answer)"
     if metrics or cfg.metrics_listen is not None:
         return "metrics-listen (the metrics belong to one process)"
     if cfg.client_to_client:
@@ -252,6 +270,7 @@ class _Worker:
     restarting: bool = False  # told to exit by a restart signal: started again at once
     pidfd: int | None = None  # readable once the process has exited
     pid: int = 0
+    spawns: int = 0  # how often it was started (its client ids differ each time)
     exits: deque[float] = field(default_factory=deque)
     answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
@@ -276,6 +295,7 @@ class Supervisor:
         self.pool: SharedPool | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Future[int] | None = None
+        self.management: Management | None = None
         self.stopping = False
         self._request_id = 0
 
@@ -345,7 +365,9 @@ class Supervisor:
         fds = (sock.fileno(), queue.fileno(), req_child.fileno(), ctl_child.fileno())
         argv = [sys.executable, "-m", "tunnel.app.worker", "--config", self.config_path,
                 "--index", str(worker.index), "--workers", str(self.count),
-                "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name]
+                "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name,
+                "--first-client-id", str(worker.index + self.count * (worker.spawns << 20))]
+        worker.spawns += 1
         if queue.vnet_hdr:
             argv.append("--vnet-hdr")
         if self.scripts.sticky:
@@ -414,6 +436,11 @@ class Supervisor:
             self.pool.release(worker.index, version, str(message["address"]))
         elif op == "route":
             self.pool.route(worker.index, str(message["net"]), bool(message["add"]))
+        elif op == "notify":  # a client notification of the worker's (>CLIENT:...)
+            if self.management is not None:
+                lines = [str(line).replace("\r", " ").replace("\n", " ")
+                         for line in message.get("lines", ())]
+                self.management.broadcast(*lines)
         elif op == "pin":
             self.pool.pin(worker.index, bytes.fromhex(str(message["sid"])),
                           bool(message["add"]))
@@ -423,6 +450,7 @@ class Supervisor:
             if all(w.ever_ready for w in self.workers) and not self._announced:
                 self._announced = True
                 self.log.info("Initialization Sequence Completed")
+                self._management_up()
 
     _announced = False
 
@@ -447,6 +475,68 @@ class Supervisor:
             future = worker.answers.pop(int(answer.get("id", -1)), None)
             if future is not None and not future.done():
                 future.set_result(answer)
+
+    def ask(self, message: dict[str, Any], timeout: float = STATUS_TIMEOUT
+            ) -> list[tuple[int, dict[str, Any]]]:
+        """Ask every running worker `message` and wait for their answers, synchronously (the
+        management commands are): (worker index, answer) of those that answered within
+        `timeout`. Meanwhile the workers' address requests are served (a worker waiting
+        for an address cannot answer) and answers to other requests reach their futures."""
+        waiting: dict[int, _Worker] = {}
+        for worker in self.workers:
+            if not worker.ready or worker.control is None:
+                continue
+            self._request_id += 1
+            try:
+                worker.control.send(encode({**message, "id": self._request_id}))
+            except OSError:
+                continue
+            waiting[self._request_id] = worker
+        answers: list[tuple[int, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            socks = {}
+            for worker in self.workers:
+                for sock in (worker.control, worker.requests):
+                    if sock is not None:
+                        socks[sock.fileno()] = (worker, sock)
+            ready, _, _ = select.select(list(socks), [], [], left)
+            for fd in ready:
+                worker, sock = socks[fd]
+                if sock is worker.requests:
+                    self._on_request(worker)
+                    continue
+                try:
+                    answer = decode(sock.recv(MAX_MESSAGE))
+                except BlockingIOError:
+                    continue
+                except (OSError, ValueError):
+                    waiting = {k: w for k, w in waiting.items() if w is not worker}
+                    continue
+                request = int(answer.get("id", -1))
+                if waiting.pop(request, None) is not None:
+                    answers.append((worker.index, answer))
+                    continue
+                future = worker.answers.pop(request, None)
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        for worker in waiting.values():
+            self.log.warning("worker %d: no answer to a management request", worker.index)
+        return answers
+
+    def _management_up(self) -> None:
+        m = self.management
+        if m is None:
+            return
+        m.state("CONNECTING")
+        local_ip = str(self.cfg.ifconfig.ip) if self.cfg.ifconfig is not None else ""
+        if local_ip:
+            m.state("ASSIGN_IP", local_ip=local_ip)
+        host, port = self.socks[0].getsockname()[:2]
+        m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=(host, port))
 
     def _kill_cn(self, index: int, cn: str) -> None:
         worker = self.workers[index]
@@ -518,6 +608,17 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGUSR2, self._on_status_signal)
         tasks: list[asyncio.Task[None]] = []
         try:
+            if self.cfg.management is not None:
+                management = Management(self.cfg.management, self.log, management_title())
+                try:
+                    await management.open()
+                except ManagementError as exc:
+                    raise StartupError(f"{self.cfg.source}:{self.cfg.line_of('management')}: "
+                                       f"{exc}") from None
+                self.management = management
+                management.host = WorkersHost(self)
+                if self.cfg.management.hold and not await self._hold():
+                    return await self._stop
             try:
                 self.prepare()
             except (ConfigError, OSError) as exc:
@@ -544,6 +645,19 @@ class Supervisor:
             await self._shutdown()
         return code
 
+    async def _hold(self) -> bool:
+        """management-hold: wait for `hold release`; False if a signal ended the wait."""
+        assert self.management is not None and self._stop is not None
+        hold = asyncio.ensure_future(self.management.hold())
+        waiting: list[asyncio.Future[Any]] = [hold, self._stop]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not hold.done():
+            hold.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hold
+            return False
+        return True
+
     def _on_exit_signal(self, signum: int) -> None:
         if self._stop is not None and not self._stop.done():
             self.log.info("%s[hard,] received, process exiting", signal.Signals(signum).name)
@@ -558,6 +672,8 @@ class Supervisor:
         self.log.info("%s[%s,] received, process restarting", name,
                       "hard" if signum == signal.SIGHUP else "soft")
         self._announced = False
+        if self.management is not None:
+            self.management.state("RECONNECTING", name)
         for worker in self.workers:
             if worker.proc is not None and worker.proc.poll() is None:
                 worker.restarting = True
@@ -669,6 +785,10 @@ class Supervisor:
             self.scripts.up_down("down", {**self.device_env, "signal": "sigterm"})
         if self.status is not None:
             self.status.close()
+        if self.management is not None:
+            self.management.state("EXITING", "SIGTERM")
+            await self.management.close()
+            self.management = None
         if self.loop is not None:
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
                            signal.SIGUSR2):
