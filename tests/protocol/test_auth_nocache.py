@@ -8,8 +8,10 @@ from pathlib import Path
 
 from tests.protocol.harness import SERVER_ADDR, Pair
 from tunnel.protocol.client import Client
+from tunnel.protocol.drops import NO_SESSION
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.events import AuthRequested, SessionClosed
+from tunnel.protocol.verdicts import TO_TUN
 
 
 class FileSource:
@@ -144,3 +146,16 @@ def test_a_pushed_auth_token_outlives_the_session_until_refused() -> None:
     assert pair.client.finished is None
     assert pair.client.token_store.token is None
     assert pair.client.session.auth_token is None  # the next session sends the password
+    # ... and gets through, although the refused server session still retransmits its
+    # AUTH_FAILED to the same address while it lingers (stock: only a hard reset starts a
+    # client's session; the rest is "Unroutable control packet").
+    pair.run(8)
+    retry = _requests(pair)[-1]
+    assert (retry.username, retry.password) == ("alice", "secret") and retry is not sent
+    session = pair.server.sessions[-1]
+    assert pair.server.authorize(session, retry.auth_id, True, "", None, pair.now)
+    pair.run(3)
+    assert pair.client.session.send_key is not None, pair.client_events[-3:]
+    sealed = pair.client_sends(b"after the retry")
+    assert sealed is not None and pair.to_server(sealed) == TO_TUN
+    assert pair.client.drops.counts[NO_SESSION] > 0  # the old session's packets, refused

@@ -325,6 +325,16 @@ class Session:
         except ProtocolError:
             self.dropped_control += 1
             return
+        if (self.remote_sid is None and self.is_client
+                and packet.opcode != Opcode.P_CONTROL_HARD_RESET_SERVER_V2):
+            # Only the server's hard reset tells a client which server session it talks to
+            # (ssl.c: tls_pre_decrypt matches the session id, else takes a hard reset; the
+            # rest is "Unroutable control packet"). Otherwise the AUTH_FAILED that our refused
+            # previous session is still being retransmitted from the same server address would
+            # pin this session to that one, and the server's reset to it would be refused.
+            self.dropped_control += 1
+            self.control_drop = NO_SESSION
+            return
         key = self._key_for(packet, now)
         if key is None:
             self.dropped_control += 1
