@@ -13,13 +13,15 @@ import pytest
 
 from core import BufferPool
 from tests.io.test_tso import super4
+from tunnel.io.gro_rows import RunOpener, RunRows
 from tunnel.io.gso import GsoSender, enable_gro, gro_segment_size
-from tunnel.io.offload import VNET_HDR_SIZE, split_gso
+from tunnel.io.offload import VNET_HDR_SIZE, TunCoalescer, split_gso
 from tunnel.io.tso_rows import SuperCut
 from tunnel.protocol.datachannel import DataKey
 from tunnel.protocol.datakey import PACKET_ID_MAX, PacketIdExhausted
 from tunnel.protocol.prf import DirectionKey
 from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.verdicts import DROPPED, TO_TUN
 from tunnel.runtime import make_frame
 
 pytest.importorskip("numpy")
@@ -143,3 +145,77 @@ def test_rows_leave_as_gso_runs_and_arrive_whole() -> None:
         assert got == expected
         if gso.enabled:
             assert gso.runs == 2  # 48 datagrams of 1424 bytes: two runs under 64 KB
+
+
+class KeyEndpoint:
+    """The receiving side of `Client.open_rows` over a bare DataKey: per row, the key's
+    verdict (the session's checks are `Session.open_rows`', tested with the e2e runs)."""
+
+    def __init__(self, key: DataKey) -> None:
+        self.key = key
+
+    def open_rows(self, rows: RunRows, addr: tuple[str, int], now: float) -> list[int] | None:
+        oks = self.key.open_rows(rows, now)
+        if oks is None:
+            return None
+        return [TO_TUN if ok else DROPPED for ok in oks]
+
+
+def gro_run(datagrams: list[bytes]) -> tuple[memoryview, memoryview, int, int]:
+    run = b"".join(datagrams)
+    segment = len(datagrams[0])
+    return memoryview(run), memoryview(run)[segment:], segment, len(run)
+
+
+@pytest.mark.parametrize("peer_id", [3, None])
+def test_a_gro_run_is_opened_in_batch_and_coalesced_into_one_frame(peer_id: int | None) -> None:
+    """Sealed rows -> one GRO run -> RunOpener: one GSO frame whose segments (as the kernel
+    cuts it: split_gso) are exactly the original segments; every packet-id checked."""
+    sender, twin, rx = keys()
+    options = bytes([1, 1, 8, 10]) + bytes(8)
+    frame = super4(os.urandom(1348 * 30), 1348, flags=0x10, options=options)
+    segments = [bytes(s) for s in split_gso(memoryview(bytearray(frame)))]
+    datagrams = batch(SuperCut(), frame, sender, peer_id)
+    frames: list[bytes] = []
+    coalescer = TunCoalescer(lambda f: frames.append(bytes(f)) is None, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    first, rest, segment, size = gro_run(datagrams)
+    assert opener.take(first, rest, segment, size, ("10.0.0.1", 1194), 1.0) == (30, 0)
+    coalescer.flush()
+    assert len(frames) == 1 and coalescer.packets == 30 and coalescer.coalesced == 30
+    assert [bytes(s) for s in split_gso(memoryview(frames[0]))] == segments
+    assert rx.opened == 30
+    # The same run again: authentic, but every packet-id is a replay; nothing is written.
+    frames.clear()
+    assert opener.take(first, rest, segment, size, ("10.0.0.1", 1194), 1.0) == (30, 2)
+    coalescer.flush()
+    assert not frames and rx.replays == 30 and rx.opened == 30
+
+
+def test_a_forged_datagram_in_a_run_is_dropped_alone() -> None:
+    sender, _twin, rx = keys()
+    frame = super4(os.urandom(1000 * 6), 1000, flags=0x10)
+    segments = [bytes(s) for s in split_gso(memoryview(bytearray(frame)))]
+    datagrams = batch(SuperCut(), frame, sender, 1)
+    forged = bytearray(datagrams[2])
+    forged[-1] ^= 1
+    datagrams[2] = bytes(forged)
+    frames: list[bytes] = []
+    coalescer = TunCoalescer(lambda f: frames.append(bytes(f)) is None, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    assert opener.take(*gro_run(datagrams), ("10.0.0.1", 1194), 1.0) == (6, 2)
+    coalescer.flush()
+    assert rx.auth_failures == 1 and rx.opened == 5 and rx.replay.highest == 6
+    delivered = [bytes(s) for f in frames for s in split_gso(memoryview(f))]
+    assert delivered == segments[:2] + segments[3:]
+
+
+def test_a_run_that_is_not_data_is_left_alone() -> None:
+    _sender, _twin, rx = keys()
+    coalescer = TunCoalescer(lambda f: True, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    control = [bytes([0x20]) + os.urandom(99) for _ in range(3)]  # P_CONTROL_V1
+    assert opener.take(*gro_run(control), ("10.0.0.1", 1194), 1.0) == (0, 0)
+    mixed = [bytes([0x48]) + os.urandom(99), bytes([0x49]) + os.urandom(99)]  # two key ids
+    assert opener.take(*gro_run(mixed), ("10.0.0.1", 1194), 1.0) == (0, 0)
+    assert rx.auth_failures == rx.replays == rx.opened == rx.misrouted == 0

@@ -42,6 +42,7 @@ from typing import Final
 
 from core import BoundsError, Buffer, RunPool
 from tunnel.io.device import PacketDevice
+from tunnel.io.gro_rows import RunOpener
 from tunnel.io.gso import GRO_CMSG_SPACE, gro_segment_size
 from tunnel.io.offload import TunCoalescer
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
@@ -178,12 +179,14 @@ class UdpLink:
 
 def inbound_batch(
     link: UdpLink, buf: Buffer, batch: int, receive: Receive, write: Callable[[Buffer], None],
-    now: float, fault: Fault,
+    now: float, fault: Fault, runs: RunOpener | None = None,
 ) -> tuple[int, int, int]:
     """Steps 1-4 of the inbound flow for up to `batch` datagrams (the caller flushes: step 5).
 
-    `buf` is armed at the frame's headroom. Returns (datagrams handed to the endpoint,
-    malformed inputs dropped here, CONTROL | REFUSED bits)."""
+    `buf` is armed at the frame's headroom. `runs`: who opens a GRO run's full-size datagrams
+    in one batch (tunnel/io/gro_rows.py), where the endpoint can; what it does not take goes
+    the per-packet way. Returns (datagrams handed to the endpoint, malformed inputs dropped
+    here, CONTROL | REFUSED bits)."""
     recvmsg_into = link.recvmsg_into
     fd = link.fd
     ipv6 = link.ipv6
@@ -228,7 +231,17 @@ def inbound_batch(
             # the rest in the run before the first datagram is opened over them.
             end = min(size, room)
             run[segment:end] = tail[segment:end]
-        for start in range(0, size, segment):
+        begin = 0
+        if runs is not None and size >= segment * 2 and segment <= room:
+            try:
+                taken, seen = runs.take(tail, run[segment:size], segment, size, addr, now)
+            except Exception as exc:  # a bug: this run is lost (it may be half opened)
+                fault("the handling of a GRO run from the link", exc)
+                taken, seen = size // segment, CONTROL
+            rx += taken
+            kinds |= seen
+            begin = taken * segment
+        for start in range(begin, size, segment):
             reset(headroom)
             if not start:
                 if segment > room:

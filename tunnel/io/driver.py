@@ -28,6 +28,7 @@ from tunnel.io.datapath import (
 )
 from tunnel.io.device import PacketDevice
 from tunnel.io.faults import CallbackFaults
+from tunnel.io.gro_rows import attach_run_opener
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
@@ -133,6 +134,8 @@ class Driver:
         self._output = DeviceOutput(device, self.runs)
         # TSO: a super-packet read from the device is cut, sealed and sent as one run
         # (tunnel/io/tso_rows.py), where the device hands them over and the endpoint can.
+        # GRO runs of data from the peer opened in one batch (tunnel/io/gro_rows.py).
+        self._runs = attach_run_opener(endpoint, self._output.coalescer)
         self._supers = attach_super_sender(device, endpoint, self._gso, self._fault, batch * 2)
         self._running = False
 
@@ -191,7 +194,7 @@ class Driver:
                 buf = arena.take(self.pool)
                 rx, malformed, kinds = inbound_batch(
                     self._link, buf, self.batch, self.endpoint.receive, output.write, now,
-                    self._fault,
+                    self._fault, self._runs,
                 )
             finally:
                 output.flush()

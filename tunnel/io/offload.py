@@ -25,10 +25,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from core import Buffer, Frame, FrameBuilder, RunPool
 from tunnel.protocol.checksum import adjust, pseudo_header_sum
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "COALESCE_RUN_SIZE",
@@ -119,6 +123,8 @@ class TunCoalescer:
     __slots__ = (
         "_ack",
         "_addrs",
+        "_array",
+        "_cols",
         "_count",
         "_frag",
         "_mss",
@@ -156,6 +162,8 @@ class TunCoalescer:
         self._view = self.run.tailroom_view()[:_RUN_LIMIT]
         if len(self._view) < _RUN_LIMIT:
             raise ValueError(f"a coalescing run needs {_RUN_LIMIT} bytes, got {len(self._view)}")
+        self._array: npt.NDArray[np.uint8] | None = None  # the run as numpy (write_rows)
+        self._cols: dict[tuple[int, int], npt.NDArray[np.intp]] = {}
         self._count = 0  # packets in the pending run (0: none)
         self._pos = 0  # end of the pending run in _view
         self._proto = 0
@@ -184,6 +192,103 @@ class TunCoalescer:
         self.writes += 1
         if not self._write(buf.data):
             self.dropped += 1
+
+    def write_row(self, data: memoryview, frame: memoryview) -> None:
+        """`write` for a packet that is not in a Buffer (a row of a GRO run opened in batch:
+        tunnel/io/gro_rows.py): `data` the packet, `frame` the same bytes with VNET_HDR_SIZE
+        bytes of room in front (written over when it goes out on its own)."""
+        size = len(data)
+        self.packets += 1
+        if size > _IP4 + _UDP_HDR and data[0] == 0x45:
+            proto = data[9]
+            if proto == _TCP and size > _IP4 + _TCP_MIN:
+                if self._tcp(data, size):
+                    return
+            elif proto == _UDP and self.udp and self._udp(data, size):
+                return
+        if self._count:
+            self.flush()
+        frame[:VNET_HDR_SIZE] = ZERO_VNET_HDR
+        self.writes += 1
+        if not self._write(frame):
+            self.dropped += 1
+
+    def write_rows(self, rows: npt.NDArray[np.uint8], count: int, at: int, size: int) -> bool:
+        """`write` for `count` TCP segments of `size` bytes each, in rows of a 2D array (the
+        packet at column `at`: a GRO run opened in batch), all at once: the merge rules checked
+        for all rows together, the payloads appended in one copy. False, with nothing done,
+        when they are not one mergeable train (the caller then writes them one by one)."""
+        import numpy as np  # (a numpy array came in: numpy is there)
+
+        r = rows[:count, at : at + size]
+        head = r[0]
+        if size <= _IP4 + _TCP_MIN or head[0] != 0x45 or head[9] != _TCP:
+            return False
+        thl = (int(head[32]) >> 4) * 4
+        hlen = _IP4 + thl
+        payload = size - hlen
+        if thl < _TCP_MIN or payload <= 0:
+            return False
+        key = (at, hlen)
+        cols = self._cols.get(key)
+        if cols is None:
+            # What must equal the first row's: version/ihl and tos, DF/fragment, ttl and
+            # protocol, addresses and ports, ack number, data offset, the TCP options.
+            cols = np.r_[0:2, 6:10, 12:24, 28:33, 40:hlen]
+            self._cols[key] = cols
+        be = r.view(">u2")
+        flags = r[:, 33]
+        seq = be[:, 12].astype(np.uint32) << 16 | be[:, 13]
+        steps = np.arange(count, dtype=np.uint32) * payload + seq[0]
+        if not (
+            (be[:, 1] == size).all()
+            and not (be[:, 3] & 0x3FFF).any()
+            and ((flags | _PSH) == (_ACK | _PSH)).all()
+            and not (flags[:-1] & _PSH).any()
+            and (seq == steps).all()
+            and (r[:, cols] == head[cols]).all()
+        ):
+            return False
+        # The first row goes the per-packet way (it may continue the pending run or start
+        # one); the others follow it if the run it left pending is theirs.
+        first = memoryview(head.data)  # (a view of the row: no copy)
+        self.packets += 1
+        if not self._tcp(first, size):
+            if self._count:
+                self.flush()
+            self.packets -= 1
+            return False  # (a PSH on a lone first row: cannot happen with count >= 2)
+        rest = count - 1
+        pos = self._pos
+        if (
+            not self._count
+            or self._proto != _TCP
+            or self._mss != payload
+            or self._next_seq != (int(seq[0]) + payload) & 0xFFFFFFFF
+            or pos + rest * payload > _RUN_LIMIT
+        ):
+            for index in range(1, count):
+                row = memoryview(rows[index].data)
+                self.write_row(row[at : at + size], row[at - VNET_HDR_SIZE : at + size])
+            return True
+        end = pos + rest * payload
+        self._run_np()[pos:end].reshape(rest, payload)[:] = r[1:, hlen:]
+        self._pos = end
+        self._count += rest
+        self.packets += rest
+        self._next_seq = (int(seq[-1]) + payload) & 0xFFFFFFFF
+        if flags[-1] & _PSH:
+            self._view[VNET_HDR_SIZE + 33] |= _PSH  # the run keeps the last PSH
+            self.flush()
+        return True
+
+    def _run_np(self) -> npt.NDArray[np.uint8]:
+        array = self._array
+        if array is None:
+            import numpy as np
+
+            array = self._array = np.frombuffer(self._view, np.uint8)
+        return array
 
     def _tcp(self, data: memoryview, size: int) -> bool:
         """Append a TCP segment to the run, or start a run with it; False: write it alone."""

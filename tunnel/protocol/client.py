@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
-from tunnel.protocol.datachannel import SegmentRows
+from tunnel.protocol.datachannel import ReceivedRows, SegmentRows
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.memory import IterationArenas
@@ -159,6 +159,29 @@ class Client:
                             now)
         self._collect(now)
         return CONSUMED
+
+    def open_rows(self, rows: ReceivedRows, addr: Address, now: float) -> list[int] | None:
+        """`receive` for a GRO run of data datagrams of one size at once: per row its
+        verdict; None, with nothing done, when the run is not for this path (the caller then
+        takes the datagrams one by one through `receive`)."""
+        session = self.session
+        if addr != session.remote_addr:
+            return None
+        verdicts = session.open_rows(rows, now)
+        if verdicts is None:
+            return None
+        count = rows.count
+        traffic = self.traffic
+        traffic.link_rx_packets += count
+        traffic.link_rx += count * rows.segment
+        delivered = verdicts.count(TO_TUN)
+        traffic.tun_tx += delivered * rows.plain_size
+        if delivered != count:
+            drops = self.drops
+            for verdict in verdicts:
+                if verdict == DROPPED:
+                    drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
+        return verdicts
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:
         session = self.session

@@ -48,6 +48,8 @@ __all__ = [
     "PACKET_ID_SIZE",
     "SUPPORTED_CIPHERS",
     "DataKey",
+    "OpenRows",
+    "ReceivedRows",
     "SealRows",
     "SegmentRows",
     "cipher_key_length",
@@ -151,6 +153,40 @@ class SealRows(Protocol):
 
     def sealed(self) -> None:
         """Move each row's tag from behind its ciphertext to its slot."""
+        ...
+
+
+class OpenRows(Protocol):
+    """Received datagrams of one size laid out as rows (a GRO run: tunnel/io/gro_rows.py),
+    opened by `DataKey.open_rows` in one batch. Every row holds one datagram, placed so that
+    its ciphertext starts at byte 24 whatever its opcode (P_DATA_V1 rows start at 3), with 16
+    bytes of room behind it. All rows share the first byte (checked before)."""
+
+    count: int
+    first_byte: int  # op|key_id of every row
+
+    def prepare(
+        self, v2: bool,
+    ) -> tuple[list[memoryview], list[memoryview], list[memoryview], list[int]]:
+        """Put each row's tag behind its ciphertext; the rows' `decrypt_into` inputs
+        (ciphertext + tag), outputs (the plaintext's place), AADs and packet-ids."""
+        ...
+
+
+class ReceivedRows(OpenRows, Protocol):
+    """`OpenRows` as `Session.open_rows` takes them: after opening, what the session checks
+    per packet (keepalive ping, OCC, mssfix) is asked of the rows at once."""
+
+    segment: int  # every row's datagram size
+    plain_size: int  # every row's plaintext length (after opening)
+
+    def unusual(self) -> list[int]:
+        """The rows whose plaintext is not plain IPv4 without a TCP SYN (a ping, OCC, IPv6,
+        a SYN to clamp...): those the session looks at one by one."""
+        ...
+
+    def plain(self, index: int) -> memoryview:
+        """Row `index`'s plaintext."""
         ...
 
 
@@ -284,6 +320,43 @@ class DataKey(DataCipherKey):
             pid += 1
         rows.sealed()
         self.sealed += count
+
+    def open_rows(self, rows: OpenRows, now: float) -> list[bool] | None:
+        """`open` for `rows.count` datagrams at once: per row, authenticate (the tag), then
+        the replay window (only after authentication), exactly as `open` in this order; the
+        same counters. True per row that leaves its plaintext. None, with nothing done or
+        counted, when the rows are not P_DATA_V1/V2 of this key_id (the caller then opens
+        them one by one, which counts them)."""
+        first = rows.first_byte
+        if first == self._v2_op:
+            v2 = True
+        elif first == self._v1_op:
+            v2 = False
+        else:
+            return None
+        cts, outs, aads, pids = rows.prepare(v2)
+        nonce = self._recv_nonce
+        pack = _PACKET_ID.pack_into
+        decrypt_into = self._decrypt_into
+        accept = self.replay.accept
+        oks: list[bool] = []
+        good = 0
+        for ct, out, aad, pid in zip(cts, outs, aads, pids, strict=True):
+            pack(nonce, 0, pid)
+            try:
+                decrypt_into(nonce, ct, aad, out)
+            except InvalidTag:
+                self.auth_failures += 1
+                oks.append(False)
+                continue
+            if not accept(pid, now):
+                self.replays += 1
+                oks.append(False)
+                continue
+            oks.append(True)
+            good += 1
+        self.opened += good
+        return oks
 
     def open(self, buf: Buffer, now: float) -> bool:
         """Authenticate and decrypt the datagram in `buf` in place; True leaves the plaintext.

@@ -17,7 +17,7 @@ from tunnel.protocol.constants import KEY_ID_MASK, OPCODE_SHIFT, Opcode
 from tunnel.protocol.replay import ReplayWindow
 
 if TYPE_CHECKING:
-    from tunnel.protocol.datachannel import SealRows
+    from tunnel.protocol.datachannel import OpenRows, SealRows
 
 __all__ = [
     "PACKET_ID_MAX",
@@ -110,6 +110,10 @@ class DataCipherKey:
         raise NotImplementedError
 
     def open(self, buf: Buffer, now: float) -> bool:
+        raise NotImplementedError
+
+    def open_rows(self, rows: OpenRows, now: float) -> list[bool] | None:
+        """Many datagrams at once (only where `seals_rows`)."""
         raise NotImplementedError
 
     def _repr_extra(self) -> str:

@@ -27,7 +27,12 @@ from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import Compression
 from tunnel.protocol.constants import OCC_MAGIC, PING_MAGIC, Opcode
 from tunnel.protocol.control_channel import ControlChannel
-from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD, SegmentRows
+from tunnel.protocol.datachannel import (
+    AEAD_ASSEMBLY_SIZE,
+    DATA_V2_OVERHEAD,
+    ReceivedRows,
+    SegmentRows,
+)
 from tunnel.protocol.datacipher import DataCipherKey, make_data_key
 from tunnel.protocol.datakey import PACKET_ID_MAX
 from tunnel.protocol.deferred_auth import DeferredAuth
@@ -440,6 +445,43 @@ class Session:
         if self.mssfix:
             clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
+
+    def open_rows(self, rows: ReceivedRows, now: float) -> list[int] | None:
+        """`decrypt` for datagrams of one size from this session's peer at once (a GRO run:
+        tunnel/io/gro_rows.py): per row the verdict `decrypt` would give (TO_TUN, KEEPALIVE,
+        CONSUMED, DROPPED, with the same counters and `last_drop`). None, with nothing done,
+        when this session cannot (no key for the key_id, a key kind without `open_rows`,
+        compression): the caller then takes them one by one through `decrypt`."""
+        key = self.data_keys[rows.first_byte & 7]
+        if key is None or not key.seals_rows or self.comp is not None:
+            return None
+        oks = key.open_rows(rows, now)
+        if oks is None:
+            return None
+        verdicts: list[int] = [TO_TUN] * len(oks)
+        if not all(oks):
+            for index, ok in enumerate(oks):
+                if not ok:
+                    verdicts[index] = self._data_dropped(key)
+            if not any(oks):
+                return verdicts
+        self.last_rx = now
+        ring = self.ring
+        if key is not ring.current and key.key_id == ring.next_id:
+            self._switch_send_key(key)  # as in decrypt: the peer already sends on it
+        for index in rows.unusual():
+            if not oks[index]:
+                continue
+            payload = rows.plain(index)
+            size = len(payload)
+            if size == PING_SIZE and payload == PING_MAGIC:
+                verdicts[index] = KEEPALIVE
+            elif size >= OCC_SIZE and payload[0] == OCC_FIRST and payload[:OCC_SIZE] == OCC_MAGIC:
+                self._handle_occ(payload, now)
+                verdicts[index] = CONSUMED
+            elif self.mssfix:
+                clamp_mss(payload, self._mss_v4, self._mss_v6)
+        return verdicts
 
     def _data_dropped(self, key: DataCipherKey | None) -> Verdict:
         """Count a refused data packet and note why (off the hot path: drops only)."""
