@@ -171,7 +171,7 @@ def gro_run(datagrams: list[bytes]) -> tuple[memoryview, memoryview, int, int]:
 def test_a_gro_run_is_opened_in_batch_and_coalesced_into_one_frame(peer_id: int | None) -> None:
     """Sealed rows -> one GRO run -> RunOpener: one GSO frame whose segments (as the kernel
     cuts it: split_gso) are exactly the original segments; every packet-id checked."""
-    sender, twin, rx = keys()
+    sender, _twin, rx = keys()
     options = bytes([1, 1, 8, 10]) + bytes(8)
     frame = super4(os.urandom(1348 * 30), 1348, flags=0x10, options=options)
     segments = [bytes(s) for s in split_gso(memoryview(bytearray(frame)))]
@@ -219,3 +219,22 @@ def test_a_run_that_is_not_data_is_left_alone() -> None:
     mixed = [bytes([0x48]) + os.urandom(99), bytes([0x49]) + os.urandom(99)]  # two key ids
     assert opener.take(*gro_run(mixed), ("10.0.0.1", 1194), 1.0) == (0, 0)
     assert rx.auth_failures == rx.replays == rx.opened == rx.misrouted == 0
+
+
+def test_a_run_longer_than_the_rows_is_taken_in_chunks() -> None:
+    sender, _twin, rx = keys()
+    pool = BufferPool(make_frame(), 2)
+    datagrams, plains = [], []
+    for i in range(150):  # small UDP packets: one GRO run of 150
+        buf = pool.acquire()
+        plains.append(bytes([0x45]) + bytes(19) + i.to_bytes(2, "big") * 30)
+        buf.append(plains[-1])
+        sender.seal(buf, 1)
+        datagrams.append(bytes(buf.data))
+        pool.release(buf)
+    frames: list[bytes] = []
+    coalescer = TunCoalescer(lambda f: frames.append(bytes(f)) is None, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    assert opener.take(*gro_run(datagrams), ("10.0.0.1", 1194), 1.0) == (150, 0)
+    assert [f[10:] for f in frames] == plains  # (not TCP: one by one)
+    assert rx.opened == 150 and rx.replay.highest == 150

@@ -169,17 +169,26 @@ class RunOpener:
         now: float,
     ) -> tuple[int, int]:
         rows = self.rows
-        count = size // segment
-        if not rows.load(first, rest, segment, count):
-            return 0, 0
-        verdicts = self._open(rows, addr, now)
-        if verdicts is None:
-            return 0, 0
+        total = size // segment
+        done = kinds = 0
+        while total - done >= 2:
+            count = min(total - done, _MAX_ROWS)
+            head = first if not done else rest[(done - 1) * segment :]
+            if not rows.load(head, rest[done * segment :], segment, count):
+                break
+            verdicts = self._open(rows, addr, now)
+            if verdicts is None:
+                break
+            done += count
+            kinds |= self._write(rows, count, verdicts)
+        return done, kinds
+
+    def _write(self, rows: RunRows, count: int, verdicts: list[int]) -> int:
         coalescer = self._coalescer
-        kinds = 0
         if verdicts.count(TO_TUN) == count and coalescer.write_rows(rows.rows, count, _AT,
                                                                     rows.plain_size):
-            return count, 0
+            return 0
+        kinds = 0
         for index, verdict in enumerate(verdicts):
             if verdict == TO_TUN:
                 coalescer.write_row(rows.plain(index), rows.frame(index))
@@ -187,7 +196,7 @@ class RunOpener:
                 kinds |= _CONTROL
             elif verdict == DROPPED:
                 kinds |= _REFUSED
-        return count, kinds
+        return kinds
 
 
 def attach_run_opener(endpoint: object, coalescer: TunCoalescer | None) -> RunOpener | None:
