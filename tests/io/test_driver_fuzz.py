@@ -14,12 +14,18 @@ import asyncio
 import logging
 import os
 import random
+import socket
+import subprocess
 
 import pytest
 
 from core import Buffer
 from tests.io.hostile import hostile_datagrams, send_all
 from tests.io.tunnel_pair import SERVER_VIP, TunnelPair, ipv4_udp
+from tests.netns import NetnsPair
+from tunnel.io.udp import open_udp_socket
+from tunnel.protocol.codec import ControlPacket, build_control
+from tunnel.protocol.constants import Opcode
 
 pytestmark = pytest.mark.asyncio
 
@@ -119,4 +125,61 @@ async def test_an_exception_in_a_callback_is_logged_counted_and_survived(
         assert 1 <= len(logged) <= driver.faults.burst
         assert logged[0].exc_info is not None  # with its traceback
         assert "a bug on purpose" in caplog.text
+        assert_no_leak(pair)
+
+
+def _tbf_loopback(netns_pair: NetnsPair) -> str:
+    """A namespace of the test's own whose loopback holds datagrams in a slow token bucket:
+    what waits there is charged to the sending socket, so a small SO_SNDBUF fills and the
+    kernel answers EAGAIN (on a bare loopback a datagram is handed over within sendto)."""
+    ns = netns_pair.ns_a
+    subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
+                    "rate", "1mbit", "burst", "1600", "limit", "300000"], check=True)
+    return ns
+
+
+async def test_hostile_input_while_the_send_buffer_is_full(netns_pair: NetnsPair) -> None:
+    """The same hostile input, with both sockets at the kernel's smallest send buffer and a
+    flood of valid hard resets whose stateless replies leave in one burst: the kernel refuses
+    most with EAGAIN, they wait in the control backlog (bounded, in order) and leave on
+    writability. Nothing raises, nothing leaks, the live peer still gets through."""
+    rng = random.Random(SEED)
+    ns = _tbf_loopback(netns_pair)
+
+    def open_socket() -> socket.socket:
+        with netns_pair.entered(ns):
+            sock = open_udp_socket("127.0.0.1", 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # raised to the minimum
+        return sock
+
+    async with TunnelPair(open_socket=open_socket) as pair:
+        server_session = pair.server.endpoint.sessions[0]  # type: ignore[attr-defined]
+        datagrams = hostile_datagrams(rng, server_session.peer_id)
+        resets = [build_control(ControlPacket(
+            opcode=Opcode.P_CONTROL_HARD_RESET_CLIENT_V2, key_id=0, session_id=rng.randbytes(8),
+            acks=(), remote_session_id=None, packet_id=0)) for _ in range(40)]
+        with netns_pair.entered(ns):
+            for side in (pair.server, pair.client):
+                send_all(side.addr, datagrams, rng)
+            flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for reset in resets:  # one socket read batch: 40 replies in one flush
+                flood.sendto(reset, pair.server.addr)
+        finally:
+            flood.close()
+        control = pair.server.driver.control_backlog
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while (control.kept == 0 or control.pending) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert control.kept > 0, "the send buffer never filled: the backlog did not run"
+        assert control.pending == 0 and control.sent >= control.kept, vars(control)
+        for side in (pair.server, pair.client):
+            stats = side.driver.stats
+            assert stats.errors == 0, "an exception escaped into a readiness callback"
+            assert side.driver.faults.count == 0
+        assert pair.server.endpoint.sessions == [server_session]  # type: ignore[attr-defined]
+        for _ in range(10):  # one packet each way at a time: a burst would meet EAGAIN too
+            await pair.exchange(1)
+        await settle(pair)
         assert_no_leak(pair)

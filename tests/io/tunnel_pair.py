@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import BufferPool
@@ -62,8 +63,12 @@ class TunnelPair:
     """Both ends up and the data channel ready on entry; everything closed on exit."""
 
     def __init__(self, *, server_wrap: type | None = None, offload: bool = False,
-                 capacity: int = 1024) -> None:
-        """`offload`: both devices behave as TUNs with IFF_VNET_HDR (the driver coalesces)."""
+                 capacity: int = 1024,
+                 open_socket: Callable[[], socket.socket] | None = None) -> None:
+        """`offload`: both devices behave as TUNs with IFF_VNET_HDR (the driver coalesces);
+        `open_socket`: how each side's UDP socket on 127.0.0.1 is made (default: here; a
+        test may make them in a namespace of its own, with a small send buffer)."""
+        self._open_socket = open_socket or (lambda: open_udp_socket("127.0.0.1", 0))
         self._server_wrap = server_wrap
         self._offload = offload
         self._capacity = capacity
@@ -87,8 +92,8 @@ class TunnelPair:
         )
         if self._server_wrap is not None:
             server_ep = self._server_wrap(server_ep)
-        server_sock = open_udp_socket("127.0.0.1", 0)
-        client_sock = open_udp_socket("127.0.0.1", 0)
+        server_sock = self._open_socket()
+        client_sock = self._open_socket()
         client_ep: Endpoint = Client(
             session_settings(is_client=True, tls=_tls("client"), timers=timers),
             [server_sock.getsockname()[:2]], now, reconnect=False,
