@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.io.hostile import hostile_datagrams
+from tests.io.live_pair import tls as _tls
 from tests.io.tcp_pair import HAND_WINDOW, MAX_CONNECTIONS, TcpPair
-from tests.io.tunnel_pair import _tls
 from tunnel.io.client_link import ClientLinkDriver, RemoteLink
 from tunnel.io.conn_driver import ConnDriver
 from tunnel.io.device import MemoryDevice
