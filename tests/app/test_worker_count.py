@@ -55,7 +55,7 @@ def test_udp_config_takes_what_is_asked(tmp_path: Path) -> None:
     with_management = load_config(str(server_conf(
         tmp_path / "m", "management 127.0.0.1 7505\nmanagement-hold\n")))
     assert unsupported_with_workers(with_management) is None
-    assert unsupported_with_workers(cfg, metrics=True) is not None
+    assert unsupported_with_workers(cfg, metrics=True) is None  # served by the supervisor
     log = logging.getLogger("test-workers")
     assert resolve_workers(cfg, 4, log) == 4
     assert resolve_workers(cfg, 1, log) == 1

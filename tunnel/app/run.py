@@ -177,7 +177,8 @@ def run_tunnel(config_path: str, role: Role,
     loop = new_event_loop()
     try:
         if count > 1:
-            return loop.run_until_complete(Supervisor(config_path, cfg, count, log).run())
+            return loop.run_until_complete(
+                Supervisor(config_path, cfg, count, log, metrics_listen).run())
         return loop.run_until_complete(
             _run_restarting(config_path, role, cfg, log, target, metrics_listen))
     except StartupError as exc:

@@ -28,9 +28,12 @@ import sys
 from collections.abc import Sequence
 from typing import cast
 
+from prometheus_client import generate_latest
+
 from tunnel.app.logsetup import setup_logging
 from tunnel.app.management import Management
 from tunnel.app.management.runtime_host import host_for
+from tunnel.app.metrics import MetricsServer
 from tunnel.app.peers import Peer
 from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
@@ -98,6 +101,9 @@ class WorkerRuntime(ServerRuntime):
         self.requests, self.control = requests, control
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
         self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
+        # The metrics collector of one process, without its HTTP side: the supervisor asks
+        # for the text and serves all workers' (workers_metrics.py).
+        self.metrics: MetricsServer | None = None
 
     def drop_privileges(self) -> None:
         if os.geteuid() != 0:  # started again by a supervisor that already gave root up
@@ -152,6 +158,8 @@ class WorkerRuntime(ServerRuntime):
         assert self.loop is not None
         self.control.setblocking(False)
         self.loop.add_reader(self.control.fileno(), self._on_control)
+        if self.metrics is not None:
+            self.spawn(self.metrics._measure_lag())  # as MetricsServer.open() starts it
         self.requests.send(encode({"op": "ready", "pid": _pid()}))
 
     def _on_control(self) -> None:
@@ -181,6 +189,10 @@ class WorkerRuntime(ServerRuntime):
             except (TypeError, ValueError, IndexError):
                 killed = 0
             self._answer({"id": message.get("id"), "killed": killed})
+        elif op == "metrics":
+            text = "" if self.metrics is None or self.driver is None else \
+                generate_latest(self.metrics.registry).decode()
+            self._answer({"id": message.get("id"), "text": text})
         elif op == "kill_cn" and self.loop is not None:
             server = self.endpoint
             entry = server.table.named(str(message.get("cn")))
@@ -259,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tun-name", required=True)
     parser.add_argument("--vnet-hdr", action="store_true")
     parser.add_argument("--first-client-id", type=int, default=None)
+    parser.add_argument("--metrics", action="store_true",
+                        help="keep the metrics collector (the supervisor serves them)")
     parser.add_argument("--script-env", default="{}",
                         help="the supervisor's sticky script variables (JSON)")
     args = parser.parse_args(argv)
@@ -279,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,
                             tun=tun, requests=requests, control=control,
                             first_client_id=args.first_client_id)
+    if args.metrics:
+        runtime.metrics = MetricsServer(("127.0.0.1", 0), log)
+        runtime.metrics.attach(runtime)
     runtime.scripts.sticky.update(
         {str(k): str(v) for k, v in dict(json.loads(args.script_env)).items()})
     loop = new_event_loop()

@@ -51,6 +51,7 @@ from tunnel.app.ccd import PoolPersistFile, load_pool_persist
 from tunnel.app.device import TunnelDevice, server_device_config
 from tunnel.app.link import format_address, link_name, open_server_sockets
 from tunnel.app.management import Management, ManagementError
+from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import drop, lookup
 from tunnel.app.runtime import (
     EXIT_FAILED,
@@ -70,6 +71,7 @@ from tunnel.app.worker_ipc import (
     snapshot_from_json,
 )
 from tunnel.app.workers_host import WorkersHost
+from tunnel.app.workers_metrics import serve_workers
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.io.steering import SessionSteering, TunSteering
@@ -86,6 +88,7 @@ STATUS_TIMEOUT = 2.0
 
 
 def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | None:
+    # (`metrics` is kept for the callers: the endpoint works with workers, workers_metrics.py)
     """Why this config cannot run on several workers (yet), or None."""
     if is_tcp(cfg.proto):
         return f"proto {cfg.proto} (only UDP is steered to workers)"
@@ -96,8 +99,6 @@ def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | 
         return "management-up-down (not with workers yet)"
     if mgmt is not None and mgmt.query_passwords:
         return "management-query-passwords (each worker would need the answer)"
-    if metrics or cfg.metrics_listen is not None:
-        return "metrics-listen (the metrics belong to one process)"
     if cfg.client_to_client:
         return "client-to-client (two clients may be on different workers)"
     return None
@@ -277,8 +278,10 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, config_path: str, cfg: TunnelConfig, workers: int,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, metrics_listen: tuple[str, int] | None = None) -> None:
         self.config_path = config_path
+        self.metrics_listen = metrics_listen or cfg.metrics_listen
+        self.metrics: MetricsServer | None = None
         self.cfg = cfg
         self.target = lookup(cfg.user, cfg.group)
         self.count = workers
@@ -370,6 +373,8 @@ class Supervisor:
         worker.spawns += 1
         if queue.vnet_hdr:
             argv.append("--vnet-hdr")
+        if self.metrics_listen is not None:
+            argv.append("--metrics")
         if self.scripts.sticky:
             # Stock keeps one environment per process: what `up` and `route-up` set (dev,
             # ifconfig_*, ...) is there for every later hook, which here run in the workers.
@@ -619,6 +624,14 @@ class Supervisor:
                 management.host = WorkersHost(self)
                 if self.cfg.management.hold and not await self._hold():
                     return await self._stop
+            if self.metrics_listen is not None:
+                metrics = MetricsServer(self.metrics_listen, self.log)
+                serve_workers(metrics, self)
+                try:
+                    await metrics.open()
+                except MetricsError as exc:
+                    raise StartupError(f"metrics-listen: {exc}") from None
+                self.metrics = metrics
             try:
                 self.prepare()
             except (ConfigError, OSError) as exc:
@@ -785,6 +798,9 @@ class Supervisor:
             self.scripts.up_down("down", {**self.device_env, "signal": "sigterm"})
         if self.status is not None:
             self.status.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+            self.metrics = None
         if self.management is not None:
             self.management.state("EXITING", "SIGTERM")
             await self.management.close()
