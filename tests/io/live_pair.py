@@ -12,6 +12,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from core import BufferPool, Frame
 from tunnel.io.device import MemoryDevice
@@ -30,8 +31,8 @@ __all__ = [
 SERVER_VIP = ipaddress.IPv4Address("10.8.0.1")
 _PEM = generate_pki_in_memory()
 
-# The drivers' common surface here: start, stop (and whatever a test reads off them).
-AnyDriver = object
+# A Driver (UDP) or a ConnDriver (TCP): the tests read each kind's own counters off it.
+AnyDriver = Any
 MakeDriver = Callable[[MemoryDevice, BufferPool, Callable[[Event], None]], AnyDriver]
 
 
@@ -120,8 +121,8 @@ class LivePair:
     async def start(self) -> None:
         """Start both drivers and wait for both data channels (closing all if that fails)."""
         try:
-            self.server.driver.start()  # type: ignore[attr-defined]
-            self.client.driver.start()  # type: ignore[attr-defined]
+            self.server.driver.start()
+            self.client.driver.start()
             await asyncio.wait_for(
                 asyncio.gather(self.server.ready.wait(), self.client.ready.wait()), 30
             )

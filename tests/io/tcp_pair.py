@@ -56,10 +56,10 @@ class TcpPair(LivePair):
         return self
 
     def drivers(self) -> tuple[ConnDriver, ConnDriver]:
-        return self.server.driver, self.client.driver  # type: ignore[return-value]
+        return self.server.driver, self.client.driver
 
     def close(self) -> None:
         for side in (self.server, self.client):
-            side.driver.stop()  # type: ignore[attr-defined]
+            side.driver.stop()
             side.device.close()
         self.server.sock.close()

@@ -21,11 +21,14 @@ import pytest
 
 from core import Buffer
 from tests.io.hostile import hostile_datagrams, send_all
+from tests.io.live_pair import make_client
 from tests.io.tunnel_pair import SERVER_VIP, TunnelPair, ipv4_udp
 from tests.netns import NetnsPair
+from tunnel.io.driver import Driver
 from tunnel.io.udp import open_udp_socket
 from tunnel.protocol.codec import ControlPacket, build_control
 from tunnel.protocol.constants import Opcode
+from tunnel.runtime import Timers
 
 pytestmark = pytest.mark.asyncio
 
@@ -183,3 +186,66 @@ async def test_hostile_input_while_the_send_buffer_is_full(netns_pair: NetnsPair
             await pair.exchange(1)
         await settle(pair)
         assert_no_leak(pair)
+
+
+async def test_client_to_client_through_a_full_send_buffer_under_hostile_input(
+        netns_pair: NetnsPair) -> None:
+    """Client-to-client: the server re-seals each packet into a pool buffer of the receiving
+    connection's arena. With the server's socket at the smallest send buffer behind a slow
+    queue, most meet EAGAIN: each is detached from its arena, kept in order in the pooled
+    backlog, sent on writability and only then given back to the pool, while hostile
+    datagrams arrive too. Every packet gets there, nothing leaks, nothing raises."""
+    rng = random.Random(SEED)
+    ns = _tbf_loopback(netns_pair)
+    made: list[socket.socket] = []
+
+    def open_socket() -> socket.socket:
+        with netns_pair.entered(ns):
+            sock = open_udp_socket("127.0.0.1", 0)
+        if not made:  # the server's; the clients' keep their default send buffers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        made.append(sock)
+        return sock
+
+    async with TunnelPair(open_socket=open_socket) as pair:
+        server = pair.server.endpoint
+        server.settings.client_to_client = True  # type: ignore[attr-defined]
+        server.settings.duplicate_cn = True  # type: ignore[attr-defined]  # one test cert
+        loop = asyncio.get_running_loop()
+        first_vip = pair.client_vip
+        assert first_vip is not None
+        sock = open_socket()
+        other = make_client(loop.time(), Timers(ping=10, ping_restart=60), pair.server.addr)
+        second = pair.side(other, sock, pair.client.pool.frame,
+                           lambda dev, pool, on_event: Driver(loop, other, sock, dev, pool,
+                                                              on_event=on_event))
+        try:
+            second.driver.start()
+            await asyncio.wait_for(second.ready.wait(), 30)
+            second_vip, pair.client_vip = pair.client_vip, first_vip  # side() noted its own
+            assert second_vip is not None and second_vip != first_vip
+            count = 40  # within the default send buffer of the sending client
+            for i in range(count):
+                pair.client.device.inject(ipv4_udp(first_vip, second_vip,
+                                                   b"c2c%03d" % i + bytes(1200)))
+            with netns_pair.entered(ns):
+                send_all(pair.server.addr, hostile_datagrams(rng, 0)[:300], rng)
+            pooled = pair.server.driver.backlog
+            deadline = loop.time() + 30
+            while len(second.arrived) < count and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert pooled.kept > 0, "the send buffer never filled: the backlog did not run"
+            assert sorted(second.arrived) == sorted(
+                ipv4_udp(first_vip, second_vip, b"c2c%03d" % i + bytes(1200))
+                for i in range(count))
+            assert pooled.pending == 0 and pooled.dropped == 0, vars(pooled)
+            assert pair.server.driver.stats.errors == 0
+            assert pair.server.driver.faults.count == 0
+        finally:
+            second.driver.stop()
+            sock.close()
+            second.device.close()
+        await pair.exchange(1)
+        await settle(pair)
+        assert_no_leak(pair)
+        assert second.pool.stats.in_use == 0

@@ -70,6 +70,6 @@ class TunnelPair(LivePair):
 
     def close(self) -> None:
         for side in (self.server, self.client):
-            side.driver.stop()  # type: ignore[attr-defined]
+            side.driver.stop()
             side.sock.close()
             side.device.close()
