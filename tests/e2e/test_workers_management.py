@@ -136,6 +136,7 @@ def test_status_kill_and_client_kill_across_workers(netns_pair: NetnsPair,
         assert m.command("signal SIGTERM") == ["SUCCESS: signal SIGTERM thrown"]
         server.proc.wait(20)
         assert server.proc.returncode == 0, server.tail()
+        assert "Traceback" not in server.log(), server.tail()  # the workers exited cleanly
         m.close()
 
 

@@ -60,7 +60,8 @@ class _SharedQueue:
         self.max_mtu = max_mtu
         self.name = tun.name
 
-    def close(self) -> None:
+    def close(self, *, keep: bool = False) -> None:
+        # `keep` (persist-tun) does not matter here: the supervisor owns the device.
         if self.tun is not None:
             self.tun.close()  # this process's fd only: the supervisor keeps the queue attached
             self.tun = None
