@@ -98,6 +98,9 @@ class BenchDevice:
         self.rx_packets += 1
         return size
 
+    def waiting(self) -> bool:
+        return self.next < len(self.packets)
+
     def write(self, data: memoryview) -> bool:
         self.tx_packets += 1
         return True

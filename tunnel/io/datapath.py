@@ -86,12 +86,14 @@ def _nothing_queued(fd: int) -> bool:
 
 def outbound_batch(
     device: PacketDevice, buf: Buffer, batch: int, encrypt: Encrypt, queue: Queue, now: float,
-    fault: Fault,
+    fault: Fault, send: Queue | None = None,
 ) -> tuple[int, int]:
     """Steps 1-3 of the outbound flow for up to `batch` packets; the caller flushes (step 4).
 
-    `buf` is armed at the frame's headroom and left re-armed per packet. Returns (packets
-    read, packets without a route)."""
+    `buf` is armed at the frame's headroom and left re-armed per packet. A wakeup's first
+    packet with nothing behind it (`device.waiting()`: the interactive case) goes to `send`
+    (default `queue`), which sends it at once, and ends the batch without a failing read.
+    Returns (packets read, packets without a route)."""
     headroom = buf.offset
     reset = buf.reset
     inc_len = buf.inc_len
@@ -99,6 +101,7 @@ def outbound_batch(
     reset(headroom - device.read_offset)
     room = buf.tailroom_view()
     read = no_route = 0
+    lone = False
     while read < batch:
         size = read_packet(room)
         if not size:
@@ -106,14 +109,20 @@ def outbound_batch(
         reset(headroom)
         inc_len(size)
         read += 1
+        if read == 1:
+            lone = not device.waiting()
         try:
             addr = encrypt(buf, now)
             if addr is None:
                 no_route += 1
-                continue
-            queue(buf.data, addr)
+            elif lone and send is not None:
+                send(buf.data, addr)
+            else:
+                queue(buf.data, addr)
         except Exception as exc:  # a bug: this packet is lost, nothing else
             fault("the handling of a packet from the device", exc)
+        if lone:
+            break
     return read, no_route
 
 
@@ -125,7 +134,8 @@ class DeviceOutput:
     loop calls them without a branch. `counts.packets` taken, `counts.dropped` refused by the
     device: plain attributes of the coalescer, or of this object (read without a call)."""
 
-    __slots__ = ("_device", "coalescer", "counts", "dropped", "flush", "packets", "write")
+    __slots__ = ("_device", "coalescer", "counts", "dropped", "flush", "packets", "write",
+                 "write_alone")
 
     def __init__(self, device: PacketDevice, runs: RunPool | None = None) -> None:
         """`runs`: where the coalescer's run buffer comes from (one block, held)."""
@@ -134,14 +144,18 @@ class DeviceOutput:
         self.coalescer: TunCoalescer | None = None
         self.counts: TunCoalescer | DeviceOutput = self
         self.write: Callable[[Buffer], None]
+        # A lone packet (nothing read before or after it in its wakeup): written at once,
+        # with nothing to merge it with.
+        self.write_alone: Callable[[Buffer], None]
         self.flush: Callable[[], None]
         if device.offload:
             run = runs.acquire() if runs is not None else None
             coalescer = self.coalescer = self.counts = TunCoalescer(device.write_frame, run=run)
             self.write = coalescer.write
+            self.write_alone = coalescer.write_alone
             self.flush = coalescer.flush
         else:
-            self.write = self._write_one
+            self.write = self.write_alone = self._write_one
             self.flush = _nothing
 
     def _write_one(self, buf: Buffer) -> None:
@@ -180,13 +194,18 @@ class UdpLink:
 def inbound_batch(
     link: UdpLink, buf: Buffer, batch: int, receive: Receive, write: Callable[[Buffer], None],
     now: float, fault: Fault, runs: RunOpener | None = None,
+    write_alone: Callable[[Buffer], None] | None = None,
 ) -> tuple[int, int, int]:
     """Steps 1-4 of the inbound flow for up to `batch` datagrams (the caller flushes: step 5).
 
     `buf` is armed at the frame's headroom. `runs`: who opens a GRO run's full-size datagrams
     in one batch (tunnel/io/gro_rows.py), where the endpoint can; what it does not take goes
-    the per-packet way. Returns (datagrams handed to the endpoint, malformed inputs dropped
-    here, CONTROL | REFUSED bits)."""
+    the per-packet way. A wakeup's first datagram read alone with nothing queued behind it
+    (the interactive case) goes to `write_alone` (default `write`), which writes it at once
+    instead of starting a run. Returns (datagrams handed to the endpoint, malformed inputs
+    dropped here, CONTROL | REFUSED bits)."""
+    if write_alone is None:
+        write_alone = write
     recvmsg_into = link.recvmsg_into
     fd = link.fd
     ipv6 = link.ipv6
@@ -202,8 +221,9 @@ def inbound_batch(
     room = len(tail)
     iov = (tail, link._rest if room == link._split else link.rest(room))
     rx = malformed = kinds = reads = 0
+    asked = lone = False
     while rx < batch and reads < batch:
-        if reads == 1 and _nothing_queued(fd):
+        if reads == 1 and not asked and _nothing_queued(fd):
             # The datagram that woke us was all there is (the idle, interactive case): asking
             # the queue costs a system call, the failing read that would tell the same costs
             # one and a BlockingIOError (~8 us a wakeup, measured). With more queued, the
@@ -226,6 +246,11 @@ def inbound_batch(
         if ipv6:
             addr = addr[:2]
         segment = gro_segment_size(ancdata, size) if ancdata else size
+        if reads == 1 and segment >= size:
+            # One datagram: whether it is the wakeup's only one is asked now (the same
+            # FIONREAD), so that it can be written alone.
+            asked = True
+            lone = _nothing_queued(fd)
         if size > segment < room:
             # The run's second datagram starts inside the buffer's part: those bytes join
             # the rest in the run before the first datagram is opened over them.
@@ -258,7 +283,10 @@ def inbound_batch(
             try:
                 verdict = receive(buf, addr, now)
                 if verdict == TO_TUN:
-                    write(buf)
+                    if lone:
+                        write_alone(buf)
+                    else:
+                        write(buf)
                 elif verdict == CONSUMED:
                     kinds |= CONTROL
                 elif verdict == DROPPED:
@@ -266,4 +294,6 @@ def inbound_batch(
             except Exception as exc:  # a bug: this datagram is lost, nothing else
                 fault("the handling of a datagram from the link", exc)
                 kinds |= CONTROL  # the state it left may have something to send
+        if lone:
+            break
     return rx, malformed, kinds

@@ -61,6 +61,13 @@ class PacketDevice(Protocol):
         next one read."""
         ...
 
+    def waiting(self) -> bool:
+        """True when a packet may be waiting, so that `read_packet` is worth a call; False
+        when none is. The batch reader asks after a wakeup's first packet: where the device
+        has nothing more (the interactive case), that answer is cheaper than a failing read
+        (a TUN has no FIONREAD, and its EAGAIN is an exception inside `readinto`)."""
+        ...
+
     def write(self, data: memoryview) -> bool:
         """Hand one packet to the device; False when it was dropped (device full)."""
         ...
@@ -194,6 +201,9 @@ class MemoryDevice:
 
     def read_into(self, buf: Buffer) -> bool:
         return read_into(self, buf)
+
+    def waiting(self) -> bool:
+        return bool(self._queue)
 
     def write(self, data: memoryview) -> bool:
         sink = self.on_write

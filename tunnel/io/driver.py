@@ -194,7 +194,7 @@ class Driver:
                 buf = arena.take(self.pool)
                 rx, malformed, kinds = inbound_batch(
                     self._link, buf, self.batch, self.endpoint.receive, output.write, now,
-                    self._fault, self._runs,
+                    self._fault, self._runs, output.write_alone,
                 )
             finally:
                 output.flush()
@@ -238,7 +238,7 @@ class Driver:
                 buf = arena.take(self.pool)
                 read, no_route = outbound_batch(
                     self.device, buf, self.batch, self.endpoint.encrypt, gso.add, now,
-                    self._fault,
+                    self._fault, gso.send,
                 )
                 gso.flush()
                 tun_rx += read

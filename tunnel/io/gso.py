@@ -151,6 +151,14 @@ class GsoSender:
         elif size < self._segment or count + 1 >= GSO_MAX_SEGMENTS:
             self.flush()  # a short datagram ends a run; so does the segment limit
 
+    def send(self, data: memoryview, addr: Address) -> None:
+        """One datagram now, with its own `sendto`: the lone packet of a wakeup, which `add`
+        would copy into a run only for `flush` to send that run alone. Sends what is queued
+        first, so the order holds."""
+        if self._count:
+            self.flush()
+        self._send_one(data, addr)
+
     def flush(self) -> None:
         """Send the queued run (one syscall); a refused run counts all its datagrams dropped."""
         count = self._count

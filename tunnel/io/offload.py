@@ -290,6 +290,17 @@ class TunCoalescer:
             array = self._array = np.frombuffer(self._view, np.uint8)
         return array
 
+    def write_alone(self, buf: Buffer) -> None:
+        """One packet out on its own frame, now: the lone packet of a wakeup (nothing to merge
+        it with), which `write` would copy into a run only to write that run at the flush."""
+        if self._count:
+            self.flush()
+        self.packets += 1
+        buf.prepend(ZERO_VNET_HDR)
+        self.writes += 1
+        if not self._write(buf.data):
+            self.dropped += 1
+
     def _tcp(self, data: memoryview, size: int) -> bool:
         """Append a TCP segment to the run, or start a run with it; False: write it alone."""
         tos, total, frag, ttl, addrs, ports, seq, ack, doff, flags = _TCP4.unpack_from(data)

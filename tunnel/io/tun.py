@@ -18,6 +18,7 @@ import errno
 import fcntl
 import io
 import os
+import select
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,6 +65,7 @@ class TunDevice:
         "_big",
         "_fd",
         "_file",
+        "_poll",
         "_segmenter",
         "name",
         "offload",
@@ -77,6 +79,7 @@ class TunDevice:
         "tx_dropped",
         "tx_packets",
         "vnet_hdr",
+        "waiting",
     )
 
     def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False, tso: bool = False) -> None:
@@ -103,17 +106,24 @@ class TunDevice:
         # stays bounded; the device stays readable and the next callback goes on).
         self.on_super: Callable[[memoryview, int], int] | None = None
         self.super_budget = 0
+        # `waiting`: a zero-timeout poll of this fd alone (one system call, no exception),
+        # which the batch reader asks instead of a read that fails with EAGAIN.
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
         self.read_packet: Callable[[memoryview], int]
+        self.waiting: Callable[[], bool]
         if self.tso:
             # A super-packet is read whole into this buffer and cut from there; plain packets
             # are copied from it into the caller's view (a TUN read cannot be steered by size).
             self._big = memoryview(bytearray(VNET_HDR_SIZE + _MAX_SUPER))
             self._segmenter: TsoSegmenter | None = TsoSegmenter()
             self.read_packet = self._read_offloaded
+            self.waiting = self._waiting_offloaded
         else:
             self._big = memoryview(b"")
             self._segmenter = None
             self.read_packet = self._read_plain
+            self.waiting = self._waiting_plain
 
     @classmethod
     def open(
@@ -196,6 +206,15 @@ class TunDevice:
                 self.rx_packets += 1
                 return size
             self.rx_dropped += 1
+
+    def _waiting_plain(self) -> bool:
+        """`waiting`: whether the kernel holds a packet for this queue (a read would get one)."""
+        return bool(self._poll.poll(0))
+
+    def _waiting_offloaded(self) -> bool:
+        """`waiting` with TSO: segments of the super-packet being cut, or a packet queued."""
+        segmenter = self._segmenter
+        return bool((segmenter is not None and segmenter.pending) or self._poll.poll(0))
 
     def _read_offloaded(self, room: memoryview) -> int:
         """`read_packet` with TSO: the next segment of the super-packet being cut, or the next
