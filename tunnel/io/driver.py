@@ -216,7 +216,10 @@ class Driver:
                     self._fault("handling an event", exc)
         except Exception as exc:
             self._fault("reading from the link", exc)
-        self._end_iteration()  # the arenas of the connections this callback touched
+        try:  # the arenas of the connections this callback touched (_end_iteration inline)
+            self.endpoint.end_iteration()
+        except Exception as exc:
+            self._fault("freeing the connections' arenas", exc)
 
     def _on_device_readable(self) -> None:
         # The readiness callback itself: whatever escapes is a bug, counted and survived
@@ -252,7 +255,10 @@ class Driver:
                 stats.udp_tx_dropped += gso.dropped - dropped
         except Exception as exc:
             self._fault("reading from the device", exc)
-        self._end_iteration()  # the arenas of the connections this callback touched
+        try:  # the arenas of the connections this callback touched (_end_iteration inline)
+            self.endpoint.end_iteration()
+        except Exception as exc:
+            self._fault("freeing the connections' arenas", exc)
 
     def _on_timer(self) -> None:
         self._timer.fired()

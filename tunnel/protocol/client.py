@@ -134,13 +134,13 @@ class Client:
     def receive(self, buf: Buffer, addr: Address, now: float) -> Verdict:
         session = self.session
         traffic = self.traffic
-        traffic.link_rx += len(buf)
+        data = buf.data
+        traffic.link_rx += len(data)
         traffic.link_rx_packets += 1
         if addr != session.remote_addr:
             self.drops.drop(NO_SESSION, addr, "packet from an address that is not the server's",
                             now)
             return DROPPED
-        data = buf.data
         if not data:
             self.drops.drop(MALFORMED, addr, "empty datagram", now)
             return DROPPED

@@ -86,6 +86,10 @@ from tunnel.protocol.traffic import Traffic
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, KEEPALIVE, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import OP_SID_LEN, WrapChannel
 
+# mssfix's quick test on the data path: an IPv4 packet is a TCP SYN (IP protocol, TCP flag).
+_TCP = 6
+_SYN = 0x02
+
 # `comp-lzo no` framing: one byte in front of every data payload (comp.h NO_COMPRESS_BYTE).
 COMP_LZO_STUB_SIZE = 1
 # The most any compression framing puts in front of a payload (v2's 0x50 0x00 escape).
@@ -389,7 +393,11 @@ class Session:
         if key is None:
             return False
         if self.mssfix:
-            clamp_mss(buf.data, self._mss_v4, self._mss_v6)
+            packet = buf.data
+            if len(packet) >= 40 and (
+                packet[0] != 0x45 or (packet[9] == _TCP and packet[33] & _SYN)
+            ):  # as in decrypt: only a TCP SYN can need the clamp
+                clamp_mss(packet, self._mss_v4, self._mss_v6)
         comp = self.comp
         if comp is not None:
             comp.frame(buf)
@@ -442,7 +450,11 @@ class Session:
         if size >= OCC_SIZE and payload[0] == OCC_FIRST and payload[:OCC_SIZE] == OCC_MAGIC:
             self._handle_occ(payload, now)
             return CONSUMED
-        if self.mssfix:
+        # mssfix: only a TCP SYN is changed; an IPv4 packet without options that is not one
+        # is told apart here, without the call (clamp_mss repeats the test).
+        if self.mssfix and size >= 40 and (
+            payload[0] != 0x45 or (payload[9] == _TCP and payload[33] & _SYN)
+        ):
             clamp_mss(payload, self._mss_v4, self._mss_v6)
         return TO_TUN
 
