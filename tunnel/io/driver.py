@@ -138,6 +138,14 @@ class Driver:
         self._runs = attach_run_opener(endpoint, self._output.coalescer)
         self._supers = attach_super_sender(device, endpoint, self._gso, self._fault, batch * 2)
         self._running = False
+        # What the callbacks call, bound once: a bound method made per call is an object per
+        # wakeup, and on an idle tunnel each wakeup runs cold (every line counts).
+        self._receive = endpoint.receive
+        self._encrypt = endpoint.encrypt
+        self._end = endpoint.end_iteration
+        self._on_fault = self._fault
+        self._queue = self._gso.add
+        self._send = self._gso.send
 
     def start(self) -> None:
         self._running = True
@@ -193,8 +201,8 @@ class Driver:
                 # of taken from the pool per packet.
                 buf = arena.take(self.pool)
                 rx, malformed, kinds = inbound_batch(
-                    self._link, buf, self.batch, self.endpoint.receive, output.write, now,
-                    self._fault, self._runs, output.write_alone,
+                    self._link, buf, self.batch, self._receive, output.write, now,
+                    self._on_fault, self._runs, output.write_alone,
                 )
             finally:
                 output.flush()
@@ -217,7 +225,7 @@ class Driver:
         except Exception as exc:
             self._fault("reading from the link", exc)
         try:  # the arenas of the connections this callback touched (_end_iteration inline)
-            self.endpoint.end_iteration()
+            self._end()
         except Exception as exc:
             self._fault("freeing the connections' arenas", exc)
 
@@ -240,8 +248,8 @@ class Driver:
                 # GSO run, so the buffer is free again at once.
                 buf = arena.take(self.pool)
                 read, no_route = outbound_batch(
-                    self.device, buf, self.batch, self.endpoint.encrypt, gso.add, now,
-                    self._fault, gso.send,
+                    self.device, buf, self.batch, self._encrypt, self._queue, now,
+                    self._on_fault, self._send,
                 )
                 gso.flush()
                 tun_rx += read
@@ -256,7 +264,7 @@ class Driver:
         except Exception as exc:
             self._fault("reading from the device", exc)
         try:  # the arenas of the connections this callback touched (_end_iteration inline)
-            self.endpoint.end_iteration()
+            self._end()
         except Exception as exc:
             self._fault("freeing the connections' arenas", exc)
 
