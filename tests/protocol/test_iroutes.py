@@ -63,3 +63,33 @@ def test_a_lookup_does_not_walk_the_routes() -> None:
     small, large = cost(1), cost(4000)
     # A walk over 4000 routes per lookup is ~1000x; a generous bound for a loaded machine.
     assert large < 3 * small + 0.05, (small, large)
+
+
+def test_a_server_routes_a_shared_iroute_to_the_newer_client_until_it_leaves() -> None:
+    """Two connected clients announce 192.168.50.0/24 (ccd / client-connect iroute): packets
+    from the TUN for it go to the one that connected last; when it goes, to nobody (stock:
+    the older one's route was replaced, and iroutes are learned only at connect)."""
+    from tests.protocol.harness import CLIENT_ADDR, SERVER_VIP, Pair, ip_packet
+    from tunnel.protocol.clientconfig import ClientConfig
+
+    net = Net4("192.168.50.0/24")
+    pair = Pair(duplicate_cn=True)
+    pair.server.settings.client_config = lambda _session: ClientConfig(iroutes=(net,))
+    pair.connect()
+    other_addr = ("192.0.2.77", 41000)
+    pair.connect_another(other_addr)
+    inside = ip_packet(SERVER_VIP, V4("192.168.50.9"), b"to the network behind")
+
+    def routed_to() -> tuple[str, int] | None:
+        buf = pair.pool.acquire()
+        buf.append(inside)
+        try:
+            return pair.server.encrypt(buf, pair.now)
+        finally:
+            pair.pool.release(buf)
+
+    assert routed_to() == other_addr
+    newer = next(s for s in pair.server.sessions if s.remote_addr == other_addr)
+    pair.server.kill(newer, None, "test", pair.now)
+    assert [s.remote_addr for s in pair.server.sessions] == [CLIENT_ADDR]
+    assert routed_to() is None
