@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from tunnel.io.device import DeviceError, read_into
 from tunnel.io.offload import GSO_NONE, VNET_F_NEEDS_CSUM, VNET_HDR_SIZE, ZERO_VNET_HDR
-from tunnel.io.tso import TsoSegmenter, complete_checksum
+from tunnel.io.partial_csum import PartialChecksums
+from tunnel.io.tso import TsoSegmenter
 
 if TYPE_CHECKING:
     from core import Buffer
@@ -63,6 +64,7 @@ class TunDevice:
 
     __slots__ = (
         "_big",
+        "_csums",
         "_fd",
         "_file",
         "_poll",
@@ -115,12 +117,15 @@ class TunDevice:
         if self.tso:
             # A super-packet is read whole into this buffer and cut from there; plain packets
             # are copied from it into the caller's view (a TUN read cannot be steered by size).
-            self._big = memoryview(bytearray(VNET_HDR_SIZE + _MAX_SUPER))
+            big = bytearray(VNET_HDR_SIZE + _MAX_SUPER)
+            self._big = memoryview(big)
+            self._csums: PartialChecksums | None = PartialChecksums(big)
             self._segmenter: TsoSegmenter | None = TsoSegmenter()
             self.read_packet = self._read_offloaded
             self.waiting = self._waiting_offloaded
         else:
             self._big = memoryview(b"")
+            self._csums = None
             self._segmenter = None
             self.read_packet = self._read_plain
             self.waiting = self._waiting_plain
@@ -222,7 +227,8 @@ class TunDevice:
         to `room` at `read_offset` (there with a zero header: complete, plain). Anything we
         cannot cut or complete is dropped and counted."""
         segmenter = self._segmenter
-        assert segmenter is not None
+        csums = self._csums
+        assert segmenter is not None and csums is not None
         offset = VNET_HDR_SIZE
         big = self._big
         readinto = self._file.readinto
@@ -257,7 +263,7 @@ class TunDevice:
                 continue
             if offset + size > len(room) or (
                 big[0] & VNET_F_NEEDS_CSUM
-                and not complete_checksum(big[offset:n], *_CSUM.unpack_from(big, 6))
+                and not csums.complete(offset, n, *_CSUM.unpack_from(big, 6))
             ):
                 self.rx_dropped += 1
                 continue
