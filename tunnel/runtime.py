@@ -16,6 +16,7 @@ from tunnel import __version__
 from tunnel.io.offload import register_vnet_header
 from tunnel.io.stream import register_stream_framing
 from tunnel.protocol.cbc import CBC_CIPHERS
+from tunnel.protocol.cfb import STREAM_CIPHERS
 from tunnel.protocol.compress import register_compression
 from tunnel.protocol.constants import TLS_MTU
 from tunnel.protocol.datachannel import SUPPORTED_CIPHERS
@@ -84,6 +85,8 @@ def occ_cipher(
     announced = name if name in (c.upper() for c in data_ciphers) else None
     if name in SUPPORTED_CIPHERS:
         return announced, "[null-digest]", SUPPORTED_CIPHERS[name][1] * 8
+    if name in STREAM_CIPHERS:
+        return announced, auth, STREAM_CIPHERS[name][0] * 8
     bits = CBC_CIPHERS[name] * 8 if name in CBC_CIPHERS else 128
     return announced, auth, bits
 

@@ -295,6 +295,11 @@ def test_legacy_cipher_warns_as_stock_and_auth_is_applied(parse: Parse) -> None:
     assert parse(MINIMAL_CLIENT + "cipher aes-256-gcm\n").notes == []  # in data-ciphers
     cfg = parse(MINIMAL_CLIENT + "data-ciphers AES-256-GCM:AES-256-CBC\ncipher AES-256-CBC\n")
     assert cfg.notes == []
+    # An old config's CFB/OFB cipher: stock 2.6 runs it (crypto.c openvpn_encrypt_v1).
+    for name in ("AES-256-CFB", "AES-128-OFB"):
+        cfg = parse(MINIMAL_CLIENT + f"cipher {name.lower()}\n")
+        assert cfg.cipher == name and "DEPRECATED OPTION" in cfg.notes[0]
+        assert parse(MINIMAL_CLIENT + f"data-ciphers {name}\n").data_ciphers == [name]
     # BF-CBC (2.3's default) is accepted as a --cipher nobody negotiates, with the warning.
     cfg = parse(MINIMAL_CLIENT + "cipher BF-CBC\n")
     assert cfg.cipher == "BF-CBC" and "DEPRECATED OPTION" in cfg.notes[0]

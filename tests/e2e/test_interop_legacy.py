@@ -59,6 +59,9 @@ CBC_CASES = [
     pytest.param("AES-256-CBC", "SHA1", id="aes256cbc-sha1"),
     pytest.param("AES-128-CBC", "SHA256", id="aes128cbc-sha256"),
     pytest.param("AES-256-CBC", "SHA512", id="aes256cbc-sha512"),
+    # CFB/OFB (tunnel/protocol/cfb.py): IV = the long-form packet-id, no padding.
+    pytest.param("AES-256-CFB", "SHA1", id="aes256cfb-sha1"),
+    pytest.param("AES-128-OFB", "SHA256", id="aes128ofb-sha256"),
 ]
 
 
@@ -72,17 +75,20 @@ def test_cbc_negotiated(netns_pair: NetnsPair, tmp_path: Path, pki: Pki, directi
              server_extra=extra, client_extra=extra, label=f"/{auth}")
 
 
+@pytest.mark.parametrize("fallback", ["AES-256-CBC", "AES-256-CFB"])
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 def test_cbc_with_a_compat_mode_2_3_peer(netns_pair: NetnsPair, tmp_path: Path, pki: Pki,
-                                         direction: str) -> None:
+                                         direction: str, fallback: str) -> None:
     """The stock peer runs `--compat-mode 2.3.0` with `data-ciphers-fallback AES-256-CBC`
     (stock then adds the fallback to its data-ciphers, options.c), our side only allows
-    AES-256-CBC: the negotiation lands on AES-256-CBC in both roles."""
+    AES-256-CBC: the negotiation lands on AES-256-CBC in both roles. The same for an old
+    config's `cipher AES-256-CFB` on our side."""
     stock_side = ["compat-mode 2.3.0", "data-ciphers AES-256-GCM",
-                  "data-ciphers-fallback AES-256-CBC"]
-    ours = ["data-ciphers-fallback AES-256-CBC"]
+                  f"data-ciphers-fallback {fallback}"]
+    ours = [f"data-ciphers-fallback {fallback}" if fallback.endswith("CBC")
+            else f"cipher {fallback}"]
     stock_is_server = DIRECTIONS[direction][0] == "stock"
-    run_case(netns_pair, tmp_path, pki, direction, cipher="AES-256-CBC", expect="AES-256-CBC",
+    run_case(netns_pair, tmp_path, pki, direction, cipher=fallback, expect=fallback,
              server_extra=stock_side if stock_is_server else ours,
              client_extra=ours if stock_is_server else stock_side, label=" compat-mode 2.3.0")
 

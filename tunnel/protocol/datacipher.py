@@ -1,7 +1,8 @@
 """The data-channel cipher seam: which implementation serves a negotiated cipher name.
 
-Two kinds today: AEAD (`datachannel.DataKey`: AES-GCM, ChaCha20-Poly1305) and CBC + HMAC
-(`cbc.CbcHmacKey`). Every kind is a `datakey.DataCipherKey` (re-exported here) and
+Three kinds today: AEAD (`datachannel.DataKey`: AES-GCM, ChaCha20-Poly1305), CBC + HMAC
+(`cbc.CbcHmacKey`) and CFB/OFB + HMAC (`cfb.StreamHmacKey`, old configs). Every kind is a
+`datakey.DataCipherKey` (re-exported here) and
 registers its geometry with `core.FrameBuilder` itself, so the session, the frame and the
 benchmarks never name a concrete class. Adding a kind: write the key class (seal/open in place,
 the counters), its `register_*` function, and a `_Kind` entry here; docs/INTERNALS.md says more.
@@ -19,6 +20,7 @@ from tunnel.protocol.cbc import (
     register_cbc,
     split_key2_cbc,
 )
+from tunnel.protocol.cfb import STREAM_CIPHERS, StreamHmacKey, register_stream_cipher
 from tunnel.protocol.datachannel import (
     SUPPORTED_CIPHERS,
     DataKey,
@@ -48,8 +50,9 @@ DEFAULT_AUTH = "SHA1"
 
 # The one list of data-channel cipher names, read off the kinds' own tables (config, the
 # session settings and the command line take theirs from here).
-DATA_CIPHERS: tuple[str, ...] = (*SUPPORTED_CIPHERS, *CBC_CIPHERS)
-"""Every cipher name some kind implements: AEAD in OpenVPN 2.6's preference order, then CBC."""
+DATA_CIPHERS: tuple[str, ...] = (*SUPPORTED_CIPHERS, *CBC_CIPHERS, *STREAM_CIPHERS)
+"""Every cipher name some kind implements: AEAD in OpenVPN 2.6's preference order, then CBC,
+then CFB/OFB (cfb.py)."""
 DEFAULT_DATA_CIPHERS: tuple[str, ...] = tuple(SUPPORTED_CIPHERS)
 """2.6's default `data-ciphers` (AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305): AEAD only."""
 AUTH_DIGESTS: tuple[str, ...] = tuple(HMAC_DIGESTS)
@@ -80,6 +83,9 @@ def register_data_cipher(builder: FrameBuilder, cipher: str, auth: str = DEFAULT
         register_data_channel(builder)
         return
     register_shared_words(builder)
+    if cipher.upper() in STREAM_CIPHERS:
+        register_stream_cipher(builder, auth.upper())
+        return
     register_cbc(builder, auth.upper())
 
 
@@ -97,8 +103,10 @@ def register_data_ciphers(
         register_data_channel(builder)  # the shared words included
     else:
         register_shared_words(builder)
-    if any(not is_aead(c) for c in ciphers):
+    if any(c.upper() in CBC_CIPHERS for c in ciphers):
         register_cbc(builder, auth.upper())
+    if any(c.upper() in STREAM_CIPHERS for c in ciphers):
+        register_stream_cipher(builder, auth.upper())
 
 
 def make_data_key(
@@ -109,23 +117,29 @@ def make_data_key(
     is_server: bool,
     key_id: int,
     replay: ReplayWindow,
+    wall_time: int = 0,
 ) -> DataCipherKey:
-    """The key object for a negotiated cipher; ValueError for a cipher no kind implements."""
+    """The key object for a negotiated cipher; ValueError for a cipher no kind implements.
+    `wall_time`: Unix seconds, the time field of a CFB/OFB key's long-form packet-ids."""
     name = cipher.upper()
     if name in SUPPORTED_CIPHERS:
         encrypt, decrypt = split_key2(
             key2, key_len=SUPPORTED_CIPHERS[name][1], is_server=is_server
         )
         return DataKey(key_id=key_id, cipher=name, encrypt=encrypt, decrypt=decrypt, replay=replay)
-    if name in CBC_CIPHERS:
+    if name in CBC_CIPHERS or name in STREAM_CIPHERS:
         digest = auth.upper()
         if digest not in HMAC_DIGESTS:
             raise ValueError(
                 f"unsupported auth digest {auth!r} for {name}; supported: {', '.join(HMAC_DIGESTS)}"
             )
+        key_len = CBC_CIPHERS[name] if name in CBC_CIPHERS else STREAM_CIPHERS[name][0]
         cbc_enc, cbc_dec = split_key2_cbc(
-            key2, key_len=CBC_CIPHERS[name], hmac_len=HMAC_DIGESTS[digest], is_server=is_server
+            key2, key_len=key_len, hmac_len=HMAC_DIGESTS[digest], is_server=is_server
         )
+        if name in STREAM_CIPHERS:
+            return StreamHmacKey(key_id=key_id, cipher=name, auth=digest, encrypt=cbc_enc,
+                                 decrypt=cbc_dec, replay=replay, wall_time=wall_time)
         return CbcHmacKey(
             key_id=key_id, cipher=name, auth=digest, encrypt=cbc_enc, decrypt=cbc_dec, replay=replay
         )

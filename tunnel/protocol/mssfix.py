@@ -19,6 +19,7 @@ from typing import Literal
 
 from core import Frame
 from tunnel.protocol.cbc import CBC_PADDING
+from tunnel.protocol.cfb import CFB_HMAC_IV
 from tunnel.protocol.checksum import adjust
 from tunnel.protocol.compress import COMPRESSION, COMPRESSION_V2
 from tunnel.protocol.datachannel import PACKET_ID_SIZE
@@ -31,6 +32,7 @@ _OPT_NOP = 1
 _OPT_MSS = 2
 
 MssfixMode = Literal["mtu", "payload", "fixed"]
+_LONG_PACKET_ID = 8  # CFB/OFB: the long form (id + time)
 
 
 def mss_for(
@@ -79,6 +81,8 @@ def _stock_overheads(frame: Frame) -> tuple[int, int, int]:
             payload += 1
         elif reg.name == COMPRESSION_V2:
             header -= reg.headroom
+        elif reg.name == CFB_HMAC_IV:
+            header += _LONG_PACKET_ID - PACKET_ID_SIZE  # stock counts 8, in the IV on the wire
     if block:
         header -= PACKET_ID_SIZE
         payload += PACKET_ID_SIZE

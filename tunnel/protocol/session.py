@@ -1031,6 +1031,7 @@ class Session:
                 is_server=not self.is_client,
                 key_id=key.key_id,
                 replay=ReplayWindow(self.settings.replay_window, self.settings.replay_seconds),
+                wall_time=int(now + self.settings.clock_offset),
             )
         except ValueError as exc:  # a cipher/digest no kind implements: never half-run
             self._close(f"cannot set up the data channel: {exc}", restart=False, now=now)
