@@ -1,9 +1,9 @@
 """The link socket's readiness callback on a wakeup for one datagram (the interactive case).
 
-The callback asks the socket whether more is queued (FIONREAD) instead of failing a read, so
-these pin what that must not change: packets sent one at a time each get through at once,
-and an empty datagram queued behind a real one (FIONREAD says 0 for it as for nothing) is
-still read, counted and dropped by a later callback without stalling the socket. Real
+The callback asks the socket whether more is queued (a zero-timeout poll; before, FIONREAD)
+instead of failing a read, so these pin what that must not change: packets sent one at a time
+each get through at once, and an empty datagram queued behind a real one (FIONREAD said 0 for
+it as for nothing) is still read, counted and dropped without stalling the socket. Real
 drivers, real UDP sockets on 127.0.0.1, in-memory devices (tests/io/tunnel_pair.py).
 """
 
