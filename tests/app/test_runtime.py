@@ -9,6 +9,7 @@ variable) or skipped under persist-tun on SIGUSR1, and a failure at start-up as 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -180,6 +181,23 @@ def test_sigusr2_logs_the_status_and_the_run_goes_on(workdir: Path) -> None:
     # the status print came before the exit, not instead of it
     assert next(i for i, x in enumerate(lines) if x.startswith("TITLE")) < lines.index(
         "SIGTERM[hard,] received, process exiting")
+
+
+def test_the_start_up_heap_is_frozen_once_the_server_runs(workdir: Path) -> None:
+    log, _lines = _logger("freeze")
+    runtime = MemoryServer(_config(workdir), log, NO_TARGET)
+    gc.unfreeze()
+    frozen: list[int] = []
+
+    def during(_rt: MemoryServer) -> None:
+        frozen.append(gc.get_freeze_count())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        assert _run(runtime, during) == 0
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as before
+    assert frozen and frozen[0] > 1000, frozen
 
 
 def test_an_exception_escaping_a_callback_is_counted_and_the_loop_goes_on(

@@ -37,7 +37,7 @@ from tunnel.app.metrics import MetricsServer
 from tunnel.app.peers import Peer
 from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
-from tunnel.app.serve import ServerRuntime
+from tunnel.app.serve import ServerRuntime, freeze_startup_heap
 from tunnel.app.worker_ipc import MAX_MESSAGE, RemotePool, decode, encode, snapshot_to_json
 from tunnel.config import TunnelConfig
 from tunnel.config.mgmt_model import ManagementOptions
@@ -161,6 +161,7 @@ class WorkerRuntime(ServerRuntime):
         self.loop.add_reader(self.control.fileno(), self._on_control)
         if self.metrics is not None:
             self.spawn(self.metrics._measure_lag())  # as MetricsServer.open() starts it
+        freeze_startup_heap()  # as ServerRuntime.started: each worker is a server process
         self.requests.send(encode({"op": "ready", "pid": _pid()}))
 
     def _on_control(self) -> None:
