@@ -41,12 +41,26 @@ from tunnel.protocol.settings import SessionSettings
 
 __all__ = [
     "EXIT_FAILED", "EXIT_OK", "HostFactory", "Runtime", "RuntimeHooks", "StartupError",
-    "describe_error", "management_title", "version_line",
+    "describe_error", "hold_until_released", "management_title", "version_line",
 ]
 
 Role = Literal["server", "client"]
 EXIT_OK = 0
 EXIT_FAILED = 1
+
+
+async def hold_until_released(management: Management, stop: asyncio.Future[int]) -> bool:
+    """management-hold (one process or the workers' supervisor): wait for `hold release`;
+    False if a signal (`stop`) ended the wait first."""
+    hold = asyncio.ensure_future(management.hold())
+    waiting: list[asyncio.Future[Any]] = [hold, stop]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not hold.done():
+        hold.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hold
+        return False
+    return True
 
 
 class StartupError(Exception):
@@ -166,7 +180,8 @@ class Runtime:
         try:
             self._install_signals(loop)
             self.status = self._open_status()
-            if self.management is not None and not await self._hold():
+            if self.management is not None and not await hold_until_released(
+                    self.management, self._stop):
                 return EXIT_OK
             if not await self._query_credentials():
                 return EXIT_OK
@@ -197,19 +212,6 @@ class Runtime:
                     await task
             self._shutdown(loop)
         return code
-
-    async def _hold(self) -> bool:
-        """management-hold: wait for `hold release`; False if a signal ended the wait."""
-        assert self.management is not None and self._stop is not None
-        hold = asyncio.ensure_future(self.management.hold())
-        waiting: list[asyncio.Future[Any]] = [hold, self._stop]
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not hold.done():
-            hold.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hold
-            return False
-        return True
 
     def credentials_wanted(self) -> str | None:
         """The credential type to ask the management client for before start ("Auth" for

@@ -58,6 +58,7 @@ from tunnel.app.runtime import (
     EXIT_OK,
     StartupError,
     describe_error,
+    hold_until_released,
     management_title,
     version_line,
 )
@@ -622,7 +623,8 @@ class Supervisor:
                                        f"{exc}") from None
                 self.management = management
                 management.host = WorkersHost(self)
-                if self.cfg.management.hold and not await self._hold():
+                if self.cfg.management.hold and not await hold_until_released(
+                        management, self._stop):
                     return await self._stop
             if self.metrics_listen is not None:
                 metrics = MetricsServer(self.metrics_listen, self.log)
@@ -657,19 +659,6 @@ class Supervisor:
                     await task
             await self._shutdown()
         return code
-
-    async def _hold(self) -> bool:
-        """management-hold: wait for `hold release`; False if a signal ended the wait."""
-        assert self.management is not None and self._stop is not None
-        hold = asyncio.ensure_future(self.management.hold())
-        waiting: list[asyncio.Future[Any]] = [hold, self._stop]
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not hold.done():
-            hold.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hold
-            return False
-        return True
 
     def _on_exit_signal(self, signum: int) -> None:
         if self._stop is not None and not self._stop.done():
