@@ -227,20 +227,11 @@ class TunSteering:
         attr = struct.pack("<IIIII", _BPF_MAP_TYPE_LPM_TRIE, _KEY.size, _VALUE.size,
                            max_entries, _BPF_F_NO_PREALLOC)
         map_fd = bpf.call(_BPF_MAP_CREATE, attr, "cannot create the TUN steering map")
-        program = _steering_program(map_fd)
-        license_ = ctypes.create_string_buffer(b"GPL")
-        code = ctypes.create_string_buffer(program, len(program))
-        log = ctypes.create_string_buffer(65536)
-        attr = struct.pack("<IIQQIIQ", _BPF_PROG_TYPE_SOCKET_FILTER, len(program) // 8,
-                           ctypes.addressof(code), ctypes.addressof(license_), 1, len(log),
-                           ctypes.addressof(log))
         try:
-            prog_fd = bpf.call(_BPF_PROG_LOAD, attr, "cannot load the TUN steering program")
-        except SteeringError as exc:
+            prog_fd = _load_program(bpf, _steering_program(map_fd),
+                                    "cannot load the TUN steering program")
+        except SteeringError:
             os.close(map_fd)
-            detail = log.value.decode(errors="replace").strip().splitlines()
-            if detail:
-                raise SteeringError(exc.errno, f"{exc.strerror} ({detail[-1]})") from None
             raise
         os.set_inheritable(map_fd, False)
         os.set_inheritable(prog_fd, False)
