@@ -36,7 +36,7 @@ from tests.e2e.openvpn_peer import (
 from tests.netns import NetnsPair, wait_for
 from tunnel import __version__
 
-pytestmark = [pytest.mark.root, pytest.mark.openvpn]
+pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
 
 CIPHER = "AES-256-GCM"
 

@@ -4,13 +4,15 @@ Two `SOCK_SEQPACKET` socket pairs per worker, one JSON object per packet (never 
 worker parses network input and runs unprivileged, the supervisor may be root):
 
 - *requests* (worker -> supervisor): `alloc`/`peek` (answered at once: the worker waits for
-  the answer, a few microseconds, once per connecting client), `release`, `route`, `ready`
-  (not answered);
+  the answer, a few microseconds, once per connecting client), `release`, `route`, `pin`
+  (a client session id that completed its handshake here, or ended: the UDP steering's pinned
+  map), `notify` (management notification lines to broadcast), `ready` (not answered);
 - *control* (supervisor -> worker): `status` (answered with the worker's status snapshot on
   the same socket), `kill` (the management interface's kill / client-kill: by `cn`,
   `address` [ip, port] or `cid`; answered with how many sessions it ended), `kill_cn` (end
   this CN's session: a newer connection of it arrived on another worker, and duplicate-cn
-  is off; not answered). Answers carry the request's `id`.
+  is off; not answered), `metrics` (answered with the worker's Prometheus exposition text).
+  Answers carry the request's `id`.
 """
 
 from __future__ import annotations
