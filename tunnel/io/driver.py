@@ -28,11 +28,13 @@ from tunnel.io.datapath import (
 )
 from tunnel.io.device import PacketDevice
 from tunnel.io.faults import CallbackFaults
-from tunnel.io.gro_rows import attach_run_opener
+from tunnel.io.gro_rows import ROWS_RUN_SIZE as GRO_ROWS_SIZE
+from tunnel.io.gro_rows import attach_run_opener, run_opener_wanted
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
-from tunnel.io.tso_rows import attach_super_sender
+from tunnel.io.tso_rows import ROWS_RUN_SIZE as TSO_ROWS_SIZE
+from tunnel.io.tso_rows import attach_super_sender, super_sender_wanted
 from tunnel.protocol.events import Event
 from tunnel.protocol.memory import IterationArenas
 
@@ -122,8 +124,15 @@ class Driver:
         self.faults = CallbackFaults(log or logging.getLogger("tunnel"))
         self._timer = EndpointTimer(loop, self._on_timer)
         check_device_headroom(pool.frame, device.read_offset)
-        # The runs are pool memory, counted with the packet pool's (status, metrics).
-        self.runs = runs if runs is not None else RunPool(RUN_SIZE, 3 if device.offload else 2)
+        # The runs are pool memory, counted with the packet pool's (status, metrics): GSO
+        # send, GRO read, the coalescer's frame (offload), and the rows of the batch paths
+        # (a GRO run opened in rows, a TSO super-packet sealed in rows), larger blocks then.
+        rows = int(run_opener_wanted(endpoint, device.offload)) + int(
+            super_sender_wanted(device, endpoint))
+        if runs is None:
+            size = max(RUN_SIZE, GRO_ROWS_SIZE, TSO_ROWS_SIZE) if rows else RUN_SIZE
+            runs = RunPool(size, (3 if device.offload else 2) + rows)
+        self.runs = runs
         # GSO: the sealed datagrams of one device batch leave in one sendmsg per destination.
         self._gso = GsoSender(sock, run=self.runs.acquire())
         # GRO: the kernel hands over runs of datagrams; they land here and are cut apart.
@@ -135,8 +144,9 @@ class Driver:
         # TSO: a super-packet read from the device is cut, sealed and sent as one run
         # (tunnel/io/tso_rows.py), where the device hands them over and the endpoint can.
         # GRO runs of data from the peer opened in one batch (tunnel/io/gro_rows.py).
-        self._runs = attach_run_opener(endpoint, self._output.coalescer)
-        self._supers = attach_super_sender(device, endpoint, self._gso, self._fault, batch * 2)
+        self._runs = attach_run_opener(endpoint, self._output.coalescer, self.runs)
+        self._supers = attach_super_sender(
+            device, endpoint, self._gso, self._fault, batch * 2, self.runs)
         self._running = False
         # What the callbacks call, bound once: a bound method made per call is an object per
         # wakeup, and on an idle tunnel each wakeup runs cold (every line counts).

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from core import Buffer, RunPool
 from tunnel.io.offload import TunCoalescer
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["RunOpener", "RunRows", "attach_run_opener"]
+__all__ = ["ROWS_RUN_SIZE", "RunOpener", "RunRows", "attach_run_opener", "run_opener_wanted"]
 
 Address = tuple[str, int]
 
@@ -45,6 +46,9 @@ _V1_OP: Final = 6
 _MAX_ROWS: Final = 64
 _ROW_MAX: Final = 2048  # datagrams larger than this go the per-packet way
 _STRIDE: Final = _AT + _ROW_MAX + _TAG
+ROWS_RUN_SIZE: Final = 47 * _STRIDE
+"""The run block the rows need: 47 rows take a GRO read of 1400-byte datagrams in one pass
+(a longer run is taken in chunks of what fits)."""
 _TCP: Final = 6
 _SYN: Final = 0x02
 
@@ -61,15 +65,22 @@ class RunRows:
     `Client.open_rows`/`Session.open_rows`/`DataKey.open_rows` take (`ReceivedRows`)."""
 
     __slots__ = ("_ct_views", "_flat", "_lead", "_np", "_out_views", "_rows", "count",
-                 "first_byte", "plain_size", "segment")
+                 "first_byte", "max_rows", "plain_size", "run", "segment")
 
-    def __init__(self) -> None:
+    def __init__(self, run: Buffer | None = None) -> None:
+        """`run`: the block the rows live in, from a `RunPool` (held for the owner's life; its
+        size says how many rows fit, at most 64); None: a pool of its own."""
         import numpy  # (imported where used: only batch readers need it)
 
         self._np = numpy
-        self._flat = bytearray(_MAX_ROWS * _STRIDE)
+        self.run = run if run is not None else RunPool(ROWS_RUN_SIZE, 1).acquire()
+        view = self.run.tailroom_view()
+        self.max_rows = min(_MAX_ROWS, len(view) // _STRIDE)
+        if self.max_rows < 2:
+            raise ValueError(f"a rows block needs at least {2 * _STRIDE} bytes, got {len(view)}")
+        self._flat = view[: self.max_rows * _STRIDE]
         self._rows: npt.NDArray[np.uint8] = numpy.frombuffer(self._flat, numpy.uint8).reshape(
-            _MAX_ROWS, _STRIDE)
+            self.max_rows, _STRIDE)
         self._ct_views: dict[int, tuple[list[memoryview], list[memoryview]]] = {}
         self._out_views: tuple[list[memoryview], list[memoryview]] = ([], [])
         self._lead = 0
@@ -79,7 +90,7 @@ class RunRows:
         """Copy `count` datagrams of `segment` bytes into the rows: the first from `first`,
         the others end to end from `rest`. False (nothing kept) if they are not all data
         packets with one first byte, or not of a size this path takes."""
-        if not 2 <= count <= _MAX_ROWS or not 40 <= segment <= _ROW_MAX:
+        if not 2 <= count <= self.max_rows or not 40 <= segment <= _ROW_MAX:
             return False
         first_byte = first[0]
         op = first_byte >> 3
@@ -116,13 +127,13 @@ class RunRows:
         if views is None:
             if len(self._ct_views) > 8:
                 self._ct_views.clear()
-            flat = memoryview(self._flat)
-            starts = range(0, _MAX_ROWS * _STRIDE, _STRIDE)
+            flat = self._flat
+            starts = range(0, self.max_rows * _STRIDE, _STRIDE)
             views = ([flat[s + _AT : s + end + _TAG] for s in starts],
                      [flat[s + _AT : s + end] for s in starts])
             self._ct_views[end] = views
         self._out_views = views
-        flat = memoryview(self._flat)
+        flat = self._flat
         starts = range(0, count * _STRIDE, _STRIDE)
         aads = [flat[s : s + 8] for s in starts] if v2 else [flat[s + 4 : s + 8] for s in starts]
         return views[0][:count], views[1][:count], aads, pids
@@ -138,13 +149,13 @@ class RunRows:
 
     def plain(self, index: int) -> memoryview:
         start = index * _STRIDE + _AT
-        return memoryview(self._flat)[start : start + self.plain_size]
+        return self._flat[start : start + self.plain_size]
 
     def frame(self, index: int) -> memoryview:
         """Row `index`'s plaintext with the 10 bytes in front of it (a virtio-net header's
         place: `TunCoalescer.write_row`)."""
         start = index * _STRIDE + _AT
-        return memoryview(self._flat)[start - 10 : start + self.plain_size]
+        return self._flat[start - 10 : start + self.plain_size]
 
     @property
     def rows(self) -> npt.NDArray[np.uint8]:
@@ -159,10 +170,13 @@ class RunOpener:
 
     __slots__ = ("_coalescer", "_open", "rows")
 
-    def __init__(self, open_run: OpenRun, coalescer: TunCoalescer) -> None:
+    def __init__(
+        self, open_run: OpenRun, coalescer: TunCoalescer, run: Buffer | None = None,
+    ) -> None:
+        """`run`: the rows' block (`RunRows`)."""
         self._open = open_run
         self._coalescer = coalescer
-        self.rows = RunRows()
+        self.rows = RunRows(run)
 
     def take(
         self, first: memoryview, rest: memoryview, segment: int, size: int, addr: Address,
@@ -171,8 +185,9 @@ class RunOpener:
         rows = self.rows
         total = size // segment
         done = kinds = 0
+        most = rows.max_rows
         while total - done >= 2:
-            count = min(total - done, _MAX_ROWS)
+            count = min(total - done, most)
             head = first if not done else rest[(done - 1) * segment :]
             if not rows.load(head, rest[done * segment :], segment, count):
                 break
@@ -199,14 +214,26 @@ class RunOpener:
         return kinds
 
 
-def attach_run_opener(endpoint: object, coalescer: TunCoalescer | None) -> RunOpener | None:
-    """A `RunOpener` where the endpoint can open rows (`open_rows`) and the device takes
-    coalesced frames; None otherwise (every datagram goes the per-packet way)."""
-    open_run = getattr(endpoint, "open_rows", None)
-    if open_run is None or coalescer is None:
-        return None
+def run_opener_wanted(endpoint: object, coalesced: bool) -> bool:
+    """Whether `attach_run_opener` makes one (so the driver counts a run block for it): the
+    endpoint opens rows, the device takes coalesced frames, numpy is there."""
+    if getattr(endpoint, "open_rows", None) is None or not coalesced:
+        return False
     try:
         import numpy  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def attach_run_opener(
+    endpoint: object, coalescer: TunCoalescer | None, runs: RunPool | None = None,
+) -> RunOpener | None:
+    """A `RunOpener` where the endpoint can open rows (`open_rows`) and the device takes
+    coalesced frames, its rows in a block of `runs` (held; None: a pool of its own); None
+    otherwise (every datagram goes the per-packet way)."""
+    if coalescer is None or not run_opener_wanted(endpoint, True):
         return None
-    return RunOpener(open_run, coalescer)
+    open_run = getattr(endpoint, "open_rows", None)
+    assert open_run is not None
+    return RunOpener(open_run, coalescer, runs.acquire() if runs is not None else None)

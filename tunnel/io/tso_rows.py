@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from core import Buffer, RunPool
 from tunnel.io.gso import GsoSender
 from tunnel.io.offload import VNET_HDR, VNET_HDR_SIZE, internet_sum
 
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["ROW_PLAIN_AT", "SuperCut", "SuperSender", "attach_super_sender"]
+__all__ = [
+    "ROWS_RUN_SIZE", "ROW_PLAIN_AT", "SuperCut", "SuperSender", "attach_super_sender",
+    "super_sender_wanted",
+]
 
 Address = tuple[str, int]
 
@@ -53,6 +57,10 @@ _FIN_PSH: Final = 0x09
 _SYN_RST: Final = 0x06
 _CWR: Final = 0x80
 _MAX_ROWS: Final = 128  # more segments than this (a tiny MSS) go the per-segment way
+ROWS_RUN_SIZE: Final = 96 * 1024
+"""The run block the rows live in: a 64 KB super-packet's segments with 24 + 16 bytes each
+around them, rows rounded to 16 (any MSS from 536 up: at most ~80 KB). A cut that does not
+fit goes the per-segment way."""
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
 _LITTLE: Final = sys.byteorder == "little"
@@ -94,13 +102,17 @@ class SuperCut:
         "count",
         "destination",
         "plain_bytes",
+        "run",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, run: Buffer | None = None) -> None:
+        """`run`: the block the rows live in, from a `RunPool` (held for the owner's life;
+        ROWS_RUN_SIZE fits any super-packet); None: a pool of its own."""
         import numpy  # (imported where used: only TSO readers need it)
 
         self._np = numpy
-        self._flat = bytearray()
+        self.run = run if run is not None else RunPool(ROWS_RUN_SIZE, 1).acquire()
+        self._flat = self.run.tailroom_view()
         self._rows: npt.NDArray[np.uint8] = numpy.zeros((0, 0), numpy.uint8)
         self._be: npt.NDArray[np.uint16] = self._rows.view(">u2")
         self._le: npt.NDArray[np.uint16] = self._rows.view("=u2")
@@ -130,7 +142,7 @@ class SuperCut:
         if hlen < 40 or body <= 0 or flags & _SYN_RST:
             return False
         count = -(-body // mss)
-        if count > _MAX_ROWS:
+        if count > _MAX_ROWS or count * _stride(hlen + mss) > len(self._flat):
             return False
         self._packet = packet
         self._size = size
@@ -148,19 +160,15 @@ class SuperCut:
         np = self._np
         count = self.count
         seg = self._hlen + self._mss
-        stride = (ROW_PLAIN_AT + seg + _TAG + 15) & ~15
-        need = _MAX_ROWS * stride
-        if len(self._flat) < need:
-            self._flat = bytearray(need)
-            self._cache.clear()
-            self._stride = 0  # the 2D view is of the old block
+        stride = _stride(seg)
+        fit = min(_MAX_ROWS, len(self._flat) // stride)  # (`load` checked the cut fits)
         key = (stride, seg)
         views = self._cache.get(key)
         if views is None:
             if len(self._cache) > 8:
                 self._cache.clear()
-            flat = memoryview(self._flat)
-            starts = range(0, _MAX_ROWS * stride, stride)
+            flat = self._flat
+            starts = range(0, fit * stride, stride)
             p = ROW_PLAIN_AT
             views = (
                 [flat[s + p : s + p + seg] for s in starts],
@@ -172,8 +180,7 @@ class SuperCut:
             )
             self._cache[key] = views
         if stride != self._stride:
-            rows = np.frombuffer(self._flat, np.uint8, _MAX_ROWS * stride).reshape(
-                _MAX_ROWS, stride)
+            rows = np.frombuffer(self._flat, np.uint8, fit * stride).reshape(fit, stride)
             self._rows = rows
             self._be = rows.view(">u2")
             self._le = rows.view("=u2")
@@ -183,7 +190,7 @@ class SuperCut:
         if last == seg:
             self._views = tuple(v[:count] for v in views)
         else:
-            flat = memoryview(self._flat)
+            flat = self._flat
             s = (count - 1) * stride
             p = ROW_PLAIN_AT
             ends = (
@@ -297,6 +304,11 @@ class SuperCut:
         return ROW_PLAIN_AT - (0 if self._v2 else 3)
 
 
+def _stride(segment: int) -> int:
+    """A row's size for segments of `segment` bytes: header room, segment, tag, to 16."""
+    return (ROW_PLAIN_AT + segment + _TAG + 15) & ~15
+
+
 SealSegments = Callable[[SuperCut, float], "Address | None"]
 SendRows = Callable[[list[memoryview], int, Address], None]
 Fault = Callable[[str, Exception], None]
@@ -316,14 +328,15 @@ class SuperSender:
 
     def __init__(
         self, device: object, seal: SealSegments, send_rows: SendRows, fault: Fault,
-        budget: int,
+        budget: int, run: Buffer | None = None,
     ) -> None:
+        """`run`: the rows' block (`SuperCut`)."""
         self._device = device
         self._seal = seal
         self._send_rows = send_rows
         self._fault = fault
         self.budget = budget
-        self.cut = SuperCut()
+        self.cut = SuperCut(run)
         self.now = 0.0
         self.segments = 0  # segments sealed here
         self.supers = 0  # super-packets sealed here
@@ -350,19 +363,32 @@ class SuperSender:
         return count
 
 
-def attach_super_sender(
-    device: object, endpoint: object, gso: GsoSender, fault: Fault, budget: int,
-) -> SuperSender | None:
-    """Make `endpoint` take `device`'s super-packets whole (a `SuperSender` as the device's
-    `on_super`), where both can: a TUN device with TSO reads granted and an endpoint with
-    `seal_segments`. None otherwise (and the device cuts them one segment at a time)."""
-    seal = getattr(endpoint, "seal_segments", None)
-    if seal is None or not getattr(device, "tso", False) or not hasattr(device, "on_super"):
-        return None
+def super_sender_wanted(device: object, endpoint: object) -> bool:
+    """Whether `attach_super_sender` makes one (so the driver counts a run block for it): a
+    TUN device with TSO reads granted, an endpoint with `seal_segments`, numpy there."""
+    if getattr(endpoint, "seal_segments", None) is None or not getattr(device, "tso", False):
+        return False
+    if not hasattr(device, "on_super"):
+        return False
     try:
         import numpy  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def attach_super_sender(
+    device: object, endpoint: object, gso: GsoSender, fault: Fault, budget: int,
+    runs: RunPool | None = None,
+) -> SuperSender | None:
+    """Make `endpoint` take `device`'s super-packets whole (a `SuperSender` as the device's
+    `on_super`, its rows in a block of `runs`, held; None: a pool of its own), where both can
+    (`super_sender_wanted`). None otherwise (and the device cuts them one segment at a time)."""
+    if not super_sender_wanted(device, endpoint):
         return None
-    sender = SuperSender(device, seal, gso.send_rows, fault, budget)
-    device.on_super = sender.handle
+    seal = getattr(endpoint, "seal_segments", None)
+    assert seal is not None
+    sender = SuperSender(device, seal, gso.send_rows, fault, budget,
+                         runs.acquire() if runs is not None else None)
+    device.on_super = sender.handle  # type: ignore[attr-defined]
     return sender
