@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
-from tunnel.protocol.datachannel import ReceivedRows, SegmentRows
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.memory import IterationArenas
+from tunnel.protocol.rows import ReceivedRows, SegmentRows
 from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic

@@ -23,7 +23,7 @@ precompiled header structs), so the frame and this code cannot disagree.
 from __future__ import annotations
 
 import struct
-from typing import Final, Protocol
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -38,6 +38,7 @@ from tunnel.protocol.datakey import (
 )
 from tunnel.protocol.prf import DirectionKey
 from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.rows import OpenRows, SealRows
 
 __all__ = [
     "AEAD_ASSEMBLY_SIZE",
@@ -48,10 +49,6 @@ __all__ = [
     "PACKET_ID_SIZE",
     "SUPPORTED_CIPHERS",
     "DataKey",
-    "OpenRows",
-    "ReceivedRows",
-    "SealRows",
-    "SegmentRows",
     "cipher_key_length",
     "register_data_channel",
     "register_shared_words",
@@ -134,78 +131,6 @@ def cipher_key_length(name: str) -> int:
 
 
 # -- one key_id's keys ----------------------------------------------------------------------
-
-
-class SealRows(Protocol):
-    """Datagrams-to-be laid out as rows, sealed by `DataKey.seal_rows` in one batch (the
-    segments of a TSO super-packet: tunnel/io/tso_rows.py). Each row's plaintext is already in
-    place behind 24 bytes (op|peer-id, packet-id, tag slot) with 16 bytes of room behind it."""
-
-    count: int
-
-    def stamp(
-        self, first_word: int, v2: bool, first_pid: int,
-    ) -> tuple[list[memoryview], list[memoryview], list[memoryview]]:
-        """Write every row's header word (V2) or op byte (V1) and its packet-id (from
-        `first_pid`, one more per row); return the rows' plaintexts, `encrypt_into` outputs
-        (plaintext + 16) and AADs."""
-        ...
-
-    def sealed(self) -> None:
-        """Move each row's tag from behind its ciphertext to its slot."""
-        ...
-
-
-class OpenRows(Protocol):
-    """Received datagrams of one size laid out as rows (a GRO run: tunnel/io/gro_rows.py),
-    opened by `DataKey.open_rows` in one batch. Every row holds one datagram, placed so that
-    its ciphertext starts at byte 24 whatever its opcode (P_DATA_V1 rows start at 3), with 16
-    bytes of room behind it. All rows share the first byte (checked before)."""
-
-    count: int
-    first_byte: int  # op|key_id of every row
-
-    def prepare(
-        self, v2: bool,
-    ) -> tuple[list[memoryview], list[memoryview], list[memoryview], list[int]]:
-        """Put each row's tag behind its ciphertext; the rows' `decrypt_into` inputs
-        (ciphertext + tag), outputs (the plaintext's place), AADs and packet-ids."""
-        ...
-
-
-class ReceivedRows(OpenRows, Protocol):
-    """`OpenRows` as `Session.open_rows` takes them: after opening, what the session checks
-    per packet (keepalive ping, OCC, mssfix) is asked of the rows at once."""
-
-    segment: int  # every row's datagram size
-    plain_size: int  # every row's plaintext length (after opening)
-
-    def unusual(self) -> list[int]:
-        """The rows whose plaintext is not plain IPv4 without a TCP SYN (a ping, OCC, IPv6,
-        a SYN to clamp...): those the session looks at one by one."""
-        ...
-
-    def plain(self, index: int) -> memoryview:
-        """Row `index`'s plaintext."""
-        ...
-
-
-class SegmentRows(SealRows, Protocol):
-    """The segments of one TSO super-packet as `SealRows` (tunnel/io/tso_rows.py: SuperCut),
-    what `Session.seal_segments` takes: one flow, so routed and checked once."""
-
-    destination: int  # the IPv4 destination address, as an int
-    plain_bytes: int  # the segments' total size
-
-    @property
-    def overhead(self) -> int:
-        """Bytes sealing added to each row (valid after `stamp`)."""
-        ...
-
-    def fill(self) -> None:
-        """Write the segments' plaintexts into the rows."""
-        ...
-
 
 
 class DataKey(DataCipherKey):

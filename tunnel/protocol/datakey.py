@@ -17,7 +17,7 @@ from tunnel.protocol.constants import KEY_ID_MASK, OPCODE_SHIFT, Opcode
 from tunnel.protocol.replay import ReplayWindow
 
 if TYPE_CHECKING:
-    from tunnel.protocol.datachannel import OpenRows, SealRows
+    from tunnel.protocol.rows import OpenRows, SealRows
 
 __all__ = [
     "PACKET_ID_MAX",

@@ -30,7 +30,6 @@ from tunnel.protocol.clientconfig import ClientConfig
 from tunnel.protocol.codec import ControlPacket, read_control, write_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
-from tunnel.protocol.datachannel import SegmentRows
 from tunnel.protocol.deadlines import DeadlineHeap
 from tunnel.protocol.drops import (
     AUTH_FAILED,
@@ -53,6 +52,7 @@ from tunnel.protocol.events import (
 from tunnel.protocol.memory import IterationArenas
 from tunnel.protocol.peertable import PeerEntry, PeerTable
 from tunnel.protocol.ratelimit import InitialRateLimit
+from tunnel.protocol.rows import SegmentRows
 from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic

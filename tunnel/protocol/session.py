@@ -27,12 +27,7 @@ from tunnel.protocol.codec import ControlPacket, read_control
 from tunnel.protocol.compress import Compression
 from tunnel.protocol.constants import OCC_MAGIC, PING_MAGIC, Opcode
 from tunnel.protocol.control_channel import ControlChannel
-from tunnel.protocol.datachannel import (
-    AEAD_ASSEMBLY_SIZE,
-    DATA_V2_OVERHEAD,
-    ReceivedRows,
-    SegmentRows,
-)
+from tunnel.protocol.datachannel import AEAD_ASSEMBLY_SIZE, DATA_V2_OVERHEAD
 from tunnel.protocol.datacipher import DataCipherKey, make_data_key
 from tunnel.protocol.datakey import PACKET_ID_MAX
 from tunnel.protocol.deferred_auth import DeferredAuth
@@ -80,6 +75,7 @@ from tunnel.protocol.push_client import PushClient
 from tunnel.protocol.push_server import AUTH_FAILED_LINGER, PushServer
 from tunnel.protocol.rekey import RekeySchedule, next_key_id
 from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.rows import ReceivedRows, SegmentRows
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.tls import TlsSession
 from tunnel.protocol.traffic import Traffic
