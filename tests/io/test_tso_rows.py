@@ -24,8 +24,6 @@ from tunnel.protocol.replay import ReplayWindow
 from tunnel.protocol.verdicts import DROPPED, TO_TUN
 from tunnel.runtime import make_frame
 
-pytest.importorskip("numpy")
-
 
 def keys(cipher: str = "AES-256-GCM") -> tuple[DataKey, DataKey, DataKey]:
     """A sender, a second sender with the same keys (the reference), and the receiver."""
@@ -208,6 +206,29 @@ def test_a_forged_datagram_in_a_run_is_dropped_alone() -> None:
     assert rx.auth_failures == 1 and rx.opened == 5 and rx.replay.highest == 6
     delivered = [bytes(s) for f in frames for s in split_gso(memoryview(f))]
     assert delivered == segments[:2] + segments[3:]
+
+
+def test_a_forged_packet_id_in_a_run_moves_no_replay_window() -> None:
+    """Authentication before the replay window, in batch as in `DataKey.open`: a row whose
+    packet-id was rewritten far ahead fails its tag and leaves the window where the authentic
+    rows put it (checked first, it would have moved it past them)."""
+    sender, _twin, rx = keys()
+    frame = super4(os.urandom(1000 * 6), 1000, flags=0x10)
+    datagrams = batch(SuperCut(), frame, sender, 1)
+    authentic = datagrams[0]
+    forged = bytearray(authentic)
+    forged[4:8] = (1_000_000).to_bytes(4, "big")  # P_DATA_V2: op|peer-id, then packet-id
+    datagrams[0] = bytes(forged)
+    frames: list[bytes] = []
+    coalescer = TunCoalescer(lambda f: frames.append(bytes(f)) is None, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    assert opener.take(*gro_run(datagrams), ("10.0.0.1", 1194), 1.0) == (6, 2)
+    assert rx.auth_failures == 1 and rx.replays == 0 and rx.opened == 5
+    assert rx.replay.highest == 6
+    # The authentic datagram with packet-id 1, late: the forged copy marked nothing seen.
+    buf = BufferPool(make_frame(), 1).acquire()
+    buf.append(authentic)
+    assert rx.open(buf, 1.0) and rx.replays == 0 and rx.opened == 6
 
 
 def test_a_run_that_is_not_data_is_left_alone() -> None:
