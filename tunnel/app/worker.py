@@ -222,7 +222,8 @@ class WorkerRuntime(ServerRuntime):
             reason = "killed by the management interface"
         elif "address" in message:
             address = message["address"]
-            assert isinstance(address, list)
+            if not isinstance(address, list) or len(address) != 2:
+                raise ValueError(f"kill: not an [ip, port] address: {address!r}")
             entry = self.server.peer_at((str(address[0]), int(address[1])))
             peer = self.peers.by_peer_id(entry.peer_id) if entry is not None else None
             peers = [peer] if peer is not None else []
