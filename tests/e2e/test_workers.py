@@ -36,6 +36,7 @@ from tests.e2e.openvpn_peer import (
     server_config,
     start_peer,
 )
+from tests.e2e.status_rows import client_list_rows
 from tests.netns import NetnsPair, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.ping]
@@ -52,19 +53,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def clients_in_status(status: Path) -> list[dict[str, str]]:
     """CLIENT_LIST rows of a status-version 2 file as {column: value}."""
-    header: list[str] = []
-    rows = []
     try:
         text = status.read_text()
     except FileNotFoundError:
         return []
-    for line in text.splitlines():
-        fields = line.split(",")
-        if fields[:2] == ["HEADER", "CLIENT_LIST"]:
-            header = fields[2:]
-        elif fields[0] == "CLIENT_LIST" and header:
-            rows.append(dict(zip(header, fields[1:], strict=False)))
-    return rows
+    return client_list_rows(text.splitlines())
 
 
 def server_text(pki: Pki, pair: NetnsPair, subnet: ipaddress.IPv4Network, status: Path,

@@ -33,6 +33,7 @@ from tests.e2e.openvpn_peer import (
     server_config,
     start_peer,
 )
+from tests.e2e.status_rows import client_list_rows
 from tests.netns import NetnsPair, wait_for
 from tunnel import __version__
 
@@ -42,15 +43,7 @@ CIPHER = "AES-256-GCM"
 
 
 def client_rows(m: MgmtClient) -> list[dict[str, str]]:
-    header: list[str] = []
-    rows = []
-    for line in m.command("status 2"):
-        fields = line.split(",")
-        if fields[:2] == ["HEADER", "CLIENT_LIST"]:
-            header = fields[2:]
-        elif fields[0] == "CLIENT_LIST" and header:
-            rows.append(dict(zip(header, fields[1:], strict=False)))
-    return rows
+    return client_list_rows(m.command("status 2"))
 
 
 def wait_rows(m: MgmtClient, count: int, timeout: float = 30) -> list[dict[str, str]]:
