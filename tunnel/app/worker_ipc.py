@@ -21,7 +21,7 @@ import dataclasses
 import ipaddress
 import json
 import socket
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from core import PoolStats
 from tunnel.app.status import ArenaCounters, ClientRow, MemoryRow, StatusSnapshot
@@ -29,11 +29,23 @@ from tunnel.io.driver import DriverStats
 from tunnel.protocol.addresspool import IP
 from tunnel.protocol.traffic import Traffic
 
-__all__ = ["MAX_MESSAGE", "RemotePool", "decode", "encode", "merge_snapshots",
+__all__ = ["MAX_MESSAGE", "RemotePool", "WorkerGroup", "decode", "encode", "merge_snapshots",
            "snapshot_from_json", "snapshot_to_json"]
 
 MAX_MESSAGE = 1 << 22  # a status snapshot of thousands of clients fits
 ANSWER_TIMEOUT = 5.0
+
+
+class WorkerGroup(Protocol):
+    """What the supervisor's management and metrics views need of it (`Supervisor` in
+    tunnel/app/workers.py): how many workers, and asking all of them one control message."""
+
+    count: int
+
+    def ask(self, message: dict[str, Any], timeout: float = ...
+            ) -> list[tuple[int, dict[str, Any]]]:
+        """(worker index, answer) of every running worker that answered within `timeout`."""
+        ...
 
 
 def encode(message: dict[str, Any]) -> bytes:

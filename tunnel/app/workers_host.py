@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from tunnel.app.management.host import AuthDecision, ByteCount
 from tunnel.app.runtime import version_line
 from tunnel.app.status import StatusSnapshot, render_status
-from tunnel.app.worker_ipc import merge_snapshots, snapshot_from_json
-
-if TYPE_CHECKING:
-    from tunnel.app.workers import Supervisor
+from tunnel.app.worker_ipc import WorkerGroup, merge_snapshots, snapshot_from_json
 
 __all__ = ["WorkersHost"]
 
@@ -41,7 +38,7 @@ __all__ = ["WorkersHost"]
 class WorkersHost:
     role: Literal["server", "client"] = "server"
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: WorkerGroup) -> None:
         self.supervisor = supervisor
 
     def _snapshot(self) -> StatusSnapshot:

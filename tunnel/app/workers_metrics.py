@@ -22,15 +22,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from tunnel.app.worker_ipc import WorkerGroup
+
 if TYPE_CHECKING:
     from tunnel.app.metrics import MetricsServer
-    from tunnel.app.workers import Supervisor
 
 __all__ = ["WorkersCollector", "serve_workers"]
 
 
 class WorkersCollector(Collector):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: WorkerGroup) -> None:
         self.supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
@@ -89,7 +90,7 @@ _SOURCES = {
 }
 
 
-def serve_workers(metrics: MetricsServer, supervisor: Supervisor) -> None:
+def serve_workers(metrics: MetricsServer, supervisor: WorkerGroup) -> None:
     """Make `metrics` (not yet open) serve the workers' numbers instead of one runtime's."""
     metrics.registry = CollectorRegistry(auto_describe=False)
     metrics.registry.register(WorkersCollector(supervisor))
