@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.protocol.harness import SERVER_VIP, Pair, ip_packet
+from tests.protocol.harness import SERVER_ADDR, SERVER_VIP, Pair, ip_packet
+from tunnel.io.gro_rows import RunRows
 from tunnel.protocol.drops import (
     AUTH_FAILED,
     BAD_SOURCE,
@@ -74,3 +75,31 @@ def test_the_client_counts_its_drops_too() -> None:
     assert pair.to_client(b"") == DROPPED
     counts = pair.client.drops.counts
     assert (counts[REPLAY], counts[AUTH_FAILED], counts[MALFORMED]) == (5, 1, 1), counts
+
+
+def test_a_run_opened_in_batch_counts_each_refused_row_by_its_own_cause() -> None:
+    """`Client.open_rows` (a GRO run from the server, tunnel/io/gro_rows.py): two replays and
+    one forged datagram in one run are counted as 2 replays and 1 authentication failure, as
+    the per-packet path counts them, and the authentic rows still go to the TUN."""
+    pair = Pair()
+    pair.connect()
+    sealed = [pair.server_sends(b"r%03d" % i + bytes(60)) for i in range(5)]
+    assert all(s is not None for s in sealed)
+    run = [bytes(s) for s in sealed if s is not None]
+    for datagram in run[:2]:
+        assert pair.to_client(datagram) == TO_TUN
+    forged = bytearray(run[2])
+    forged[-1] ^= 1
+    run[2] = bytes(forged)
+    rows = RunRows()
+    joined = memoryview(b"".join(run))
+    segment = len(run[0])
+    assert rows.load(joined, joined[segment:], segment, len(run))
+    verdicts = pair.client.open_rows(rows, SERVER_ADDR, pair.now)
+    assert verdicts == [DROPPED, DROPPED, DROPPED, TO_TUN, TO_TUN]
+    counts = pair.client.drops.counts
+    assert (counts[REPLAY], counts[AUTH_FAILED], counts[MALFORMED]) == (2, 1, 0), counts
+    assert pair.client.session.dropped_data == 3
+    # The per-packet path afterwards still names its own cause (the batch kept it in step).
+    assert pair.to_client(run[0]) == DROPPED
+    assert pair.client.drops.counts[REPLAY] == 3

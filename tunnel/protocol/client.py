@@ -176,11 +176,10 @@ class Client:
         traffic.link_rx += count * rows.segment
         delivered = verdicts.count(TO_TUN)
         traffic.tun_tx += delivered * rows.plain_size
-        if delivered != count:
+        if DROPPED in verdicts:
             drops = self.drops
-            for verdict in verdicts:
-                if verdict == DROPPED:
-                    drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
+            for cause in session.row_drops:
+                drops.drop(cause, addr, DATA_DROP_TEXT[cause], now)
         return verdicts
 
     def encrypt(self, buf: Buffer, now: float) -> Address | None:

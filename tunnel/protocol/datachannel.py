@@ -246,12 +246,13 @@ class DataKey(DataCipherKey):
         rows.sealed()
         self.sealed += count
 
-    def open_rows(self, rows: OpenRows, now: float) -> list[bool] | None:
+    def open_rows(self, rows: OpenRows, now: float) -> list[bool | None] | None:
         """`open` for `rows.count` datagrams at once: per row, authenticate (the tag), then
         the replay window (only after authentication), exactly as `open` in this order; the
-        same counters. True per row that leaves its plaintext. None, with nothing done or
-        counted, when the rows are not P_DATA_V1/V2 of this key_id (the caller then opens
-        them one by one, which counts them)."""
+        same counters. Per row: True (its plaintext is left), False (its tag did not verify)
+        or None (authentic, refused by the replay window), so the caller can say why each row
+        was dropped. None, with nothing done or counted, when the rows are not P_DATA_V1/V2
+        of this key_id (the caller then opens them one by one, which counts them)."""
         first = rows.first_byte
         if first == self._v2_op:
             v2 = True
@@ -264,7 +265,7 @@ class DataKey(DataCipherKey):
         pack = _PACKET_ID.pack_into
         decrypt_into = self._decrypt_into
         accept = self.replay.accept
-        oks: list[bool] = []
+        oks: list[bool | None] = []
         good = 0
         for ct, out, aad, pid in zip(cts, outs, aads, pids, strict=True):
             pack(nonce, 0, pid)
@@ -276,7 +277,7 @@ class DataKey(DataCipherKey):
                 continue
             if not accept(pid, now):
                 self.replays += 1
-                oks.append(False)
+                oks.append(None)
                 continue
             oks.append(True)
             good += 1

@@ -112,8 +112,9 @@ class DataCipherKey:
     def open(self, buf: Buffer, now: float) -> bool:
         raise NotImplementedError
 
-    def open_rows(self, rows: OpenRows, now: float) -> list[bool] | None:
-        """Many datagrams at once (only where `seals_rows`)."""
+    def open_rows(self, rows: OpenRows, now: float) -> list[bool | None] | None:
+        """Many datagrams at once (only where `seals_rows`): per row True (opened), False
+        (authentication failed) or None (a replay)."""
         raise NotImplementedError
 
     def _repr_extra(self) -> str:

@@ -173,6 +173,8 @@ class Session:
         self.last_drop = MALFORMED
         self.control_drop = MALFORMED  # the same for the last refused control packet
         self._drop_seen: dict[int, tuple[DataCipherKey, int, int]] = {}
+        # The causes of the rows the last `open_rows` refused, in row order.
+        self.row_drops: list[str] = []
 
     # -- views of the parts ------------------------------------------------------------------
 
@@ -468,9 +470,17 @@ class Session:
             return None
         verdicts: list[int] = [TO_TUN] * len(oks)
         if not all(oks):
+            # Each refused row with its own cause (as `decrypt` -> `_data_dropped` gives one
+            # per packet); the key's counters already count them all.
+            causes = self.row_drops = []
             for index, ok in enumerate(oks):
                 if not ok:
-                    verdicts[index] = self._data_dropped(key)
+                    verdicts[index] = DROPPED
+                    causes.append(AUTH_FAILED if ok is False else REPLAY)
+            self.dropped_data += len(causes)
+            self.last_drop = causes[-1]
+            self._drop_seen[key.key_id] = (key, getattr(key, "auth_failures", 0),
+                                           getattr(key, "replays", 0))
             if not any(oks):
                 return verdicts
         self.last_rx = now
