@@ -45,15 +45,21 @@ def _drain(sock: socket.socket) -> list[bytes]:
             return out
 
 
+def _reuseport_group(pair: NetnsPair) -> list[socket.socket]:
+    """N UDP sockets of one SO_REUSEPORT group on address A (call inside its namespace)."""
+    socks: list[socket.socket] = []
+    for _ in range(N):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((str(pair.addr_a), 0 if not socks else socks[0].getsockname()[1]))
+        socks.append(sock)
+    return socks
+
+
 def test_reuseport_steers_by_peer_id_and_session_id(netns_pair: NetnsPair) -> None:
     pair = netns_pair
     with pair.entered(pair.ns_a):
-        socks = []
-        for _ in range(N):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((str(pair.addr_a), 0 if not socks else socks[0].getsockname()[1]))
-            socks.append(sock)
+        socks = _reuseport_group(pair)
         attach_reuseport_steering(socks[1], N)  # any member: the program is the group's
     port = socks[0].getsockname()[1]
     expected: dict[int, list[bytes]] = {i: [] for i in range(N)}
@@ -83,12 +89,7 @@ def test_session_steering_balances_new_sessions(netns_pair: NetnsPair) -> None:
     steering = SessionSteering.create(N)
     try:
         with pair.entered(pair.ns_a):
-            socks = []
-            for _ in range(N):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind((str(pair.addr_a), 0 if not socks else socks[0].getsockname()[1]))
-                socks.append(sock)
+            socks = _reuseport_group(pair)
             steering.attach(socks[2])
         port = socks[0].getsockname()[1]
         # Session ids that all hash to worker 0 under the classic program (first word % N).
