@@ -429,11 +429,18 @@ def test_two_clients_over_an_ipv6_link(netns_pair: NetnsPair, tmp_path: Path) ->
     assert {row.split(",")[3] for row in rows()} == {str(tunnel.client_vip), str(second_vip)}
     assert all(row.split(",")[2].startswith(str(pair.addr6_b)) for row in rows()), rows()
 
-    # A client's status file is OpenVPN's STATISTICS block.
-    assert wait_for(lambda: "TUN/TAP write bytes," in client_status.read_text(), 5)
-    stats = dict(line.split(",", 1) for line in client_status.read_text().splitlines()
-                 if "," in line)
-    assert int(stats["TUN/TAP write bytes"]) > 0 and int(stats["TCP/UDP read bytes"]) > 0
+    # A client's status file is OpenVPN's STATISTICS block. It is rewritten every second
+    # (`status FILE 1`), so the copy on disk may predate the pings: wait for one written after.
+    def client_stats() -> dict[str, str]:
+        text = client_status.read_text() if client_status.exists() else ""
+        return dict(line.split(",", 1) for line in text.splitlines() if "," in line)
+
+    def counted() -> bool:
+        stats = client_stats()
+        return (int(stats.get("TUN/TAP write bytes", "0")) > 0
+                and int(stats.get("TCP/UDP read bytes", "0")) > 0)
+
+    assert wait_for(counted, 5), client_status.read_text()
 
     assert pair.stop(second, grace=10) == 0, pair.log(second)
     assert wait_for(lambda: len(rows()) == 1, 5), tunnel.status_file.read_text()
