@@ -13,6 +13,9 @@ from tunnel.io.gso import GsoSender
 from tunnel.protocol.codec import ControlPacket, build_control
 from tunnel.protocol.constants import Opcode
 
+_P_DATA_V1 = int(Opcode.P_DATA_V1)
+_P_DATA_V2 = int(Opcode.P_DATA_V2)
+
 
 def hostile_datagrams(rng: random.Random, peer_id: int) -> list[bytes]:
     reset = build_control(ControlPacket(
@@ -51,6 +54,18 @@ def send_all(
                 gso.add(memoryview(rng.randbytes(size)), target)
             gso.add(memoryview(rng.randbytes(rng.randrange(0, size + 1))), target)  # short tail
             gso.flush()
+        # Runs of forged data packets (one data header each: a peer-id, a key_id): these pass
+        # a receiver's first-byte check and reach its batch open of GRO runs (gro_rows.py),
+        # where every row must fail authentication on its own.
+        heads = sorted({data[:4] for data in datagrams
+                        if len(data) >= 4 and data[0] >> 3 in (_P_DATA_V1, _P_DATA_V2)})
+        for head in heads:
+            for _ in range(3):
+                size = rng.choice((40, 100, 1200, 1400))
+                for _ in range(rng.randrange(2, 70)):
+                    gso.add(memoryview(head + rng.randbytes(size)), target)
+                gso.add(memoryview(head + rng.randbytes(rng.randrange(0, size))), target)
+                gso.flush()
         sent += gso.sent
     finally:
         sock.close()
