@@ -51,6 +51,7 @@ from tunnel.app.ccd import PoolPersistFile, load_pool_persist
 from tunnel.app.device import TunnelDevice, server_device_config
 from tunnel.app.link import format_address, link_name, open_server_sockets
 from tunnel.app.management import Management, ManagementError
+from tunnel.app.management.runtime_host import announce_server_up
 from tunnel.app.metrics import MetricsError, MetricsServer
 from tunnel.app.privileges import drop, lookup
 from tunnel.app.runtime import (
@@ -534,15 +535,8 @@ class Supervisor:
         return answers
 
     def _management_up(self) -> None:
-        m = self.management
-        if m is None:
-            return
-        m.state("CONNECTING")
-        local_ip = str(self.cfg.ifconfig.ip) if self.cfg.ifconfig is not None else ""
-        if local_ip:
-            m.state("ASSIGN_IP", local_ip=local_ip)
-        host, port = self.socks[0].getsockname()[:2]
-        m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=(host, port))
+        if self.management is not None:
+            announce_server_up(self.management, self.cfg, self.socks[0])
 
     def _kill_cn(self, index: int, cn: str) -> None:
         worker = self.workers[index]

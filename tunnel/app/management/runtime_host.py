@@ -30,7 +30,11 @@ from tunnel.protocol.events import (
 )
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+
     from tunnel.app.peers import Peer
+    from tunnel.config import TunnelConfig
 
 __all__ = ["ClientHost", "RuntimeHost", "ServerHost", "host_for"]
 
@@ -103,6 +107,26 @@ class RuntimeHost:
                                   *(f">UPDOWN:ENV,{k}={_clean(v)}" for k, v in env),
                                   ">UPDOWN:ENV,END")
 
+
+
+def announce_server_up(
+    m: Management, cfg: TunnelConfig, sock: socket.socket | None,
+    assigned: Callable[[str], None] | None = None,
+) -> None:
+    """A server is up (one process, or the workers' supervisor once every worker runs): the
+    states stock reports, CONNECTING, ASSIGN_IP (its own tunnel address, if any), CONNECTED.
+    `assigned(local_ip)` runs between the last two (management-up-down's >UPDOWN:UP)."""
+    m.state("CONNECTING")
+    local_ip = str(cfg.ifconfig.ip) if cfg.ifconfig is not None else ""
+    if local_ip:
+        m.state("ASSIGN_IP", local_ip=local_ip)
+    if assigned is not None:
+        assigned(local_ip)
+    local = None
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
+        local = (host, port)
+    m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=local)
 
 class ClientHost(RuntimeHost):
     role = "client"
@@ -229,17 +253,8 @@ class ServerHost(RuntimeHost):
 
     def started(self) -> None:
         r = self.server_runtime
-        m = self.management
-        m.state("CONNECTING")
-        local_ip = str(r.cfg.ifconfig.ip) if r.cfg.ifconfig is not None else ""
-        if local_ip:
-            m.state("ASSIGN_IP", local_ip=local_ip)
-        self.updown("UP", "up", local_ip)
-        local = None
-        if r.sock is not None:
-            host, port = r.sock.getsockname()[:2]
-            local = (host, port)
-        m.state("CONNECTED", "SUCCESS", local_ip=local_ip, local=local)
+        announce_server_up(self.management, r.cfg, r.sock,
+                           lambda local_ip: self.updown("UP", "up", local_ip))
 
     def on_event(self, event: Event) -> None:
         r = self.server_runtime
