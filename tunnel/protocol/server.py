@@ -236,29 +236,24 @@ class Server:
         session = entry.session
         verdict = session.decrypt(buf, now)
         here = session.remote_addr == addr
-        if verdict == TO_TUN:
-            # The inner source must be the client's (multi.c: 'bad source address'); IPv4
-            # inline, the rest in _source_allowed.
-            payload = buf.data
-            if (
-                _U32.unpack_from(payload, 12)[0] != entry.vip_int
-                if len(payload) >= 20 and payload[0] >> 4 == 4
-                else not self._source_allowed(entry, payload)
-            ):
-                verdict = DROPPED
-                if not _link_local_source(payload):
-                    self.drops.drop(BAD_SOURCE, addr, "packet with a source address not the "
-                                    "client's", now)
-            elif not here:
-                self.table.move(entry, addr)  # a float: only after the packet authenticated
-                here = True
-        elif verdict == DROPPED:
+        if verdict == DROPPED:
             cause = session.last_drop
             if cause == AUTH_FAILED:
                 session.traffic.auth_drops += 1
             elif cause == REPLAY:
                 session.traffic.replay_drops += 1
             self.drops.drop(cause, addr, DATA_DROP_TEXT[cause], now)
+        elif verdict == TO_TUN and (
+            # The inner source must be the client's (multi.c: 'bad source address'); IPv4
+            # inline, the rest in _source_allowed.
+            _U32.unpack_from(payload, 12)[0] != entry.vip_int
+            if len(payload := buf.data) >= 20 and payload[0] >> 4 == 4
+            else not self._source_allowed(entry, payload)
+        ):
+            verdict = DROPPED
+            if not _link_local_source(payload):
+                self.drops.drop(BAD_SOURCE, addr, "packet with a source address not the "
+                                "client's", now)
         elif not here:
             self.table.move(entry, addr)  # a float: only after the packet authenticated
             here = True
