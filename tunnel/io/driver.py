@@ -250,22 +250,22 @@ class Driver:
             tun_rx = no_route = 0
             sent, dropped = gso.sent, gso.dropped
             supers = self._supers
+            segments = 0  # the super-packets' segments sealed before this callback
             if supers is not None:
                 supers.begin(now)
-                tun_rx = -supers.segments
+                segments = supers.segments
             try:
                 # One buffer for the batch, as above: `queue` copies the sealed datagram into the
                 # GSO run, so the buffer is free again at once.
                 buf = arena.take(self.pool)
-                read, no_route = outbound_batch(
+                tun_rx, no_route = outbound_batch(
                     self.device, buf, self.batch, self._encrypt, self._queue, now,
                     self._on_fault, self._send,
                 )
                 gso.flush()
-                tun_rx += read
             finally:
                 if supers is not None:
-                    tun_rx += supers.segments
+                    tun_rx += supers.segments - segments
                 arena.free()
                 stats.tun_rx += tun_rx
                 stats.no_route += no_route
