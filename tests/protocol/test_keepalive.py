@@ -29,8 +29,10 @@ def test_ping_is_due_after_ping_seconds_of_sending_nothing() -> None:
     assert keepalive.due(110.0, last_rx=100.0, last_tx=100.0, sending=True) is KeepaliveDue.PING
     # No data key yet: nothing to ping with.
     assert keepalive.due(110.0, last_rx=100.0, last_tx=100.0, sending=False) is KeepaliveDue.NOTHING
-    assert sorted(keepalive.deadlines(100.0, 105.0, sending=True)) == [115.0, 160.0]
-    assert list(keepalive.deadlines(100.0, 105.0, sending=False)) == [160.0]
+    assert keepalive.next_deadline(100.0, 105.0, sending=True) == 115.0  # ping, the earlier
+    assert keepalive.next_deadline(100.0, 105.0, sending=False) == 160.0  # only ping-restart
+    # Silent peer, busy sender: the ping-restart deadline is the earlier one.
+    assert keepalive.next_deadline(0.0, 100.0, sending=True) == 60.0
 
 
 def test_ping_restart_wins_over_ping_and_zero_disables_both() -> None:
@@ -38,7 +40,8 @@ def test_ping_restart_wins_over_ping_and_zero_disables_both() -> None:
     assert keepalive.due(160.0, last_rx=100.0, last_tx=100.0, sending=True) is KeepaliveDue.RESTART
     off = Keepalive(0.0, 0.0)
     assert off.due(1e9, last_rx=0.0, last_tx=0.0, sending=True) is KeepaliveDue.NOTHING
-    assert list(off.deadlines(0.0, 0.0, sending=True)) == []
+    assert off.next_deadline(0.0, 0.0, sending=True) is None
+    assert Keepalive(10.0, 0.0).next_deadline(0.0, 5.0, sending=True) == 15.0  # ping alone
 
 
 def test_pushed_values_replace_the_configured_ones_only_when_pushed() -> None:

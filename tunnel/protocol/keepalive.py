@@ -12,7 +12,6 @@ OCC_EXIT (explicit-exit-notify without the cc-exit protocol flag) ends the sessi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import Enum
 from typing import Final
 
@@ -66,15 +65,9 @@ class Keepalive:
             return KeepaliveDue.PING
         return KeepaliveDue.NOTHING
 
-    def deadlines(self, last_rx: float, last_tx: float, sending: bool) -> Iterator[float]:
-        if self.ping > 0 and sending:
-            yield last_tx + self.ping
-        if self.ping_restart > 0:
-            yield last_rx + self.ping_restart
-
     def next_deadline(self, last_rx: float, last_tx: float, sending: bool) -> float | None:
-        """The earliest of `deadlines()` (None: neither applies), without a generator: a
-        server asks this once per session per timer fire."""
+        """The earliest of the ping deadline (only while `sending`) and the ping-restart one
+        (None: neither applies); a server asks this once per session per timer fire."""
         ping, restart = self.ping, self.ping_restart
         at = last_tx + ping if ping > 0 and sending else None
         if restart > 0:
