@@ -20,7 +20,7 @@ import pytest
 from tests.io.tunnel_pair import SERVER_VIP, TunnelPair, ipv4_udp
 from tunnel.io.datapath import DeviceOutput
 from tunnel.io.device import MemoryDevice
-from tunnel.io.offload import internet_sum
+from tunnel.protocol.checksum import internet_sum
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,65 +1,48 @@
-"""PartialChecksums (the TUN reader's checksum completion) against the reference forms:
-`internet_sum` (offload.py) and `complete_checksum` (tso.py), on random packets of every
-length around both paths' edge, odd starts and ends, all-zero data and sums that are 0 mod
-0xFFFF."""
+"""PartialChecksums (the TUN reader's checksum completion): a `NEEDS_CSUM` packet left in the
+read buffer is completed as a NIC would, on random packets of every length around the sum's
+two ways (checksum.py), IPv4 and IPv6, TCP and UDP (a UDP sum that completes to 0 is sent as
+0xFFFF); offsets that do not fit the packet are refused."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import struct
 
 import pytest
 
-from tunnel.io.offload import internet_sum
-from tunnel.io.partial_csum import _NUMPY_MIN, PartialChecksums
-from tunnel.io.tso import complete_checksum
+from tunnel.io.partial_csum import PartialChecksums
+from tunnel.protocol.checksum import internet_sum
 
 _BASE = 10  # where the TUN reader's packet starts (behind the virtio-net header)
+SRC4, DST4 = ipaddress.IPv4Address("10.1.0.1"), ipaddress.IPv4Address("10.1.0.2")
 
 
 def _buffer() -> bytearray:
     return bytearray(_BASE + 0x10000)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_sum_matches_internet_sum_on_random_data(seed: int) -> None:
-    rng = random.Random(seed)
-    buffer = _buffer()
-    csums = PartialChecksums(buffer)
-    lengths = [*range(0, 80), *range(_NUMPY_MIN - 8, _NUMPY_MIN + 8), 1399, 1400, 1401, 9001,
-               65535 - 40, 65535]
-    for length in lengths:
-        start = rng.choice((0, 1, 30, 31, _BASE + 20))
-        length = min(length, len(buffer) - start)
-        buffer[start : start + length] = rng.randbytes(length)
-        assert csums.sum(start, start + length) == internet_sum(
-            buffer[start : start + length]), (start, length)
-
-
-def test_sum_of_zeros_is_zero_and_a_zero_residue_is_all_ones() -> None:
-    buffer = _buffer()
-    csums = PartialChecksums(buffer)
-    for length in (0, 1, 2, 63, 64, _NUMPY_MIN, _NUMPY_MIN + 1, 1400):
-        assert csums.sum(_BASE, _BASE + length) == 0
-    # Words that add up to a multiple of 0xFFFF: ones'-complement gives 0xFFFF, never 0.
-    for length in (4, 64, 1400, 1401):
-        buffer[_BASE : _BASE + length] = bytes(length)
-        buffer[_BASE : _BASE + 4] = b"\x80\x00\x7f\xff"
-        assert internet_sum(buffer[_BASE : _BASE + length]) == 0xFFFF
-        assert csums.sum(_BASE, _BASE + length) == 0xFFFF
-        buffer[_BASE : _BASE + 4] = b"\xff\xff\x00\x00"
-        assert csums.sum(_BASE, _BASE + length) == 0xFFFF
+def _completed(packet: bytes, csum_start: int, field: int, udp: bool) -> bytearray:
+    """What a NIC writes: the ones'-complement of the sum from `csum_start` (the field holding
+    the pseudo-header sum), a UDP 0 sent as all ones."""
+    out = bytearray(packet)
+    check = ~internet_sum(packet[csum_start:]) & 0xFFFF
+    if not check and udp:
+        check = 0xFFFF
+    struct.pack_into("!H", out, csum_start + field, check)
+    return out
 
 
 @pytest.mark.parametrize("proto", [6, 17])
 @pytest.mark.parametrize("v6", [False, True])
-def test_complete_matches_complete_checksum(proto: int, v6: bool) -> None:
+def test_complete_writes_what_a_nic_would(proto: int, v6: bool) -> None:
     rng = random.Random(proto * 2 + v6)
     buffer = _buffer()
     csums = PartialChecksums(buffer)
     hlen = 40 if v6 else 20
     field = 16 if proto == 6 else 6
+    zero_udp = 0
     for size in [*range(field + 2, 70), 511, 640, 641, 1371, 1372, 1400, 1401, 9000]:
         packet = bytearray(os.urandom(hlen + size))
         packet[0] = 0x60 if v6 else 0x45
@@ -69,11 +52,34 @@ def test_complete_matches_complete_checksum(proto: int, v6: bool) -> None:
             struct.pack_into("!H", packet, hlen + field, 0)
             fix = internet_sum(packet[hlen:])
             struct.pack_into("!H", packet, hlen + field, ~fix & 0xFFFF)
-        expect = bytearray(packet)
-        assert complete_checksum(memoryview(expect), hlen, field)
+            zero_udp += proto == 17
+        expect = _completed(bytes(packet), hlen, field, proto == 17)
         end = _BASE + len(packet)
         buffer[_BASE:end] = packet
         assert csums.complete(_BASE, end, hlen, field)
         assert buffer[_BASE:end] == expect, size
+    assert zero_udp or proto == 6  # the UDP all-ones case was exercised
     assert not csums.complete(_BASE, _BASE + hlen + field + 1, hlen, field)  # past the end
     assert not csums.complete(_BASE, end, 8, field)  # inside the IP header
+
+
+@pytest.mark.parametrize("proto,size", [(6, 32), (6, 1400), (17, 64), (17, 1401)])
+def test_a_partial_checksum_is_completed(proto: int, size: int) -> None:
+    """The kernel's form exactly: the field holds the pseudo-header sum; once completed the
+    transport checksum verifies over pseudo-header + segment."""
+    body = bytearray(os.urandom(size))
+    at = 16 if proto == 6 else 6
+    total = 20 + size
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, proto, 0, SRC4.packed,
+                     DST4.packed)
+    pseudo = SRC4.packed + DST4.packed + struct.pack("!BBH", 0, proto, size)
+    body[at : at + 2] = b"\0\0"
+    partial = internet_sum(pseudo)  # what the kernel leaves: the pseudo-header sum
+    struct.pack_into("!H", body, at, partial)
+    packet = bytearray(ip) + body
+    buffer = _buffer()
+    buffer[_BASE : _BASE + total] = packet
+    csums = PartialChecksums(buffer)
+    assert csums.complete(_BASE, _BASE + total, 20, at)
+    assert internet_sum(pseudo + buffer[_BASE + 20 : _BASE + total]) == 0xFFFF
+    assert not csums.complete(_BASE, _BASE + total, 20, size)  # the field past the end

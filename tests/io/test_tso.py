@@ -1,6 +1,6 @@
 """TSO reads: a super-packet cut by `TsoSegmenter` gives exactly the segments the kernel's own
-segmentation would (`offload.split_gso`, the plain reference), every checksum valid; and a
-`NEEDS_CSUM` packet is completed as a NIC would. No root: frames built here."""
+segmentation would (`offload.split_gso`, the plain reference), every checksum valid. (A
+`NEEDS_CSUM` packet's completion: test_partial_csum.py.) No root: frames built here."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from tunnel.io.offload import (
     VNET_F_NEEDS_CSUM,
     VNET_HDR,
     VNET_HDR_SIZE,
-    internet_sum,
     split_gso,
 )
-from tunnel.io.tso import GSO_TCPV6, TsoSegmenter, complete_checksum
+from tunnel.io.tso import GSO_TCPV6, TsoSegmenter
+from tunnel.protocol.checksum import internet_sum
 
 SRC4, DST4 = ipaddress.IPv4Address("10.1.0.1"), ipaddress.IPv4Address("10.1.0.2")
 SRC6, DST6 = ipaddress.IPv6Address("fd00::1"), ipaddress.IPv6Address("fd00::2")
@@ -94,20 +94,3 @@ def test_what_cannot_be_cut_is_refused() -> None:
     frame = super4(b"x" * 3000, 0)  # no segment size
     assert not seg.load(memoryview(frame), len(frame) - VNET_HDR_SIZE)
     assert seg.pending == 0
-
-
-@pytest.mark.parametrize("proto,size", [(6, 32), (6, 1400), (17, 64), (17, 1401)])
-def test_a_partial_checksum_is_completed(proto: int, size: int) -> None:
-    body = bytearray(os.urandom(size))
-    at = 16 if proto == 6 else 6
-    total = 20 + size
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, proto, 0, SRC4.packed,
-                     DST4.packed)
-    pseudo = SRC4.packed + DST4.packed + struct.pack("!BBH", 0, proto, size)
-    body[at : at + 2] = b"\0\0"
-    partial = internet_sum(pseudo)  # what the kernel leaves: the pseudo-header sum
-    struct.pack_into("!H", body, at, partial)
-    packet = bytearray(ip) + body
-    assert complete_checksum(memoryview(packet), 20, at)
-    assert internet_sum(pseudo + packet[20:]) == 0xFFFF
-    assert not complete_checksum(memoryview(packet), 20, size)  # the field past the end

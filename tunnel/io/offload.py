@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from core import Buffer, Frame, FrameBuilder, RunPool
-from tunnel.protocol.checksum import adjust, pseudo_header_sum
+from tunnel.protocol.checksum import adjust, internet_sum, pseudo_header_sum
 
 if TYPE_CHECKING:
     import numpy as np
@@ -438,16 +438,6 @@ class TunCoalescer:
         self.dropped += count
         if proto == _UDP:
             self.udp = False  # this kernel's TUN does not take UDP_L4: plain packets from now
-
-
-def internet_sum(data: memoryview | bytes | bytearray) -> int:
-    """The ones'-complement sum of `data` as 16-bit big-endian words (an odd end padded with
-    zero), in 1..0xFFFF unless all of it is zero. One big-int reduction: 2**16 = 1 mod 0xFFFF."""
-    value = int.from_bytes(data, "big")
-    if len(data) & 1:
-        value <<= 8
-    total = value % 0xFFFF
-    return total if total or not value else 0xFFFF
 
 
 def split_gso(frame: memoryview) -> list[bytearray]:

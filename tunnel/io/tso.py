@@ -24,14 +24,10 @@ import struct
 import sys
 from typing import Final
 
-from tunnel.io.offload import (
-    VNET_HDR,
-    VNET_HDR_SIZE,
-    internet_sum,
-)
-from tunnel.protocol.checksum import fold
+from tunnel.io.offload import VNET_HDR, VNET_HDR_SIZE
+from tunnel.protocol.checksum import fold, internet_sum
 
-__all__ = ["GSO_TCPV6", "TsoSegmenter", "complete_checksum"]
+__all__ = ["GSO_TCPV6", "TsoSegmenter"]
 
 GSO_TCPV4: Final = 1
 GSO_TCPV6: Final = 4
@@ -43,42 +39,6 @@ _TCP: Final = 6
 _FIN_PSH: Final = 0x09
 _CWR: Final = 0x80
 _LITTLE: Final = sys.byteorder == "little"
-# Below this many bytes one int reduction is cheaper than a numpy call.
-_NUMPY_MIN: Final = 512
-
-
-def _swap16(value: int) -> int:
-    return ((value & 0xFF) << 8) | (value >> 8)
-
-
-def _sum16(data: memoryview) -> int:
-    """Folded ones'-complement sum of big-endian words (0 for all-zero data)."""
-    if len(data) < _NUMPY_MIN:
-        return internet_sum(data)
-    import numpy as np  # (imported where used: only TSO readers need it)
-
-    even = len(data) & ~1
-    total = int(np.frombuffer(data[:even], dtype=np.uint16).sum(dtype=np.uint64))
-    total = fold(fold(total & 0xFFFFFFFF) + (total >> 32))
-    if _LITTLE:
-        total = _swap16(total)
-    if even != len(data):
-        total = fold(total + (data[even] << 8))
-    return total
-
-
-def complete_checksum(packet: memoryview, csum_start: int, csum_offset: int) -> bool:
-    """Finish a `NEEDS_CSUM` packet in place: the sum from `csum_start` to the end (the
-    field holds the pseudo-header sum) complemented into the field. False if the offsets do
-    not fit the packet (then it is dropped)."""
-    at = csum_start + csum_offset
-    if at + 2 > len(packet) or csum_start < 20:
-        return False
-    check = ~_sum16(packet[csum_start:]) & 0xFFFF
-    if not check and packet[9 if packet[0] >> 4 == 4 else 6] == 17:
-        check = 0xFFFF  # UDP: a computed 0 is sent as all ones (0 means "none")
-    _U16.pack_into(packet, at, check)
-    return True
 
 
 class TsoSegmenter:
@@ -228,7 +188,7 @@ def _payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
 
     full = len(payload) // mss
     if mss & 1 or full == 0:
-        return [_sum16(payload[i * mss : (i + 1) * mss]) for i in range(count)]
+        return [internet_sum(payload[i * mss : (i + 1) * mss]) for i in range(count)]
     words = np.frombuffer(payload[: full * mss], dtype=np.uint16).reshape(full, mss // 2)
     totals = words.sum(axis=1, dtype=np.uint32)  # < 2**32: at most 32767 words a row
     totals = (totals & 0xFFFF) + (totals >> 16)
@@ -237,5 +197,5 @@ def _payload_sums(payload: memoryview, mss: int, count: int) -> list[int]:
         totals = ((totals & 0xFF) << 8) | (totals >> 8)
     sums: list[int] = totals.tolist()
     if full < count:
-        sums.append(_sum16(payload[full * mss :]))
+        sums.append(internet_sum(payload[full * mss :]))
     return sums

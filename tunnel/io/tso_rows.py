@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Final
 
 from core import Buffer, RunPool
 from tunnel.io.gso import GsoSender
-from tunnel.io.offload import VNET_HDR, VNET_HDR_SIZE, internet_sum
+from tunnel.io.offload import VNET_HDR, VNET_HDR_SIZE
+from tunnel.protocol.checksum import internet_sum
 
 if TYPE_CHECKING:
     import numpy as np
