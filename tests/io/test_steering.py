@@ -1,7 +1,8 @@
 """The steering programs of a multi-worker server, run by the real kernel in a namespace.
 
-- reuseport: a P_DATA_V2 datagram goes to socket peer_id % N, a control datagram to socket
-  (first word of the session id) % N, whatever its source port;
+- reuseport: a P_DATA_V2 datagram goes to socket peer_id % N, a control datagram to the
+  socket its session id is pinned to, else to (first word of the session id) % N, whatever
+  its source port; no datagram writes the map;
 - TUN: a packet into the multi-queue device is read from the queue its destination's map
   entry names (longest prefix wins; no entry: queue 0), IPv4 and IPv6.
 """
@@ -16,23 +17,10 @@ import time
 import pytest
 
 from tests.netns import NetnsPair
-from tunnel.io.steering import (
-    SessionSteering,
-    TunSteering,
-    attach_reuseport_steering,
-    reuseport_program,
-)
+from tunnel.io.steering import SessionSteering, TunSteering, hashed_worker
 from tunnel.io.tun import TunDevice
 
 N = 3
-
-
-def test_program_shape() -> None:
-    program = reuseport_program(N)
-    assert program[-1] == (0x16, 0, 0, 0)  # ret A
-    assert sum(1 for insn in program if insn[0] == 0x94 and insn[3] == N) == 2  # mod N twice
-    with pytest.raises(ValueError):
-        reuseport_program(0)
 
 
 def _drain(sock: socket.socket) -> list[bytes]:
@@ -60,7 +48,8 @@ def test_reuseport_steers_by_peer_id_and_session_id(netns_pair: NetnsPair) -> No
     pair = netns_pair
     with pair.entered(pair.ns_a):
         socks = _reuseport_group(pair)
-        attach_reuseport_steering(socks[1], N)  # any member: the program is the group's
+    steering = SessionSteering.create(N)
+    steering.attach(socks[1])  # any member: the program is the group's
     port = socks[0].getsockname()[1]
     expected: dict[int, list[bytes]] = {i: [] for i in range(N)}
     with pair.entered(pair.ns_b):
@@ -74,54 +63,63 @@ def test_reuseport_steers_by_peer_id_and_session_id(netns_pair: NetnsPair) -> No
                 data = bytes([7 << 3]) + word.to_bytes(4, "big") + b"\0" * 4 + bytes([round_])
                 sender.sendto(data, (str(pair.addr_a), port))
                 expected[word % N].append(data)
+                assert hashed_worker(data[1:9], N) == word % N
             sender.close()
     time.sleep(0.2)
     for index, sock in enumerate(socks):
         assert sorted(_drain(sock)) == sorted(expected[index]), index
         sock.close()
+    assert steering.pinned() == []  # nothing the packets carried was written
+    steering.close()
 
 
-def test_session_steering_balances_new_sessions(netns_pair: NetnsPair) -> None:
-    """New sessions go to the workers in turn (not by their random session id), every later
-    packet of a session (another source port, another opcode) follows its first, a pinned
-    session goes where it was pinned, data by peer-id."""
+def test_pinned_sessions_go_to_their_worker_and_resets_leave_nothing(
+        netns_pair: NetnsPair) -> None:
+    """A pinned session's control packets go where it was pinned, from any source port and
+    whatever their opcode; after unpin they go by hash again. A burst of resets with fresh
+    session ids (and other control packets) goes by hash and writes no map entry."""
     pair = netns_pair
-    steering = SessionSteering.create(N)
+    steering = SessionSteering.create(N, max_sessions=4)
     try:
         with pair.entered(pair.ns_a):
             socks = _reuseport_group(pair)
             steering.attach(socks[2])
         port = socks[0].getsockname()[1]
-        # Session ids that all hash to worker 0 under the classic program (first word % N).
-        sids = [(N * k).to_bytes(4, "big") + bytes([k]) * 4 for k in range(1, 2 * N + 1)]
-        steering.pin(b"pinned!!", 2)
+        # Session ids that all hash to worker 0 (first word % N), pinned to 1 and 2.
+        sids = [(N * k).to_bytes(4, "big") + bytes([k]) * 4 for k in range(1, 5)]
+        pins = {sids[0]: 1, sids[1]: 2, sids[2]: 1}
+        for sid, worker in pins.items():
+            steering.pin(sid, worker)
+        steering.pin(sids[3], 2)
+        with pytest.raises(OSError):  # full: a clean error, nothing else changes
+            steering.pin(b"fifth!!!", 1)
+        steering.unpin(sids[3])  # hashed again
+        steering.unpin(b"never!!!")  # not there: no error
+        assert sorted(steering.pinned()) == sorted(pins)
+        flood = [os.urandom(8) for _ in range(300)]
         with pair.entered(pair.ns_b):
-            first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            for sid in sids:
-                first.sendto(bytes([7 << 3]) + sid + b"reset", (str(pair.addr_a), port))
-            time.sleep(0.1)
-            seen = {i: [d[1:9] for d in _drain(sock)] for i, sock in enumerate(socks)}
-            assert sorted(len(v) for v in seen.values()) == [2] * N, seen
-            later = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # NAT rebinding
-            for sid in sids:
-                later.sendto(bytes([4 << 3]) + sid + b"control", (str(pair.addr_a), port))
-                later.sendto(bytes([7 << 3]) + sid + b"resent", (str(pair.addr_a), port))
-            later.sendto(bytes([4 << 3]) + b"pinned!!" + b"x", (str(pair.addr_a), port))
-            later.sendto(bytes([9 << 3]) + (4).to_bytes(3, "big") + b"data", (str(pair.addr_a),
-                                                                             port))
-            first.close()
-            later.close()
-        time.sleep(0.1)
+            for round_ in range(3):  # NAT rebinding: a new source port each round
+                sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                for sid in sids:
+                    for opcode in (7, 4, 5):  # reset, control, ack
+                        sender.sendto(bytes([opcode << 3]) + sid + bytes([round_]),
+                                      (str(pair.addr_a), port))
+                sender.close()
+            flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for sid in flood:
+                flooder.sendto(bytes([7 << 3]) + sid + b"reset", (str(pair.addr_a), port))
+            flooder.close()
+        time.sleep(0.2)
         for index, sock in enumerate(socks):
             got = _drain(sock)
-            want = sorted([bytes([4 << 3]) + sid + b"control" for sid in seen[index]]
-                          + [bytes([7 << 3]) + sid + b"resent" for sid in seen[index]])
-            if index == 2:
-                want.append(bytes([4 << 3]) + b"pinned!!" + b"x")
-            if index == 4 % N:
-                want.append(bytes([9 << 3]) + (4).to_bytes(3, "big") + b"data")
-            assert sorted(got) == sorted(want), index
+            want = sorted(bytes([op << 3]) + sid + bytes([r]) for sid in sids for op in (7, 4, 5)
+                          for r in range(3) if pins.get(sid, hashed_worker(sid, N)) == index)
+            assert sorted(d for d in got if d[1:9] in sids) == want, index
+            flooded = [d[1:9] for d in got if d[1:9] not in sids]
+            assert sorted(flooded) == sorted(s for s in flood if hashed_worker(s, N) == index)
             sock.close()
+        # The burst of resets wrote nothing: the map holds exactly the three pins.
+        assert sorted(steering.pinned()) == sorted(pins)
     finally:
         steering.close()
 

@@ -2,17 +2,18 @@
 
 Two kernel programs keep every packet of one client on the worker that owns its session:
 
-- **UDP** (`attach_reuseport_steering`): N sockets bound to one port with `SO_REUSEPORT` form
-  one group; a classic BPF program attached with `SO_ATTACH_REUSEPORT_CBPF` returns the index
-  of the socket (= worker) for each datagram. The kernel's default is a hash of the 4-tuple,
-  which sends a client to another worker when its source address changes (NAT rebinding,
-  float). Ours looks at the payload instead: a P_DATA_V2 packet carries the 24-bit peer-id
+- **UDP** (`SessionSteering`): N sockets bound to one port with `SO_REUSEPORT` form one
+  group; an eBPF program attached with `SO_ATTACH_REUSEPORT_EBPF` returns the index of the
+  socket (= worker) for each datagram. The kernel's default is a hash of the 4-tuple, which
+  sends a client to another worker when its source address changes (NAT rebinding, float).
+  Ours looks at the payload instead: a P_DATA_V2 packet carries the 24-bit peer-id
   (worker = peer_id % N: worker i hands out only peer-ids i, i+N, ...); every control packet
-  carries the client's 8-byte session id right after the opcode, in clear under every wrap
-  (worker = first 4 bytes of it % N), which is the same for the stateless cookie exchange,
-  the handshake and every renegotiation of that session, from whatever address.
-  P_DATA_V1 (pre-2.4 clients, no peer-id) is hashed the same way as a control packet by its
-  first word, which is meaningless: such clients need `--workers 1`.
+  carries the client's 8-byte session id right after the opcode, in clear under every wrap:
+  a session that exists is found by it in a map the supervisor writes (`pinned`), any other
+  control packet goes to `hashed_worker` (first 4 bytes of the id % N). The program only
+  reads maps: before a client proved it receives (the cookie), nothing in the kernel keeps
+  anything for it. P_DATA_V1 (pre-2.4 clients, no peer-id) is steered as a control packet
+  by its first bytes, which is meaningless: such clients need `--workers 1`.
 - **TUN** (`TunSteering`): the device is multi-queue (a queue per worker) and an eBPF program
   set with `TUNSETSTEERINGEBPF` picks the queue of each packet the kernel sends into the
   tunnel: a longest-prefix-match lookup of the destination address in a BPF map that the
@@ -42,69 +43,15 @@ __all__ = [
     "SessionSteering",
     "SteeringError",
     "TunSteering",
-    "attach_reuseport_steering",
-    "reuseport_program",
+    "hashed_worker",
 ]
 
-SO_ATTACH_REUSEPORT_CBPF = 51
 SO_ATTACH_REUSEPORT_EBPF = 52
 TUNSETSTEERINGEBPF = 0x800454E0  # _IOR('T', 224, int)
 
 
 class SteeringError(OSError):
     """The kernel refused a steering program or map (one line, with errno)."""
-
-
-# -- classic BPF: the reuseport group ------------------------------------------------------
-
-# <linux/filter.h> classic opcodes
-_LD_B_ABS = 0x30
-_LD_W_ABS = 0x20
-_ALU_RSH_K = 0x74
-_ALU_AND_K = 0x54
-_ALU_MOD_K = 0x94
-_JEQ_K = 0x15
-_RET_A = 0x16
-_P_DATA_V2 = 9
-_SOCK_FILTER = struct.Struct("HBBI")
-
-
-def reuseport_program(workers: int) -> list[tuple[int, int, int, int]]:
-    """The classic BPF program (code, jt, jf, k) that returns the worker of a UDP payload.
-
-    Offset 0 is the first byte of the UDP payload (the kernel pulls the UDP header before it
-    runs a reuseport program). A datagram too short for a load ends the program with 0:
-    worker 0 gets it (and drops it, as any worker would).
-    """
-    if workers < 1:
-        raise ValueError("workers must be >= 1")
-    return [
-        (_LD_B_ABS, 0, 0, 0),            # A = opcode << 3 | key_id
-        (_ALU_RSH_K, 0, 0, 3),           # A = opcode
-        (_JEQ_K, 0, 4, _P_DATA_V2),      # data: next; control: +4
-        (_LD_W_ABS, 0, 0, 0),            # A = opcode/key | peer-id (24 bits)
-        (_ALU_AND_K, 0, 0, 0xFFFFFF),
-        (_ALU_MOD_K, 0, 0, workers),
-        (_RET_A, 0, 0, 0),
-        (_LD_W_ABS, 0, 0, 1),            # A = first 4 bytes of the client's session id
-        (_ALU_MOD_K, 0, 0, workers),
-        (_RET_A, 0, 0, 0),
-    ]
-
-
-def attach_reuseport_steering(sock: socket.socket, workers: int) -> None:
-    """Attach the program to the reuseport group `sock` belongs to (any member will do)."""
-    program = reuseport_program(workers)
-    code = b"".join(_SOCK_FILTER.pack(*insn) for insn in program)
-    buffer = ctypes.create_string_buffer(code, len(code))
-    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-    fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
-    except OSError as exc:
-        raise SteeringError(
-            exc.errno or errno.EIO,
-            f"cannot attach the reuseport steering program: {exc.strerror}") from None
 
 
 # -- eBPF: the TUN queues -----------------------------------------------------------------
@@ -280,16 +227,20 @@ class TunSteering:
         self.prog_fd = None
 
 
-# -- eBPF: the reuseport group, balanced -------------------------------------------------
+# -- eBPF: the reuseport group ---------------------------------------------------------
 
-_BPF_MAP_TYPE_HASH, _BPF_MAP_TYPE_ARRAY, _BPF_MAP_TYPE_LRU_HASH = 1, 2, 9
-_HELPER_MAP_UPDATE_ELEM = 2
+_BPF_MAP_TYPE_HASH = 1
+_BPF_MAP_GET_NEXT_KEY = 4
 _MOD64_K, _AND64_K = 0x97, 0x57
 _LD_ABS_W = 0x20
-_STX_W = 0x63
-_R7 = 7
-_P_CONTROL_HARD_RESET_CLIENT_V2, _P_CONTROL_HARD_RESET_CLIENT_V3 = 7, 10
+_P_DATA_V2 = 9
 _SID = struct.Struct("8s")
+
+
+def hashed_worker(session_id: bytes, workers: int) -> int:
+    """The worker of a control packet whose client session id is not pinned: the first 4
+    bytes of the id (network order) % N, a stateless function of what the packet carries."""
+    return int.from_bytes(session_id[:4], "big") % workers
 
 
 def _assemble(items: list[tuple[object, ...]]) -> bytes:
@@ -318,24 +269,23 @@ def _assemble(items: list[tuple[object, ...]]) -> bytes:
     return b"".join(out)
 
 
-def _session_program(workers: int, pinned_fd: int, pending_fd: int, counter_fd: int) -> bytes:
+def _session_program(workers: int, pinned_fd: int) -> bytes:
     """eBPF for the reuseport group: the socket (= worker) of a UDP payload.
 
     - P_DATA_V2: peer_id % N (worker i hands out the peer-ids i, i + N, ...);
-    - a control packet: its client session id (bytes 1..8) in `pinned` (sessions that
-      completed a handshake, written by the supervisor), else in `pending` (an LRU map), else
-      - a client's first packet (HARD_RESET_CLIENT_V2/V3): the next worker in turn (a counter),
-        remembered in `pending`, so the handshakes are spread evenly over the workers;
-      - anything else: the first word of the session id % N.
-    Stack: fp-8 the session id, fp-12 the counter's key, fp-16 the chosen worker.
+    - a control packet: its client session id (bytes 1..8) in `pinned` (a session that
+      exists, written by the supervisor once a worker made it after the cookie proof), else
+      `hashed_worker`: the first 4 bytes of the id % N.
+    The program only reads: nothing a packet carries writes a map, so a flood of resets
+    costs a lookup each and leaves nothing behind in the kernel.
+    Stack: fp-8 the session id.
     """
-    sid, ckey, value = -8, -12, -16
+    sid = -8
     return _assemble([
         (_MOV64_X, _R6, _R1, 0, 0),                    # r6 = skb (LD_ABS needs it there)
         (_LD_ABS_B, 0, 0, 0, 0),                       # r0 = opcode << 3 | key_id
         (_RSH64_K, _R0, 0, 0, 3),
         (_JEQ_K6, _R0, 0, "data", _P_DATA_V2),
-        (_MOV64_X, _R7, _R0, 0, 0),                    # r7 = opcode
         (_MOV64_X, _R1, _R6, 0, 0),
         (_MOV64_K, _R2, 0, 0, 1),
         (_MOV64_X, _R3, _R10, 0, 0),
@@ -348,40 +298,11 @@ def _session_program(workers: int, pinned_fd: int, pending_fd: int, counter_fd: 
         (_ADD64_K, _R2, 0, 0, sid),
         (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
         (_JNE_K6, _R0, 0, "found", 0),
-        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, pending_fd),
-        (_MOV64_X, _R2, _R10, 0, 0),
-        (_ADD64_K, _R2, 0, 0, sid),
-        (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
-        (_JNE_K6, _R0, 0, "found", 0),
-        (_JEQ_K6, _R7, 0, "assign", _P_CONTROL_HARD_RESET_CLIENT_V2),
-        (_JEQ_K6, _R7, 0, "assign", _P_CONTROL_HARD_RESET_CLIENT_V3),
-        (_LDX_W, _R0, _R10, sid, 0),                   # not a first packet: hash
+        (_LD_ABS_W, 0, 0, 0, 1),                       # r0 = session id[0:4], network order
         (_MOD64_K, _R0, 0, 0, workers),
         (_EXIT, 0, 0, 0, 0),
         ("label", "found"),
         (_LDX_W, _R0, _R0, 0, 0),
-        (_EXIT, 0, 0, 0, 0),
-        ("label", "assign"),
-        (_ST_W, _R10, 0, ckey, 0),
-        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, counter_fd),
-        (_MOV64_X, _R2, _R10, 0, 0),
-        (_ADD64_K, _R2, 0, 0, ckey),
-        (_CALL, 0, 0, 0, _HELPER_MAP_LOOKUP_ELEM),
-        (_JEQ_K6, _R0, 0, "zero", 0),
-        (_LDX_W, _R1, _R0, 0, 0),                      # r1 = the counter
-        (_MOV64_X, _R2, _R1, 0, 0),
-        (_ADD64_K, _R2, 0, 0, 1),
-        (_STX_W, _R0, _R2, 0, 0),                      # counter + 1 (a race only repeats a turn)
-        (_MOD64_K, _R1, 0, 0, workers),
-        (_STX_W, _R10, _R1, value, 0),
-        (_LD_IMM64, _R1, _PSEUDO_MAP_FD, 0, pending_fd),
-        (_MOV64_X, _R2, _R10, 0, 0),
-        (_ADD64_K, _R2, 0, 0, sid),
-        (_MOV64_X, _R3, _R10, 0, 0),
-        (_ADD64_K, _R3, 0, 0, value),
-        (_MOV64_K, _R4, 0, 0, 0),                      # BPF_ANY
-        (_CALL, 0, 0, 0, _HELPER_MAP_UPDATE_ELEM),
-        (_LDX_W, _R0, _R10, value, 0),
         (_EXIT, 0, 0, 0, 0),
         ("label", "data"),
         (_LD_ABS_W, 0, 0, 0, 0),                       # r0 = opcode/key | peer-id
@@ -411,49 +332,43 @@ def _load_program(bpf: _Bpf, program: bytes, what: str) -> int:
 
 
 class SessionSteering:
-    """The reuseport group's program that balances new sessions over the workers.
+    """The reuseport group's program and its one map: client session id -> worker.
 
-    The classic program (`reuseport_program`) picks a session's worker by its client-chosen
-    session id, which is random: with C clients on N workers all of them land on one worker
-    with probability N^(1-C) (1 in 8 for 4 clients on 2). This one hands the first packet of
-    every new session to the next worker in turn and remembers the choice, so a session stays
-    where it started: in `pending` (an LRU map, bounded: a flood of resets only evicts other
-    unfinished handshakes, which retry) until its handshake completes, then in `pinned`
-    (written by the supervisor when a worker reports the session, removed when it ends),
-    which nothing from the network can evict. Data packets go by peer-id as before.
+    Before a client proved it receives at its address (the stateless cookie exchange) its
+    control packets go to `hashed_worker(session id)`, which keeps no state anywhere; which
+    worker answered the reset does not matter, since all workers share one cookie key. Once
+    a worker verified the cookie, the supervisor picks the session's worker (the one with the
+    fewest sessions) and pins the session id there in `pinned`, before the session exists;
+    the pin is removed when the session ends. Only the supervisor writes the map, and nothing
+    from the network can evict an entry. Data packets go by peer-id.
     """
 
-    def __init__(self, workers: int, pinned_fd: int, pending_fd: int, counter_fd: int,
-                 prog_fd: int) -> None:
+    def __init__(self, workers: int, pinned_fd: int, prog_fd: int) -> None:
         self.workers = workers
-        self.pinned_fd, self.pending_fd, self.counter_fd = pinned_fd, pending_fd, counter_fd
+        self.pinned_fd = pinned_fd
         self.prog_fd: int | None = prog_fd
         self._bpf = _Bpf()
 
     @classmethod
-    def create(cls, workers: int, max_sessions: int = 65536,
-               max_pending: int = 16384) -> SessionSteering:
+    def create(cls, workers: int, max_sessions: int = 65536) -> SessionSteering:
+        """`max_sessions`: the pinned map's size; a pin beyond it fails (E2BIG). The map is
+        not preallocated (BPF_F_NO_PREALLOC): it takes memory as sessions exist."""
         if workers < 1:
             raise ValueError("workers must be >= 1")
         bpf = _Bpf()
-        fds: list[int] = []
+        attr = struct.pack("<IIIII", _BPF_MAP_TYPE_HASH, _SID.size, _VALUE.size, max_sessions,
+                           _BPF_F_NO_PREALLOC)
+        pinned_fd = bpf.call(_BPF_MAP_CREATE, attr,
+                             "cannot create the UDP steering map (sessions)")
         try:
-            for kind, key, size, what in (
-                    (_BPF_MAP_TYPE_HASH, _SID.size, max_sessions, "sessions"),
-                    (_BPF_MAP_TYPE_LRU_HASH, _SID.size, max_pending, "handshakes"),
-                    (_BPF_MAP_TYPE_ARRAY, 4, 1, "counter")):
-                attr = struct.pack("<IIIII", kind, key, _VALUE.size, size, 0)
-                fds.append(bpf.call(_BPF_MAP_CREATE, attr,
-                                    f"cannot create the UDP steering map ({what})"))
-            prog_fd = _load_program(bpf, _session_program(workers, *fds),
+            prog_fd = _load_program(bpf, _session_program(workers, pinned_fd),
                                     "cannot load the UDP steering program")
         except SteeringError:
-            for fd in fds:
-                os.close(fd)
+            os.close(pinned_fd)
             raise
-        for fd in (*fds, prog_fd):
+        for fd in (pinned_fd, prog_fd):
             os.set_inheritable(fd, False)
-        return cls(workers, fds[0], fds[1], fds[2], prog_fd)
+        return cls(workers, pinned_fd, prog_fd)
 
     def attach(self, sock: socket.socket) -> None:
         """Make the program choose the socket of the group `sock` belongs to."""
@@ -466,7 +381,8 @@ class SessionSteering:
                 f"cannot attach the UDP steering program: {exc.strerror}") from None
 
     def pin(self, session_id: bytes, worker: int) -> None:
-        """The client session `session_id` lives on `worker` (its handshake completed)."""
+        """The client session `session_id` lives on `worker`. SteeringError (E2BIG) when the
+        map is full."""
         key = ctypes.create_string_buffer(_SID.pack(session_id), _SID.size)
         value = ctypes.create_string_buffer(_VALUE.pack(worker), _VALUE.size)
         attr = struct.pack("<IIQQQ", self.pinned_fd, 0, ctypes.addressof(key),
@@ -482,9 +398,33 @@ class SessionSteering:
             if exc.errno != errno.ENOENT:
                 raise
 
+    def pinned(self) -> list[bytes]:
+        """The session ids in the map, read from the kernel (for tests and diagnostics)."""
+        return map_keys(self._bpf, self.pinned_fd, _SID.size)
+
     def close(self) -> None:
-        for fd in (self.pinned_fd, self.pending_fd, self.counter_fd, self.prog_fd):
+        for fd in (self.pinned_fd, self.prog_fd):
             if fd is not None and fd >= 0:
                 os.close(fd)
         self.prog_fd = None
-        self.pinned_fd = self.pending_fd = self.counter_fd = -1
+        self.pinned_fd = -1
+
+
+def map_keys(bpf: _Bpf, map_fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map (BPF_MAP_GET_NEXT_KEY from no key until ENOENT)."""
+    keys: list[bytes] = []
+    current = ctypes.create_string_buffer(key_size)
+    following = ctypes.create_string_buffer(key_size)
+    first = True
+    while True:
+        attr = struct.pack("<IIQQ", map_fd, 0, 0 if first else ctypes.addressof(current),
+                           ctypes.addressof(following))
+        try:
+            bpf.call(_BPF_MAP_GET_NEXT_KEY, attr, "cannot list a steering map")
+        except SteeringError as exc:
+            if exc.errno == errno.ENOENT:
+                return keys
+            raise
+        keys.append(following.raw)
+        ctypes.memmove(current, following, key_size)
+        first = False
