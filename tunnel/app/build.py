@@ -321,8 +321,10 @@ def build_server_settings(cfg: TunnelConfig, session: SessionSettings) -> Server
     )
 
 
-def build_server(cfg: TunnelConfig, settings: ServerSettings, now: float) -> Server:
-    return Server(settings, now)
+def build_server(cfg: TunnelConfig, settings: ServerSettings, now: float,
+                 cookie_key: bytes | None = None) -> Server:
+    """`cookie_key`: None draws one (one process); a multi-worker server's is shared."""
+    return Server(settings, now, cookie_key)
 
 
 def profile_view(cfg: TunnelConfig, remote: Remote) -> TunnelConfig:

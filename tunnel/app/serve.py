@@ -51,6 +51,7 @@ def freeze_startup_heap() -> None:
 
 class ServerRuntime(Runtime):
     role = "server"
+    cookie_key: bytes | None = None  # None: the server draws its own (a worker's is shared)
 
     def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | TcpServerDriver:
         cfg = self.cfg
@@ -69,7 +70,7 @@ class ServerRuntime(Runtime):
         self.log.info("%s link local (bound): %s", link_name(family, tcp),
                       format_address((host, port), family))
         tun = self.open_device()
-        server = build_server(cfg, settings, loop.time())
+        server = build_server(cfg, settings, loop.time(), self.cookie_key)
         self.auth_verifier: AuthVerifier | None = None
         if cfg.auth_user_pass_verify is not None:
             command, method = cfg.auth_user_pass_verify

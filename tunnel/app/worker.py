@@ -10,13 +10,21 @@ file and has no management interface: the supervisor asks it for its status over
 socket and merges the workers', and forwards the management interface's kill commands.
 
     python -m tunnel.app.worker --config FILE --index I --workers N --fds SOCK,TUN,REQ,CTL
-        --tun-name NAME [--vnet-hdr] [--first-client-id C]
+        --tun-name NAME --cookie-key-fd FD [--vnet-hdr] [--first-client-id C]
+
+All workers verify cookies with one key, the supervisor's (read from a pipe at start), so
+the worker a reset was steered to and the one its proof was steered to need not be the same.
+A proof that verified is placed by the supervisor (`place`): the session is made here, or
+the datagram is handed to the worker chosen, which feeds it into its server as if it had
+arrived on its socket (verified again there: nothing of the hand-off is trusted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import copy
 import dataclasses
 import ipaddress
@@ -38,14 +46,22 @@ from tunnel.app.peers import Peer
 from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
 from tunnel.app.serve import ServerRuntime, freeze_startup_heap
-from tunnel.app.worker_ipc import MAX_MESSAGE, RemotePool, decode, encode, snapshot_to_json
+from tunnel.app.worker_ipc import (
+    ANSWER_TIMEOUT,
+    MAX_MESSAGE,
+    RemotePool,
+    decode,
+    encode,
+    snapshot_to_json,
+)
 from tunnel.config import TunnelConfig
 from tunnel.config.mgmt_model import ManagementOptions
 from tunnel.io.driver import Driver
 from tunnel.io.loop import new_event_loop
 from tunnel.io.tcp_server import TcpServerDriver
 from tunnel.io.tun import TunDevice
-from tunnel.protocol.events import Event, HandshakeComplete, SessionClosed
+from tunnel.protocol.cookie import COOKIE_KEY_LEN
+from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.server import Network, ServerSettings
 from tunnel.protocol.session import Session
 
@@ -90,7 +106,8 @@ class _ForwardingManagement:
 class WorkerRuntime(ServerRuntime):
     def __init__(self, cfg: TunnelConfig, log: logging.Logger, *, index: int, workers: int,
                  sock: socket.socket, tun: TunDevice, requests: socket.socket,
-                 control: socket.socket, first_client_id: int | None = None) -> None:
+                 control: socket.socket, first_client_id: int | None = None,
+                 cookie_key: bytes | None = None) -> None:
         management = None
         if cfg.management is not None:
             management = cast(Management, _ForwardingManagement(cfg.management, requests))
@@ -101,7 +118,9 @@ class WorkerRuntime(ServerRuntime):
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
+        self.cookie_key = cookie_key
         self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
+        self._feeding = False  # a handed-off proof is in the server: placed here already
         # The metrics collector of one process, without its HTTP side: the supervisor asks
         # for the text and serves all workers' (workers_metrics.py).
         self.metrics: MetricsServer | None = None
@@ -130,7 +149,72 @@ class WorkerRuntime(ServerRuntime):
                 self.requests, ipaddress.IPv6Address)
         settings.peer_ids = (self.index, self.workers)
         settings.on_routes = self._routes
+        settings.place_session = self._place
         return settings
+
+    # -- where a new session lives ------------------------------------------------------------
+
+    def _place(self, sid: bytes, addr: tuple[str, int], raw: bytes) -> bool:
+        """The server verified a new session's cookie: make it here (True) or not (False:
+        the supervisor handed the datagram to the worker it chose, or refused it)."""
+        if self._feeding:
+            return True
+        answer = self._ask_supervisor({"op": "place", "sid": sid.hex(),
+                                       "addr": [addr[0], addr[1]],
+                                       "data": base64.b64encode(raw).decode()})
+        if answer.get("owner") != self.index:
+            return False
+        assert self.loop is not None
+        self.loop.call_soon(self._confirm, sid, addr)  # once the server made it (or not)
+        return True
+
+    def _ask_supervisor(self, message: dict[str, object]) -> dict[str, object]:
+        self.requests.settimeout(ANSWER_TIMEOUT)
+        try:
+            self.requests.send(encode(message))
+            return decode(self.requests.recv(MAX_MESSAGE))
+        except (OSError, ValueError) as exc:
+            self.log.warning("the supervisor did not answer where a new session goes: %s", exc)
+            return {}
+
+    def _confirm(self, sid: bytes, addr: tuple[str, int]) -> None:
+        """Tell the supervisor whether the session it placed here exists: its pin stays
+        (until the session ends: SessionClosed) or goes at once."""
+        entry = self.server.peer_at(addr)
+        made = entry is not None and entry.session.remote_sid is not None \
+            and bytes(entry.session.remote_sid) == sid and not entry.session.is_closed
+        if made:
+            assert entry is not None
+            self._pinned[entry.peer_id] = sid
+        self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": made}))
+
+    def _handoff(self, message: dict[str, object]) -> None:
+        """A proof another worker verified, placed here: fed into the server as if it had
+        arrived on our socket."""
+        address = message.get("addr")
+        if not isinstance(address, list) or len(address) != 2 or self.driver is None:
+            return
+        try:
+            sid = bytes.fromhex(str(message["sid"]))
+            data = base64.b64decode(str(message["data"]), validate=True)
+            addr = (str(address[0]), int(address[1]))
+        except (KeyError, ValueError, TypeError, binascii.Error):
+            return
+        assert self.loop is not None
+        try:
+            buf = self.pool.acquire()  # armed at the frame's headroom, as the driver's
+            try:
+                buf.append(data)
+                self._feeding = True
+                self.endpoint.receive(buf, addr, self.loop.time())
+            finally:
+                self._feeding = False
+                self.pool.release(buf)
+            self._kick_driver()
+        except Exception as exc:  # no buffer free, too long for one, a bug: that proof only
+            self.log.warning("a new session handed over by another worker: dropped (%s)", exc)
+        finally:
+            self._confirm(sid, addr)
 
     def _routes(self, session: Session, routes: tuple[Network, ...], added: bool) -> None:
         for network in routes:
@@ -138,16 +222,9 @@ class WorkerRuntime(ServerRuntime):
 
     def on_event(self, event: Event) -> None:
         super().on_event(event)
-        # A session that completed its handshake here is pinned to this worker in the UDP
-        # steering (its control packets, e.g. a renegotiation, keep coming here).
-        if isinstance(event, HandshakeComplete) and event.peer_id is not None \
-                and event.peer_id not in self._pinned:
-            entry = self.server.peer(event.peer_id)
-            if entry is not None and entry.session.remote_sid:
-                sid = bytes(entry.session.remote_sid)
-                self._pinned[event.peer_id] = sid
-                self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": True}))
-        elif isinstance(event, SessionClosed) and event.peer_id is not None:
+        # A session placed here was pinned to this worker in the UDP steering when it was
+        # made (_place); it ends (also a handshake that failed or timed out): unpinned.
+        if isinstance(event, SessionClosed) and event.peer_id is not None:
             gone = self._pinned.pop(event.peer_id, None)
             if gone is not None:
                 self.requests.send(encode({"op": "pin", "sid": gone.hex(), "add": False}))
@@ -195,6 +272,8 @@ class WorkerRuntime(ServerRuntime):
             text = "" if self.metrics is None or self.driver is None else \
                 generate_latest(self.metrics.registry).decode()
             self._answer({"id": message.get("id"), "text": text})
+        elif op == "handoff":
+            self._handoff(message)
         elif op == "kill_cn" and self.loop is not None:
             server = self.endpoint
             entry = server.table.named(str(message.get("cn")))
@@ -241,6 +320,22 @@ class WorkerRuntime(ServerRuntime):
         return len(peers)
 
 
+def _read_key(fd: int) -> bytes:
+    """The supervisor's cookie key from the pipe it wrote (and closed) before our start."""
+    try:
+        key = b""
+        while len(key) <= COOKIE_KEY_LEN:
+            chunk = os.read(fd, COOKIE_KEY_LEN + 1 - len(key))
+            if not chunk:
+                break
+            key += chunk
+    finally:
+        os.close(fd)
+    if len(key) != COOKIE_KEY_LEN:
+        raise ValueError(f"{len(key)} bytes, not {COOKIE_KEY_LEN}")
+    return key
+
+
 def _pid() -> int:
     return os.getpid()
 
@@ -274,12 +369,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tun-name", required=True)
     parser.add_argument("--vnet-hdr", action="store_true")
     parser.add_argument("--first-client-id", type=int, default=None)
+    parser.add_argument("--cookie-key-fd", type=int, required=True,
+                        help="a pipe with the supervisor's cookie key, read once")
     parser.add_argument("--metrics", action="store_true",
                         help="keep the metrics collector (the supervisor serves them)")
     parser.add_argument("--script-env", default="{}",
                         help="the supervisor's sticky script variables (JSON)")
     args = parser.parse_args(argv)
     sock_fd, tun_fd, req_fd, ctl_fd = (int(x) for x in args.fds.split(","))
+    try:
+        cookie_key = _read_key(args.cookie_key_fd)
+    except (OSError, ValueError) as exc:
+        print(f"tunnel server worker {args.index}: error: the cookie key: {exc}",
+              file=sys.stderr)
+        return 1
     try:
         cfg = _worker_config(_load(args.config, "server"))
     except StartupError as exc:
@@ -295,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     control = socket.socket(fileno=ctl_fd)
     runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,
                             tun=tun, requests=requests, control=control,
-                            first_client_id=args.first_client_id)
+                            first_client_id=args.first_client_id, cookie_key=cookie_key)
     if args.metrics:
         runtime.metrics = MetricsServer(("127.0.0.1", 0), log)
         runtime.metrics.attach(runtime)

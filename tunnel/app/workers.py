@@ -77,6 +77,7 @@ from tunnel.app.workers_metrics import serve_workers
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
 from tunnel.io.steering import SessionSteering, TunSteering
+from tunnel.protocol.cookie import COOKIE_KEY_LEN
 from tunnel.protocol.errors import ConfigError
 from tunnel.protocol.server import AddressPool
 
@@ -84,9 +85,13 @@ __all__ = ["RESTART_LIMIT", "RESTART_PERIOD", "SharedPool", "Supervisor", "resol
            "unsupported_with_workers"]
 
 RESTART_LIMIT = 5
+# Sessions placed on a worker (pinned, the proving datagram handed to it) that it has not
+# confirmed yet, at most, per worker: beyond it a proof is dropped (the client resends it).
+HANDOFF_LIMIT = 64
 RESTART_PERIOD = 60.0
 STOP_GRACE = 10.0  # seconds a worker has to say goodbye to its clients at exit
 STATUS_TIMEOUT = 2.0
+MAX_HANDOFF_TEXT = 4 * 65536 // 3 + 4  # one UDP datagram, base64
 
 
 def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | None:
@@ -152,10 +157,16 @@ class SharedPool:
     kill_cn: Any  # Callable[[int, str], None]: tell a worker to end a CN's session
     sessions: SessionSteering | None = None
     pins: dict[bytes, int] = field(default_factory=dict)  # client session id -> worker
+    per_worker: dict[int, int] = field(default_factory=dict)  # how many pins each worker has
+    # Placed (pinned) sessions their worker has not said it made or refused yet: at most
+    # HANDOFF_LIMIT per worker, so hand-offs that pile up are refused, not queued.
+    placing: dict[bytes, int] = field(default_factory=dict)
     held: dict[int, dict[int, tuple[int, str | None]]] = field(default_factory=dict)
     cn_at: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
     routes: dict[str, int] = field(default_factory=dict)
     _full_warned: float = 0.0
+    _pins_warned: float = 0.0
+    _turn: int = 0
 
     def __post_init__(self) -> None:
         for version in self.pools:
@@ -227,26 +238,66 @@ class SharedPool:
             if self.steering is not None:
                 self.steering.remove(net)
 
-    def pin(self, worker: int, session_id: bytes, added: bool) -> None:
-        """A session completed its handshake on `worker` (added) or ended there: its
-        control packets are steered there by the pinned map, which no flood evicts."""
+    def pin(self, worker: int, session_id: bytes, added: bool) -> bool:
+        """A session exists on `worker` (added) or ended there: its control packets are
+        steered there by the pinned map, which nothing from the network writes or evicts.
+        False if the map is full (said in the log at most every 10 s)."""
         if len(session_id) != 8:
             raise ValueError("a session id is 8 bytes")
+        if self.placing.get(session_id) == worker:
+            del self.placing[session_id]  # its worker says it made the session, or did not
         if added:
+            owner = self.pins.get(session_id)
+            if owner == worker:
+                return True
             if self.sessions is not None:
                 try:
                     self.sessions.pin(session_id, worker)
-                except OSError as exc:  # full: the LRU map still steers it meanwhile
-                    self.log.warning("worker %d: %s", worker, exc)
-                    return
+                except OSError as exc:
+                    now = time.monotonic()
+                    if now - self._pins_warned > 10:
+                        self._pins_warned = now
+                        self.log.warning("worker %d: a new session refused: %s (%d sessions "
+                                         "pinned)", worker, exc, len(self.pins))
+                    return False
+            if owner is not None:
+                self.per_worker[owner] -= 1
             self.pins[session_id] = worker
+            self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
         elif self.pins.get(session_id) == worker:
             del self.pins[session_id]
+            self.per_worker[worker] -= 1
             if self.sessions is not None:
                 self.sessions.unpin(session_id)
+        return True
+
+    def place(self, asker: int, session_id: bytes, running: list[int]) -> int | None:
+        """The worker a new session goes to, once `asker` verified its cookie: where it is
+        pinned already (a resent proof), else the running worker with the fewest sessions
+        (ties in turn), pinned there now, before the session exists, so the client's next
+        packets find it. None: the pinned map is full (the proof is dropped; the client
+        resends it)."""
+        owner = self.pins.get(session_id)
+        if owner is not None:
+            return owner
+        busy = list(self.placing.values())
+        running = [w for w in running if busy.count(w) < HANDOFF_LIMIT]
+        if not running:
+            return None
+        self._turn += 1
+        count = len(running)
+        owner = min((running[(self._turn + k) % count] for k in range(count)),
+                    key=lambda w: self.per_worker.get(w, 0))
+        if not self.pin(owner, session_id, True):
+            return None
+        self.placing[session_id] = owner
+        return owner
 
     def forget(self, worker: int) -> None:
         """A worker died: what it held is free again."""
+        for session_id, owner in list(self.placing.items()):
+            if owner == worker:
+                del self.placing[session_id]
         for session_id, owner in list(self.pins.items()):
             if owner == worker:
                 self.pin(worker, session_id, False)
@@ -295,6 +346,7 @@ class Supervisor:
         self.device_env: dict[str, str] | None = None
         self.steering: TunSteering | None = None
         self.sessions: SessionSteering | None = None
+        self.cookie_key = b""
         self.status: StatusWriter | None = None
         self.persist: PoolPersistFile | None = None
         self.pool: SharedPool | None = None
@@ -315,13 +367,22 @@ class Supervisor:
         # The same settings the workers build: a bad certificate fails here, before any fork.
         settings = build_server_settings(
             cfg, build_session_settings(cfg, ipv6_link=family == socket.AF_INET6))
-        self.sessions = SessionSteering.create(self.count,
-                                               max_sessions=max(2 * cfg.max_clients, 1024))
+        # One cookie key for all workers: a cookie issued by any of them is verified by any
+        # (the reset and the proof may be steered to different ones). Never logged; handed
+        # to each worker through a pipe (_spawn), not argv or the environment.
+        self.cookie_key = os.urandom(COOKIE_KEY_LEN)
+        # Pins are sessions that exist (or are being handed to their worker). A worker's peer
+        # table holds at most max-clients sessions, established or in their handshake (the
+        # server's half-open bound is within it), so N * max-clients, plus HANDOFF_LIMIT
+        # placements per worker in flight, is all the map ever holds; a pin beyond it fails
+        # and that proof is dropped. Not preallocated: memory only for sessions that exist.
+        self.sessions = SessionSteering.create(
+            self.count, max_sessions=self.count * (cfg.max_clients + HANDOFF_LIMIT))
         self.sessions.attach(self.socks[0])
         host, port = self.socks[0].getsockname()[:2]
-        log.info("%s link local (bound): %s, %d workers (SO_REUSEPORT, new sessions in turn, "
-                 "then steered by session id and peer-id)", link_name(family, False),
-                 format_address((host, port), family), self.count)
+        log.info("%s link local (bound): %s, %d workers (SO_REUSEPORT, steered by session id "
+                 "and peer-id; a new session to the least busy worker once its cookie proved)",
+                 link_name(family, False), format_address((host, port), family), self.count)
         self.device.open(queues=self.count)
         self.steering = TunSteering.create()
         self.steering.attach(self.device.queues[0].fileno())
@@ -367,10 +428,18 @@ class Supervisor:
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock = self.socks[worker.index]
         queue = self.device.queues[worker.index]
+        # The cookie key through a pipe the worker reads once at start (32 bytes fit its
+        # buffer, so the write never blocks): not in argv or environ, which /proc shows.
+        key_read, key_write = os.pipe()
+        try:
+            os.write(key_write, self.cookie_key)
+        finally:
+            os.close(key_write)
         fds = (sock.fileno(), queue.fileno(), req_child.fileno(), ctl_child.fileno())
         argv = [sys.executable, "-m", "tunnel.app.worker", "--config", self.config_path,
                 "--index", str(worker.index), "--workers", str(self.count),
                 "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name,
+                "--cookie-key-fd", str(key_read),
                 "--first-client-id", str(worker.index + self.count * (worker.spawns << 20))]
         worker.spawns += 1
         if queue.vnet_hdr:
@@ -382,10 +451,11 @@ class Supervisor:
             # ifconfig_*, ...) is there for every later hook, which here run in the workers.
             argv += ["--script-env", json.dumps(self.scripts.sticky)]
         try:
-            worker.proc = subprocess.Popen(argv, pass_fds=fds)
+            worker.proc = subprocess.Popen(argv, pass_fds=(*fds, key_read))
         finally:
             req_child.close()
             ctl_child.close()
+            os.close(key_read)
         req_parent.setblocking(False)
         ctl_parent.setblocking(False)
         worker.requests, worker.control = req_parent, ctl_parent
@@ -451,6 +521,8 @@ class Supervisor:
         elif op == "pin":
             self.pool.pin(worker.index, bytes.fromhex(str(message["sid"])),
                           bool(message["add"]))
+        elif op == "place":
+            worker.requests.send(encode({"owner": self._place(worker, message)}))
         elif op == "ready":
             worker.ready = worker.ever_ready = True
             self.log.info("worker %d (pid %d) running", worker.index, worker.pid)
@@ -460,6 +532,38 @@ class Supervisor:
                 self._management_up()
 
     _announced = False
+
+    def _place(self, worker: _Worker, message: dict[str, Any]) -> int | None:
+        """`worker` verified a new session's cookie: which worker makes the session (None:
+        none, the proof is dropped). If another, the proving datagram is handed to it (it
+        verifies it again: nothing of the hand-off is trusted), or dropped if its control
+        socket is full: a hand-off never blocks the supervisor."""
+        assert self.pool is not None
+        try:
+            sid = bytes.fromhex(str(message["sid"]))
+            data = str(message["data"])
+            address = message["addr"]
+            if len(sid) != 8 or len(data) > MAX_HANDOFF_TEXT or not isinstance(address, list) \
+                    or len(address) != 2:
+                raise ValueError("not a session id, datagram and [ip, port]")
+        except (KeyError, ValueError, TypeError) as exc:
+            self.log.warning("worker %d: bad place request: %s", worker.index, exc)
+            return None
+        running = [w.index for w in self.workers if w.control is not None and
+                   (w.ready or w is worker)]
+        owner = self.pool.place(worker.index, sid, running)
+        if owner is None or owner == worker.index:
+            return owner
+        target = self.workers[owner].control
+        try:
+            if target is None:
+                raise ConnectionError("gone")
+            target.send(encode({"op": "handoff", "sid": sid.hex(), "addr": address,
+                                "data": data}))
+        except OSError:
+            self.pool.pin(owner, sid, False)
+            return None
+        return owner
 
     def _on_answer(self, worker: _Worker) -> None:
         sock = worker.control

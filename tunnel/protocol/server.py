@@ -116,6 +116,11 @@ class ServerSettings:
     # (True) and before they are given back (False): a multi-worker server steers the TUN
     # queues by them.
     on_routes: Callable[[Session, tuple[Network, ...], bool], None] | None = None
+    # A multi-worker server's choice of the worker a new session lives on (worker.py):
+    # asked with the client's session id, its address and the datagram as it arrived, once
+    # that datagram proved the cookie, before anything is created. False: not here (another
+    # worker was handed the datagram, or none can take it), and nothing is created.
+    place_session: Callable[[bytes, Address, bytes], bool] | None = None
     # The server's timer fires on a grid of this many seconds (0: at each deadline), so the
     # keepalives, timeouts and retransmits of all sessions due within one step are handled in
     # one wake-up. With N idle clients the deadlines are N / ping per second apart; one
@@ -356,6 +361,10 @@ class Server:
         if len(buf) < OP_SID_LEN:
             self._drop(addr, f"too short control packet (length {len(buf)})", now, MALFORMED)
             return
+        # A multi-worker server may hand the proof to another worker: as it arrived, before
+        # the wrap opens it in place (only for the opcodes that can prove a cookie).
+        raw = bytes(buf.data) if self.settings.place_session is not None and \
+            buf.data[0] >> 3 in _COOKIE_ECHO_OPCODES else b""
         opened = self.settings.session.control_wrap.open(buf)
         if opened is None:
             self._drop(addr, "control packet failed the control-channel wrap check", now,
@@ -376,7 +385,7 @@ class Server:
             # the stateless answer; stock keeps state for older ones unless force-cookie.
             self._answer_reset(packet, addr, now, opened)
         elif packet.opcode in (Opcode.P_CONTROL_V1, Opcode.P_ACK_V1):
-            self._maybe_create_session(packet, addr, now, opened)
+            self._maybe_create_session(packet, addr, now, opened, raw)
         else:
             self._drop(addr, f"{packet.opcode.name} from an unknown source", now, NO_SESSION)
 
@@ -414,7 +423,7 @@ class Server:
             pool.release(buf)
 
     def _maybe_create_session(
-        self, packet: ControlPacket, addr: Address, now: float, opened: Opened
+        self, packet: ControlPacket, addr: Address, now: float, opened: Opened, raw: bytes
     ) -> None:
         echoed = packet.remote_session_id
         # Our only packet so far is the reset (pid 0), so a fresh client ACKs exactly that, and
@@ -435,6 +444,9 @@ class Server:
             # session replaces the old one at once instead of after its ping-restart.
             old.session.close(now, "client restarted from the same address")
             self._collect(old.session)
+        place = self.settings.place_session
+        if place is not None and not place(packet.session_id, addr, raw):
+            return
         s = self.settings.session
         refusal = s.control_wrap.admit(opened, now + s.clock_offset)
         if refusal is not None:
