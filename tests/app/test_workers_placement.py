@@ -41,7 +41,7 @@ def test_new_sessions_go_to_the_least_busy_worker_ties_in_turn() -> None:
     # A resent proof finds its pin: the same worker, not a second placement.
     assert pool.place(1, sid(1), [0, 1]) == owners[0]
     # Two sessions of worker 0 end: the next two go there.
-    gone = [n for n, owner in zip(range(1, 5), owners) if owner == 0]
+    gone = [n for n, owner in zip(range(1, 5), owners, strict=True) if owner == 0]
     for n in gone:
         pool.pin(0, sid(n), False)
     assert pool.place(1, sid(10), [0, 1]) == 0

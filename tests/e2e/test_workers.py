@@ -1,6 +1,7 @@
 """A multi-worker server (`--workers 2`) with stock clients, in namespaces.
 
-- Four stock clients on two workers, two on each (new sessions are handed out in turn): every
+- Four stock clients on two workers, two on each (a new session is placed on the least busy
+  worker once its cookie proved): every
   client pings the server's tunnel address, and the
   server's namespace pings every client's address (the TUN steering program must hand each
   packet to the queue of the worker holding that client); the status file lists the clients of
@@ -126,8 +127,8 @@ def test_two_workers_four_stock_clients_ping_both_ways_and_status_lists_all(
         for client in clients:
             client.wait_up()
         rows = wait_rows(status, 4)
-        # New sessions go to the workers in turn (SessionSteering), not by their random
-        # session id (which put all four on one worker 1 time in 8): two on each.
+        # New sessions are placed on the least busy worker (SharedPool.place), not by their
+        # random session id (which put all four on one worker 1 time in 8): two on each.
         per_worker = sorted(sum(1 for row in rows if int(row["Peer ID"]) % 2 == w)
                             for w in (0, 1))
         assert per_worker == [2, 2], rows
