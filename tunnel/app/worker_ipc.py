@@ -4,14 +4,18 @@ Two `SOCK_SEQPACKET` socket pairs per worker, one JSON object per packet (never 
 worker parses network input and runs unprivileged, the supervisor may be root):
 
 - *requests* (worker -> supervisor): `alloc`/`peek` (answered at once: the worker waits for
-  the answer, a few microseconds, once per connecting client), `release`, `route`, `pin`
-  (a client session id that completed its handshake here, or ended: the UDP steering's pinned
-  map), `notify` (management notification lines to broadcast), `ready` (not answered);
+  the answer, a few microseconds, once per connecting client), `place` (a new session's
+  cookie verified here: `sid`, `addr`, `data` the datagram in base64; answered with the
+  `owner` it is pinned to, or null: dropped), `release`, `route`, `pin` (a placed session
+  was made here (`add`) or not, or ended: the UDP steering's pinned map), `notify`
+  (management notification lines to broadcast), `ready` (not answered);
 - *control* (supervisor -> worker): `status` (answered with the worker's status snapshot on
   the same socket), `kill` (the management interface's kill / client-kill: by `cn`,
   `address` [ip, port] or `cid`; answered with how many sessions it ended), `kill_cn` (end
   this CN's session: a newer connection of it arrived on another worker, and duplicate-cn
-  is off; not answered), `metrics` (answered with the worker's Prometheus exposition text).
+  is off; not answered), `metrics` (answered with the worker's Prometheus exposition text),
+  `handoff` (a proof another worker verified, placed here: `sid`, `addr`, `data`; the worker
+  feeds it into its server, which verifies it again, and answers with `pin` on requests).
   Answers carry the request's `id`.
 """
 
