@@ -216,14 +216,8 @@ class RunOpener:
 
 def run_opener_wanted(endpoint: object, coalesced: bool) -> bool:
     """Whether `attach_run_opener` makes one (so the driver counts a run block for it): the
-    endpoint opens rows, the device takes coalesced frames, numpy is there."""
-    if getattr(endpoint, "open_rows", None) is None or not coalesced:
-        return False
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    endpoint opens rows and the device takes coalesced frames."""
+    return coalesced and getattr(endpoint, "open_rows", None) is not None
 
 
 def attach_run_opener(

@@ -366,16 +366,10 @@ class SuperSender:
 
 def super_sender_wanted(device: object, endpoint: object) -> bool:
     """Whether `attach_super_sender` makes one (so the driver counts a run block for it): a
-    TUN device with TSO reads granted, an endpoint with `seal_segments`, numpy there."""
+    TUN device with TSO reads granted and an endpoint with `seal_segments`."""
     if getattr(endpoint, "seal_segments", None) is None or not getattr(device, "tso", False):
         return False
-    if not hasattr(device, "on_super"):
-        return False
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return hasattr(device, "on_super")
 
 
 def attach_super_sender(
