@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from core import BoundsError, Buffer, FrameBuilder
 from tunnel.protocol.constants import NO_PEER_ID
-from tunnel.protocol.datakey import PACKET_ID_MAX, DataCipherKey, PacketIdExhausted
+from tunnel.protocol.datakey import PACKET_ID_MAX, PacketIdExhausted
+from tunnel.protocol.hmackey import HMAC_DIGESTS, CbcDirectionKey, HmacCipherKey
 from tunnel.protocol.replay import ReplayWindow
 
 __all__ = [
@@ -63,11 +64,6 @@ CBC_PADDING: Final = "cbc-padding"
 rounds to it (mssfix.mss_for)."""
 CBC_CIPHERS: Final[dict[str, int]] = {"AES-128-CBC": 16, "AES-192-CBC": 24, "AES-256-CBC": 32}
 """OpenVPN cipher name -> key length in bytes."""
-HMAC_DIGESTS: Final[dict[str, int]] = {
-    "SHA1": 20, "SHA224": 28, "SHA256": 32, "SHA384": 48, "SHA512": 64,
-}
-"""OpenVPN `auth` digest name -> HMAC size in bytes (also the HMAC key length used)."""
-
 _OP_PEER_ID_SIZE: Final = 4
 _V1_OP_SIZE: Final = 1
 _PACKET_ID_SIZE: Final = 4
@@ -102,19 +98,6 @@ def register_cbc(builder: FrameBuilder, digest: str) -> None:
     )
 
 
-class CbcDirectionKey:
-    """One direction's CBC key and HMAC key. Never printed: the repr shows lengths only."""
-
-    __slots__ = ("cipher_key", "hmac_key")
-
-    def __init__(self, cipher_key: bytes, hmac_key: bytes) -> None:
-        self.cipher_key = cipher_key
-        self.hmac_key = hmac_key
-
-    def __repr__(self) -> str:
-        return f"CbcDirectionKey(<{len(self.cipher_key)} bytes>, hmac=<{len(self.hmac_key)} bytes>)"
-
-
 def split_key2_cbc(
     key2: bytes, *, key_len: int, hmac_len: int, is_server: bool
 ) -> tuple[CbcDirectionKey, CbcDirectionKey]:
@@ -136,21 +119,12 @@ def split_key2_cbc(
     return client_to_server, server_to_client
 
 
-class CbcHmacKey(DataCipherKey):
-    """One key_id's CBC+HMAC state for both directions: the CBC contexts, the HMAC keys and
-    the IV source (the packet-id, counters and replay window are `DataCipherKey`'s)."""
+class CbcHmacKey(HmacCipherKey):
+    """One key_id's CBC+HMAC state for both directions: the CBC contexts and the IV source
+    (the checks and HMAC keys are `HmacCipherKey`'s; the packet-id, counters and replay
+    window `DataCipherKey`'s)."""
 
-    __slots__ = (
-        "_decrypt_update",
-        "_digest",
-        "_encrypt_update",
-        "_hmac_in",
-        "_hmac_out",
-        "_hmac_size",
-        "_random_into",
-        "auth",
-        "overhead",
-    )
+    __slots__ = ("_decrypt_update", "_encrypt_update", "_random_into", "overhead")
 
     def __init__(
         self,
@@ -162,22 +136,9 @@ class CbcHmacKey(DataCipherKey):
         decrypt: CbcDirectionKey,
         replay: ReplayWindow,
     ) -> None:
-        name, digest = cipher.upper(), auth.upper()
-        super().__init__(key_id=key_id, cipher=name, replay=replay)
-        if name not in CBC_CIPHERS:
-            raise ValueError(f"unsupported CBC cipher {cipher!r}: {', '.join(CBC_CIPHERS)}")
-        if digest not in HMAC_DIGESTS:
-            raise ValueError(f"unsupported HMAC digest {auth!r}: {', '.join(HMAC_DIGESTS)}")
-        key_len, hmac_len = CBC_CIPHERS[name], HMAC_DIGESTS[digest]
-        for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
-            if len(direction.cipher_key) != key_len or len(direction.hmac_key) != hmac_len:
-                raise ValueError(f"{label} keys have the wrong length for {name}/{digest}")
-        self.auth = digest
-        self.overhead = cbc_overhead(digest)
-        self._digest = digest.lower()
-        self._hmac_size = hmac_len
-        self._hmac_out = encrypt.hmac_key
-        self._hmac_in = decrypt.hmac_key
+        super().__init__(key_id=key_id, cipher=cipher, auth=auth, encrypt=encrypt,
+                         decrypt=decrypt, replay=replay, key_lens=CBC_CIPHERS, kind="CBC cipher")
+        self.overhead = cbc_overhead(self.auth)
         # The IV given here is only the chain's starting value: every packet starts with a
         # random block whose ciphertext becomes its IV (module docstring).
         start = bytes(CBC_BLOCK_SIZE)
@@ -229,16 +190,8 @@ class CbcHmacKey(DataCipherKey):
         """Verify, decrypt and replay-check in place; False drops (see `DataKey.open`)."""
         size = len(buf)
         sealed = buf.data
-        if size == 0:
-            self.short += 1
-            return False
-        first = sealed[0]
-        if first == self._v2_op:
-            iv_at = _OP_PEER_ID_SIZE + self._hmac_size
-        elif first == self._v1_op:
-            iv_at = _V1_OP_SIZE + self._hmac_size
-        else:
-            self.misrouted += 1
+        iv_at = self._iv_at(sealed)
+        if not iv_at:
             return False
         pt_at = iv_at + CBC_BLOCK_SIZE
         ct_len = size - pt_at

@@ -27,8 +27,8 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB, OFB  # type: ignore[assignment,unused-ignore]
 
 from core import BoundsError, Buffer, FrameBuilder
-from tunnel.protocol.cbc import HMAC_DIGESTS, CbcDirectionKey
-from tunnel.protocol.datakey import PACKET_ID_MAX, DataCipherKey, PacketIdExhausted
+from tunnel.protocol.datakey import PACKET_ID_MAX, PacketIdExhausted
+from tunnel.protocol.hmackey import HMAC_DIGESTS, CbcDirectionKey, HmacCipherKey
 from tunnel.protocol.replay import ReplayWindow
 
 __all__ = ["CFB_HMAC_IV", "STREAM_CIPHERS", "StreamHmacKey", "register_stream_cipher"]
@@ -37,6 +37,7 @@ STREAM_CIPHERS: Final[dict[str, tuple[int, str]]] = {
     f"AES-{bits}-{mode}": (bits // 8, mode) for mode in ("CFB", "OFB") for bits in (128, 192, 256)
 }
 """OpenVPN cipher name -> (key length in bytes, mode). CFB is OpenSSL's aes-N-cfb (CFB128)."""
+_KEY_LENS: Final = {name: key_len for name, (key_len, _mode) in STREAM_CIPHERS.items()}
 CFB_HMAC_IV: Final = "cfb-ofb-hmac+iv"
 """The registration of the HMAC and the IV: stock's MSS also counts the long-form packet-id's
 8 bytes although they ride in the IV (mtu.c: calculate_crypto_overhead), mssfix.mss_for adds
@@ -54,30 +55,18 @@ def register_stream_cipher(builder: FrameBuilder, digest: str) -> None:
     builder.reserve(CFB_HMAC_IV, headroom=HMAC_DIGESTS[digest] + _IV_SIZE)
 
 
-class StreamHmacKey(DataCipherKey):
-    """One key_id's CFB/OFB + HMAC state for both directions. `wall_time`: the seconds the
-    long-form packet-id carries (stock: the time of the key's first packet)."""
+class StreamHmacKey(HmacCipherKey):
+    """One key_id's CFB/OFB + HMAC state for both directions (the checks and HMAC keys are
+    `HmacCipherKey`'s). `wall_time`: the seconds the long-form packet-id carries (stock: the
+    time of the key's first packet)."""
 
-    __slots__ = ("_cipher_in", "_cipher_out", "_digest", "_hmac_in", "_hmac_out", "_hmac_size",
-                 "_mode", "_rx_time", "_time", "auth")
+    __slots__ = ("_cipher_in", "_cipher_out", "_mode", "_rx_time", "_time")
 
     def __init__(self, *, key_id: int, cipher: str, auth: str, encrypt: CbcDirectionKey,
                  decrypt: CbcDirectionKey, replay: ReplayWindow, wall_time: int) -> None:
-        name, digest = cipher.upper(), auth.upper()
-        super().__init__(key_id=key_id, cipher=name, replay=replay)
-        if name not in STREAM_CIPHERS:
-            raise ValueError(f"unsupported cipher {cipher!r}: {', '.join(STREAM_CIPHERS)}")
-        if digest not in HMAC_DIGESTS:
-            raise ValueError(f"unsupported HMAC digest {auth!r}: {', '.join(HMAC_DIGESTS)}")
-        key_len, mode = STREAM_CIPHERS[name]
-        hmac_len = HMAC_DIGESTS[digest]
-        for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
-            if len(direction.cipher_key) != key_len or len(direction.hmac_key) != hmac_len:
-                raise ValueError(f"{label} keys have the wrong length for {name}/{digest}")
-        self.auth = digest
-        self._digest = digest.lower()
-        self._hmac_size = hmac_len
-        self._hmac_out, self._hmac_in = encrypt.hmac_key, decrypt.hmac_key
+        super().__init__(key_id=key_id, cipher=cipher, auth=auth, encrypt=encrypt,
+                         decrypt=decrypt, replay=replay, key_lens=_KEY_LENS, kind="cipher")
+        mode = STREAM_CIPHERS[self.cipher][1]
         self._cipher_out = algorithms.AES(encrypt.cipher_key)
         self._cipher_in = algorithms.AES(decrypt.cipher_key)
         self._mode = CFB if mode == "CFB" else OFB
@@ -113,16 +102,8 @@ class StreamHmacKey(DataCipherKey):
         """Verify, replay-check and decrypt in place; False drops (see `DataKey.open`)."""
         sealed = buf.data
         size = len(sealed)
-        if size == 0:
-            self.short += 1
-            return False
-        first = sealed[0]
-        if first == self._v2_op:
-            iv_at = _OP_PEER_ID_SIZE + self._hmac_size
-        elif first == self._v1_op:
-            iv_at = _V1_OP_SIZE + self._hmac_size
-        else:
-            self.misrouted += 1
+        iv_at = self._iv_at(sealed)
+        if not iv_at:
             return False
         head = iv_at + _IV_SIZE
         if size < head:
