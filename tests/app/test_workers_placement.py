@@ -9,10 +9,13 @@ import ipaddress
 import logging
 import os
 
+import pytest
+
 from core import BufferPool
 from tests.flood import _echo, _reset
 from tests.protocol.harness import tls_settings
 from tunnel.app.workers import HANDOFF_LIMIT, SharedPool
+from tunnel.io.steering import SessionSteering
 from tunnel.protocol.codec import parse_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import COOKIE_KEY_LEN
@@ -65,6 +68,28 @@ def test_placements_not_confirmed_are_bounded_and_a_dead_worker_frees_its_pins()
     assert pool.pins == {} and pool.placing == {} and pool.per_worker == {1: 0}
     assert pool.place(0, sid(5), []) is None  # nobody runs: refused, nothing pinned
     assert pool.pins == {}
+
+
+@pytest.mark.root
+def test_a_full_pinned_map_refuses_the_session_said_once_and_nothing_breaks(
+        caplog: pytest.LogCaptureFixture) -> None:
+    steering = SessionSteering.create(2, max_sessions=2)
+    try:
+        pool = shared()
+        pool.sessions = steering
+        assert pool.place(0, sid(1), [0, 1]) is not None
+        assert pool.place(0, sid(2), [0, 1]) is not None
+        with caplog.at_level(logging.WARNING, logger="test"):
+            assert pool.place(0, sid(3), [0, 1]) is None
+            assert pool.place(1, sid(4), [0, 1]) is None
+        warnings = [r for r in caplog.records if "a new session refused" in r.getMessage()]
+        assert len(warnings) == 1, caplog.records  # once, not per refused proof
+        assert sorted(steering.pinned()) == [sid(1), sid(2)] and len(pool.pins) == 2
+        pool.pin(pool.pins[sid(1)], sid(1), False)  # a session ends: room again
+        assert pool.place(1, sid(4), [0, 1]) is not None
+        assert sorted(steering.pinned()) == [sid(2), sid(4)]
+    finally:
+        steering.close()
 
 
 def server(key: bytes, place: object = None) -> Server:

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -209,4 +210,13 @@ def test_a_cookie_answered_by_one_worker_makes_a_session_on_the_other(
         assert set(entries) == set(sids) and sorted(entries.values()) == [0, 1], entries
         assert '{"answered": 2}' in gen.log(), gen.describe()
         gen.stop()
+        # The shared key comes through a pipe: only its descriptor's number is in the
+        # workers' command lines (which /proc shows everyone), and their environment is the
+        # supervisor's, nothing added.
+        for match in re.finditer(r"worker \d+ \(pid (\d+)\) running", server.log()):
+            pid = int(match.group(1))
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[argv.index(b"--cookie-key-fd") + 1].isdigit(), argv
+            assert Path(f"/proc/{pid}/environ").read_bytes() == Path(
+                f"/proc/{server.proc.pid}/environ").read_bytes()
         server.assert_running()
