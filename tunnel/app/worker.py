@@ -186,19 +186,25 @@ class WorkerRuntime(ServerRuntime):
         if made:
             assert entry is not None
             self._pinned[entry.peer_id] = sid
+        elif sid in self._pinned.values():
+            return  # a late copy of the proof of a session made here (that moved since)
         self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": made}))
 
     def _handoff(self, message: dict[str, object]) -> None:
         """A proof another worker verified, placed here: fed into the server as if it had
         arrived on our socket."""
-        address = message.get("addr")
-        if not isinstance(address, list) or len(address) != 2 or self.driver is None:
-            return
         try:
             sid = bytes.fromhex(str(message["sid"]))
-            data = base64.b64decode(str(message["data"]), validate=True)
+        except (KeyError, ValueError):
+            return  # not one of the supervisor's: nothing to confirm either
+        address = message.get("addr")
+        try:
+            if not isinstance(address, list) or len(address) != 2 or self.driver is None:
+                raise ValueError("no [ip, port], or not running yet")
+            data = base64.b64decode(str(message.get("data")), validate=True)
             addr = (str(address[0]), int(address[1]))
-        except (KeyError, ValueError, TypeError, binascii.Error):
+        except (ValueError, TypeError, binascii.Error):
+            self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": False}))
             return
         assert self.loop is not None
         try:
