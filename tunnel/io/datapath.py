@@ -37,14 +37,16 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from core import BoundsError, Buffer, RunPool
 from tunnel.io.device import PacketDevice
-from tunnel.io.gro_rows import RunOpener
 from tunnel.io.gso import GRO_CMSG_SPACE, gro_segment_size
 from tunnel.io.offload import TunCoalescer
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
+
+if TYPE_CHECKING:  # (gro_rows imports this module's CONTROL/REFUSED)
+    from tunnel.io.gro_rows import RunOpener
 
 __all__ = [
     "CONTROL",

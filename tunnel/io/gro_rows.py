@@ -28,7 +28,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from core import Buffer, RunPool
-from tunnel.io.offload import TunCoalescer
+from tunnel.io.datapath import CONTROL, REFUSED
+from tunnel.io.offload import VNET_HDR_SIZE, TunCoalescer
+from tunnel.protocol.constants import OPCODE_SHIFT, Opcode
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 if TYPE_CHECKING:
@@ -41,8 +43,9 @@ Address = tuple[str, int]
 
 _AT: Final = 24  # where a row's ciphertext (then plaintext) starts
 _TAG: Final = 16
-_V2_OP: Final = 9  # P_DATA_V2 >> 3
-_V1_OP: Final = 6
+# Plain ints for the opcode compare (an IntEnum member's lookup costs more than a global's).
+_V2_OP: Final = int(Opcode.P_DATA_V2)
+_V1_OP: Final = int(Opcode.P_DATA_V1)
 _MAX_ROWS: Final = 64
 _ROW_MAX: Final = 2048  # datagrams larger than this go the per-packet way
 _STRIDE: Final = _AT + _ROW_MAX + _TAG
@@ -51,10 +54,6 @@ ROWS_RUN_SIZE: Final = 47 * _STRIDE
 (a longer run is taken in chunks of what fits)."""
 _TCP: Final = 6
 _SYN: Final = 0x02
-
-# What a batch saw beyond data, as in datapath (CONTROL, REFUSED).
-_CONTROL: Final = 1
-_REFUSED: Final = 2
 
 OpenRun = Callable[["RunRows", Address, float], "list[int] | None"]
 Fault = Callable[[str, Exception], None]
@@ -93,7 +92,7 @@ class RunRows:
         if not 2 <= count <= self.max_rows or not 40 <= segment <= _ROW_MAX:
             return False
         first_byte = first[0]
-        op = first_byte >> 3
+        op = first_byte >> OPCODE_SHIFT
         if op == _V2_OP:
             lead = 0
         elif op == _V1_OP:
@@ -152,10 +151,10 @@ class RunRows:
         return self._flat[start : start + self.plain_size]
 
     def frame(self, index: int) -> memoryview:
-        """Row `index`'s plaintext with the 10 bytes in front of it (a virtio-net header's
-        place: `TunCoalescer.write_row`)."""
+        """Row `index`'s plaintext with the `VNET_HDR_SIZE` bytes in front of it (a virtio-net
+        header's place: `TunCoalescer.write_row`)."""
         start = index * _STRIDE + _AT
-        return self._flat[start - 10 : start + self.plain_size]
+        return self._flat[start - VNET_HDR_SIZE : start + self.plain_size]
 
     @property
     def rows(self) -> npt.NDArray[np.uint8]:
@@ -208,9 +207,9 @@ class RunOpener:
             if verdict == TO_TUN:
                 coalescer.write_row(rows.plain(index), rows.frame(index))
             elif verdict == CONSUMED:
-                kinds |= _CONTROL
+                kinds |= CONTROL
             elif verdict == DROPPED:
-                kinds |= _REFUSED
+                kinds |= REFUSED
         return kinds
 
 
