@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from tunnel import __version__
 from tunnel.app.device import TunnelDevice
@@ -47,20 +47,29 @@ __all__ = [
 Role = Literal["server", "client"]
 EXIT_OK = 0
 EXIT_FAILED = 1
+_T = TypeVar("_T")
+
+
+async def _unless_stopped(
+    wait: Coroutine[Any, Any, _T], stop: asyncio.Future[int],
+) -> asyncio.Future[_T] | None:
+    """Wait for the management client (`wait`) or a signal (`stop`), whichever comes first:
+    `wait`'s finished future, or None when the signal came first (then `wait` is cancelled)."""
+    task = asyncio.ensure_future(wait)
+    waiting: list[asyncio.Future[Any]] = [task, stop]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task
 
 
 async def hold_until_released(management: Management, stop: asyncio.Future[int]) -> bool:
     """management-hold (one process or the workers' supervisor): wait for `hold release`;
     False if a signal (`stop`) ended the wait first."""
-    hold = asyncio.ensure_future(management.hold())
-    waiting: list[asyncio.Future[Any]] = [hold, stop]
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if not hold.done():
-        hold.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await hold
-        return False
-    return True
+    return await _unless_stopped(management.hold(), stop) is not None
 
 
 class StartupError(Exception):
@@ -244,15 +253,8 @@ class Runtime:
         if kind is None or m is None or not m.options.query_passwords:
             return False, None
         assert self._stop is not None
-        query = asyncio.ensure_future(m.passwords.query(kind))
-        waiting: list[asyncio.Future[Any]] = [query, self._stop]
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not query.done():
-            query.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await query
-            return True, None
-        return True, query.result()
+        query = await _unless_stopped(m.passwords.query(kind), self._stop)
+        return True, None if query is None else query.result()
 
     def management_event(self, event: Event) -> None:
         """Every protocol event, for the management interface's notifications."""
