@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB, OFB  # type: ignore[assignment,unused-ignore]
 
 from core import BoundsError, Buffer, FrameBuilder
+from tunnel.protocol.constants import NO_PEER_ID
 from tunnel.protocol.datakey import PACKET_ID_MAX, PacketIdExhausted
 from tunnel.protocol.hmackey import HMAC_DIGESTS, CbcDirectionKey, HmacCipherKey
 from tunnel.protocol.replay import ReplayWindow
@@ -79,7 +80,7 @@ class StreamHmacKey(HmacCipherKey):
         if pid > PACKET_ID_MAX:
             raise PacketIdExhausted("packet ID roll over: renegotiate the data channel key")
         op_size = _V1_OP_SIZE if peer_id is None else _OP_PEER_ID_SIZE
-        if peer_id is not None and not 0 <= peer_id <= 0xFFFFFF:
+        if peer_id is not None and not 0 <= peer_id <= NO_PEER_ID:
             raise ValueError(f"peer-id {peer_id} does not fit in 24 bits")
         iv_at = op_size + self._hmac_size
         head = iv_at + _IV_SIZE
