@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import json
 import os
 import re
@@ -175,6 +176,11 @@ def test_four_clients_land_two_and_two_and_each_session_is_pinned_while_it_exist
                             for w in (0, 1))
         assert per_worker == [2, 2], rows
         assert sorted(sessions.entries().values()) == [0, 0, 1, 1]
+        # Client ids grow in the order the clients came (one counter for all workers, as in
+        # one stock process), whichever worker each is on: by their addresses, also given in
+        # turn.
+        by_address = sorted(rows, key=lambda row: ipaddress.ip_address(row["Virtual Address"]))
+        assert [int(row["Client ID"]) for row in by_address] == [0, 1, 2, 3], rows
         # A client leaves (explicit-exit-notify): its pin goes with its session.
         clients[0].stop()
         assert wait_for(lambda: len(sessions.entries()) == 3, 10, 0.1), sessions.entries()

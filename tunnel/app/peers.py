@@ -69,6 +69,9 @@ class PeerRegistry:
         self._by_client_id: dict[int, Peer] = {}
         self._next_client_id = 0
         self._client_id_step = 1
+        # A multi-worker server's: the client id the supervisor gave this session (None: the
+        # local counter's next).
+        self.client_id_for: Callable[[PeerEntry], int | None] | None = None
         # Told ("arrived" | "left", peer) as events make them so (log, management).
         self.listeners: list[Callable[[str, Peer], None]] = []
 
@@ -89,9 +92,12 @@ class PeerRegistry:
         name = entry.session.peer_common_name
         if name is None:
             return None
-        peer = Peer(entry=entry, client_id=self._next_client_id, common_name=name,
+        client_id = self.client_id_for(entry) if self.client_id_for is not None else None
+        if client_id is None or client_id in self._by_client_id:
+            client_id = self._next_client_id
+            self._next_client_id += self._client_id_step
+        peer = Peer(entry=entry, client_id=client_id, common_name=name,
                     connected_since=self.clock())
-        self._next_client_id += self._client_id_step
         self.peers[entry.peer_id] = peer
         self._by_client_id[peer.client_id] = peer
         self._by_name.setdefault(name, {})[entry.peer_id] = peer

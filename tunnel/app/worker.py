@@ -120,6 +120,9 @@ class WorkerRuntime(ServerRuntime):
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
         self.cookie_key = cookie_key
         self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
+        # peer-id -> the client id the supervisor gave the session when it placed it: one
+        # counter for all workers, so ids grow in the order sessions are made, as stock's.
+        self._client_ids: dict[int, int] = {}
         self._feeding = False  # a handed-off proof is in the server: placed here already
         # The metrics collector of one process, without its HTTP side: the supervisor asks
         # for the text and serves all workers' (workers_metrics.py).
@@ -134,6 +137,7 @@ class WorkerRuntime(ServerRuntime):
     def prepare(self, loop: asyncio.AbstractEventLoop) -> Driver | TcpServerDriver:
         driver = super().prepare(loop)
         self.peers.number_from(self.first_client_id, self.workers)
+        self.peers.client_id_for = lambda entry: self._client_ids.pop(entry.peer_id, None)
         return driver
 
     def open_link(self) -> socket.socket:
@@ -165,7 +169,8 @@ class WorkerRuntime(ServerRuntime):
         if answer.get("owner") != self.index:
             return False
         assert self.loop is not None
-        self.loop.call_soon(self._confirm, sid, addr)  # once the server made it (or not)
+        # once the server made it (or not)
+        self.loop.call_soon(self._confirm, sid, addr, answer.get("cid"))
         return True
 
     def _ask_supervisor(self, message: dict[str, object]) -> dict[str, object]:
@@ -177,15 +182,18 @@ class WorkerRuntime(ServerRuntime):
             self.log.warning("the supervisor did not answer where a new session goes: %s", exc)
             return {}
 
-    def _confirm(self, sid: bytes, addr: tuple[str, int]) -> None:
+    def _confirm(self, sid: bytes, addr: tuple[str, int], client_id: object = None) -> None:
         """Tell the supervisor whether the session it placed here exists: its pin stays
-        (until the session ends: SessionClosed) or goes at once."""
+        (until the session ends: SessionClosed) or goes at once. `client_id`: the one the
+        supervisor gave it, used when the session becomes a client (PeerRegistry)."""
         entry = self.server.peer_at(addr)
         made = entry is not None and entry.session.remote_sid is not None \
             and bytes(entry.session.remote_sid) == sid and not entry.session.is_closed
         if made:
             assert entry is not None
             self._pinned[entry.peer_id] = sid
+            if isinstance(client_id, int) and not isinstance(client_id, bool):
+                self._client_ids[entry.peer_id] = client_id
         elif sid in self._pinned.values():
             return  # a late copy of the proof of a session made here (that moved since)
         self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": made}))
@@ -220,7 +228,7 @@ class WorkerRuntime(ServerRuntime):
         except Exception as exc:  # no buffer free, too long for one, a bug: that proof only
             self.log.warning("a new session handed over by another worker: dropped (%s)", exc)
         finally:
-            self._confirm(sid, addr)
+            self._confirm(sid, addr, message.get("cid"))
 
     def _routes(self, session: Session, routes: tuple[Network, ...], added: bool) -> None:
         for network in routes:
@@ -231,6 +239,7 @@ class WorkerRuntime(ServerRuntime):
         # A session placed here was pinned to this worker in the UDP steering when it was
         # made (_place); it ends (also a handshake that failed or timed out): unpinned.
         if isinstance(event, SessionClosed) and event.peer_id is not None:
+            self._client_ids.pop(event.peer_id, None)  # a handshake that never completed
             gone = self._pinned.pop(event.peer_id, None)
             if gone is not None:
                 self.requests.send(encode({"op": "pin", "sid": gone.hex(), "add": False}))

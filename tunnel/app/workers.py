@@ -16,8 +16,8 @@ shared; the workers (worker.py, one `ServerRuntime` each) do everything per clie
   connects to one worker while another holds it ends the older session there;
 - the status file: every status interval the workers' snapshots are asked for and merged;
 - the management interface (workers_host.py): status, load-stats, bytecount from the
-  workers' snapshots; kill / client-kill forwarded to the workers; client ids unique across
-  the workers (worker i numbers its clients i, i + N, ...).
+  workers' snapshots; kill / client-kill forwarded to the workers; client ids from one counter
+  here, given to each session as it is placed, so they grow in the order clients come.
 
 All sockets and queues stay open here for the server's life: the steering programs index
 them in the order they were opened, and a closed one would renumber the rest. A worker that
@@ -92,6 +92,9 @@ RESTART_PERIOD = 60.0
 STOP_GRACE = 10.0  # seconds a worker has to say goodbye to its clients at exit
 STATUS_TIMEOUT = 2.0
 MAX_HANDOFF_TEXT = 4 * 65536 // 3 + 4  # one UDP datagram, base64
+# Where a worker's own client ids start (for a session the supervisor gave none: its place
+# answer was lost): far above the supervisor's counter, so the two never meet.
+_LOCAL_CLIENT_IDS = 1 << 40
 
 
 def unsupported_with_workers(cfg: TunnelConfig, metrics: bool = False) -> str | None:
@@ -440,7 +443,8 @@ class Supervisor:
                 "--index", str(worker.index), "--workers", str(self.count),
                 "--fds", ",".join(str(fd) for fd in fds), "--tun-name", queue.name,
                 "--cookie-key-fd", str(key_read),
-                "--first-client-id", str(worker.index + self.count * (worker.spawns << 20))]
+                "--first-client-id",
+                str(_LOCAL_CLIENT_IDS + worker.index + self.count * (worker.spawns << 20))]
         worker.spawns += 1
         if queue.vnet_hdr:
             argv.append("--vnet-hdr")
@@ -522,7 +526,11 @@ class Supervisor:
             self.pool.pin(worker.index, bytes.fromhex(str(message["sid"])),
                           bool(message["add"]))
         elif op == "place":
-            worker.requests.send(encode({"owner": self._place(worker, message)}))
+            owner = self._place(worker, message)
+            answer: dict[str, Any] = {"owner": owner}
+            if owner == worker.index:
+                answer["cid"] = self._take_client_id()
+            worker.requests.send(encode(answer))
         elif op == "ready":
             worker.ready = worker.ever_ready = True
             self.log.info("worker %d (pid %d) running", worker.index, worker.pid)
@@ -532,6 +540,14 @@ class Supervisor:
                 self._management_up()
 
     _announced = False
+    # Client ids (management's CID), one counter for all workers, given to each session as
+    # it is placed: they grow in the order sessions are made, as in one stock process.
+    _next_client_id = 0
+
+    def _take_client_id(self) -> int:
+        client_id = self._next_client_id
+        self._next_client_id += 1
+        return client_id
 
     def _place(self, worker: _Worker, message: dict[str, Any]) -> int | None:
         """`worker` verified a new session's cookie: which worker makes the session (None:
@@ -559,7 +575,7 @@ class Supervisor:
             if target is None:
                 raise ConnectionError("gone")
             target.send(encode({"op": "handoff", "sid": sid.hex(), "addr": address,
-                                "data": data}))
+                                "data": data, "cid": self._take_client_id()}))
         except OSError:
             self.pool.pin(owner, sid, False)
             return None
