@@ -47,9 +47,10 @@ from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
 from tunnel.app.serve import ServerRuntime, freeze_startup_heap
 from tunnel.app.worker_ipc import (
-    ANSWER_TIMEOUT,
     MAX_MESSAGE,
+    NoAnswer,
     RemotePool,
+    SupervisorRequests,
     decode,
     encode,
     snapshot_to_json,
@@ -117,6 +118,7 @@ class WorkerRuntime(ServerRuntime):
         self.first_client_id = index if first_client_id is None else first_client_id
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
+        self.asks = SupervisorRequests(requests)  # the one way to ask the supervisor
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
         self.cookie_key = cookie_key
         self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
@@ -147,10 +149,10 @@ class WorkerRuntime(ServerRuntime):
         return self._queue
 
     def adapt_settings(self, settings: ServerSettings) -> ServerSettings:
-        settings.pool = RemotePool(self.requests, ipaddress.IPv4Address)  # type: ignore[assignment]
+        settings.pool = RemotePool(self.asks, ipaddress.IPv4Address)  # type: ignore[assignment]
         if settings.pool6 is not None:
             settings.pool6 = RemotePool(  # type: ignore[assignment]
-                self.requests, ipaddress.IPv6Address)
+                self.asks, ipaddress.IPv6Address)
         settings.peer_ids = (self.index, self.workers)
         settings.on_routes = self._routes
         settings.place_session = self._place
@@ -163,24 +165,18 @@ class WorkerRuntime(ServerRuntime):
         the supervisor handed the datagram to the worker it chose, or refused it)."""
         if self._feeding:
             return True
-        answer = self._ask_supervisor({"op": "place", "sid": sid.hex(),
-                                       "addr": [addr[0], addr[1]],
-                                       "data": base64.b64encode(raw).decode()})
+        try:
+            answer = self.asks.ask({"op": "place", "sid": sid.hex(), "addr": [addr[0], addr[1]],
+                                    "data": base64.b64encode(raw).decode()})
+        except NoAnswer as exc:  # cancelled: the supervisor unpins it when it gets there
+            self.log.warning("where a new session goes: %s", exc)
+            return False
         if answer.get("owner") != self.index:
             return False
         assert self.loop is not None
         # once the server made it (or not)
         self.loop.call_soon(self._confirm, sid, addr, answer.get("cid"))
         return True
-
-    def _ask_supervisor(self, message: dict[str, object]) -> dict[str, object]:
-        self.requests.settimeout(ANSWER_TIMEOUT)
-        try:
-            self.requests.send(encode(message))
-            return decode(self.requests.recv(MAX_MESSAGE))
-        except (OSError, ValueError) as exc:
-            self.log.warning("the supervisor did not answer where a new session goes: %s", exc)
-            return {}
 
     def _confirm(self, sid: bytes, addr: tuple[str, int], client_id: object = None) -> None:
         """Tell the supervisor whether the session it placed here exists: its pin stays

@@ -8,7 +8,9 @@ worker parses network input and runs unprivileged, the supervisor may be root):
   cookie verified here: `sid`, `addr`, `data` the datagram in base64; answered with the
   `owner` it is pinned to, or null: dropped), `release`, `route`, `pin` (a placed session
   was made here (`add`) or not, or ended: the UDP steering's pinned map), `notify`
-  (management notification lines to broadcast), `ready` (not answered);
+  (management notification lines to broadcast), `ready` (not answered); `alloc`, `peek` and
+  `place` carry an `id` the answer echoes, and `cancel` (that `id`) follows one that timed
+  out: its late answer is discarded and undone (SupervisorRequests);
 - *control* (supervisor -> worker): `status` (answered with the worker's status snapshot on
   the same socket), `kill` (the management interface's kill / client-kill: by `cn`,
   `address` [ip, port] or `cid`; answered with how many sessions it ended), `kill_cn` (end
@@ -21,10 +23,12 @@ worker parses network input and runs unprivileged, the supervisor may be root):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import json
 import socket
+import time
 from typing import Any, Generic, Protocol
 
 from core import PoolStats
@@ -33,7 +37,8 @@ from tunnel.io.driver import DriverStats
 from tunnel.protocol.addresspool import IP
 from tunnel.protocol.traffic import Traffic
 
-__all__ = ["MAX_MESSAGE", "RemotePool", "WorkerGroup", "decode", "encode", "merge_snapshots",
+__all__ = ["ANSWER_TIMEOUT", "MAX_MESSAGE", "NoAnswer", "RemotePool", "SupervisorRequests",
+           "WorkerGroup", "decode", "encode", "merge_snapshots",
            "snapshot_from_json", "snapshot_to_json"]
 
 MAX_MESSAGE = 1 << 22  # a status snapshot of thousands of clients fits
@@ -63,6 +68,67 @@ def decode(data: bytes) -> dict[str, Any]:
     return value
 
 
+class NoAnswer(RuntimeError):
+    """The supervisor did not answer a request in time (or its socket failed)."""
+
+
+class SupervisorRequests:
+    """A worker's end of its *requests* socket: requests answered or not, each answer matched
+    to its request.
+
+    A request that is answered carries an `id` (a counter), which the supervisor echoes in
+    its answer. An answer with another id is that of a request that timed out, arriving late:
+    discarded, within the one deadline. A request that timed out is cancelled (`cancel`, its
+    id) on the same socket, after it: the supervisor handles a worker's requests in order, so
+    it has answered the request when it reads the cancel, and undoes what the answer gave
+    (an `alloc`'s address goes back to the pool, a `place`'s new pin on this worker goes).
+    So nothing a discarded answer carried stays taken, even if this worker asks nothing
+    more for a long time, and the worker keeps no record of its timed-out requests.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self._last_id = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        """A request that is not answered (`release`, `pin`, `route`, `notify`, `ready`)."""
+        self.sock.send(encode(message))
+
+    def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send `message` and wait for its answer (NoAnswer: none within the timeout)."""
+        self._last_id += 1
+        request = self._last_id
+        deadline = time.monotonic() + self.timeout
+        self.sock.settimeout(self.timeout)
+        try:
+            self.sock.send(encode({**message, "id": request}))
+        except OSError as exc:
+            raise NoAnswer(f"the supervisor did not answer {message.get('op')}: {exc}") \
+                from None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.sock.settimeout(left)
+                data = self.sock.recv(MAX_MESSAGE)
+                if not data:
+                    raise ConnectionError("the supervisor closed the socket")
+                answer = decode(data)
+                if answer.get("id") == request:
+                    return answer
+                # A timed-out request's answer: it was cancelled, the supervisor undid it.
+        except (OSError, ValueError) as exc:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(self.timeout)
+                self.send({"op": "cancel", "id": request})
+            raise NoAnswer(f"the supervisor did not answer {message.get('op')}: {exc}") \
+                from None
+        finally:
+            self.sock.settimeout(self.timeout)  # the unanswered sends block as long
+
+
 class RemotePool(Generic[IP]):
     """A worker's view of the supervisor's address pool (the one pool of all workers).
 
@@ -71,32 +137,23 @@ class RemotePool(Generic[IP]):
     (ifconfig-pool-persist is done there).
     """
 
-    def __init__(self, sock: socket.socket, kind: type[IP]) -> None:
-        self._sock = sock
+    def __init__(self, requests: SupervisorRequests, kind: type[IP]) -> None:
+        self._requests = requests
         self._kind: type[IP] = kind
         self._family = 6 if kind is ipaddress.IPv6Address else 4
 
-    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
-        self._sock.settimeout(ANSWER_TIMEOUT)
-        self._sock.send(encode(message))
-        try:
-            return decode(self._sock.recv(MAX_MESSAGE))
-        except (TimeoutError, ValueError, OSError) as exc:
-            raise RuntimeError(f"the supervisor did not answer an address request: {exc}") \
-                from None
-
     def allocate(self, common_name: str | None = None) -> IP | None:
-        answer = self._ask({"op": "alloc", "v": self._family, "cn": common_name})
+        answer = self._requests.ask({"op": "alloc", "v": self._family, "cn": common_name})
         address = answer.get("address")
         return None if address is None else self._kind(address)
 
     def peek(self, common_name: str | None = None) -> IP | None:
-        answer = self._ask({"op": "peek", "v": self._family, "cn": common_name})
+        answer = self._requests.ask({"op": "peek", "v": self._family, "cn": common_name})
         address = answer.get("address")
         return None if address is None else self._kind(address)
 
     def release(self, address: IP) -> None:
-        self._sock.send(encode({"op": "release", "v": self._family, "address": str(address)}))
+        self._requests.send({"op": "release", "v": self._family, "address": str(address)})
 
     def reserve(self, common_name: str, address: IP) -> bool:
         return False

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,14 @@ def _no_bpf() -> str | None:
     except OSError as exc:
         return f"no BPF here ({exc.strerror or exc}), needed to steer packets to workers"
     return None
+
+
+def _session_id(text: str) -> bytes | None:
+    """A request's session id (hex), or None if it is not one."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
 
 
 # -- the shared pool -----------------------------------------------------------------------
@@ -330,6 +339,9 @@ class _Worker:
     spawns: int = 0  # how often it was started (its client ids differ each time)
     exits: deque[float] = field(default_factory=deque)
     answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    # The last answered request of its (the id, how to undo what the answer gave, or None):
+    # the worker asks one at a time, so a `cancel` (it timed out) can only be for that one.
+    last_answer: tuple[Any, Callable[[], None] | None] | None = None
 
 
 class Supervisor:
@@ -476,6 +488,7 @@ class Supervisor:
                 self.loop.remove_reader(sock.fileno())
                 sock.close()
         worker.requests = worker.control = None
+        worker.last_answer = None  # its next process counts its requests from 1 again
         for future in worker.answers.values():
             if not future.done():
                 future.cancel()
@@ -510,9 +523,22 @@ class Supervisor:
         version = int(message.get("v", 4))
         if op == "alloc":
             address = self.pool.alloc(worker.index, version, message.get("cn"))
-            worker.requests.send(encode({"address": address}))
+            pool = self.pool
+
+            def give_back() -> None:
+                assert address is not None
+                pool.release(worker.index, version, address)
+
+            self._answer(worker, message, {"address": address},
+                         None if address is None else give_back)
         elif op == "peek":
-            worker.requests.send(encode({"address": self.pool.peek(version, message.get("cn"))}))
+            self._answer(worker, message, {"address": self.pool.peek(version, message.get("cn"))})
+        elif op == "cancel":  # the worker gave up waiting for this answer: it never used it
+            if worker.last_answer is not None and worker.last_answer[0] == message.get("id"):
+                undo = worker.last_answer[1]
+                worker.last_answer = None
+                if undo is not None:
+                    undo()
         elif op == "release":
             self.pool.release(worker.index, version, str(message["address"]))
         elif op == "route":
@@ -526,11 +552,21 @@ class Supervisor:
             self.pool.pin(worker.index, bytes.fromhex(str(message["sid"])),
                           bool(message["add"]))
         elif op == "place":
+            pool, sid = self.pool, str(message.get("sid"))
+            fresh = _session_id(sid) not in pool.pins
             owner = self._place(worker, message)
+
+            def unpin() -> None:
+                pool.pin(worker.index, bytes.fromhex(sid), False)
+
+            # A new pin on the asker waits for its confirmation (`pin`), which never comes
+            # if the asker gave up waiting: the cancel unpins it. A pin that was there (a
+            # resent proof) or a hand-off to another worker (which confirms it) stays.
             answer: dict[str, Any] = {"owner": owner}
             if owner == worker.index:
                 answer["cid"] = self._take_client_id()
-            worker.requests.send(encode(answer))
+            self._answer(worker, message, answer,
+                         unpin if fresh and owner == worker.index else None)
         elif op == "ready":
             worker.ready = worker.ever_ready = True
             self.log.info("worker %d (pid %d) running", worker.index, worker.pid)
@@ -548,6 +584,13 @@ class Supervisor:
         client_id = self._next_client_id
         self._next_client_id += 1
         return client_id
+
+    def _answer(self, worker: _Worker, message: dict[str, Any], answer: dict[str, Any],
+                undo: Callable[[], None] | None = None) -> None:
+        """Answer a worker's request, with its `id`, and remember how to undo it (`cancel`)."""
+        assert worker.requests is not None
+        worker.last_answer = (message.get("id"), undo)
+        worker.requests.send(encode({**answer, "id": message.get("id")}))
 
     def _place(self, worker: _Worker, message: dict[str, Any]) -> int | None:
         """`worker` verified a new session's cookie: which worker makes the session (None:
