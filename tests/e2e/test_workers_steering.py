@@ -11,7 +11,8 @@ clients, in namespaces).
   ends (a client leaving, a handshake timing out at hand-window).
 - A cookie answered by worker 0 and proved there makes a session on worker 1: the
   supervisor placed it there, worker 0 handed the datagram over, worker 1 verified the
-  cookie with the shared key and made the session (its pin stays only if it did).
+  cookie with the shared key and made the session (its pin stays only if it did); the
+  proof is counted once in the server's link totals (`load-stats` bytesin).
 
 The kernel maps are read from the supervisor's descriptors (/proc/PID/fdinfo) and opened
 by id through bpf(2).
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.mgmt_client import MgmtClient
 from tests.e2e.openvpn_peer import PeerProcess, Pki, make_pki, start_peer
 from tests.e2e.test_workers import WORKERS, clients_in_status, server_text, stock_client
 from tests.netns import NetnsPair, wait_for
@@ -203,7 +205,9 @@ def test_four_clients_land_two_and_two_and_each_session_is_pinned_while_it_exist
 def test_a_cookie_answered_by_one_worker_makes_a_session_on_the_other(
         netns_pair: NetnsPair, tmp_path: Path, pki: Pki) -> None:
     pair = netns_pair
-    with workers_server(pair, tmp_path, pki) as (server, sessions, _status):
+    sock = tmp_path / "mgmt.sock"
+    with workers_server(pair, tmp_path, pki, (f"management {sock} unix",)) as (
+            server, sessions, _status):
         # Two session ids that both hash to worker 0: worker 0 answers both resets and gets
         # both proofs. The supervisor places them on different workers (the least busy).
         sids = [os.urandom(8) for _ in range(64)]
@@ -214,7 +218,18 @@ def test_a_cookie_answered_by_one_worker_makes_a_session_on_the_other(
         time.sleep(1)  # worker 1's confirmation (or its refusal, which would unpin) is in
         entries = sessions.entries()
         assert set(entries) == set(sids) and sorted(entries.values()) == [0, 1], entries
-        assert '{"answered": 2}' in gen.log(), gen.describe()
+        said = json.loads(gen.log().strip().splitlines()[0])
+        assert said["answered"] == 2, gen.describe()
+        # The proof handed to worker 1 is counted once in the server's link totals (by
+        # worker 0, which read it): bytesin is what the generator sent, nothing more.
+        m = MgmtClient.connect(str(sock))
+        try:
+            assert m.read_line().startswith(">INFO:")
+            stats = m.command("load-stats")
+        finally:
+            m.close()
+        found = re.fullmatch(r"SUCCESS: nclients=\d+,bytesin=(\d+),bytesout=\d+", stats[0])
+        assert found is not None and int(found.group(1)) == said["sent"], (stats, said)
         gen.stop()
         # The shared key comes through a pipe: only its descriptor's number is in the
         # workers' command lines (which /proc shows everyone), and their environment is the

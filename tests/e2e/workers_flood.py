@@ -7,6 +7,7 @@ prints one JSON line.
     stall HOST PORT HOLD SID...      the cookie exchange (reset, answer, P_ACK_V1 echo) for each
                                      session id given (hex), one socket each, then silence for
                                      HOLD seconds: sessions that exist but never complete
+                                     (prints how many were answered, and the bytes sent)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def resets(host: str, port: int, count: int, seconds: float) -> int:
 
 
 def stall(host: str, port: int, hold: float, sids: list[bytes]) -> int:
-    answered = 0
+    answered = sent = 0  # sent: UDP payload bytes, what the server's link counts read
     socks = []
     for sid in sids:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -56,16 +57,16 @@ def stall(host: str, port: int, hold: float, sids: list[bytes]) -> int:
         sock.connect((host, port))
         socks.append(sock)
         for _attempt in range(5):
-            sock.send(_reset(sid))
+            sent += sock.send(_reset(sid))
             try:
                 data = sock.recv(2048)
             except TimeoutError:
                 continue
             if data and data[0] >> 3 == Opcode.P_CONTROL_HARD_RESET_SERVER_V2:
-                sock.send(_echo(sid, parse_control(data).session_id))
+                sent += sock.send(_echo(sid, parse_control(data).session_id))
                 answered += 1
                 break
-    print(json.dumps({"answered": answered}), flush=True)
+    print(json.dumps({"answered": answered, "sent": sent}), flush=True)
     time.sleep(hold)  # the sockets stay open: no ICMP ends anything early
     for sock in socks:
         sock.close()

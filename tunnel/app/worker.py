@@ -216,7 +216,15 @@ class WorkerRuntime(ServerRuntime):
             try:
                 buf.append(data)
                 self._feeding = True
-                self.endpoint.receive(buf, addr, self.loop.time())
+                try:
+                    self.endpoint.receive(buf, addr, self.loop.time())
+                finally:
+                    # Link input of the worker it arrived on, counted there: not again here,
+                    # so the server's totals (the workers' summed) count it once. (The
+                    # session made here counts it as its client's: the verifier made none.)
+                    traffic = self.server.traffic
+                    traffic.link_rx -= len(data)
+                    traffic.link_rx_packets -= 1
             finally:
                 self._feeding = False
                 self.pool.release(buf)
