@@ -127,3 +127,25 @@ def test_a_timed_out_placements_pin_goes_and_a_resent_proofs_pin_stays(
         requests.ask(place)
     supervisor._on_request(worker)
     assert supervisor.pool.pins == {bytes.fromhex("11" * 8): 0}
+
+
+def test_the_supervisors_ask_drops_a_late_answer_and_gets_the_next_its_own(
+        supervisor: Supervisor, pair: tuple[socket.socket, socket.socket],
+        caplog: pytest.LogCaptureFixture) -> None:
+    worker_end, supervisor_end = pair  # here the control pair: the supervisor asks
+    supervisor_end.setblocking(False)
+    worker = supervisor.workers[0]
+    worker.control, worker.ready = supervisor_end, True
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        assert supervisor.ask({"op": "status"}, timeout=SHORT) == []  # the worker is busy
+    assert "worker 0: no answer to status" in caplog.text
+    late = read(worker_end)
+    worker_end.send(encode({"id": late["id"], "killed": 7}))  # its answer, after the timeout
+
+    def answer() -> None:
+        asked = read(worker_end)
+        worker_end.send(encode({"id": asked["id"], "killed": 1}))
+
+    threading.Timer(0.05, answer).start()
+    answers = supervisor.ask({"op": "kill", "cn": "alice"}, timeout=5.0)
+    assert [(index, got["killed"]) for index, got in answers] == [(0, 1)]

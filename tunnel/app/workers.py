@@ -62,18 +62,15 @@ from tunnel.app.runtime import (
     describe_error,
     hold_until_released,
     management_title,
-    version_line,
 )
 from tunnel.app.scripts import ScriptRunner
-from tunnel.app.status import StatusWriter, render_status
+from tunnel.app.status import StatusSnapshot, StatusWriter, render_status
 from tunnel.app.worker_ipc import (
     MAX_MESSAGE,
     decode,
     encode,
-    merge_snapshots,
-    snapshot_from_json,
 )
-from tunnel.app.workers_host import WorkersHost
+from tunnel.app.workers_host import WorkersHost, merged_status
 from tunnel.app.workers_metrics import serve_workers
 from tunnel.config import TunnelConfig
 from tunnel.config.model import is_tcp
@@ -338,7 +335,6 @@ class _Worker:
     pid: int = 0
     spawns: int = 0  # how often it was started (its client ids differ each time)
     exits: deque[float] = field(default_factory=deque)
-    answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     # The last answered request of its (the id, how to undo what the answer gave, or None):
     # the worker asks one at a time, so a `cancel` (it timed out) can only be for that one.
     last_answer: tuple[Any, Callable[[], None] | None] | None = None
@@ -489,10 +485,6 @@ class Supervisor:
                 sock.close()
         worker.requests = worker.control = None
         worker.last_answer = None  # its next process counts its requests from 1 again
-        for future in worker.answers.values():
-            if not future.done():
-                future.cancel()
-        worker.answers.clear()
         worker.ready = False
 
     # -- messages ----------------------------------------------------------------------------
@@ -625,6 +617,8 @@ class Supervisor:
         return owner
 
     def _on_answer(self, worker: _Worker) -> None:
+        """An answer outside `ask`: one that came after its timeout. Read and dropped, so a
+        worker sending a large one is not blocked until the next ask."""
         sock = worker.control
         assert sock is not None
         while True:
@@ -638,20 +632,14 @@ class Supervisor:
                 assert self.loop is not None
                 self.loop.remove_reader(sock.fileno())
                 return
-            try:
-                answer = decode(data)
-            except ValueError:
-                continue
-            future = worker.answers.pop(int(answer.get("id", -1)), None)
-            if future is not None and not future.done():
-                future.set_result(answer)
 
     def ask(self, message: dict[str, Any], timeout: float = STATUS_TIMEOUT
             ) -> list[tuple[int, dict[str, Any]]]:
         """Ask every running worker `message` and wait for their answers, synchronously (the
-        management commands are): (worker index, answer) of those that answered within
+        management commands and the metrics collector are; the status file uses it too, so
+        there is one way to ask): (worker index, answer) of those that answered within
         `timeout`. Meanwhile the workers' address requests are served (a worker waiting
-        for an address cannot answer) and answers to other requests reach their futures."""
+        for an address cannot answer); a late answer to an earlier ask is dropped."""
         waiting: dict[int, _Worker] = {}
         for worker in self.workers:
             if not worker.ready or worker.control is None:
@@ -686,15 +674,12 @@ class Supervisor:
                 except (OSError, ValueError):
                     waiting = {k: w for k, w in waiting.items() if w is not worker}
                     continue
-                request = int(answer.get("id", -1))
-                if waiting.pop(request, None) is not None:
+                request = answer.get("id")
+                if isinstance(request, int) and waiting.get(request) is worker:
+                    del waiting[request]
                     answers.append((worker.index, answer))
-                    continue
-                future = worker.answers.pop(request, None)
-                if future is not None and not future.done():
-                    future.set_result(answer)
         for worker in waiting.values():
-            self.log.warning("worker %d: no answer to a management request", worker.index)
+            self.log.warning("worker %d: no answer to %s", worker.index, message.get("op"))
         return answers
 
     def _management_up(self) -> None:
@@ -711,36 +696,15 @@ class Supervisor:
 
     # -- status ------------------------------------------------------------------------------
 
-    async def snapshot(self) -> Any:
+    def snapshot(self) -> StatusSnapshot:
         """The merged status of all running workers (those that do not answer in time are
         left out, and said so in the log)."""
-        assert self.loop is not None
-        waiting: list[tuple[_Worker, asyncio.Future[dict[str, Any]]]] = []
-        for worker in self.workers:
-            if not worker.ready or worker.control is None:
-                continue
-            self._request_id += 1
-            future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-            worker.answers[self._request_id] = future
-            try:
-                worker.control.send(encode({"op": "status", "id": self._request_id}))
-            except OSError:
-                worker.answers.pop(self._request_id, None)
-                continue
-            waiting.append((worker, future))
-        parts = []
-        for worker, future in waiting:
-            try:
-                answer = await asyncio.wait_for(future, STATUS_TIMEOUT)
-                parts.append(snapshot_from_json(answer))
-            except (TimeoutError, asyncio.CancelledError, ValueError, KeyError):
-                self.log.warning("worker %d: no status answer", worker.index)
-        return merge_snapshots(version_line(), time.time(), parts)
+        return merged_status(self)
 
-    async def _write_status(self) -> None:
+    def _write_status(self) -> None:
         if self.status is None:
             return
-        snapshot = await self.snapshot()
+        snapshot = self.snapshot()
         self.status.write(render_status(snapshot, self.cfg.status_version))
 
     async def _status_loop(self) -> None:
@@ -749,7 +713,7 @@ class Supervisor:
             if all(w.ever_ready for w in self.workers):
                 break
         while True:
-            await self._write_status()
+            self._write_status()
             await asyncio.sleep(self.cfg.status_interval)
 
     async def _persist_loop(self) -> None:
@@ -840,13 +804,8 @@ class Supervisor:
                 worker.proc.send_signal(signal.SIGTERM)
 
     def _on_status_signal(self) -> None:
-        async def log_status() -> None:
-            snapshot = await self.snapshot()
-            for line in render_status(snapshot, 2).splitlines():
-                self.log.info("%s", line)
-
-        assert self.loop is not None
-        self.loop.create_task(log_status())
+        for line in render_status(self.snapshot(), 2).splitlines():
+            self.log.info("%s", line)
 
     def _watch_exit(self, worker: _Worker) -> None:
         """Be told when the worker's process ends: its pidfd becomes readable (no polling,
@@ -902,7 +861,7 @@ class Supervisor:
         self.stopping = True
         if self.status is not None and any(w.ready for w in self.workers):
             with contextlib.suppress(OSError):
-                await self._write_status()  # before the goodbye: it lists who was connected
+                self._write_status()  # before the goodbye: it lists who was connected
         running = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
         for worker in running:
             assert worker.proc is not None

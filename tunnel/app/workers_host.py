@@ -32,7 +32,19 @@ from tunnel.app.runtime import version_line
 from tunnel.app.status import StatusSnapshot, render_status
 from tunnel.app.worker_ipc import WorkerGroup, merge_snapshots, snapshot_from_json
 
-__all__ = ["WorkersHost"]
+__all__ = ["WorkersHost", "merged_status"]
+
+
+def merged_status(workers: WorkerGroup) -> StatusSnapshot:
+    """The status of all running workers, merged (for the status file and SIGUSR2 too):
+    those that do not answer in time are left out (`ask` says so in the log)."""
+    parts = []
+    for _index, answer in workers.ask({"op": "status"}):
+        try:
+            parts.append(snapshot_from_json(answer))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return merge_snapshots(version_line(), time.time(), parts)
 
 
 class WorkersHost:
@@ -42,13 +54,7 @@ class WorkersHost:
         self.supervisor = supervisor
 
     def _snapshot(self) -> StatusSnapshot:
-        parts = []
-        for _index, answer in self.supervisor.ask({"op": "status"}):
-            try:
-                parts.append(snapshot_from_json(answer))
-            except (KeyError, ValueError, TypeError):
-                continue
-        return merge_snapshots(version_line(), time.time(), parts)
+        return merged_status(self.supervisor)
 
     def status_text(self, version: int) -> str:
         return render_status(self._snapshot(), version, extras=False)
