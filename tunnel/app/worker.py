@@ -5,9 +5,11 @@ its UDP socket is one of the reuseport group (inherited fd), its TUN device is o
 the multi-queue device the supervisor configured (inherited fd; the supervisor runs up/down
 and keeps the device), its address pool is the supervisor's (`RemotePool`), and it hands out
 only the peer-ids `index, index + N, ...`, which is what the UDP steering program relies on.
-Its client ids are `first, first + N, ...` (unique across the workers). It writes no status
-file and has no management interface: the supervisor asks it for its status over the control
-socket and merges the workers', and forwards the management interface's kill commands.
+A session's client id is the one the supervisor gave as it placed it; its own numbering,
+`first, first + N, ...` (unique across the workers), is for a placement whose answer was
+lost. It writes no status file and has no management interface: the supervisor asks it for
+its status over the control socket and merges the workers', and forwards the management
+interface's kill commands.
 
     python -m tunnel.app.worker --config FILE --index I --workers N --fds SOCK,TUN,REQ,CTL
         --tun-name NAME --cookie-key-fd FD [--vnet-hdr] [--first-client-id C]

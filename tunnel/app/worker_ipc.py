@@ -219,7 +219,7 @@ def _sum(cls: Any, items: list[Any]) -> Any:
 
 def merge_snapshots(title: str, now: float, parts: list[StatusSnapshot]) -> StatusSnapshot:
     """One server's status from its workers': counters summed, clients of all of them (their
-    client ids are unique already: worker i of N numbers its clients i, i + N, ...)."""
+    client ids are unique already: the supervisor gives them as it places sessions)."""
     clients: list[ClientRow] = [row for part in parts for row in part.clients or ()]
     clients.sort(key=lambda row: (row.connected_since, row.client_id))
     drops: dict[str, int] = {}

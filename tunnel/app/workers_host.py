@@ -8,7 +8,7 @@ their control sockets and the answers are combined:
   the status file (the clients of all workers; counters summed);
 - `kill cn`, `kill IP:port`, `client-kill CID [M]`: forwarded to the workers; the one that
   holds the client ends its session and says how many it ended. Client ids are unique
-  across the workers (worker i numbers its clients i, i + N, ...), so the id `status`
+  across the workers (the supervisor gives each its id as it places it), so the id `status`
   lists is the one `client-kill` takes;
 - `signal`, `hold`, `log`, `state`, `verb`...: the supervisor's own, as in one process.
 
