@@ -24,6 +24,7 @@ sender, a control packet, a key we cannot batch) go the per-packet way.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -52,7 +53,7 @@ _STRIDE: Final = _AT + _ROW_MAX + _TAG
 ROWS_RUN_SIZE: Final = 47 * _STRIDE
 """The run block the rows need: 47 rows take a GRO read of 1400-byte datagrams in one pass
 (a longer run is taken in chunks of what fits)."""
-_TCP: Final = 6
+_TCP: Final = socket.IPPROTO_TCP
 _SYN: Final = 0x02
 
 OpenRun = Callable[["RunRows", Address, float], "list[int] | None"]

@@ -23,6 +23,7 @@ survive: the kernel cuts the run at `gso_size` again before any socket sees it.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -67,8 +68,8 @@ _U16: Final = struct.Struct("!H")
 _IP4: Final = 20
 _TCP_MIN: Final = 20
 _UDP_HDR: Final = 8
-_TCP: Final = 6
-_UDP: Final = 17
+_TCP: Final = socket.IPPROTO_TCP
+_UDP: Final = socket.IPPROTO_UDP
 _ACK: Final = 0x10
 _PSH: Final = 0x08
 _MAX_IP_PACKET: Final = 0xFFFF  # the IPv4 total-length field

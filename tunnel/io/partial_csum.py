@@ -9,6 +9,7 @@ buffer made once (a big-int reduction for short packets, one numpy reduction for
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Final
 
@@ -17,7 +18,7 @@ from tunnel.protocol.checksum import internet_sum
 __all__ = ["PartialChecksums"]
 
 _U16: Final = struct.Struct("!H")
-_UDP: Final = 17
+_UDP: Final = socket.IPPROTO_UDP
 
 
 class PartialChecksums:

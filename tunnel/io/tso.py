@@ -20,6 +20,7 @@ sum is byte-order independent).
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 from typing import Final
@@ -35,7 +36,7 @@ _GSO_ECN: Final = 0x80
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
 _IP_FIELDS: Final = struct.Struct("!HH")  # IPv4 total length, id
-_TCP: Final = 6
+_TCP: Final = socket.IPPROTO_TCP
 _FIN_PSH: Final = 0x09
 _CWR: Final = 0x80
 _LITTLE: Final = sys.byteorder == "little"

@@ -26,6 +26,7 @@ any peer, stock included, sees ordinary packets.
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -53,7 +54,7 @@ front. A P_DATA_V1 datagram starts at 3 (its one op byte just before the packet-
 _TAG: Final = 16
 _GSO_TCPV4: Final = 1
 _GSO_ECN: Final = 0x80
-_TCP: Final = 6
+_TCP: Final = socket.IPPROTO_TCP
 _FIN_PSH: Final = 0x09
 _SYN_RST: Final = 0x06
 _CWR: Final = 0x80

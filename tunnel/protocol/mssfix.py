@@ -15,7 +15,8 @@ reads; only SYNs are parsed further.
 
 from __future__ import annotations
 
-from typing import Literal
+import socket
+from typing import Final, Literal
 
 from core import Frame
 from tunnel.protocol.cbc import CBC_PADDING
@@ -25,7 +26,7 @@ from tunnel.protocol.compress import COMPRESSION, COMPRESSION_V2
 from tunnel.protocol.datachannel import PACKET_ID_SIZE
 from tunnel.protocol.geometry import IPV4_HEADER, IPV6_HEADER, TCP_HEADER
 
-_TCP = 6
+_TCP: Final = socket.IPPROTO_TCP
 _SYN = 0x02
 _OPT_END = 0
 _OPT_NOP = 1
