@@ -40,12 +40,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from core import BoundsError, Buffer, RunPool
+from tunnel.io.batch_kinds import CONTROL, REFUSED
 from tunnel.io.device import PacketDevice
 from tunnel.io.gso import GRO_CMSG_SPACE, gro_segment_size
 from tunnel.io.offload import TunCoalescer
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
-if TYPE_CHECKING:  # (gro_rows imports this module's CONTROL/REFUSED)
+if TYPE_CHECKING:
     from tunnel.io.gro_rows import RunOpener
 
 __all__ = [
@@ -63,9 +64,8 @@ Encrypt = Callable[[Buffer, float], "Address | None"]
 Queue = Callable[[memoryview, Address], object]
 Receive = Callable[[Buffer, Address, float], int]
 
-# What an inbound batch saw beyond data, as bits of its third result.
-CONTROL: Final = 1  # a control, ping or OCC packet (or a fault): state that needs servicing
-REFUSED: Final = 2  # a dropped datagram: its (rate-limited) PacketDropped event waits
+# What an inbound batch saw beyond data, as bits of its third result: CONTROL, REFUSED
+# (tunnel/io/batch_kinds.py), re-exported here for the driver.
 
 # Per-packet constants as plain ints: `flags & socket.MSG_TRUNC` calls enum.Flag.__and__ in
 # Python and builds a flag object (~4 us a datagram, measured).

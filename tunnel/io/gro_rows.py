@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from core import Buffer, RunPool
-from tunnel.io.datapath import CONTROL, REFUSED
+from tunnel.io.batch_kinds import CONTROL, REFUSED
 from tunnel.io.offload import VNET_HDR_SIZE, TunCoalescer
 from tunnel.protocol.constants import OPCODE_SHIFT, Opcode
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
