@@ -194,7 +194,11 @@ class WorkerRuntime(ServerRuntime):
                 self._client_ids[entry.peer_id] = client_id
         elif sid in self._pinned.values():
             return  # a late copy of the proof of a session made here (that moved since)
-        self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": made}))
+        self._pin(sid, made)
+
+    def _pin(self, sid: bytes, add: bool) -> None:
+        """Tell the supervisor a placed session exists here (pin stays) or not (pin goes)."""
+        self.asks.send({"op": "pin", "sid": sid.hex(), "add": add})
 
     def _handoff(self, message: dict[str, object]) -> None:
         """A proof another worker verified, placed here: fed into the server as if it had
@@ -210,7 +214,7 @@ class WorkerRuntime(ServerRuntime):
             data = base64.b64decode(str(message.get("data")), validate=True)
             addr = (str(address[0]), int(address[1]))
         except (ValueError, TypeError, binascii.Error):
-            self.requests.send(encode({"op": "pin", "sid": sid.hex(), "add": False}))
+            self._pin(sid, False)
             return
         assert self.loop is not None
         try:
@@ -238,7 +242,7 @@ class WorkerRuntime(ServerRuntime):
 
     def _routes(self, session: Session, routes: tuple[Network, ...], added: bool) -> None:
         for network in routes:
-            self.requests.send(encode({"op": "route", "net": str(network), "add": added}))
+            self.asks.send({"op": "route", "net": str(network), "add": added})
 
     def on_event(self, event: Event) -> None:
         super().on_event(event)
@@ -248,7 +252,7 @@ class WorkerRuntime(ServerRuntime):
             self._client_ids.pop(event.peer_id, None)  # a handshake that never completed
             gone = self._pinned.pop(event.peer_id, None)
             if gone is not None:
-                self.requests.send(encode({"op": "pin", "sid": gone.hex(), "add": False}))
+                self._pin(gone, False)
 
     def started(self) -> None:
         # ServerRuntime.started without its "Initialization Sequence Completed": the
@@ -260,7 +264,7 @@ class WorkerRuntime(ServerRuntime):
         if self.metrics is not None:
             self.spawn(self.metrics._measure_lag())  # as MetricsServer.open() starts it
         freeze_startup_heap()  # as ServerRuntime.started: each worker is a server process
-        self.requests.send(encode({"op": "ready", "pid": _pid()}))
+        self.asks.send({"op": "ready", "pid": _pid()})
 
     def _on_control(self) -> None:
         try:
