@@ -77,9 +77,13 @@ def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
     yield sup
 
 
-def serve_soon(sup: Supervisor) -> None:
-    """The supervisor reads the worker's requests a moment later (it was busy)."""
-    threading.Timer(0.05, sup._on_request, [sup.workers[0]]).start()
+def serve_soon(sup: Supervisor) -> threading.Timer:
+    """The supervisor reads the worker's requests a moment later (it was busy). The caller
+    joins it after its ask: until the timer's read loop ends it may read (and answer) the
+    next request too, which on a loaded machine made a 'no answer' step get one."""
+    timer = threading.Timer(0.05, sup._on_request, [sup.workers[0]])
+    timer.start()
+    return timer
 
 
 def test_a_timed_out_allocs_address_goes_back_to_the_pool(
@@ -93,13 +97,15 @@ def test_a_timed_out_allocs_address_goes_back_to_the_pool(
     assert supervisor.pool is not None
     supervisor._on_request(supervisor.workers[0])  # now: the alloc, answered, then its cancel
     assert supervisor.pool.clients() == 0  # the one address is free again
-    serve_soon(supervisor)
+    serving = serve_soon(supervisor)
     pool._requests.timeout = 5.0
     # The late answer (the same address, for alice) is discarded; bob gets his own answer.
     assert pool.allocate("bob") == ipaddress.IPv4Address("10.8.0.2")
+    serving.join()
     assert supervisor.pool.held[4] == {int(ipaddress.IPv4Address("10.8.0.2")): (0, "bob")}
-    serve_soon(supervisor)
+    serving = serve_soon(supervisor)
     assert pool.allocate("carol") is None  # a pool of one: held by bob, not lost or doubled
+    serving.join()
 
 
 def test_a_timed_out_placements_pin_goes_and_a_resent_proofs_pin_stays(
@@ -116,9 +122,10 @@ def test_a_timed_out_placements_pin_goes_and_a_resent_proofs_pin_stays(
     supervisor._on_request(worker)  # placed here (pinned), answered late, then cancelled
     assert supervisor.pool.pins == {} and supervisor.pool.placing == {}
     # Asked again in time: pinned, and the worker confirms it made the session.
-    serve_soon(supervisor)
+    serving = serve_soon(supervisor)
     requests.timeout = 5.0
     assert requests.ask(place)["owner"] == 0
+    serving.join()
     requests.send({"op": "pin", "sid": "11" * 8, "add": True})
     supervisor._on_request(worker)
     # A resent proof of that session times out: its cancel leaves the session's pin alone.
