@@ -19,12 +19,9 @@ import hmac
 import struct
 from typing import Final
 
+# cryptography >= 47 keeps the legacy modes apart ("decrepit"); pyproject requires it.
+from cryptography.hazmat.decrepit.ciphers.modes import CFB, OFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
-try:  # cryptography >= 47 keeps the legacy modes apart ("decrepit"), warning on the old names
-    from cryptography.hazmat.decrepit.ciphers.modes import CFB, OFB
-except ImportError:  # pragma: no cover - older cryptography
-    from cryptography.hazmat.primitives.ciphers.modes import CFB, OFB  # type: ignore[assignment,unused-ignore]
 
 from core import BoundsError, Buffer, FrameBuilder
 from tunnel.protocol.constants import NO_PEER_ID
