@@ -385,3 +385,36 @@ def test_harness_removes_leftovers_of_a_killed_run() -> None:
             assert {pair.ns_a, pair.ns_b} <= _netns_names()  # its own, live ones stay
     finally:
         subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+
+
+@root
+def test_a_tso_device_hands_its_super_packets_to_the_endpoints_batch_sealer(
+        netns_pair: NetnsPair) -> None:
+    """With TSO reads granted, the driver's glue (`attach_super_sender`) makes the device give
+    whole super-packets to the endpoint's `seal_segments` (both `Client` and `Server` have
+    one); without them, or for an endpoint without it, the device cuts segment by segment."""
+    from tests.protocol.harness import Pair
+    from tunnel.io.gso import GsoSender
+    from tunnel.io.tso_rows import attach_super_sender, super_sender_wanted
+
+    endpoints = Pair()
+    faults: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, \
+            netns_pair.entered(netns_pair.ns_a):
+        gso = GsoSender(sock)
+        with TunDevice.open(netns_pair.ifname("t"), tso=True) as dev:
+            assert dev.tso, "the kernel refused TUNSETOFFLOAD"
+            for endpoint in (endpoints.client, endpoints.server):
+                dev.on_super = None
+                assert super_sender_wanted(dev, endpoint)
+                sender = attach_super_sender(dev, endpoint, gso, lambda w, e: faults.append(w), 8)
+                assert sender is not None and dev.on_super == sender.handle
+                sender.begin(1.0)
+                assert dev.super_budget == 8
+            assert not super_sender_wanted(dev, object())
+            assert attach_super_sender(dev, object(), gso, lambda w, e: None, 8) is None
+        with TunDevice.open(netns_pair.ifname("p")) as plain:  # no TSO asked: plain reads
+            assert not super_sender_wanted(plain, endpoints.client)
+            assert attach_super_sender(plain, endpoints.client, gso, lambda w, e: None, 8) is None
+            assert plain.on_super is None
+    assert not faults

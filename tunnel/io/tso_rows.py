@@ -30,7 +30,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from core import Buffer, RunPool
 from tunnel.io.gso import GsoSender
@@ -316,6 +316,24 @@ SendRows = Callable[[list[memoryview], int, Address], None]
 Fault = Callable[[str, Exception], None]
 
 
+@runtime_checkable
+class SuperDevice(Protocol):
+    """What a device that hands over TSO super-packets offers (tunnel/io/tun.py's TunDevice):
+    whether TSO reads were granted, the callback each super-packet goes to, and the segments
+    one device callback may take that way."""
+
+    tso: bool
+    on_super: Callable[[memoryview, int], int] | None
+    super_budget: int
+
+
+@runtime_checkable
+class SegmentSealer(Protocol):
+    """An endpoint that seals a super-packet's segments in one batch (`Client`, `Server`)."""
+
+    def seal_segments(self, cut: SuperCut, now: float) -> Address | None: ...
+
+
 class SuperSender:
     """The glue between a TSO TUN device and the endpoint: `handle(frame, size)` is the
     device's `on_super` (tunnel/io/tun.py), called with every super-packet it reads; it cuts,
@@ -329,7 +347,7 @@ class SuperSender:
                  "supers")
 
     def __init__(
-        self, device: object, seal: SealSegments, send_rows: SendRows, fault: Fault,
+        self, device: SuperDevice, seal: SealSegments, send_rows: SendRows, fault: Fault,
         budget: int, run: Buffer | None = None,
     ) -> None:
         """`run`: the rows' block (`SuperCut`)."""
@@ -345,7 +363,7 @@ class SuperSender:
 
     def begin(self, now: float) -> None:
         self.now = now
-        self._device.super_budget = self.budget  # type: ignore[attr-defined]
+        self._device.super_budget = self.budget
 
     def handle(self, frame: memoryview, size: int) -> int:
         cut = self.cut
@@ -368,9 +386,7 @@ class SuperSender:
 def super_sender_wanted(device: object, endpoint: object) -> bool:
     """Whether `attach_super_sender` makes one (so the driver counts a run block for it): a
     TUN device with TSO reads granted and an endpoint with `seal_segments`."""
-    if getattr(endpoint, "seal_segments", None) is None or not getattr(device, "tso", False):
-        return False
-    return hasattr(device, "on_super")
+    return isinstance(device, SuperDevice) and device.tso and isinstance(endpoint, SegmentSealer)
 
 
 def attach_super_sender(
@@ -380,11 +396,9 @@ def attach_super_sender(
     """Make `endpoint` take `device`'s super-packets whole (a `SuperSender` as the device's
     `on_super`, its rows in a block of `runs`, held; None: a pool of its own), where both can
     (`super_sender_wanted`). None otherwise (and the device cuts them one segment at a time)."""
-    if not super_sender_wanted(device, endpoint):
+    if not (isinstance(device, SuperDevice) and device.tso and isinstance(endpoint, SegmentSealer)):
         return None
-    seal = getattr(endpoint, "seal_segments", None)
-    assert seal is not None
-    sender = SuperSender(device, seal, gso.send_rows, fault, budget,
+    sender = SuperSender(device, endpoint.seal_segments, gso.send_rows, fault, budget,
                          runs.acquire() if runs is not None else None)
-    device.on_super = sender.handle  # type: ignore[attr-defined]
+    device.on_super = sender.handle
     return sender
