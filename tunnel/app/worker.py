@@ -124,6 +124,10 @@ class WorkerRuntime(ServerRuntime):
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
         self.cookie_key = cookie_key
         self._pinned: dict[int, bytes] = {}  # peer-id -> the client's session id
+        # ... and back: the sessions here of each pinned session id. Usually one, but a
+        # client that proved it receives may reuse another's id (it is in clear on the wire)
+        # from its own address: the pin is the id's, and goes with the last of them.
+        self._sessions_of: dict[bytes, set[int]] = {}
         # peer-id -> the client id the supervisor gave the session when it placed it: one
         # counter for all workers, so ids grow in the order sessions are made, as stock's.
         self._client_ids: dict[int, int] = {}
@@ -190,9 +194,10 @@ class WorkerRuntime(ServerRuntime):
         if made:
             assert entry is not None
             self._pinned[entry.peer_id] = sid
+            self._sessions_of.setdefault(sid, set()).add(entry.peer_id)
             if isinstance(client_id, int) and not isinstance(client_id, bool):
                 self._client_ids[entry.peer_id] = client_id
-        elif sid in self._pinned.values():
+        elif sid in self._sessions_of:
             return  # a late copy of the proof of a session made here (that moved since)
         self._pin(sid, made)
 
@@ -251,7 +256,12 @@ class WorkerRuntime(ServerRuntime):
         if isinstance(event, SessionClosed) and event.peer_id is not None:
             self._client_ids.pop(event.peer_id, None)  # a handshake that never completed
             gone = self._pinned.pop(event.peer_id, None)
-            if gone is not None:
+            if gone is None:
+                return
+            others = self._sessions_of.get(gone, set())
+            others.discard(event.peer_id)
+            if not others:  # the id's last session here: its pin goes
+                self._sessions_of.pop(gone, None)
                 self._pin(gone, False)
 
     def started(self) -> None:
