@@ -68,6 +68,7 @@ _P_DATA_V1 = int(Opcode.P_DATA_V1)
 _P_DATA_V2 = int(Opcode.P_DATA_V2)
 _HARD_RESET_CLIENT_V2 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V2)
 _HARD_RESET_CLIENT_V3 = int(Opcode.P_CONTROL_HARD_RESET_CLIENT_V3)
+_PROOF_BLOCK = 65536  # the scratch of a cookie proof: any UDP datagram fits
 _COOKIE_ECHO_OPCODES = frozenset(
     {int(Opcode.P_CONTROL_V1), int(Opcode.P_ACK_V1), int(Opcode.P_CONTROL_WKC_V1)}
 )
@@ -163,6 +164,10 @@ class Server:
         self._by_vip6 = self.table.by_vip6
         self._iroutes = self.table.iroutes
         self._stateless_out: list[tuple[bytes, Address]] = []
+        # A cookie proof as it arrived, for `place_session` (see _receive_stateless): made
+        # here, not by the first packet from the network.
+        self._proof_scratch = memoryview(bytearray(
+            _PROOF_BLOCK if settings.place_session is not None else 0))
         self._events: deque[Event] = deque()
         self.initial_limit = InitialRateLimit(*settings.connect_freq_initial)
         # Sessions in their handshake, oldest first (an insertion-ordered dict as a set).
@@ -362,9 +367,16 @@ class Server:
             self._drop(addr, f"too short control packet (length {len(buf)})", now, MALFORMED)
             return
         # A multi-worker server may hand the proof to another worker: as it arrived, before
-        # the wrap opens it in place (only for the opcodes that can prove a cookie).
-        raw = bytes(buf.data) if self.settings.place_session is not None and \
-            buf.data[0] >> 3 in _COOKIE_ECHO_OPCODES else b""
+        # the wrap opens it in place (only for the opcodes that can prove a cookie). Copied
+        # into the one scratch block, not a new object: input nobody authenticated yet costs
+        # a copy and no allocation; bytes are made of it only for a session to be placed.
+        raw = 0
+        if self.settings.place_session is not None and buf.data[0] >> 3 in _COOKIE_ECHO_OPCODES:
+            raw = len(buf)
+            scratch = self._proof_scratch
+            if len(scratch) < raw:  # never for UDP; set after start, or a longer frame
+                self._proof_scratch = scratch = memoryview(bytearray(max(raw, _PROOF_BLOCK)))
+            scratch[:raw] = buf.data
         opened = self.settings.session.control_wrap.open(buf)
         if opened is None:
             self._drop(addr, "control packet failed the control-channel wrap check", now,
@@ -423,8 +435,10 @@ class Server:
             pool.release(buf)
 
     def _maybe_create_session(
-        self, packet: ControlPacket, addr: Address, now: float, opened: Opened, raw: bytes
+        self, packet: ControlPacket, addr: Address, now: float, opened: Opened, raw: int
     ) -> None:
+        """`raw`: the length of the datagram as it arrived, in `_proof_scratch` (with
+        `place_session`)."""
         echoed = packet.remote_session_id
         # Our only packet so far is the reset (pid 0), so a fresh client ACKs exactly that, and
         # its first control packet is pid 1. Anything else (a late ACK of a session we already
@@ -445,7 +459,8 @@ class Server:
             old.session.close(now, "client restarted from the same address")
             self._collect(old.session)
         place = self.settings.place_session
-        if place is not None and not place(packet.session_id, addr, raw):
+        if place is not None and not place(packet.session_id, addr,
+                                           bytes(self._proof_scratch[:raw])):
             return
         s = self.settings.session
         refusal = s.control_wrap.admit(opened, now + s.clock_offset)
