@@ -101,6 +101,9 @@ class BenchDevice:
     def waiting(self) -> bool:
         return self.next < len(self.packets)
 
+    def holds(self) -> bool:
+        return False
+
     def write(self, data: memoryview) -> bool:
         self.tx_packets += 1
         return True

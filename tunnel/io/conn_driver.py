@@ -196,7 +196,15 @@ class ConnDriver:
         if self._device_paused and self._running:
             self.loop.add_reader(self.device.fileno(), self.safe, "the device",
                                  self._on_device_readable)
+            self._device_paused = False
+            self._device_again()
         self._device_paused = False
+
+    def _device_again(self) -> None:
+        """Packets already out of the kernel (a TSO read-ahead) get no readiness wakeup: a
+        batch that stopped at its limit, or a resumed reader, comes back for them at once."""
+        if self._running and not self._device_paused and self.device.holds():
+            self.loop.call_soon(self.safe, "the device", self._on_device_readable)
 
     # -- readiness callbacks -------------------------------------------------------------------
 
@@ -268,6 +276,8 @@ class ConnDriver:
                 self.device, buf, self.batch, self.endpoint.encrypt, self._queue_sealed, now,
                 self._packet_fault,
             )
+            if tun_rx >= self.batch:
+                self._device_again()
         finally:
             arena.free()
             stats.tun_rx += tun_rx

@@ -68,6 +68,12 @@ class PacketDevice(Protocol):
         (a TUN has no FIONREAD, and its EAGAIN is an exception inside `readinto`)."""
         ...
 
+    def holds(self) -> bool:
+        """True when packets already taken from the kernel wait inside the device (a TSO
+        read-ahead, a super-packet being cut): no readiness wakeup comes for them, so a batch
+        that stopped at its limit must be followed by another callback."""
+        ...
+
     def write(self, data: memoryview) -> bool:
         """Hand one packet to the device; False when it was dropped (device full)."""
         ...
@@ -204,6 +210,9 @@ class MemoryDevice:
 
     def waiting(self) -> bool:
         return bool(self._queue)
+
+    def holds(self) -> bool:
+        return False  # the wake pipe stays readable while anything is queued
 
     def write(self, data: memoryview) -> bool:
         sink = self.on_write

@@ -263,6 +263,10 @@ class Driver:
                     self._on_fault, self._send,
                 )
                 gso.flush()
+                if tun_rx >= self.batch and self.device.holds():
+                    # Stopped at the limit with packets already out of the kernel (a TSO
+                    # read-ahead): no wakeup would come for them, so come back at once.
+                    self.loop.call_soon(self._on_device_readable)
             finally:
                 if supers is not None:
                     tun_rx += supers.segments - segments

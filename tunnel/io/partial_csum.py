@@ -4,16 +4,23 @@ With `TUNSETOFFLOAD(TUN_F_CSUM ...)` the kernel leaves the transport checksum of
 locally sent packet for the device (`NEEDS_CSUM`: the field holds the pseudo-header sum,
 `csum_start`/`csum_offset` say where), UDP included, so each one costs a ones'-complement sum
 over its payload here: one `checksum.internet_sum` call over a slice of a view of the read
-buffer made once (a big-int reduction for short packets, one numpy reduction for long ones).
+buffer made once (a big-int reduction for short packets, one numpy reduction for long ones),
+or, for the packets of one read-ahead (`complete_many`), one `np.add.reduceat` over all their
+spans at once: per packet that is a few array elements instead of a cold call of its own (a
+lone 1400-byte UDP packet's completion costs 6.5-8 us after a read(2), measured).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tunnel.protocol.checksum import internet_sum
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["PartialChecksums"]
 
@@ -24,10 +31,12 @@ _UDP: Final = socket.IPPROTO_UDP
 class PartialChecksums:
     """Completes `NEEDS_CSUM` packets lying in one fixed buffer (the TUN reader's)."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_words")
 
     def __init__(self, buffer: bytearray) -> None:
+        """`buffer`: even-sized; `complete_many` wants its spans at even offsets."""
         self._buffer = memoryview(buffer)
+        self._words: npt.NDArray[np.uint16] | None = None  # the buffer as uint16, on first use
 
     def complete(self, base: int, end: int, csum_start: int, csum_offset: int) -> bool:
         """Finish the `NEEDS_CSUM` packet at `buffer[base:end]` in place: the sum from
@@ -43,3 +52,33 @@ class PartialChecksums:
             check = 0xFFFF  # UDP: a computed 0 is sent as all ones (0 means "none")
         _U16.pack_into(buffer, at, check)
         return True
+
+    def complete_many(self, spans: list[int], udp: list[bool]) -> None:
+        """Finish several `NEEDS_CSUM` packets of the buffer at once. `spans` holds three
+        offsets per packet, in buffer order and not overlapping: where its sum starts, where
+        the packet ends, and its checksum field, the first and last even, checked against the
+        packet by the caller (`complete`'s checks); `udp[i]`: packet i is UDP. An odd end is
+        padded with a zero written behind it (the caller leaves that byte free)."""
+        import numpy as np
+
+        words = self._words
+        if words is None:
+            words = self._words = np.frombuffer(self._buffer, np.uint16)
+        buffer = self._buffer
+        bounds: list[int] = []
+        for i in range(0, len(spans), 3):
+            end = spans[i + 1]
+            if end & 1:
+                buffer[end] = 0
+            bounds += (spans[i] >> 1, (end + 1) >> 1)
+        # One reduction over [start, end) of every packet and the gaps between them (every
+        # other result); the view ends where the last packet does, so its segment is exact.
+        last = bounds.pop()
+        sums = np.add.reduceat(words[:last], np.array(bounds, np.intp), dtype=np.uint64)[::2]
+        for _ in range(3):  # carries back in: below 2**32, three rounds reach 16 bits
+            sums = (sums & 0xFFFF) + (sums >> 16)
+        checks = (0xFFFF - sums).astype(np.uint16)  # sums of non-zero data are 1..0xFFFF
+        for zero in np.flatnonzero(checks == 0):
+            if udp[zero]:
+                checks[zero] = 0xFFFF  # UDP: a computed 0 is sent as all ones (0 means "none")
+        words[np.array(spans[2::3], np.intp) >> 1] = checks
