@@ -49,11 +49,13 @@ TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 _MAX_SUPER = 0x10000  # a GSO packet is at most 64 KB (IP total length / payload length)
 # A read-ahead of plain packets (TSO): at most this many, in at most this many bytes. Their
-# partial checksums are completed in one numpy reduction when there are at least
-# _CSUM_BATCH_MIN of them (below, a call each is cheaper than the batch's fixed cost).
+# partial checksums are completed in one numpy reduction when at least _CSUM_BATCH_MIN of
+# them are _CSUM_BATCH_BYTES or longer (below, a call each is cheaper than the batch's
+# fixed cost).
 _STAGE_PACKETS = 64
 _STAGE_ROOM = 0x10000
 _CSUM_BATCH_MIN = 3
+_CSUM_BATCH_BYTES = 640  # (checksum.internet_sum's own switch from big int to numpy)
 _CSUM = struct.Struct("=HH")  # csum_start, csum_offset in the virtio-net header
 _UDP = socket.IPPROTO_UDP
 
@@ -343,35 +345,39 @@ class TunDevice:
 
     def _complete(self, needs: list[int]) -> None:
         """Complete the partial checksums of the staged frames `needs`; a frame whose offsets
-        do not fit its packet is marked dropped (start -1)."""
+        do not fit its packet is marked dropped (start -1). Long packets go into one
+        reduction where there are enough of them; short ones (an ACK, a small datagram) are
+        one big-int sum each, cheaper than their share of the batch's fixed cost."""
         csums = self._csums
         assert csums is not None
         big = self._big
         staged = self._staged
         offset = VNET_HDR_SIZE
-        if len(needs) < _CSUM_BATCH_MIN:
-            for index in needs:
-                start, end = staged[index]
-                if not csums.complete(start + offset, end, *_CSUM.unpack_from(big, start + 6)):
-                    staged[index] = (-1, end)
-            return
         spans: list[int] = []
         udp: list[bool] = []
+        alone: list[int] = []
+        batched: list[int] = []
         for index in needs:
             start, end = staged[index]
             csum_start, csum_offset = _CSUM.unpack_from(big, start + 6)
             begin = start + offset + csum_start
             field = begin + csum_offset
-            if (csum_start | csum_offset) & 1:  # (never from Linux) off the word grid
-                if not csums.complete(start + offset, end, csum_start, csum_offset):
-                    staged[index] = (-1, end)
-                continue
             if field + 2 > end or csum_start < 20:  # `complete`'s checks
                 staged[index] = (-1, end)
-                continue
-            spans += (begin, end, field)
-            packet = start + offset
-            udp.append(big[packet + (9 if big[packet] >> 4 == 4 else 6)] == _UDP)
+            elif end - begin < _CSUM_BATCH_BYTES or (csum_start | csum_offset) & 1:
+                alone.append(index)  # short, or (never from Linux) off the word grid
+            else:
+                batched.append(index)
+                spans += (begin, end, field)
+                packet = start + offset
+                udp.append(big[packet + (9 if big[packet] >> 4 == 4 else 6)] == _UDP)
+        if len(batched) < _CSUM_BATCH_MIN:
+            alone += batched
+            spans.clear()
+        for index in alone:
+            start, end = staged[index]
+            if not csums.complete(start + offset, end, *_CSUM.unpack_from(big, start + 6)):
+                staged[index] = (-1, end)
         if spans:
             csums.complete_many(spans, udp)
 
