@@ -74,6 +74,14 @@ def test_prf_matches_longhand_reference(secret: bytes, seed: bytes, n: int) -> N
     assert tls1_prf(secret, seed, n) == reference_prf(secret, seed, n)
 
 
+@pytest.mark.parametrize("size", [127, 128, 129, 130, 300])
+def test_prf_halves_longer_than_a_hash_block(size: int) -> None:
+    # Halves over 64 bytes (MD5's and SHA-1's block) are hashed first (RFC 2104); the PRF
+    # builds its HMACs from the hash objects itself, so that path is checked against `hmac`.
+    secret = (bytes(range(256)) * 2)[:size]
+    assert tls1_prf(secret, PRF_SEED, 150) == reference_prf(secret, PRF_SEED, 150)
+
+
 def test_odd_secret_halves_overlap() -> None:
     # With a 3-byte secret S1 = s[0:2] and S2 = s[1:3]; changing the middle byte changes both.
     secret = b"abc"

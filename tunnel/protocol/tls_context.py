@@ -20,7 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from tunnel.protocol.errors import ConfigError
-from tunnel.protocol.tls_ops import accept_any_chain, apply_tls_knobs
+from tunnel.protocol.tls_ops import (
+    accept_any_chain,
+    apply_tls_knobs,
+    prebuild_cert_chain,
+    session_cache_off,
+)
 from tunnel.protocol.tls_settings import TlsSettings, tls_version
 
 __all__ = ["make_context", "ssl_reason"]
@@ -54,10 +59,10 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     if server_side:
         # TLS 1.3 sends NewSessionTicket messages unless told not to; nobody would use them.
         ctx.num_tickets = 0
-    # Python offers no switch for OpenSSL's session cache. With OP_NO_TICKET an offered TLS 1.2
-    # session ID misses (observed with OpenSSL 3.0), TLS 1.3 resumes only from tickets, our
-    # client never offers a session, a stock client has its cache off, and TlsSession refuses
-    # a resumed session anyway: every key gets a full handshake.
+    # And no session cache (stock: SSL_SESS_CACHE_OFF). TLS 1.3 resumes only from tickets,
+    # our client never offers a session, a stock client has its cache off, and TlsSession
+    # refuses a resumed session anyway: every key gets a full handshake.
+    session_cache_off(ctx)
 
     pki_less = not settings.ca and not settings.capath and bool(settings.peer_fingerprints)
     ca_certs = (_parse_certificates("ca", settings.ca)
@@ -82,6 +87,9 @@ def make_context(settings: TlsSettings, *, server_side: bool) -> ssl.SSLContext:
     if with_cert:
         _load_cert_chain(ctx, "".join(_pem(c) for c in chain), settings.key,
                          settings.key_password)
+        if len(chain) == 1 and ca_certs and not settings.capath:
+            # Our certificate alone: the chain OpenSSL would build per handshake, built once.
+            prebuild_cert_chain(ctx)
     return ctx
 
 

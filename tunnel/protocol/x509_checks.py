@@ -9,6 +9,7 @@ crl-verify, tls-verify). Names are formatted as stock shows and compares them
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ssl
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ def verify_peer_certificate(
     """
     try:
         cert = x509.load_der_x509_certificate(der)
-        subject = openvpn_subject(cert.subject)
-        common_name = _common_name(cert.subject)
+        name = cert.subject  # a new Name object per access: taken once
+        subject = openvpn_subject(name)
+        common_name = _common_name(name)
         extensions = cert.extensions
     except Exception as exc:
         # The bytes come from the peer. OpenSSL accepted the chain, but cryptography is
@@ -160,17 +162,26 @@ def _common_name(name: x509.Name) -> str | None:
 
 
 def _short_name(oid: x509.ObjectIdentifier) -> str:
+    return _short_name_of(oid.dotted_string)
+
+
+@functools.lru_cache(maxsize=256)
+def _short_name_of(dotted: str) -> str:
     # Ask the OpenSSL that Python links against, so the names are exactly the ones a stock
     # peer's X509_NAME_print_ex() uses; OpenSSL prints the dotted OID for unknown types.
+    # Cached: a subject has a handful of attribute types, the same ones in every certificate
+    # (the lookup was ~10 % of the peer checks per handshake).
     try:
-        return ssl._ASN1Object(oid.dotted_string).shortname
+        return ssl._ASN1Object(dotted).shortname
     except ValueError:
-        return oid.dotted_string
+        return dotted
 
 
 def _escape_value(value: str | bytes) -> str:
     # Non-string attribute types are printed byte by byte by OpenSSL (one byte per character).
     text = value if isinstance(value, str) else value.decode("latin-1")
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to escape (no control character, no DEL)
     out: list[str] = []
     for char in text:
         code = ord(char)
@@ -186,6 +197,8 @@ def _escape_value(value: str | bytes) -> str:
 def _remap_name(text: str) -> str:
     # string_mod(str, CC_PRINT, CC_CRLF, '_'): control characters and DEL become '_';
     # UTF-8 passes (char_class() counts every byte >= 32 except 127 as printable).
+    if text.isprintable():
+        return text  # no control character and no DEL: nothing to remap
     return "".join("_" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
 
 
