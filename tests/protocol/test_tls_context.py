@@ -8,6 +8,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.protocol.tls_helpers import (
@@ -15,6 +16,7 @@ from tests.protocol.tls_helpers import (
     tls_for,
 )
 from tunnel.protocol.errors import ConfigError
+from tunnel.protocol.tls import TlsSession
 from tunnel.protocol.tls_context import make_context
 from tunnel.protocol.tls_settings import TlsSettings
 
@@ -109,3 +111,27 @@ def test_no_temporary_files_left(
     assert created
     for path in created:
         assert not Path(path).exists()
+
+
+def test_our_chain_is_our_certificate_and_its_ca(pki: Pems) -> None:
+    """The chain we send: our certificate, then its CA from `ca` (what OpenSSL's automatic
+    chain sends, and stock; make_context builds it once per context instead of per
+    handshake), the same in every handshake of the context. TLS 1.2 sends the Certificate
+    message in the clear, so it is read off the server's first flight."""
+    server_settings = tls_for(pki, "server", tls_version_max="1.2")
+    client_settings = tls_for(pki, "client")
+    server_ctx = make_context(server_settings, server_side=True)
+    client_ctx = make_context(client_settings, server_side=False)
+    leaf, ca = (
+        x509.load_pem_x509_certificate(pki[name]).public_bytes(serialization.Encoding.DER)
+        for name in ("server.crt", "ca.crt")
+    )
+    for _ in range(3):
+        client = TlsSession(client_ctx, server_side=False, settings=client_settings)
+        server = TlsSession(server_ctx, server_side=True, settings=server_settings)
+        client.step()
+        server.feed(client.take_outgoing())
+        server.step()
+        flight = server.take_outgoing()
+        assert leaf in flight and ca in flight
+        assert flight.index(leaf) < flight.index(ca)
