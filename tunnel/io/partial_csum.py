@@ -53,32 +53,27 @@ class PartialChecksums:
         _U16.pack_into(buffer, at, check)
         return True
 
-    def complete_many(self, spans: list[int], udp: list[bool]) -> None:
-        """Finish several `NEEDS_CSUM` packets of the buffer at once. `spans` holds three
-        offsets per packet, in buffer order and not overlapping: where its sum starts, where
-        the packet ends, and its checksum field, the first and last even, checked against the
-        packet by the caller (`complete`'s checks); `udp[i]`: packet i is UDP. An odd end is
-        padded with a zero written behind it (the caller leaves that byte free)."""
+    def complete_many(self, bounds: list[int], fields: list[int], udp: list[bool]) -> None:
+        """Finish several `NEEDS_CSUM` packets of the buffer at once, in 16-bit words:
+        `bounds` holds where each packet's sum starts and where it ends (in buffer order, not
+        overlapping; an odd end's pad byte already zero), `fields` each checksum field, all
+        checked against their packets by the caller (`complete`'s checks); `udp[i]`: packet i
+        is UDP."""
         import numpy as np
 
         words = self._words
         if words is None:
             words = self._words = np.frombuffer(self._buffer, np.uint16)
-        buffer = self._buffer
-        bounds: list[int] = []
-        for i in range(0, len(spans), 3):
-            end = spans[i + 1]
-            if end & 1:
-                buffer[end] = 0
-            bounds += (spans[i] >> 1, (end + 1) >> 1)
         # One reduction over [start, end) of every packet and the gaps between them (every
         # other result); the view ends where the last packet does, so its segment is exact.
+        # Below 2**32 words per packet, nothing overflows the uint64 sums.
         last = bounds.pop()
         sums = np.add.reduceat(words[:last], np.array(bounds, np.intp), dtype=np.uint64)[::2]
-        for _ in range(3):  # carries back in: below 2**32, three rounds reach 16 bits
-            sums = (sums & 0xFFFF) + (sums >> 16)
-        checks = (0xFFFF - sums).astype(np.uint16)  # sums of non-zero data are 1..0xFFFF
+        bounds.append(last)
+        # The ones'-complement sum is the sum mod 0xFFFF (0 standing for 0xFFFF: the data is
+        # never all zero); its complement, a computed 0xFFFF sum giving 0.
+        checks = ((0xFFFF - sums % 0xFFFF) % 0xFFFF).astype(np.uint16)
         for zero in np.flatnonzero(checks == 0):
             if udp[zero]:
                 checks[zero] = 0xFFFF  # UDP: a computed 0 is sent as all ones (0 means "none")
-        words[np.array(spans[2::3], np.intp) >> 1] = checks
+        words[np.array(fields, np.intp)] = checks

@@ -339,6 +339,17 @@ class TunDevice:
             pos = (pos + n + 16) & ~15
             if pos > _STAGE_ROOM or len(staged) >= _STAGE_PACKETS:
                 break
+            if len(staged) == 1 and not self._poll.poll(0):
+                # A lone packet (the interactive case): a poll says so for less than the
+                # read that fails with EAGAIN (an OSError made and dropped inside FileIO);
+                # behind a burst that read ends the read-ahead once. Its checksum, if any,
+                # is one sum (no batch to set up).
+                self._drained = True
+                csums = self._csums
+                assert csums is not None
+                if needs and not csums.complete(offset, n, *_CSUM.unpack_from(big, 6)):
+                    staged[0] = (-1, n)
+                return True
         if needs:
             self._complete(needs)
         return bool(staged) or self._super_at >= 0
@@ -352,34 +363,40 @@ class TunDevice:
         assert csums is not None
         big = self._big
         staged = self._staged
-        offset = VNET_HDR_SIZE
-        spans: list[int] = []
-        udp: list[bool] = []
-        alone: list[int] = []
-        batched: list[int] = []
+        unpack = _CSUM.unpack_from
+        complete = csums.complete
+        long: list[tuple[int, int, int, int, int]] = []  # index, packet, end, offsets
         for index in needs:
             start, end = staged[index]
-            csum_start, csum_offset = _CSUM.unpack_from(big, start + 6)
-            begin = start + offset + csum_start
+            csum_start, csum_offset = unpack(big, start + 6)
+            packet = start + VNET_HDR_SIZE
+            if end - packet - csum_start < _CSUM_BATCH_BYTES or (csum_start | csum_offset) & 1:
+                # Short, or (never from Linux) off the word grid: one sum of its own.
+                if not complete(packet, end, csum_start, csum_offset):
+                    staged[index] = (-1, end)
+            else:
+                long.append((index, packet, end, csum_start, csum_offset))
+        if len(long) < _CSUM_BATCH_MIN:
+            for index, packet, end, csum_start, csum_offset in long:
+                if not complete(packet, end, csum_start, csum_offset):
+                    staged[index] = (-1, end)
+            return
+        bounds: list[int] = []  # in 16-bit words: each batched packet's sum, start and end
+        fields: list[int] = []
+        udp: list[bool] = []
+        for index, packet, end, csum_start, csum_offset in long:
+            begin = packet + csum_start
             field = begin + csum_offset
             if field + 2 > end or csum_start < 20:  # `complete`'s checks
                 staged[index] = (-1, end)
-            elif end - begin < _CSUM_BATCH_BYTES or (csum_start | csum_offset) & 1:
-                alone.append(index)  # short, or (never from Linux) off the word grid
-            else:
-                batched.append(index)
-                spans += (begin, end, field)
-                packet = start + offset
-                udp.append(big[packet + (9 if big[packet] >> 4 == 4 else 6)] == _UDP)
-        if len(batched) < _CSUM_BATCH_MIN:
-            alone += batched
-            spans.clear()
-        for index in alone:
-            start, end = staged[index]
-            if not csums.complete(start + offset, end, *_CSUM.unpack_from(big, start + 6)):
-                staged[index] = (-1, end)
-        if spans:
-            csums.complete_many(spans, udp)
+                continue
+            if end & 1:
+                big[end] = 0  # the odd end's pad byte (the read-ahead leaves it free)
+            bounds += (begin >> 1, (end + 1) >> 1)
+            fields.append(field >> 1)
+            udp.append(big[packet + (9 if big[packet] >> 4 == 4 else 6)] == _UDP)
+        if fields:
+            csums.complete_many(bounds, fields, udp)
 
     def write(self, data: memoryview) -> bool:
         """Write one packet; False (counted in `tx_dropped`) when the kernel refused it."""
