@@ -12,7 +12,8 @@ clients, in namespaces).
 - A cookie answered by worker 0 and proved there makes a session on worker 1: the
   supervisor placed it there, worker 0 handed the datagram over, worker 1 verified the
   cookie with the shared key and made the session (its pin stays only if it did); the
-  proof is counted once in the server's link totals (`load-stats` bytesin).
+  proof is counted once in the server's link totals (`load-stats` bytesin), by the worker
+  that read it (the metrics' per-worker link bytes).
 
 The kernel maps are read from the supervisor's descriptors (/proc/PID/fdinfo) and opened
 by id through bpf(2).
@@ -36,6 +37,7 @@ import pytest
 from tests.e2e.mgmt_client import MgmtClient
 from tests.e2e.openvpn_peer import PeerProcess, Pki, make_pki, start_peer
 from tests.e2e.test_workers import WORKERS, clients_in_status, server_text, stock_client
+from tests.e2e.test_workers_management import METRICS_PORT, scrape
 from tests.netns import NetnsPair, wait_for
 from tunnel.io.steering import _Bpf, hashed_worker, map_keys
 
@@ -206,7 +208,8 @@ def test_a_cookie_answered_by_one_worker_makes_a_session_on_the_other(
         netns_pair: NetnsPair, tmp_path: Path, pki: Pki) -> None:
     pair = netns_pair
     sock = tmp_path / "mgmt.sock"
-    with workers_server(pair, tmp_path, pki, (f"management {sock} unix",)) as (
+    with workers_server(pair, tmp_path, pki, (f"management {sock} unix",
+                                              f"metrics-listen 127.0.0.1:{METRICS_PORT}")) as (
             server, sessions, _status):
         # Two session ids that both hash to worker 0: worker 0 answers both resets and gets
         # both proofs. The supervisor places them on different workers (the least busy).
@@ -230,6 +233,12 @@ def test_a_cookie_answered_by_one_worker_makes_a_session_on_the_other(
             m.close()
         found = re.fullmatch(r"SUCCESS: nclients=\d+,bytesin=(\d+),bytesout=\d+", stats[0])
         assert found is not None and int(found.group(1)) == said["sent"], (stats, said)
+        # ... by the worker that read it from its socket (0), not by the one it was handed
+        # to (1), which counts it in its new session's bytes only: per worker the link
+        # figures are what each socket received.
+        values = scrape(pair)
+        assert [values[f'tunnel_worker_link_received_bytes{{worker="{w}"}}']
+                for w in ("0", "1")] == [said["sent"], 0], values
         gen.stop()
         # The shared key comes through a pipe: only its descriptor's number is in the
         # workers' command lines (which /proc shows everyone), and their environment is the
