@@ -61,11 +61,13 @@ class CookieJar:
     def _sid_for_slot(self, addr: tuple[str, int], client_sid: bytes, slot: int) -> bytes:
         if len(client_sid) != _SID_LEN:
             raise ValueError(f"client session id must be {_SID_LEN} bytes")
-        host, port = addr[0], addr[1]
-        packed_ip = ipaddress.ip_address(host).packed
-        # The address length (4 or 16) differs by family and the sid length is fixed, so the
-        # concatenation is unambiguous without a separate family byte.
-        message = _SLOT.pack(slot & 0xFFFFFFFF) + packed_ip + _PORT.pack(port) + client_sid
+        return self._sid_for(_address_bytes(addr), client_sid, slot)
+
+    def _sid_for(self, address: bytes, client_sid: bytes, slot: int) -> bytes:
+        # `address` is the packed IP and port (`_address_bytes`). The address length (4 or 16)
+        # differs by family and the sid length is fixed, so the concatenation is unambiguous
+        # without a separate family byte.
+        message = _SLOT.pack(slot & 0xFFFFFFFF) + address + client_sid
         sid = hmac.digest(self._key, message, hashlib.sha256)[:_SID_LEN]
         if sid == bytes(_SID_LEN):
             # An all-zero session id means "undefined" (session_id.h); map the 2^-64 case to a
@@ -95,13 +97,18 @@ class CookieJar:
         if len(server_sid) != _SID_LEN or len(client_sid) != _SID_LEN:
             return False
         try:
-            ipaddress.ip_address(addr[0])
+            address = _address_bytes(addr)  # parsed once for every candidate slot
         except ValueError:
             return False
         current = self.slot(now)
         matched = False
         for offset in _ACCEPTED_OFFSETS:
-            expected = self._sid_for_slot(addr, client_sid, current + offset)
+            expected = self._sid_for(address, client_sid, current + offset)
             # No early exit: every candidate is computed and compared the same way.
             matched |= hmac.compare_digest(expected, server_sid)
         return matched
+
+
+def _address_bytes(addr: tuple[str, int]) -> bytes:
+    """The packed IP and port of (host, port); ValueError for a host that is no IP address."""
+    return ipaddress.ip_address(addr[0]).packed + _PORT.pack(addr[1])
