@@ -49,12 +49,12 @@ from tunnel.app.privileges import lookup
 from tunnel.app.run import StartupError, _load
 from tunnel.app.serve import ServerRuntime, freeze_startup_heap
 from tunnel.app.worker_ipc import (
-    MAX_MESSAGE,
+    ANSWER_TIMEOUT,
+    MessageReader,
     NoAnswer,
     RemotePool,
     SupervisorRequests,
-    decode,
-    encode,
+    send_message,
     snapshot_to_json,
 )
 from tunnel.config import TunnelConfig
@@ -97,7 +97,7 @@ class _ForwardingManagement:
         self._requests = requests
 
     def broadcast(self, *lines: str) -> None:
-        self._requests.send(encode({"op": "notify", "lines": list(lines)}))
+        send_message(self._requests, {"op": "notify", "lines": list(lines)})
 
     def state(self, name: str, description: str = "", **_where: object) -> None:
         pass
@@ -120,6 +120,7 @@ class WorkerRuntime(ServerRuntime):
         self.first_client_id = index if first_client_id is None else first_client_id
         self._link, self._queue = sock, tun
         self.requests, self.control = requests, control
+        self._control_messages = MessageReader(control)
         self.asks = SupervisorRequests(requests)  # the one way to ask the supervisor
         self.device = _SharedQueue(tun, cfg.tun_mtu)  # type: ignore[assignment]
         self.cookie_key = cookie_key
@@ -278,18 +279,17 @@ class WorkerRuntime(ServerRuntime):
 
     def _on_control(self) -> None:
         try:
-            data = self.control.recv(MAX_MESSAGE)
+            message = self._control_messages.read()
         except BlockingIOError:
             return
-        except OSError:
-            data = b""
-        if not data:  # the supervisor is gone: nobody can restart us or hand out addresses
+        except (OSError, EOFError):
+            # The supervisor is gone: nobody can restart us or hand out addresses.
             self.log.error("worker %d: the supervisor went away; exiting", self.index)
             self.stop(1)
             return
-        try:
-            message = decode(data)
         except ValueError:
+            return
+        if message is None:  # a chunk of a longer message: the rest follows
             return
         op = message.get("op")
         if op == "status" and self.loop is not None:
@@ -319,9 +319,13 @@ class WorkerRuntime(ServerRuntime):
 
 
     def _answer(self, answer: dict[str, object]) -> None:
-        self.control.setblocking(True)
+        # Waiting for room (a long status goes in chunks the supervisor reads as they come),
+        # but not for ever: a supervisor that stopped reading drops the rest of a late one.
+        self.control.settimeout(ANSWER_TIMEOUT)
         try:
-            self.control.send(encode(answer))
+            send_message(self.control, answer)
+        except OSError as exc:
+            self.log.warning("worker %d: answer to the supervisor not sent: %s", self.index, exc)
         finally:
             self.control.setblocking(False)
 

@@ -65,11 +65,7 @@ from tunnel.app.runtime import (
 )
 from tunnel.app.scripts import ScriptRunner
 from tunnel.app.status import StatusSnapshot, StatusWriter, render_status
-from tunnel.app.worker_ipc import (
-    MAX_MESSAGE,
-    decode,
-    encode,
-)
+from tunnel.app.worker_ipc import MessageReader, send_message
 from tunnel.app.workers_host import WorkersHost, merged_status
 from tunnel.app.workers_metrics import serve_workers
 from tunnel.config import TunnelConfig
@@ -338,6 +334,17 @@ class _Worker:
     # The last answered request of its (the id, how to undo what the answer gave, or None):
     # the worker asks one at a time, so a `cancel` (it timed out) can only be for that one.
     last_answer: tuple[Any, Callable[[], None] | None] | None = None
+    # What was read of each of its sockets (a long message comes in chunks), by socket.
+    readers: dict[socket.socket, MessageReader] = field(default_factory=dict)
+
+    def messages(self, sock: socket.socket) -> MessageReader:
+        """The reader of `sock` (one of this worker's current sockets)."""
+        reader = self.readers.get(sock)
+        if reader is None:
+            self.readers = {s: r for s, r in self.readers.items()
+                            if s is self.requests or s is self.control}
+            reader = self.readers[sock] = MessageReader(sock)
+        return reader
 
 
 class Supervisor:
@@ -492,19 +499,22 @@ class Supervisor:
     def _on_request(self, worker: _Worker) -> None:
         sock = worker.requests
         assert sock is not None and self.pool is not None
+        messages = worker.messages(sock)
         for _ in range(64):
             try:
-                data = sock.recv(MAX_MESSAGE)
+                message = messages.read()
             except BlockingIOError:
                 return
-            except OSError:
-                data = b""
-            if not data:
+            except (OSError, EOFError):
                 assert self.loop is not None
                 self.loop.remove_reader(sock.fileno())  # gone: the exit watcher takes over
                 return
+            except ValueError as exc:
+                self.log.warning("worker %d: bad request: %s", worker.index, exc)
+                continue
+            if message is None:
+                continue  # a chunk of a longer request
             try:
-                message = decode(data)
                 self._handle(worker, message)
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 self.log.warning("worker %d: bad request: %s", worker.index, exc)
@@ -582,7 +592,7 @@ class Supervisor:
         """Answer a worker's request, with its `id`, and remember how to undo it (`cancel`)."""
         assert worker.requests is not None
         worker.last_answer = (message.get("id"), undo)
-        worker.requests.send(encode({**answer, "id": message.get("id")}))
+        send_message(worker.requests, {**answer, "id": message.get("id")})
 
     def _place(self, worker: _Worker, message: dict[str, Any]) -> int | None:
         """`worker` verified a new session's cookie: which worker makes the session (None:
@@ -609,8 +619,8 @@ class Supervisor:
         try:
             if target is None:
                 raise ConnectionError("gone")
-            target.send(encode({"op": "handoff", "sid": sid.hex(), "addr": address,
-                                "data": data, "cid": self._take_client_id()}))
+            send_message(target, {"op": "handoff", "sid": sid.hex(), "addr": address,
+                                  "data": data, "cid": self._take_client_id()})
         except OSError:
             self.pool.pin(owner, sid, False)
             return None
@@ -621,14 +631,15 @@ class Supervisor:
         worker sending a large one is not blocked until the next ask."""
         sock = worker.control
         assert sock is not None
+        messages = worker.messages(sock)
         while True:
             try:
-                data = sock.recv(MAX_MESSAGE)
+                messages.read()
             except BlockingIOError:
                 return
-            except OSError:
-                data = b""
-            if not data:
+            except ValueError:
+                continue
+            except (OSError, EOFError):
                 assert self.loop is not None
                 self.loop.remove_reader(sock.fileno())
                 return
@@ -646,7 +657,7 @@ class Supervisor:
                 continue
             self._request_id += 1
             try:
-                worker.control.send(encode({**message, "id": self._request_id}))
+                send_message(worker.control, {**message, "id": self._request_id})
             except OSError:
                 continue
             waiting[self._request_id] = worker
@@ -668,12 +679,14 @@ class Supervisor:
                     self._on_request(worker)
                     continue
                 try:
-                    answer = decode(sock.recv(MAX_MESSAGE))
+                    answer = worker.messages(sock).read()
                 except BlockingIOError:
                     continue
-                except (OSError, ValueError):
+                except (OSError, EOFError, ValueError):
                     waiting = {k: w for k, w in waiting.items() if w is not worker}
                     continue
+                if answer is None:
+                    continue  # a chunk of a long answer (a status): the rest follows
                 request = answer.get("id")
                 if isinstance(request, int) and waiting.get(request) is worker:
                     del waiting[request]
@@ -690,9 +703,9 @@ class Supervisor:
         worker = self.workers[index]
         if worker.control is not None:
             with contextlib.suppress(OSError):
-                worker.control.send(encode({
+                send_message(worker.control, {
                     "op": "kill_cn", "cn": cn,
-                    "reason": f"replaced by a new connection with CN {cn} on another worker"}))
+                    "reason": f"replaced by a new connection with CN {cn} on another worker"})
 
     # -- status ------------------------------------------------------------------------------
 
