@@ -86,9 +86,10 @@ class TunnelDevice:
         # An interface that is there before us (persistent, made by `openvpn --mktun` or an
         # earlier persist-tun run) is not ours to delete.
         self._preexisting = "%" not in wanted and _netlink(link_exists, wanted)
-        # TSO reads (tunnel/io/tso.py) only with TUNNEL_TSO=1: measured, they buy nothing yet
-        # (docs/PERFORMANCE.md: the per-segment Python cost equals the reads they save).
-        tso = os.environ.get("TUNNEL_TSO") == "1" and queues == 1  # not with workers yet
+        # TSO reads (tunnel/io/tso.py, tso_rows.py): TCP super-packets sealed in batch, partial
+        # checksums completed here; TCP-1 1.4x at 0.7x the CPU per byte, UDP-1400 0.93x
+        # (docs/PERFORMANCE.md, 2026-12-02). TUNNEL_TSO=0 reads plain packets.
+        tso = os.environ.get("TUNNEL_TSO", "1") != "0"
         tun = TunDevice.open(wanted, multi_queue=queues > 1, tso=tso)
         self.tun = tun
         # More queues of the same device (a multi-worker server: one per worker).

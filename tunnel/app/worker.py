@@ -12,7 +12,7 @@ its status over the control socket and merges the workers', and forwards the man
 interface's kill commands.
 
     python -m tunnel.app.worker --config FILE --index I --workers N --fds SOCK,TUN,REQ,CTL
-        --tun-name NAME --cookie-key-fd FD [--vnet-hdr] [--first-client-id C]
+        --tun-name NAME --cookie-key-fd FD [--vnet-hdr] [--tso] [--first-client-id C]
 
 All workers verify cookies with one key, the supervisor's (read from a pipe at start), so
 the worker a reset was steered to and the one its proof was steered to need not be the same.
@@ -407,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fds", required=True)
     parser.add_argument("--tun-name", required=True)
     parser.add_argument("--vnet-hdr", action="store_true")
+    parser.add_argument("--tso", action="store_true")
     parser.add_argument("--first-client-id", type=int, default=None)
     parser.add_argument("--cookie-key-fd", type=int, required=True,
                         help="a pipe with the supervisor's cookie key, read once")
@@ -432,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler in log.handlers:
         handler.addFilter(_Prefix(f"worker {args.index}: "))
     sock = socket.socket(fileno=sock_fd)
-    tun = TunDevice(tun_fd, args.tun_name, vnet_hdr=args.vnet_hdr)
+    tun = TunDevice(tun_fd, args.tun_name, vnet_hdr=args.vnet_hdr, tso=args.tso)
     requests = socket.socket(fileno=req_fd)
     control = socket.socket(fileno=ctl_fd)
     runtime = WorkerRuntime(cfg, log, index=args.index, workers=args.workers, sock=sock,

@@ -115,10 +115,6 @@ def resolve_workers(cfg: TunnelConfig, asked: int | None, log: logging.Logger,
     reason = unsupported_with_workers(cfg, metrics)
     if asked is None:
         cores = len(os.sched_getaffinity(0))
-        if cores > 1 and reason is None and os.environ.get("TUNNEL_TSO") == "1":
-            # The experimental TSO reads (tunnel/io/tso.py) are set up per device for one
-            # reader; with workers the queues read plain packets.
-            reason = "TUNNEL_TSO=1 (TSO reads run in one process only, yet)"
         if cores > 1 and reason is None:
             reason = _no_bpf()
         if cores > 1 and reason is not None:
@@ -463,6 +459,8 @@ class Supervisor:
         worker.spawns += 1
         if queue.vnet_hdr:
             argv.append("--vnet-hdr")
+        if queue.tso:
+            argv.append("--tso")  # TUNSETOFFLOAD is the device's: every queue reads that way
         if self.metrics_listen is not None:
             argv.append("--metrics")
         if self.scripts.sticky:
