@@ -207,10 +207,9 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
         # the client configure a pushed ifconfig-ipv6.
         f'push "ifconfig-ipv6 {net6[2]}/64 {net6[1]}"\n'
     )
-    pair.env["TUNNEL_TSO"] = "0"  # plain reads (the other tests here read with TSO)
     tunnel = _start_tunnel(pair, tmp_path, server_extra="explicit-exit-notify 1\n" + pushes)
     for log in (tunnel.server_log(), tunnel.client_log()):
-        assert "TSO reads on" not in log, log
+        assert "TSO reads on" not in log, log  # plain reads unless TUNNEL_TSO=1
     route = pair.run(pair.ns_b, "ip", "route", "show", str(routed)).stdout
     assert f"via {tunnel.server_vip} dev {tunnel.client_dev}" in route, route
     addr6 = pair.run(pair.ns_b, "ip", "-6", "addr", "show", "dev", tunnel.client_dev).stdout
@@ -279,12 +278,12 @@ def test_ping_both_ways_iperf3_status_and_clean_exit(
 
 @pytest.mark.iperf3
 def test_tso_reads_carry_tcp_both_ways(netns_pair: NetnsPair, tmp_path: Path) -> None:
-    """TSO reads (the default): both TUNs hand over 64 KB super-packets and partial
-    checksums, the server's two queues too (two workers); what leaves is cut or sealed in
-    batch and completed (tunnel/io/tso.py, tso_rows.py), so TCP runs both ways without
-    stalling and ping still answers (a wrong checksum would be dropped by the receiving
-    kernel)."""
+    """TUNNEL_TSO=1: both TUNs hand over 64 KB super-packets and partial checksums, the
+    server's two queues too (two workers); what leaves is cut or sealed in batch and
+    completed (tunnel/io/tso.py, tso_rows.py), so TCP runs both ways without stalling and
+    ping still answers (a wrong checksum would be dropped by the receiving kernel)."""
     pair = netns_pair
+    pair.env["TUNNEL_TSO"] = "1"
     tunnel = _start_tunnel(pair, tmp_path, server_args=("--workers", "2"))
     for log in (tunnel.server_log(), tunnel.client_log()):
         assert "TSO reads on" in log, log

@@ -86,10 +86,12 @@ class TunnelDevice:
         # An interface that is there before us (persistent, made by `openvpn --mktun` or an
         # earlier persist-tun run) is not ours to delete.
         self._preexisting = "%" not in wanted and _netlink(link_exists, wanted)
-        # TSO reads (tunnel/io/tso.py, tso_rows.py): TCP super-packets sealed in batch, partial
-        # checksums completed here; TCP-1 1.4x at 0.7x the CPU per byte, UDP-1400 0.93x
-        # (docs/PERFORMANCE.md, 2026-12-02). TUNNEL_TSO=0 reads plain packets.
-        tso = os.environ.get("TUNNEL_TSO", "1") != "0"
+        # TSO reads (tunnel/io/tso.py, tso_rows.py) only with TUNNEL_TSO=1, every queue of a
+        # multi-worker server too: TCP super-packets sealed in batch, partial checksums
+        # completed here. Measured as the default (docs/PERFORMANCE.md, 2026-12-02): TCP-1
+        # 1.17-1.19x at 0.8x the CPU per byte, but UDP 0.77-0.87x and the idle ping no
+        # better (1.03-1.16x), the round trip being what issue 15 still misses.
+        tso = os.environ.get("TUNNEL_TSO") == "1"
         tun = TunDevice.open(wanted, multi_queue=queues > 1, tso=tso)
         self.tun = tun
         # More queues of the same device (a multi-worker server: one per worker).
