@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from tests.app.test_worker_requests import LOG, read, supervisor  # noqa: F401 (fixture)
+from tests.app.worker_sockets import read
 from tunnel.app.worker_ipc import MessageReader, encode, send_message
 from tunnel.app.workers import Supervisor
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    one, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    yield one, other
-    one.close()
-    other.close()
 
 
 def status_of(clients: int) -> dict[str, object]:
@@ -73,7 +64,7 @@ def test_a_message_cut_short_is_dropped_and_the_next_one_read(
 
 
 def test_the_supervisors_ask_gets_a_long_status_whole(
-        supervisor: Supervisor, pair: tuple[socket.socket, socket.socket]) -> None:  # noqa: F811
+        supervisor: Supervisor, pair: tuple[socket.socket, socket.socket]) -> None:
     worker_end, supervisor_end = pair  # the control pair: the supervisor asks
     supervisor_end.setblocking(False)
     worker = supervisor.workers[0]

@@ -10,32 +10,14 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.app.test_worker_count import server_conf
-from tunnel.app.worker_ipc import NoAnswer, RemotePool, SupervisorRequests, decode, encode
-from tunnel.app.workers import SharedPool, Supervisor
-from tunnel.config import load_config
-from tunnel.protocol.server import AddressPool
+from tests.app.worker_sockets import LOG, read
+from tunnel.app.worker_ipc import NoAnswer, RemotePool, SupervisorRequests, encode
+from tunnel.app.workers import Supervisor
 
-LOG = logging.getLogger("test-worker-requests")
 SHORT = 0.2  # the worker's answer timeout in these tests (ANSWER_TIMEOUT is 5 s)
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    worker_end, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    yield worker_end, supervisor_end
-    worker_end.close()
-    supervisor_end.close()
-
-
-def read(sock: socket.socket) -> dict[str, object]:
-    sock.settimeout(2.0)
-    return decode(sock.recv(1 << 16))
 
 
 def test_a_late_answer_is_discarded_and_the_next_request_gets_its_own(
@@ -66,15 +48,6 @@ def test_the_deadline_is_one_for_all_the_stale_answers_read(
     assert read(supervisor) == {"op": "cancel", "id": asked["id"]}
     # The socket is left with the full timeout for the sends that are not answered.
     assert worker_end.gettimeout() == SHORT
-
-
-@pytest.fixture
-def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
-    sup = Supervisor(str(tmp_path / "server.conf"),
-                     load_config(str(server_conf(tmp_path))), 1, LOG)
-    one = AddressPool(ipaddress.IPv4Address("10.8.0.2"), ipaddress.IPv4Address("10.8.0.2"))
-    sup.pool = SharedPool({4: one}, 100, True, None, LOG, lambda worker, cn: None)
-    yield sup
 
 
 def serve_soon(sup: Supervisor) -> threading.Timer:

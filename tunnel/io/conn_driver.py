@@ -193,12 +193,11 @@ class ConnDriver:
             self.stats.device_pauses += 1
 
     def _resume_device(self) -> None:
-        if self._device_paused and self._running:
+        paused, self._device_paused = self._device_paused, False
+        if paused and self._running:
             self.loop.add_reader(self.device.fileno(), self.safe, "the device",
                                  self._on_device_readable)
-            self._device_paused = False
             self._device_again()
-        self._device_paused = False
 
     def _device_again(self) -> None:
         """Packets already out of the kernel (a TSO read-ahead) get no readiness wakeup: a

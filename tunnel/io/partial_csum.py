@@ -67,9 +67,8 @@ class PartialChecksums:
         # One reduction over [start, end) of every packet and the gaps between them (every
         # other result); the view ends where the last packet does, so its segment is exact.
         # Below 2**32 words per packet, nothing overflows the uint64 sums.
-        last = bounds.pop()
-        sums = np.add.reduceat(words[:last], np.array(bounds, np.intp), dtype=np.uint64)[::2]
-        bounds.append(last)
+        sums = np.add.reduceat(words[: bounds[-1]], np.array(bounds[:-1], np.intp),
+                               dtype=np.uint64)[::2]
         # The ones'-complement sum is the sum mod 0xFFFF (0 standing for 0xFFFF: the data is
         # never all zero); its complement, a computed 0xFFFF sum giving 0.
         checks = ((0xFFFF - sums % 0xFFFF) % 0xFFFF).astype(np.uint16)

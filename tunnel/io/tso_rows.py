@@ -383,10 +383,17 @@ class SuperSender:
         return count
 
 
+def _super_parts(device: object, endpoint: object) -> tuple[SuperDevice, SegmentSealer] | None:
+    """`device` and `endpoint` as what a `SuperSender` joins, where both can (a TUN device
+    with TSO reads granted, an endpoint with `seal_segments`), else None."""
+    if isinstance(device, SuperDevice) and device.tso and isinstance(endpoint, SegmentSealer):
+        return device, endpoint
+    return None
+
+
 def super_sender_wanted(device: object, endpoint: object) -> bool:
-    """Whether `attach_super_sender` makes one (so the driver counts a run block for it): a
-    TUN device with TSO reads granted and an endpoint with `seal_segments`."""
-    return isinstance(device, SuperDevice) and device.tso and isinstance(endpoint, SegmentSealer)
+    """Whether `attach_super_sender` makes one (so the driver counts a run block for it)."""
+    return _super_parts(device, endpoint) is not None
 
 
 def attach_super_sender(
@@ -396,8 +403,10 @@ def attach_super_sender(
     """Make `endpoint` take `device`'s super-packets whole (a `SuperSender` as the device's
     `on_super`, its rows in a block of `runs`, held; None: a pool of its own), where both can
     (`super_sender_wanted`). None otherwise (and the device cuts them one segment at a time)."""
-    if not (isinstance(device, SuperDevice) and device.tso and isinstance(endpoint, SegmentSealer)):
+    parts = _super_parts(device, endpoint)
+    if parts is None:
         return None
+    device, endpoint = parts
     sender = SuperSender(device, endpoint.seal_segments, gso.send_rows, fault, budget,
                          runs.acquire() if runs is not None else None)
     device.on_super = sender.handle
