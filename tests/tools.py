@@ -62,6 +62,12 @@ def _lzo_present() -> bool:
     return importlib.util.find_spec("lzo") is not None
 
 
+def _native_aead_present() -> bool:
+    """tunnel._aead, the compiled libcrypto AEAD (`pip install` builds it with gcc and
+    libssl-dev; without them the data channel uses cryptography)."""
+    return importlib.util.find_spec("tunnel._aead") is not None
+
+
 def _docker_present() -> bool:
     """The docker CLI, compose, and an engine: a running one or dockerd to start."""
     running = os.path.exists("/var/run/docker.sock") or bool(os.environ.get("DOCKER_HOST"))
@@ -103,6 +109,9 @@ TOOLS: dict[str, Tool] = {
     "lzo": Tool(("python-lzo",), ("liblzo2-dev",),
                 "LZO decompression; `make test` builds it once liblzo2-dev is installed",
                 present=_lzo_present),
+    "native_aead": Tool(("tunnel._aead",), ("gcc", "python3-dev", "libssl-dev"),
+                        "the compiled libcrypto AEAD (tunnel/_aead.c; reinstall after "
+                        "installing them)", present=_native_aead_present),
     "debootstrap": Tool(("debootstrap",), ("debootstrap",),
                         "a local Debian base image when no image registry answers"),
 }

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tunnel import __version__
+from tunnel.protocol.aead import BACKEND as AEAD_BACKEND
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,7 +25,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel", description="An asyncio UDP tunnel that speaks OpenVPN 2.6's wire protocol."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__} (data-channel AEAD: {AEAD_BACKEND})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="two peers in one process on 127.0.0.1 (no root needed)")

@@ -9,12 +9,12 @@ Wire layout (OPENVPN-WIRE.md 8.1, 8.2; `crypto.c: openvpn_encrypt_aead()/openvpn
     nonce = packet-id (4, BE) || implicit IV (8)
 
 Memory: a packet is sealed where it lies in its pooled buffer. A TUN read lands at
-`frame.headroom`, so the header, packet-id and tag fit in front of it, and `encrypt_into`
-writes `ciphertext || tag` over the plaintext plus 16 bytes of tailroom; the tag is then copied
-into its slot in front of the ciphertext. Opening does the reverse: the tag is copied behind the
-ciphertext and `decrypt_into` turns `ciphertext || tag` into the plaintext in place. The payload
-is never copied and no `bytes` object is created per packet; the only per-packet objects are a
-few memoryview slices and ints, freed at once.
+`frame.headroom`, so the header, packet-id and tag fit in front of it; the AEAD (aead.py: one
+persistent libcrypto context per direction, or `cryptography`) encrypts the payload in place
+and puts the tag into its slot in front of the ciphertext, and opening decrypts in place
+against that slot. `cryptography`'s `encrypt_into`/`decrypt_into` want the tag behind the
+ciphertext, so the frame keeps 16 bytes of tailroom for it (aead-assembly) whichever runs. The
+payload is never copied and no `bytes` object is created per packet.
 
 Every size below comes from the registrations made in `register_data_channel` (or from the
 precompiled header structs), so the frame and this code cannot disagree.
@@ -25,10 +25,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from core import BoundsError, Buffer, FrameBuilder
+from tunnel.protocol.aead import new_aead
 from tunnel.protocol.constants import NO_PEER_ID
 from tunnel.protocol.datakey import (
     PACKET_ID_MAX,
@@ -63,8 +63,9 @@ PACKET_ID_SIZE: Final = 4
 AEAD_TAG_SIZE: Final = 16
 """GCM / Poly1305 tag; it travels in front of the ciphertext."""
 AEAD_ASSEMBLY_SIZE: Final = AEAD_TAG_SIZE
-"""Tailroom where `encrypt_into` writes the tag (behind the ciphertext) before it is moved to the
-front, and where `open` puts the tag back behind the ciphertext for `decrypt_into`."""
+"""Tailroom where `cryptography`'s `encrypt_into` writes the tag (behind the ciphertext) before it
+is moved to the front, and where its `open` puts the tag back for `decrypt_into` (aead.py); the
+libcrypto AEAD does not need it, the seal/open contracts keep it for both."""
 
 SHARED_REGISTRATIONS: Final = (
     ("opcode+peer-id", OPCODE_PEER_ID_SIZE, 0),
@@ -134,10 +135,10 @@ def cipher_key_length(name: str) -> int:
 
 
 class DataKey(DataCipherKey):
-    """One key_id's AEAD state for both directions: the AEADs and their nonces (the packet-id,
+    """One key_id's AEAD state for both directions: one AEAD context each (the packet-id,
     counters and replay window are `DataCipherKey`'s)."""
 
-    __slots__ = ("_decrypt_into", "_encrypt_into", "_recv_nonce", "_send_nonce")
+    __slots__ = ("_open", "_open_rows", "_seal", "_seal_rows")
 
     def __init__(
         self,
@@ -151,7 +152,6 @@ class DataKey(DataCipherKey):
         name = cipher.upper()
         super().__init__(key_id=key_id, cipher=name, replay=replay)
         key_len = cipher_key_length(name)  # ValueError for a cipher we do not support
-        aead_class = SUPPORTED_CIPHERS[name][0]
         for label, direction in (("encrypt", encrypt), ("decrypt", decrypt)):
             # Lengths only in the messages: never the key material.
             if len(direction.cipher_key) != key_len:
@@ -161,13 +161,14 @@ class DataKey(DataCipherKey):
                 raise ValueError(
                     f"{label} implicit IV is {len(direction.implicit_iv)} bytes, "
                     f"needs {IMPLICIT_IV_SIZE}")
-        # Bound methods, looked up once: the hot path calls them directly.
-        self._encrypt_into = aead_class(bytes(encrypt.cipher_key)).encrypt_into
-        self._decrypt_into = aead_class(bytes(decrypt.cipher_key)).decrypt_into
-        # nonce = packet-id || implicit IV: only the first 4 bytes change per packet, so each
-        # direction keeps one preallocated nonce and overwrites its packet-id in place.
-        self._send_nonce = bytearray(PACKET_ID_SIZE) + bytes(encrypt.implicit_iv)
-        self._recv_nonce = bytearray(PACKET_ID_SIZE) + bytes(decrypt.implicit_iv)
+        # One persistent context per direction (aead.py: libcrypto, or cryptography where the
+        # extension is not built); bound methods, looked up once: the hot path calls them.
+        sealer = new_aead(name, bytes(encrypt.cipher_key), bytes(encrypt.implicit_iv), True)
+        opener = new_aead(name, bytes(decrypt.cipher_key), bytes(decrypt.implicit_iv), False)
+        self._seal = sealer.seal
+        self._seal_rows = sealer.seal_rows
+        self._open = opener.open
+        self._open_rows = opener.open_rows
 
     def seal(self, buf: Buffer, peer_id: int | None) -> None:
         """Turn the plaintext in `buf` into a whole datagram, in place.
@@ -200,16 +201,13 @@ class DataKey(DataCipherKey):
         tag_at = ct_at - AEAD_TAG_SIZE
         if peer_id is None:
             _V1_HEADER.pack_into(datagram, 0, self._v1_op, pid)
-            aad = datagram[_V1_OPCODE_SIZE:tag_at]
+            aad_from = _V1_OPCODE_SIZE
         else:
             _V2_HEADER.pack_into(datagram, 0, self._v2_word | peer_id, pid)
-            aad = datagram[:tag_at]
-        nonce = self._send_nonce
-        _PACKET_ID.pack_into(nonce, 0, pid)
+            aad_from = 0
         end = ct_at + size
-        # plaintext -> ciphertext || tag over [payload, payload + 16): one pass, in place.
-        self._encrypt_into(nonce, datagram[ct_at:end], aad, datagram[ct_at:])
-        datagram[tag_at:ct_at] = datagram[end:]  # the tag travels in front of the ciphertext
+        # The payload encrypted in place, the tag into its slot in front of the ciphertext.
+        self._seal(datagram, aad_from, tag_at, ct_at, end, pid)
         buf.truncate(end)
         self._send_pid = pid
         self.sealed += 1
@@ -219,7 +217,7 @@ class DataKey(DataCipherKey):
     def seal_rows(self, rows: SealRows, peer_id: int | None) -> None:
         """`seal` for `rows.count` datagrams at once: the same packet-ids in the same order
         (one counter, `PacketIdExhausted` before any is used), the same bytes per datagram,
-        with one `encrypt_into` call per row and the header work done once for all rows.
+        in one AEAD call for all rows and the header work done once for all rows.
         The packet-ids are taken before the first encryption, so an exception part-way never
         lets a nonce be used twice. `ValueError` (bad peer-id) and `PacketIdExhausted` leave
         the rows and the counter unchanged."""
@@ -235,14 +233,7 @@ class DataKey(DataCipherKey):
                 raise ValueError(f"peer-id {peer_id} does not fit in 24 bits")
             plains, outs, aads = rows.stamp(self._v2_word | peer_id, True, first)
         self._send_pid = last
-        nonce = self._send_nonce
-        pack = _PACKET_ID.pack_into
-        encrypt_into = self._encrypt_into
-        pid = first
-        for plain, out, aad in zip(plains, outs, aads, strict=True):
-            pack(nonce, 0, pid)
-            encrypt_into(nonce, plain, aad, out)
-            pid += 1
+        self._seal_rows(first, plains, outs, aads)
         rows.sealed()
         self.sealed += count
 
@@ -261,17 +252,15 @@ class DataKey(DataCipherKey):
         else:
             return None
         cts, outs, aads, pids = rows.prepare(v2)
-        nonce = self._recv_nonce
-        pack = _PACKET_ID.pack_into
-        decrypt_into = self._decrypt_into
+        # Every tag first, then the replay window in row order: the same decisions as one by
+        # one (a decryption does not depend on the window), each pid still consulted only
+        # after its own tag verified.
+        authentic = self._open_rows(pids, cts, outs, aads)
         accept = self.replay.accept
         oks: list[bool | None] = []
         good = 0
-        for ct, out, aad, pid in zip(cts, outs, aads, pids, strict=True):
-            pack(nonce, 0, pid)
-            try:
-                decrypt_into(nonce, ct, aad, out)
-            except InvalidTag:
+        for pid, verified in zip(pids, authentic, strict=True):
+            if not verified:
                 self.auth_failures += 1
                 oks.append(False)
                 continue
@@ -311,22 +300,17 @@ class DataKey(DataCipherKey):
                 self.short += 1
                 return False
             ct_at = DATA_V2_OVERHEAD
-            aad = sealed[: _V2_HEADER.size]
+            aad_from = 0
         elif first == self._v1_op:
             ct_at = DATA_V1_OVERHEAD
-            aad = sealed[_V1_OPCODE_SIZE : _V1_HEADER.size]
+            aad_from = _V1_OPCODE_SIZE
         else:
             buf.truncate(size)
             self.misrouted += 1
             return False
         tag_at = ct_at - AEAD_TAG_SIZE
-        sealed[size:] = sealed[tag_at:ct_at]  # ciphertext || tag, as decrypt_into wants it
         pid: int = _PACKET_ID.unpack_from(sealed, tag_at - PACKET_ID_SIZE)[0]
-        nonce = self._recv_nonce
-        _PACKET_ID.pack_into(nonce, 0, pid)
-        try:
-            self._decrypt_into(nonce, sealed[ct_at:], aad, sealed[ct_at:size])
-        except InvalidTag:
+        if not self._open(sealed, aad_from, tag_at, ct_at, size, pid):
             buf.truncate(size)
             self.auth_failures += 1
             return False

@@ -1,0 +1,18 @@
+"""The one compiled part: tunnel._aead (tunnel/_aead.c), the data channel's AEAD with a
+persistent libcrypto context per key. Optional: where it does not build (no compiler, no
+libssl-dev headers) the install goes on and the data channel uses `cryptography`
+(tunnel/protocol/aead.py says which one runs; `tunnel --version` prints it)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "tunnel._aead",
+            sources=["tunnel/_aead.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit"],
+            optional=True,
+        )
+    ]
+)
