@@ -3,6 +3,8 @@
 Empty, truncated, oversized and random datagrams (tests/io/hostile.py) go to the server's
 port and to the nobind client's ephemeral port, odd packets go into both TUN devices; both
 processes must keep running without an internal error, and the tunnel must still carry a ping.
+Twice: with plain TUN reads, and with TSO reads (`TUNNEL_TSO=1`: super-packets, partial
+checksums, the read-ahead), whose device path the odd packets then take.
 """
 
 from __future__ import annotations
@@ -40,14 +42,18 @@ def _udp_port_of(pair: NetnsPair, ns: str, pid: int) -> int:
     raise AssertionError(f"no UDP socket of the client in:\n{ss}")
 
 
+@pytest.mark.parametrize("tso", [False, True], ids=["plain-reads", "tso-reads"])
 def test_hostile_input_stops_neither_server_nor_client(
-    netns_pair: NetnsPair, tmp_path: Path
+    netns_pair: NetnsPair, tmp_path: Path, tso: bool
 ) -> None:
     pair = netns_pair
+    if tso:
+        pair.env["TUNNEL_TSO"] = "1"
     server_conf, client_conf, net, _status = _write_configs(pair, tmp_path)
     server = _spawn(pair, pair.ns_a, "server", server_conf)
     assert _wait_log(pair, server, "Initialization Sequence Completed", START_TIMEOUT), (
         pair.log(server))
+    assert ("TSO reads on" in pair.log(server)) == tso, pair.log(server)
     _hostile(pair, pair.ns_b, str(pair.addr_a), PORT)  # before any client exists
     assert server.poll() is None, pair.log(server)
 
@@ -58,6 +64,7 @@ def test_hostile_input_stops_neither_server_nor_client(
     assert match, pair.log(client)
     client_vip = match.group(1)
     server_vip = str(net[1])
+    assert ("TSO reads on" in pair.log(client)) == tso, pair.log(client)
     assert pair.ping(pair.ns_b, server_vip)
 
     _hostile(pair, pair.ns_b, str(pair.addr_a), PORT)  # with a session up
