@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tunnel import __version__
 from tunnel.protocol.aead import BACKEND as AEAD_BACKEND
+from tunnel.protocol.aead import BACKEND_ERROR as AEAD_BACKEND_ERROR
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,6 +116,9 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if AEAD_BACKEND_ERROR is not None:  # an environment we cannot honour: refuse, run nothing
+        print(f"tunnel {args.command}: error: {AEAD_BACKEND_ERROR}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "demo":
             return _demo(args)

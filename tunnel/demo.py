@@ -18,6 +18,7 @@ from tunnel.io.device import MemoryDevice
 from tunnel.io.driver import Driver
 from tunnel.io.udp import open_udp_socket
 from tunnel.pki import generate_pki_in_memory
+from tunnel.protocol.aead import BACKEND as AEAD_BACKEND
 from tunnel.protocol.client import Client
 from tunnel.protocol.events import DataChannelReady, Event, PushApplied, SessionClosed
 from tunnel.protocol.server import AddressPool, Server, ServerSettings
@@ -253,7 +254,7 @@ async def _report(flows: dict[str, Flow], size: int, packets: int) -> None:
 def format_result(result: DemoResult) -> str:
     lines = [
         "tunnel demo: server and client on 127.0.0.1 over UDP, TLS + AEAD data channel",
-        f"  cipher            {result.cipher}",
+        f"  cipher            {result.cipher} (AEAD: {AEAD_BACKEND})",
         f"  handshake         {result.handshake_ms:.1f} ms (TLS, key-method 2, push)",
         f"  packets           {result.delivered}/{result.packets} delivered "
         f"({result.packets // 2} each way), {result.corrupt} corrupt, every byte verified",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -205,3 +207,25 @@ def test_datakey_opens_and_seals_the_stock_binarys_packet(
         pool.release(received)
         pool.release(sent)
     assert pool.stats.in_use == 0
+
+
+def _demo(aead_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TUNNEL_AEAD": aead_env}
+    return subprocess.run([sys.executable, "-m", "tunnel", "demo", "--packets", "200", "--quiet"],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_an_unknown_tunnel_aead_is_refused_before_anything_runs() -> None:
+    refused = _demo("openssl")
+    assert refused.returncode == 2, refused.stderr
+    assert "TUNNEL_AEAD='openssl': expected libcrypto or cryptography" in refused.stderr
+    assert "Traceback" not in refused.stderr and "handshake" not in refused.stdout
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_the_demo_runs_on_the_backend_asked_for(backend: str) -> None:
+    backend_or_skip(backend)
+    done = _demo(backend)
+    assert done.returncode == 0, done.stderr
+    assert f"AES-256-GCM (AEAD: {backend})" in done.stdout, done.stdout
+    assert "400/400 delivered" in done.stdout and "0 corrupt" in done.stdout, done.stdout

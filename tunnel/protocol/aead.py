@@ -35,7 +35,7 @@ from typing import Final, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-__all__ = ["BACKEND", "BACKENDS", "AeadDirection", "CryptographyAead", "new_aead"]
+__all__ = ["BACKEND", "BACKENDS", "BACKEND_ERROR", "AeadDirection", "CryptographyAead", "new_aead"]
 
 TAG_SIZE: Final = 16
 NONCE_SIZE: Final = 12
@@ -183,21 +183,24 @@ BACKENDS: Final[dict[str, AeadFactory]] = {
 """The implementations this installation has, by name."""
 
 
-def _choose() -> str:
+def _choose() -> tuple[str, str | None]:
+    """(the backend, None), or (the default, why TUNNEL_AEAD cannot be honoured)."""
+    default = "libcrypto" if "libcrypto" in BACKENDS else "cryptography"
     wanted = os.environ.get("TUNNEL_AEAD", "")
-    if wanted:
-        if wanted not in ("libcrypto", "cryptography"):
-            raise ValueError(f"TUNNEL_AEAD={wanted!r}: expected libcrypto or cryptography")
-        if wanted not in BACKENDS:
-            raise ValueError(
-                "TUNNEL_AEAD=libcrypto, but tunnel._aead is not built here "
-                "(install a C compiler and libssl-dev, then reinstall)")
-        return wanted
-    return "libcrypto" if "libcrypto" in BACKENDS else "cryptography"
+    if not wanted:
+        return default, None
+    if wanted not in ("libcrypto", "cryptography"):
+        return default, f"TUNNEL_AEAD={wanted!r}: expected libcrypto or cryptography"
+    if wanted not in BACKENDS:
+        return default, ("TUNNEL_AEAD=libcrypto, but tunnel._aead is not built here "
+                         "(install gcc, python3-dev and libssl-dev, then reinstall)")
+    return wanted, None
 
 
-BACKEND: Final = _choose()
-"""The implementation `new_aead` uses: "libcrypto" or "cryptography"."""
+BACKEND, BACKEND_ERROR = _choose()
+"""The implementation `new_aead` uses ("libcrypto" or "cryptography"), and why the one
+TUNNEL_AEAD asks for cannot be used (None when it can): the CLI refuses to start with that
+message, and `new_aead` raises it, so nothing runs on an AEAD other than the one asked for."""
 _CLASS: Final = BACKENDS[BACKEND]
 
 
@@ -205,5 +208,7 @@ def new_aead(cipher: str, key: bytes, implicit_iv: bytes, encrypt: bool,
              backend: str | None = None) -> AeadDirection:
     """One direction of a key: sealing (`encrypt`) or opening. `backend` picks one by name
     (tests); by default `BACKEND`. ValueError for an unsupported cipher or a bad length."""
+    if backend is None and BACKEND_ERROR is not None:
+        raise ValueError(BACKEND_ERROR)
     chosen = _CLASS if backend is None else BACKENDS[backend]
     return chosen(cipher, key, implicit_iv, encrypt)
