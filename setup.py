@@ -1,6 +1,6 @@
 """The one compiled part: tunnel._aead (tunnel/_aead.c), the data channel's AEAD with a
-persistent libcrypto context per key. Optional: where it does not build (no compiler, no
-libssl-dev headers) the install goes on and the data channel uses `cryptography`
+persistent libcrypto context per key, and the lone packet's hop on it (tunnel/_lane.c).
+Optional: where it does not build (no compiler, no libssl-dev headers) the install goes on and the data channel uses `cryptography`
 (tunnel/protocol/aead.py says which one runs; `tunnel --version` prints it)."""
 
 from setuptools import Extension, setup
@@ -9,7 +9,8 @@ setup(
     ext_modules=[
         Extension(
             "tunnel._aead",
-            sources=["tunnel/_aead.c"],
+            sources=["tunnel/_aead.c", "tunnel/_lane.c"],
+            depends=["tunnel/_aead.h"],
             libraries=["crypto"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit"],
             optional=True,

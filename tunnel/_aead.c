@@ -13,22 +13,14 @@
  *
  * Every offset and length is checked before any byte is touched: a bad call raises ValueError
  * and changes nothing. The GIL is held: one packet's work is a few microseconds.
+ *
+ * The module also holds `Lane` (tunnel/_lane.c): a lone packet's whole hop in one call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <openssl/evp.h>
 
-#define TAG_SIZE 16
-#define NONCE_SIZE 12
-#define PID_SIZE 4
-#define IMPLICIT_IV_SIZE (NONCE_SIZE - PID_SIZE)
-
-typedef struct {
-    PyObject_HEAD
-    EVP_CIPHER_CTX *ctx;
-    int encrypt;
-    unsigned char nonce[NONCE_SIZE]; /* packet-id (4, big-endian) || implicit IV (8) */
-} Aead;
+#include "_aead.h"
 
 static void
 Aead_dealloc(Aead *self)
@@ -116,9 +108,10 @@ begin(Aead *self, unsigned long pid)
 }
 
 /* One packet: AAD, then `text` (len bytes) in place, then the tag: written to `tag` when
- * sealing, checked against it when opening. Returns 1 (done), 0 (the tag did not verify). */
-static int
-run(Aead *self, unsigned long pid, const unsigned char *aad, int aad_len, unsigned char *text,
+ * sealing, checked against it when opening. Returns 1 (done), 0 (the tag did not verify).
+ * Also the lane's (_lane.c) one way into a context. */
+int
+aead_run(Aead *self, unsigned long pid, const unsigned char *aad, int aad_len, unsigned char *text,
     int len, unsigned char *tag)
 {
     int out_len;
@@ -197,7 +190,7 @@ datagram_call(Aead *self, PyObject *const *args, Py_ssize_t nargs, int want_encr
         goto done;
     }
     unsigned char *p = view.buf;
-    int ok = run(self, pid, p + aad_from, (int)(tag_at - aad_from), p + ct_at,
+    int ok = aead_run(self, pid, p + aad_from, (int)(tag_at - aad_from), p + ct_at,
                  (int)(end - ct_at), p + tag_at);
     if (want_encrypt) {
         if (!ok) {
@@ -287,7 +280,7 @@ Aead_seal_rows(Aead *self, PyObject *const *args, Py_ssize_t nargs)
             || aad.len > INT_MAX) {
             PyErr_SetString(PyExc_ValueError, "a row's output is not its plaintext + 16 bytes");
         }
-        else if (!run(self, first + (unsigned long)i, aad.buf, (int)aad.len, plain.buf,
+        else if (!aead_run(self, first + (unsigned long)i, aad.buf, (int)aad.len, plain.buf,
                       (int)plain.len, (unsigned char *)out.buf + plain.len)) {
             PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
         }
@@ -351,7 +344,7 @@ Aead_open_rows(Aead *self, PyObject *const *args, Py_ssize_t nargs)
         if (!bad_call) {
             unsigned char *text = ct.buf;
             int len = (int)(ct.len - TAG_SIZE);
-            ok = run(self, pid, aad.buf, (int)aad.len, text, len, text + len);
+            ok = aead_run(self, pid, aad.buf, (int)aad.len, text, len, text + len);
         }
         PyBuffer_Release(&ct);
         PyBuffer_Release(&out);
@@ -383,7 +376,7 @@ static PyMethodDef Aead_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject AeadType = {
+PyTypeObject AeadType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tunnel._aead.Aead",
     .tp_doc = "Aead(cipher, key, implicit_iv, encrypt): one direction of one data-channel key.",
@@ -412,7 +405,8 @@ PyInit__aead(void)
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "Aead", (PyObject *)&AeadType) < 0) {
+    if (PyModule_AddObjectRef(module, "Aead", (PyObject *)&AeadType) < 0
+        || lane_add_type(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

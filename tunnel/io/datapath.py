@@ -72,13 +72,15 @@ Receive = Callable[[Buffer, Address, float], int]
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 def outbound_batch(
     device: PacketDevice, buf: Buffer, batch: int, encrypt: Encrypt, queue: Queue, now: float,
-    fault: Fault, send: Queue | None = None,
+    fault: Fault, send: Queue | None = None, first: int = 0, first_lone: bool = False,
 ) -> tuple[int, int]:
     """Steps 1-3 of the outbound flow for up to `batch` packets; the caller flushes (step 4).
 
     `buf` is armed at the frame's headroom and left re-armed per packet. A wakeup's first
     packet with nothing behind it (`device.waiting()`: the interactive case) goes to `send`
     (default `queue`), which sends it at once, and ends the batch without a failing read.
+    `first`: the size of a packet already read to the headroom (the lone-packet lane,
+    tunnel/io/lane.py, handed it over), alone when `first_lone`.
     Returns (packets read, packets without a route)."""
     headroom = buf.offset
     reset = buf.reset
@@ -89,14 +91,19 @@ def outbound_batch(
     read = no_route = 0
     lone = False
     while read < batch:
-        size = read_packet(room)
-        if not size:
-            break
+        if first:
+            size = first
+            first = 0
+            lone = first_lone
+        else:
+            size = read_packet(room)
+            if not size:
+                break
+            if not read:
+                lone = not device.waiting()
         reset(headroom)
         inc_len(size)
         read += 1
-        if read == 1:
-            lone = not device.waiting()
         try:
             addr = encrypt(buf, now)
             if addr is None:
@@ -190,6 +197,7 @@ def inbound_batch(
     link: UdpLink, buf: Buffer, batch: int, receive: Receive, write: Callable[[Buffer], None],
     now: float, fault: Fault, runs: RunOpener | None = None,
     write_alone: Callable[[Buffer], None] | None = None,
+    pre: tuple[int, int, Address, bool] | None = None,
 ) -> tuple[int, int, int]:
     """Steps 1-4 of the inbound flow for up to `batch` datagrams (the caller flushes: step 5).
 
@@ -197,7 +205,9 @@ def inbound_batch(
     in one batch (tunnel/io/gro_rows.py), where the endpoint can; what it does not take goes
     the per-packet way. A wakeup's first datagram read alone with nothing queued behind it
     (the interactive case) goes to `write_alone` (default `write`), which writes it at once
-    instead of starting a run. Returns (datagrams handed to the endpoint, malformed inputs
+    instead of starting a run. `pre`: a first read already done into `buf`'s tailroom and the
+    run behind it (the lone-packet lane, tunnel/io/lane.py, handed it over): (size, segment,
+    source, alone). Returns (datagrams handed to the endpoint, malformed inputs
     dropped here, CONTROL | REFUSED bits)."""
     if write_alone is None:
         write_alone = write
@@ -224,27 +234,32 @@ def inbound_batch(
             # batch goes on and ends at EAGAIN as before.
             break
         reads += 1
-        try:
-            # GRO: one read returns a run of datagrams from one sender, end to end.
-            size, ancdata, flags, addr = recvmsg_into(iov, GRO_CMSG_SPACE)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
-            # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
-            continue
-        if not size or flags & _MSG_TRUNC:
-            # An empty datagram is a valid UDP datagram and nothing we speak; a cut one cannot
-            # authenticate. Both are one more dropped input.
-            malformed += 1
-            continue
-        if ipv6:
-            addr = addr[:2]
-        segment = gro_segment_size(ancdata, size) if ancdata else size
-        if reads == 1 and segment >= size:
-            # One datagram: whether it is the wakeup's only one is asked now (the same
-            # poll), so that it can be written alone.
-            asked = True
-            lone = not ready(0)
+        if pre is not None:
+            size, segment, addr, lone = pre  # (the lane asked the same poll)
+            pre = None
+            asked = segment >= size
+        else:
+            try:
+                # GRO: one read returns a run of datagrams from one sender, end to end.
+                size, ancdata, flags, addr = recvmsg_into(iov, GRO_CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # ICMP port-unreachable surfaces as ECONNREFUSED on the next read: ignore.
+                continue
+            if not size or flags & _MSG_TRUNC:
+                # An empty datagram is a valid UDP datagram and nothing we speak; a cut one
+                # cannot authenticate. Both are one more dropped input.
+                malformed += 1
+                continue
+            if ipv6:
+                addr = addr[:2]
+            segment = gro_segment_size(ancdata, size) if ancdata else size
+            if reads == 1 and segment >= size:
+                # One datagram: whether it is the wakeup's only one is asked now (the same
+                # poll), so that it can be written alone.
+                asked = True
+                lone = not ready(0)
         if size > segment < room:
             # The run's second datagram starts inside the buffer's part: those bytes join
             # the rest in the run before the first datagram is opened over them.

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from core import Buffer, BufferPool, GcArena, RunPool
@@ -27,10 +26,12 @@ from tunnel.io.datapath import (
     outbound_batch,
 )
 from tunnel.io.device import PacketDevice
+from tunnel.io.driver_stats import DriverStats as DriverStats
 from tunnel.io.faults import CallbackFaults
 from tunnel.io.gro_rows import ROWS_RUN_SIZE as GRO_ROWS_SIZE
 from tunnel.io.gro_rows import attach_run_opener, run_opener_wanted
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
+from tunnel.io.lane import HANDLED, attach_lane, handled_kinds
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
 from tunnel.io.tso_rows import ROWS_RUN_SIZE as TSO_ROWS_SIZE
@@ -67,22 +68,6 @@ class Endpoint(Protocol):
     # its pool and sends the pooled datagrams queued there.
     @property
     def iteration(self) -> IterationArenas: ...
-
-
-@dataclass(slots=True)
-class DriverStats:
-    udp_rx: int = 0
-    udp_tx: int = 0
-    udp_tx_dropped: int = 0
-    tun_rx: int = 0
-    tun_tx: int = 0
-    tun_tx_dropped: int = 0
-    no_route: int = 0
-    # Inputs dropped here before the protocol saw them: empty datagrams (and empty packets
-    # from the device), datagrams larger than any we accept, truncated reads.
-    malformed: int = 0
-    # Exceptions caught inside a callback (a bug, logged with its traceback; survived).
-    errors: int = 0
 
 
 class Driver:
@@ -147,6 +132,14 @@ class Driver:
         self._runs = attach_run_opener(endpoint, self._output.coalescer, self.runs)
         self._supers = attach_super_sender(
             device, endpoint, self._gso, self._fault, batch * 2, self.runs)
+        # The lone-packet lane (tunnel/io/lane.py): an idle tunnel's packet in one native call
+        # per hop, where it applies (the client over UDP on a real TUN, libcrypto's AEAD).
+        self._lane = (attach_lane(endpoint, device, sock, pool, self._link, self._gso,
+                                  self._output, self.stats)
+                      if self._supers is None else None)
+        if self._lane is not None:
+            self.faults.log.info(
+                "data path: lone packets take the native lane (read, seal/open, send in one call)")
         self._running = False
         # What the callbacks call, bound once: a bound method made per call is an object per
         # wakeup, and on an idle tunnel each wakeup runs cold (every line counts).
@@ -195,11 +188,35 @@ class Driver:
     # -- readiness callbacks -----------------------------------------------------------------
 
     def _on_socket_readable(self) -> None:
-        # The readiness callback itself: whatever escapes is a bug, counted and survived
-        # (no wrapper frame around it: this runs once per wakeup, on the latency path).
+        # The readiness callback itself: whatever escapes is a bug, counted and survived.
+        lane = self._lane
+        if lane is not None:
+            now = self.loop.time()
+            try:
+                handled = lane.link(now)
+                if handled <= HANDLED:
+                    kinds = handled_kinds(handled)
+                    if kinds & CONTROL:
+                        self._after_input(now)
+                    elif kinds & REFUSED:
+                        self._drain_events()
+            except Exception as exc:  # a bug: this datagram is lost, nothing else
+                self._fault("the handling of a datagram from the link", exc)
+                handled = HANDLED
+            if handled <= HANDLED:
+                try:
+                    self._end()
+                except Exception as exc:
+                    self._fault("freeing the connections' arenas", exc)
+                return
+        self._socket_batch()
+
+    def _socket_batch(self) -> None:
         try:
             now = self.loop.time()
             arena = self.arena
+            lane = self._lane
+            pre = lane.pre if lane is not None else None
             output = self._output
             stats = self.stats
             counts = output.counts
@@ -209,10 +226,10 @@ class Driver:
                 # One buffer serves the whole batch: every datagram is finished with (written to
                 # the device, which copies, or consumed) before the next, so it is re-armed instead
                 # of taken from the pool per packet.
-                buf = arena.take(self.pool)
+                buf = arena.take(self.pool) if pre is None else lane.buf  # type: ignore[union-attr]
                 rx, malformed, kinds = inbound_batch(
                     self._link, buf, self.batch, self._receive, output.write, now,
-                    self._on_fault, self._runs, output.write_alone,
+                    self._on_fault, self._runs, output.write_alone, pre,
                 )
             finally:
                 output.flush()
@@ -240,10 +257,29 @@ class Driver:
             self._fault("freeing the connections' arenas", exc)
 
     def _on_device_readable(self) -> None:
-        # The readiness callback itself: whatever escapes is a bug, counted and survived
-        # (no wrapper frame around it: this runs once per wakeup, on the latency path).
+        # The readiness callback itself: whatever escapes is a bug, counted and survived.
+        lane = self._lane
+        first = 0
+        if lane is not None:
+            try:
+                first = lane.device(self.loop.time())
+            except Exception as exc:  # a bug: this packet is lost, nothing else
+                self._fault("the handling of a packet from the device", exc)
+                first = HANDLED
+            if first == HANDLED:
+                try:
+                    self._end()
+                except Exception as exc:
+                    self._fault("freeing the connections' arenas", exc)
+                return
+        self._device_batch(first)
+
+    def _device_batch(self, first: int) -> None:
+        """The device callback's batch path; `first`: a packet the lane read and left in its
+        buffer (its size), or 0."""
         try:
             now = self.loop.time()
+            lane = self._lane
             arena = self.arena
             gso = self._gso
             stats = self.stats
@@ -257,16 +293,24 @@ class Driver:
             try:
                 # One buffer for the batch, as above: `queue` copies the sealed datagram into the
                 # GSO run, so the buffer is free again at once.
-                buf = arena.take(self.pool)
-                tun_rx, no_route = outbound_batch(
-                    self.device, buf, self.batch, self._encrypt, self._queue, now,
-                    self._on_fault, self._send,
-                )
+                if first:
+                    assert lane is not None
+                    buf = lane.buf
+                    tun_rx, no_route = outbound_batch(
+                        self.device, buf, self.batch, self._encrypt, self._queue, now,
+                        self._on_fault, self._send, first, lane.lone,
+                    )
+                else:
+                    buf = arena.take(self.pool)
+                    tun_rx, no_route = outbound_batch(
+                        self.device, buf, self.batch, self._encrypt, self._queue, now,
+                        self._on_fault, self._send,
+                    )
                 gso.flush()
                 if tun_rx >= self.batch and self.device.holds():
                     # Stopped at the limit with packets already out of the kernel (a TSO
                     # read-ahead): no wakeup would come for them, so come back at once.
-                    self.loop.call_soon(self._on_device_readable)
+                    self.loop.call_soon(self._device_batch, 0)
             finally:
                 if supers is not None:
                     tun_rx += supers.segments - segments

@@ -35,7 +35,8 @@ from typing import Final, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-__all__ = ["BACKEND", "BACKENDS", "BACKEND_ERROR", "AeadDirection", "CryptographyAead", "new_aead"]
+__all__ = ["BACKEND", "BACKENDS", "BACKEND_ERROR", "NATIVE_AEAD", "AeadDirection",
+           "CryptographyAead", "new_aead"]
 
 TAG_SIZE: Final = 16
 NONCE_SIZE: Final = 12
@@ -176,6 +177,19 @@ def _native() -> AeadFactory | None:
 
 
 _NATIVE: Final = _native()
+
+
+def _native_class() -> type | None:
+    try:
+        from tunnel._aead import Aead
+    except ImportError:
+        return None
+    return Aead
+
+
+NATIVE_AEAD: Final = _native_class()
+"""The libcrypto class (`tunnel._aead.Aead`), None where it is not built: the lone-packet
+lane (tunnel/io/lane.py) works only on its contexts."""
 BACKENDS: Final[dict[str, AeadFactory]] = {
     **({"libcrypto": _NATIVE} if _NATIVE is not None else {}),
     "cryptography": CryptographyAead,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from core import Buffer
 from tunnel.protocol.constants import Opcode
+from tunnel.protocol.datacipher import DataCipherKey
 from tunnel.protocol.drops import DATA_DROP_TEXT, MALFORMED, NO_SESSION, DropLog
 from tunnel.protocol.events import Event, SessionClosed
 from tunnel.protocol.memory import IterationArenas
@@ -159,6 +160,35 @@ class Client:
                             now)
         self._collect(now)
         return CONSUMED
+
+    # -- what the lone-packet lane (tunnel/io/lane.py) hands back: `receive`'s other branches
+
+    def lane_refused(self, key: DataCipherKey, size: int, now: float) -> None:
+        """The lane read a data datagram of `size` bytes from the server that `key` refused
+        (it counted why on the key): `receive`'s DROPPED branch."""
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += 1
+        session = self.session
+        session._data_dropped(key)
+        self.drops.drop(session.last_drop, session.remote_addr,
+                        DATA_DROP_TEXT[session.last_drop], now)
+
+    def lane_opened(self, buf: Buffer, key: DataCipherKey, size: int, now: float) -> Verdict:
+        """The lane opened a datagram of `size` bytes from the server with `key` and left the
+        payload in `buf` for the session (a keepalive, OCC, a SYN to clamp): `receive` from
+        its open on."""
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += 1
+        verdict = self.session.opened(buf, key, now)
+        if verdict == TO_TUN:
+            traffic.tun_tx += len(buf)
+        elif verdict == DROPPED:
+            session = self.session
+            self.drops.drop(session.last_drop, session.remote_addr,
+                            DATA_DROP_TEXT[session.last_drop], now)
+        return verdict
 
     def open_rows(self, rows: ReceivedRows, addr: Address, now: float) -> list[int] | None:
         """`receive` for a GRO run of data datagrams of one size at once: per row its

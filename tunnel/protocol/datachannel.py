@@ -138,7 +138,7 @@ class DataKey(DataCipherKey):
     """One key_id's AEAD state for both directions: one AEAD context each (the packet-id,
     counters and replay window are `DataCipherKey`'s)."""
 
-    __slots__ = ("_open", "_open_rows", "_seal", "_seal_rows")
+    __slots__ = ("_open", "_open_rows", "_seal", "_seal_rows", "opener", "sealer")
 
     def __init__(
         self,
@@ -165,6 +165,10 @@ class DataKey(DataCipherKey):
         # extension is not built); bound methods, looked up once: the hot path calls them.
         sealer = new_aead(name, bytes(encrypt.cipher_key), bytes(encrypt.implicit_iv), True)
         opener = new_aead(name, bytes(decrypt.cipher_key), bytes(decrypt.implicit_iv), False)
+        # The contexts themselves too: the lone-packet lane (tunnel/io/lane.py) seals and
+        # opens on them where they are libcrypto's.
+        self.sealer = sealer
+        self.opener = opener
         self._seal = sealer.seal
         self._seal_rows = sealer.seal_rows
         self._open = opener.open

@@ -428,6 +428,12 @@ class Session:
         key = self.data_keys[data[0] & 7]
         if key is None or not key.open(buf, now):
             return self._data_dropped(key)
+        return self.opened(buf, key, now)
+
+    def opened(self, buf: Buffer, key: DataCipherKey, now: float) -> Verdict:
+        """`decrypt` after `key` opened `buf` (authentic, accepted by the replay window): the
+        payload is what is left in `buf`. Also where the lone-packet lane (tunnel/io/lane.py)
+        hands over a payload it opened but does not deliver itself."""
         self.last_rx = now
         comp = self.comp
         if comp is not None and not comp.unframe(buf):

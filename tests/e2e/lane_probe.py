@@ -1,0 +1,207 @@
+"""Runs inside a test namespace (tests/e2e/test_lane.py): the lone-packet lane
+(`tunnel._aead.Lane`) against a real TUN device and real UDP sockets, every outcome once.
+
+The "server" is a second socket in the same namespace with the other direction of the same
+key (`DataKey`, the Python path), so what the lane seals is opened by the Python path and what
+the Python path seals is opened by the lane. Prints one JSON object: what each case returned
+and what arrived where. Bounded: a few dozen packets, every wait 2 s at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import select
+import socket
+import struct
+import time
+
+from core import BufferPool, FrameBuilder
+from tests.protocol.vectors import C2S_IV, C2S_KEY, S2C_IV, S2C_KEY
+from tunnel._aead import Aead, Lane
+from tunnel.io import lane as codes
+from tunnel.io.gso import enable_gro
+from tunnel.io.lane import sockaddr_of
+from tunnel.io.netlink import configure_device
+from tunnel.io.tun import TunDevice
+from tunnel.protocol.constants import PING_MAGIC
+from tunnel.protocol.datachannel import DataKey, register_data_channel
+from tunnel.protocol.prf import DirectionKey
+from tunnel.protocol.replay import ReplayWindow
+
+LOCAL = "10.99.0.2"  # the TUN's address (ours)
+PEER = "10.99.0.1"  # the far end of the tunnel
+APP_PORT = 40000
+
+
+def _wait(sock: socket.socket | int) -> bool:
+    return bool(select.select([sock], [], [], 2.0)[0])
+
+
+def _ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    total = 28 + len(payload)
+    header = struct.pack(">BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    words = struct.unpack(">10H", header)
+    csum = sum(words)
+    while csum >> 16:
+        csum = (csum & 0xFFFF) + (csum >> 16)
+    header = header[:10] + struct.pack(">H", ~csum & 0xFFFF) + header[12:]
+    # UDP checksum 0: none (allowed over IPv4).
+    return header + struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _kind(result: int) -> str:
+    names = {value: name for name, value in vars(codes).items()
+             if name.isupper() and isinstance(value, int) and 0 <= value <= 14
+             and not name.startswith("_") and name not in ("HANDLED",)}
+    return names[result & 15]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    out: dict[str, object] = {}
+    builder = FrameBuilder(tun_mtu=1500)
+    register_data_channel(builder)
+    pool = BufferPool(builder.finalize(), 4)
+    c2s, s2c = DirectionKey(C2S_KEY, C2S_IV), DirectionKey(S2C_KEY, S2C_IV)
+    ours = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=c2s, decrypt=s2c,
+                   replay=ReplayWindow())
+    theirs = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=s2c, decrypt=c2s,
+                     replay=ReplayWindow())
+    with TunDevice.open(args.name) as dev:
+        # No IPv6 on it: its router solicitations would be reads the cases do not expect.
+        with open(f"/proc/sys/net/ipv6/conf/{dev.name}/disable_ipv6", "w") as knob:
+            knob.write("1")
+        configure_device(dev.name, mtu=1500,
+                         addresses=[ipaddress.ip_interface(f"{LOCAL}/24")])
+        link = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        link.bind(("127.0.0.1", 0))
+        link.setblocking(False)
+        enable_gro(link)
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.bind(("127.0.0.1", 0))
+        app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        app.bind((LOCAL, APP_PORT))
+        buf = pool.acquire()
+        headroom = buf.offset
+        buf.reset(0)
+        block = buf.tailroom_view()
+        buf.reset(headroom)
+        run = memoryview(bytearray(65536))
+        lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
+        sealer, opener = ours.sealer, ours.opener
+        assert isinstance(sealer, Aead) and isinstance(opener, Aead)
+        lane.set_peer(sockaddr_of(server.getsockname(), socket.AF_INET))
+        lane.set_send(ours, sealer, ours._v2_word | 7, True, True)
+        lane.set_open(0, opener, ours.replay.accept)
+        out["vnet"] = dev.read_offset
+        out["empty"] = _kind(lane.link(time.monotonic()))
+
+        scratch = pool.acquire()
+
+        def seal_theirs(payload: bytes, peer_id: int | None = 3) -> bytes:
+            scratch.reset(headroom)
+            scratch.append(payload)
+            theirs.seal(scratch, peer_id)
+            return bytes(scratch.data)
+
+        def to_lane(datagram: bytes, sender: socket.socket = server) -> str:
+            sender.sendto(datagram, link.getsockname())
+            _wait(link)
+            return _kind(lane.link(time.monotonic()))
+
+        # -- link side ---------------------------------------------------------------------
+        packet = _ipv4_udp(PEER, LOCAL, 5555, APP_PORT, b"through the lane")
+        datagram = seal_theirs(packet)
+        out["deliver"] = to_lane(datagram)
+        out["delivered_payload"] = (app.recv(2048).decode() if _wait(app) else None)
+        out["opened_counted_by_replay"] = ours.replay.accepted
+        out["replay"] = to_lane(datagram)
+        tampered = bytearray(seal_theirs(packet))
+        tampered[-1] ^= 1
+        out["tampered"] = to_lane(bytes(tampered))
+        out["keepalive"] = to_lane(seal_theirs(PING_MAGIC))
+        payload_at = headroom + 24
+        out["keepalive_left_in_block"] = bytes(block[payload_at:payload_at + 16]) == PING_MAGIC
+        out["v1"] = to_lane(seal_theirs(packet, None))
+        out["v1_payload"] = (app.recv(2048).decode() if _wait(app) else None)
+        out["control"] = to_lane(bytes([(4 << 3) | 0]) + bytes(30))
+        out["control_from"] = list(lane.addr or ())
+        out["control_size"] = lane.size
+        out["control_lone"] = lane.lone
+        out["server_addr"] = list(server.getsockname())
+        out["other_source"] = to_lane(seal_theirs(packet), other)
+        out["other_key_id"] = to_lane(bytes([(9 << 3) | 1]) + bytes(40))
+        out["empty_datagram"] = to_lane(b"")
+        server.sendto(seal_theirs(packet), link.getsockname())
+        server.sendto(seal_theirs(packet), link.getsockname())
+        time.sleep(0.05)
+        _wait(link)
+        result = lane.link(time.monotonic())
+        out["two_queued"] = _kind(result)
+        out["two_queued_lone"] = lane.lone
+        while select.select([link], [], [], 0.05)[0]:  # the rest, to start clean
+            link.recv(65536)
+        while select.select([app], [], [], 0.05)[0]:
+            app.recv(2048)
+
+        # -- device side -------------------------------------------------------------------
+        def from_device() -> str:
+            _wait(dev.fileno())
+            return _kind(lane.device())
+
+        def server_opens() -> bytes | None:
+            if not _wait(server):
+                return None
+            scratch.reset(headroom)
+            scratch.inc_len(server.recv_into(scratch.tailroom_view()))
+            return bytes(scratch.data) if theirs.open(scratch, time.monotonic()) else None
+
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(b"out through the lane", (PEER, 9))
+        out["send"] = from_device()
+        opened = server_opens()
+        out["sent_opened"] = opened is not None and opened.endswith(b"out through the lane")
+        out["send_pid"] = ours.send_packet_id
+        sender.sendto(b"one", (PEER, 9))
+        sender.sendto(b"two", (PEER, 9))
+        time.sleep(0.05)
+        out["two_waiting"] = from_device()
+        out["then_lone"] = from_device()
+        server_opens()
+        lane.set_send(None)
+        sender.sendto(b"no key", (PEER, 9))
+        out["no_key"] = from_device()
+        lane.set_send(ours, sealer, ours._v2_word | 7, True, True)
+        syn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        syn.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # the SYN is out; no answer comes
+            syn.connect((PEER, 80))
+        out["syn_under_mssfix"] = from_device()
+        syn.close()
+        while select.select([dev.fileno()], [], [], 0.2)[0]:  # its retransmissions
+            lane.device()
+        before = ours.send_packet_id
+        ours._send_pid = 0xFFFFFFFF
+        sender.sendto(b"at the limit", (PEER, 9))
+        out["pid_limit"] = from_device()
+        out["pid_limit_unchanged"] = ours._send_pid == 0xFFFFFFFF
+        ours._send_pid = before
+        lane.set_send(ours, sealer, ours._v1_op, False, False)
+        sender.sendto(b"as V1", (PEER, 9))
+        out["send_v1"] = from_device()
+        opened = server_opens()
+        out["sent_v1_opened"] = opened is not None and opened.endswith(b"as V1")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

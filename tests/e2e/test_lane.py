@@ -1,0 +1,80 @@
+"""The lone-packet lane (tunnel/_lane.c, tunnel/io/lane.py) against a real TUN and real sockets.
+
+tests/e2e/lane_probe.py runs every case inside a namespace this test creates; the other side
+of each packet is the Python data path (`DataKey`), so the two are held to the same bytes.
+The client runs the lane in every e2e test through a real tunnel too (test_ours_tun.py and
+the interop tests); `test_client_says_it_runs_the_lane` checks that it does.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.netns import NetnsPair
+
+pytestmark = [pytest.mark.root, pytest.mark.native_aead]
+
+
+@pytest.fixture(name="probe", scope="module")
+def probe_fixture() -> dict[str, object]:
+    with NetnsPair() as pair:
+        done = pair.run(pair.ns_a, *pair.python_argv(), "-m", "tests.e2e.lane_probe",
+                        "--name", pair.ifname("l"), timeout=60)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_the_ordinary_datagram_is_opened_and_written_to_the_device(
+        probe: dict[str, object]) -> None:
+    assert probe["vnet"] == 10  # a TUN with virtio-net headers, as the driver opens it
+    assert probe["empty"] == "EMPTY"
+    assert probe["deliver"] == "DELIVERED"
+    assert probe["delivered_payload"] == "through the lane"
+    assert probe["opened_counted_by_replay"] == 1
+    assert probe["v1"] == "DELIVERED"
+    assert probe["v1_payload"] == "through the lane"
+
+
+def test_replayed_and_tampered_datagrams_are_refused(probe: dict[str, object]) -> None:
+    assert probe["replay"] == "REPLAYED"
+    assert probe["tampered"] == "AUTH_FAILED"
+
+
+def test_what_is_not_the_ordinary_case_goes_to_the_python_path(
+        probe: dict[str, object]) -> None:
+    # A keepalive is opened (authentic, accepted) and left for the session.
+    assert probe["keepalive"] == "OPENED_TAKE"
+    assert probe["keepalive_left_in_block"] is True
+    # Control, another sender, another key_id, two queued: read, handed over as read.
+    assert probe["control"] == "LINK_TAKE"
+    assert probe["control_from"] == probe["server_addr"]
+    assert probe["control_size"] == 31
+    assert probe["control_lone"] is True
+    assert probe["other_source"] == "LINK_TAKE"
+    assert probe["other_key_id"] == "LINK_TAKE"
+    assert probe["two_queued"] == "LINK_TAKE"
+    assert probe["two_queued_lone"] is False
+    assert probe["empty_datagram"] == "MALFORMED"
+
+
+def test_a_lone_device_packet_is_sealed_and_sent_to_the_peer(
+        probe: dict[str, object]) -> None:
+    assert probe["send"] == "SENT"
+    assert probe["sent_opened"] is True  # the Python path opens what the lane sealed
+    assert probe["send_pid"] == 1
+    assert probe["send_v1"] == "SENT"
+    assert probe["sent_v1_opened"] is True
+
+
+def test_device_packets_the_lane_does_not_seal_are_handed_over(
+        probe: dict[str, object]) -> None:
+    assert probe["two_waiting"] == "TAKE_MORE"
+    assert probe["then_lone"] == "SENT"
+    assert probe["no_key"] == "TAKE_LONE"
+    assert probe["syn_under_mssfix"] == "TAKE_LONE"
+    # At the packet-id limit nothing is sealed (the Python path raises PacketIdExhausted).
+    assert probe["pid_limit"] == "TAKE_LONE"
+    assert probe["pid_limit_unchanged"] is True

@@ -1,0 +1,641 @@
+/* tunnel._aead.Lane: a lone data packet's whole hop in one call, on the persistent contexts.
+ *
+ * Why: an idle tunnel's packet arrives alone and every wakeup runs cold; in Python a hop was
+ * ~30 calls through the driver, the data path, the session, the key and the buffer, and that
+ * interpreter work, not the kernel's, was most of the round trip's gap to the stock binary
+ * (docs/PERFORMANCE.md). Here one call reads the packet, checks that it is the ordinary case,
+ * seals or opens it where it lies in its pool block and hands it on:
+ *
+ *   device(): read one packet from the TUN fd to the block's headroom; nothing behind it
+ *     (a zero-timeout poll), the send key set, not a TCP SYN (mssfix) -> P_DATA header and
+ *     packet-id in front, sealed in place, one sendto to the peer.
+ *   link(now): one recvmsg (the same two iovecs and UDP_GRO control room as the Python path)
+ *     to the block's headroom; one datagram, nothing behind it, from the peer, P_DATA of the
+ *     open key -> authenticated and decrypted in place, then the replay window (after
+ *     authentication, the key's own `replay.accept`), then one write to the TUN fd.
+ *
+ * Anything else -- more packets waiting (a batch), another key_id, a keepalive or OCC
+ * payload, a TCP SYN under mssfix, a packet-id at its limit, no key yet -- comes back as a
+ * code that says what was read and where it lies, and the Python path (tunnel/io/lane.py,
+ * datapath.py) goes on from there with the same checks in the same order. Nothing is lost
+ * and nothing is decided twice. The packet-id counter stays the key's (`_send_pid`), read and
+ * written here under the GIL; counters are the caller's.
+ *
+ * Every offset is fixed when the lane is made and checked then; a call takes no arguments
+ * from the network but the bytes it reads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "_aead.h"
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* Result codes, in the low 4 bits; bit 4 set for a P_DATA_V1 datagram; the packet's size
+ * above them (code | v1 << 4 | size << 5). Device results carry the packet's size, link
+ * results the datagram's. */
+enum {
+    EMPTY = 0,        /* nothing to read */
+    SENT = 1,         /* device: sealed and sent (size: plaintext) */
+    SEND_FAILED = 2,  /* device: sealed, sendto refused it (size: plaintext) */
+    TAKE_LONE = 3,    /* device: read, alone, for the Python path (size: packet) */
+    TAKE_MORE = 4,    /* device: read, more waiting: the batch (size: packet) */
+    READ_DROPPED = 5, /* device: a frame the Python reader would have dropped too */
+    READ_ERROR = 6,   /* device: the read failed; the Python path reads again and sees it */
+    DELIVERED = 7,    /* link: opened and written (size: plaintext) */
+    TUN_DROPPED = 8,  /* link: opened, the device refused it (size: plaintext) */
+    LINK_TAKE = 9,    /* link: read, for the Python path (size, segment, addr, lone) */
+    MALFORMED = 10,   /* link: an empty or truncated datagram */
+    AUTH_FAILED = 11, /* link: the tag did not verify */
+    REPLAYED = 12,    /* link: authentic, refused by the replay window */
+    OPENED_TAKE = 13, /* link: opened and accepted; the payload is for the Python path */
+    LINK_ERROR = 14,  /* link: the read failed; the Python path reads again */
+};
+
+#define TAG_BYTES 16
+#define V2_CT_AT 24 /* op|kid+peer-id (4), packet-id (4), tag (16) */
+#define V1_CT_AT 21 /* op|kid (1), packet-id (4), tag (16) */
+#define P_DATA_V1 6
+#define P_DATA_V2 9
+#define OCC_FIRST 0x28
+#define PID_MAX 0xFFFFFFFFUL
+
+typedef struct {
+    PyObject_HEAD
+    int tun_fd, sock_fd, vnet;
+    Py_buffer block;   /* the lane's pool block, held for the lane's life */
+    Py_buffer run;     /* the GRO run behind it (the second iovec of a read) */
+    Py_ssize_t headroom;
+    int has_block;
+    /* the one peer */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    int has_peer;
+    /* sending */
+    Aead *sealer;
+    PyObject *send_key; /* its `_send_pid` is the packet-id counter */
+    unsigned long word; /* V2: op|kid << 24 | peer-id; V1: op|kid */
+    int v2, mssfix;
+    /* opening */
+    Aead *opener;
+    PyObject *accept; /* the key's replay.accept(pid, now) */
+    unsigned char v2op, v1op;
+    /* what the last call read, for the Python path */
+    Py_ssize_t size, segment, ct_at;
+    int lone, flags;
+    struct sockaddr_storage from;
+    socklen_t from_len;
+} Lane;
+
+static PyObject *SEND_PID; /* interned "_send_pid" */
+
+static void
+Lane_clear_send(Lane *self)
+{
+    Py_CLEAR(self->sealer);
+    Py_CLEAR(self->send_key);
+}
+
+static void
+Lane_clear_open(Lane *self)
+{
+    Py_CLEAR(self->opener);
+    Py_CLEAR(self->accept);
+}
+
+static void
+Lane_dealloc(Lane *self)
+{
+    Lane_clear_send(self);
+    Lane_clear_open(self);
+    if (self->has_block) {
+        PyBuffer_Release(&self->block);
+        PyBuffer_Release(&self->run);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Lane_init(Lane *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"tun_fd", "sock_fd", "vnet", "block", "headroom", "run", NULL};
+    int tun_fd, sock_fd, vnet;
+    Py_ssize_t headroom;
+    PyObject *block, *run;
+    if (self->has_block) {
+        PyErr_SetString(PyExc_TypeError, "Lane is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiOnO", kwlist, &tun_fd, &sock_fd, &vnet,
+                                     &block, &headroom, &run)) {
+        return -1;
+    }
+    if (tun_fd < 0 || sock_fd < 0 || (vnet != 0 && vnet != 10)) {
+        PyErr_SetString(PyExc_ValueError, "bad fds or virtio-net header size");
+        return -1;
+    }
+    if (PyObject_GetBuffer(block, &self->block, PyBUF_WRITABLE) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(run, &self->run, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&self->block);
+        return -1;
+    }
+    self->has_block = 1;
+    /* The header goes in front of a sealed packet, the virtio-net header in front of a read
+     * one and of an opened one (in the tag's place), and a datagram needs its header's room. */
+    if (headroom < V2_CT_AT || headroom < vnet || headroom + V2_CT_AT + 64 > self->block.len
+        || self->block.len - headroom > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the lane's block is too small for its headroom");
+        return -1;
+    }
+    self->tun_fd = tun_fd;
+    self->sock_fd = sock_fd;
+    self->vnet = vnet;
+    self->headroom = headroom;
+    return 0;
+}
+
+/* set_peer(sockaddr: bytes | None): the one address datagrams go to and are taken from. */
+static PyObject *
+Lane_set_peer(Lane *self, PyObject *arg)
+{
+    if (arg == Py_None) {
+        self->has_peer = 0;
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    int ok = view.len >= (Py_ssize_t)sizeof(sa_family_t)
+        && view.len <= (Py_ssize_t)sizeof self->peer;
+    if (ok) {
+        memset(&self->peer, 0, sizeof self->peer);
+        memcpy(&self->peer, view.buf, (size_t)view.len);
+        self->peer_len = (socklen_t)view.len;
+        int family = self->peer.ss_family;
+        ok = (family == AF_INET && view.len == sizeof(struct sockaddr_in))
+            || (family == AF_INET6 && view.len == sizeof(struct sockaddr_in6));
+    }
+    PyBuffer_Release(&view);
+    if (!ok) {
+        self->has_peer = 0;
+        PyErr_SetString(PyExc_ValueError, "not a sockaddr_in or sockaddr_in6");
+        return NULL;
+    }
+    self->has_peer = 1;
+    Py_RETURN_NONE;
+}
+
+/* set_send(key, sealer, word, v2, mssfix) or set_send(None): the key new packets go out on. */
+static PyObject *
+Lane_set_send(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1 && args[0] == Py_None) {
+        Lane_clear_send(self);
+        Py_RETURN_NONE;
+    }
+    if (nargs != 5 || !PyObject_TypeCheck(args[1], &AeadType)) {
+        PyErr_SetString(PyExc_TypeError, "takes (key, sealer: Aead, word, v2, mssfix) or (None)");
+        return NULL;
+    }
+    Aead *sealer = (Aead *)args[1];
+    if (!sealer->encrypt || sealer->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not a sealing context");
+        return NULL;
+    }
+    unsigned long word = PyLong_AsUnsignedLong(args[2]);
+    if (word == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int v2 = PyObject_IsTrue(args[3]), mssfix = PyObject_IsTrue(args[4]);
+    if (v2 < 0 || mssfix < 0) {
+        return NULL;
+    }
+    if (word > (v2 ? 0xFFFFFFFFUL : 0xFFUL)) {
+        PyErr_SetString(PyExc_ValueError, "header word out of range");
+        return NULL;
+    }
+    Lane_clear_send(self);
+    self->send_key = Py_NewRef(args[0]);
+    self->sealer = (Aead *)Py_NewRef(args[1]);
+    self->word = word;
+    self->v2 = v2;
+    self->mssfix = mssfix;
+    Py_RETURN_NONE;
+}
+
+/* set_open(key_id, opener, accept) or set_open(None): the key datagrams are opened with. */
+static PyObject *
+Lane_set_open(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1 && args[0] == Py_None) {
+        Lane_clear_open(self);
+        Py_RETURN_NONE;
+    }
+    if (nargs != 3 || !PyObject_TypeCheck(args[1], &AeadType) || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "takes (key_id, opener: Aead, accept) or (None)");
+        return NULL;
+    }
+    Aead *opener = (Aead *)args[1];
+    if (opener->encrypt || opener->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not an opening context");
+        return NULL;
+    }
+    long key_id = PyLong_AsLong(args[0]);
+    if (key_id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (key_id < 0 || key_id > 7) {
+        PyErr_SetString(PyExc_ValueError, "key_id outside 0..7");
+        return NULL;
+    }
+    Lane_clear_open(self);
+    self->opener = (Aead *)Py_NewRef(args[1]);
+    self->accept = Py_NewRef(args[2]);
+    self->v2op = (unsigned char)((P_DATA_V2 << 3) | key_id);
+    self->v1op = (unsigned char)((P_DATA_V1 << 3) | key_id);
+    Py_RETURN_NONE;
+}
+
+#define V1_BIT 16
+#define SIZE_SHIFT 5
+
+static PyObject *
+code(int kind, Py_ssize_t size)
+{
+    return PyLong_FromSsize_t(kind | (size << SIZE_SHIFT));
+}
+
+static int
+nothing_behind(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int n;
+    do {
+        n = poll(&pfd, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    return n == 0;
+}
+
+/* Only a TCP SYN can need the MSS clamp; an IPv4 packet without options that is not one is
+ * told apart here (as Session.encrypt/decrypt do before clamp_mss). */
+static int
+may_need_clamp(const unsigned char *p, Py_ssize_t size)
+{
+    return size >= 40 && (p[0] != 0x45 || (p[9] == 6 && (p[33] & 0x02)));
+}
+
+static Py_ssize_t
+ip_length(const unsigned char *p, Py_ssize_t size)
+{
+    if (size < 20) {
+        return 0;
+    }
+    if (p[0] >> 4 == 4) {
+        return (p[2] << 8) | p[3];
+    }
+    if (p[0] >> 4 == 6) {
+        return ((p[4] << 8) | p[5]) + 40;
+    }
+    return 0;
+}
+
+static void
+put_be32(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* device() -> code: see the top of the file. */
+static PyObject *
+Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
+{
+    unsigned char *base = self->block.buf;
+    Py_ssize_t at = self->headroom - self->vnet;
+    Py_ssize_t room = self->block.len - at;
+    ssize_t n;
+    do {
+        n = read(self->tun_fd, base + at, (size_t)room);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : READ_ERROR, 0);
+    }
+    Py_ssize_t size = n - self->vnet;
+    unsigned char *packet = base + self->headroom;
+    /* As TunDevice._read_plain: a plain packet only (no segmentation, checksum complete),
+     * and not cut (as large as the room and shorter than its IP header says). */
+    if (size <= 0 || (self->vnet && (base[at + 1] != 0 || (base[at] & 1)))
+        || (n >= room && ip_length(packet, size) > size) || (n >= room && size < 20)) {
+        return code(READ_DROPPED, 0);
+    }
+    if (!nothing_behind(self->tun_fd)) {
+        return code(TAKE_MORE, size);
+    }
+    if (self->sealer == NULL || !self->has_peer || (self->mssfix && may_need_clamp(packet, size))
+        || size > INT_MAX - 64) {
+        return code(TAKE_LONE, size);
+    }
+    PyObject *last = PyObject_GetAttr(self->send_key, SEND_PID);
+    if (last == NULL) {
+        return NULL;
+    }
+    unsigned long pid = PyLong_AsUnsignedLong(last);
+    Py_DECREF(last);
+    if (pid == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pid >= PID_MAX) {
+        return code(TAKE_LONE, size); /* the Python path raises PacketIdExhausted */
+    }
+    pid += 1;
+    Py_ssize_t ct_at = self->v2 ? V2_CT_AT : V1_CT_AT;
+    unsigned char *datagram = packet - ct_at;
+    const unsigned char *aad;
+    int aad_len;
+    if (self->v2) {
+        put_be32(datagram, self->word);
+        put_be32(datagram + 4, pid);
+        aad = datagram;
+        aad_len = 8;
+    }
+    else {
+        datagram[0] = (unsigned char)self->word;
+        put_be32(datagram + 1, pid);
+        aad = datagram + 1;
+        aad_len = 4;
+    }
+    if (!aead_run(self->sealer, pid, aad, aad_len, packet, (int)size, packet - TAG_BYTES)) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+        return NULL;
+    }
+    /* The packet-id is used: recorded before the send, as the Python path does. */
+    PyObject *used = PyLong_FromUnsignedLong(pid);
+    if (used == NULL || PyObject_SetAttr(self->send_key, SEND_PID, used) < 0) {
+        Py_XDECREF(used);
+        return NULL;
+    }
+    Py_DECREF(used);
+    ssize_t sent;
+    do {
+        sent = sendto(self->sock_fd, datagram, (size_t)(size + ct_at), 0,
+                      (struct sockaddr *)&self->peer, self->peer_len);
+    } while (sent < 0 && errno == EINTR);
+    return code(sent < 0 ? SEND_FAILED : SENT, size);
+}
+
+static int
+same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) {
+        return 0;
+    }
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        /* As the Python path's (host, port): a scoped address goes that way. */
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == 0 && y->sin6_scope_id == 0
+            && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return 0;
+}
+
+static int
+write_errno_drops(int e)
+{
+    /* TunDevice's _WRITE_DROP_ERRNOS: the device is full or refuses this packet. */
+    return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM || e == EINVAL
+        || e == EIO;
+}
+
+/* link(now) -> code: see the top of the file. */
+static PyObject *
+Lane_link(Lane *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    unsigned char *base = self->block.buf;
+    Py_ssize_t tail = self->block.len - self->headroom;
+    unsigned char *datagram = base + self->headroom;
+    struct iovec iov[2] = {
+        {.iov_base = datagram, .iov_len = (size_t)tail},
+        {.iov_base = self->run.buf, .iov_len = (size_t)self->run.len},
+    };
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {
+        .msg_name = &self->from,
+        .msg_namelen = sizeof self->from,
+        .msg_iov = iov,
+        .msg_iovlen = 2,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof control.buf,
+    };
+    ssize_t n;
+    do {
+        n = recvmsg(self->sock_fd, &msg, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : LINK_ERROR, 0);
+    }
+    self->from_len = msg.msg_namelen;
+    self->flags = msg.msg_flags;
+    if (n == 0 || (msg.msg_flags & MSG_TRUNC)) {
+        return code(MALFORMED, 0);
+    }
+    Py_ssize_t size = n, segment = n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO
+            && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int value;
+            memcpy(&value, CMSG_DATA(c), sizeof value);
+            if (value > 0) {
+                segment = value;
+            }
+            break;
+        }
+    }
+    self->size = size;
+    self->segment = segment;
+    self->lone = 0;
+    if (segment < size) {
+        return code(LINK_TAKE, size); /* a GRO run: the batch path */
+    }
+    self->lone = nothing_behind(self->sock_fd);
+    if (!self->lone || size > tail || !self->has_peer || self->opener == NULL
+        || !same_address(&self->from, &self->peer)) {
+        return code(LINK_TAKE, size);
+    }
+    Py_ssize_t ct_at, aad_from;
+    int v1;
+    if (datagram[0] == self->v2op && size >= V2_CT_AT) {
+        ct_at = V2_CT_AT;
+        aad_from = 0;
+        v1 = 0;
+    }
+    else if (datagram[0] == self->v1op && size >= V1_CT_AT) {
+        ct_at = V1_CT_AT;
+        aad_from = 1;
+        v1 = V1_BIT;
+    }
+    else {
+        return code(LINK_TAKE, size);
+    }
+    Py_ssize_t tag_at = ct_at - TAG_BYTES;
+    const unsigned char *p = datagram + tag_at - 4;
+    unsigned long pid = ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16)
+        | ((unsigned long)p[2] << 8) | p[3];
+    Py_ssize_t plain = size - ct_at;
+    unsigned char *payload = datagram + ct_at;
+    if (!aead_run(self->opener, pid, datagram + aad_from, (int)(tag_at - aad_from), payload,
+                  (int)plain, datagram + tag_at)) {
+        return code(AUTH_FAILED | v1, size);
+    }
+    /* The replay window only after the tag verified (the key's own window). */
+    PyObject *call[2] = {PyLong_FromUnsignedLong(pid), PyFloat_FromDouble(now)};
+    if (call[0] == NULL || call[1] == NULL) {
+        Py_XDECREF(call[0]);
+        Py_XDECREF(call[1]);
+        return NULL;
+    }
+    PyObject *verdict = PyObject_Vectorcall(self->accept, call, 2, NULL);
+    Py_DECREF(call[0]);
+    Py_DECREF(call[1]);
+    if (verdict == NULL) {
+        return NULL;
+    }
+    int accepted = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    if (accepted < 0) {
+        return NULL;
+    }
+    if (!accepted) {
+        return code(REPLAYED | v1, size);
+    }
+    self->ct_at = ct_at;
+    /* A keepalive (16 bytes), OCC (its first byte is never an IP version) or a TCP SYN under
+     * mssfix: the session's own handling. */
+    if (plain < 20 || payload[0] == OCC_FIRST || (self->mssfix && may_need_clamp(payload, plain))) {
+        return code(OPENED_TAKE | v1, size);
+    }
+    unsigned char *frame = payload - self->vnet;
+    memset(frame, 0, (size_t)self->vnet); /* a zero virtio-net header: complete, plain */
+    ssize_t written;
+    do {
+        written = write(self->tun_fd, frame, (size_t)(plain + self->vnet));
+    } while (written < 0 && errno == EINTR);
+    if (written < 0) {
+        if (!write_errno_drops(errno)) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return code(TUN_DROPPED | v1, size);
+    }
+    return code(DELIVERED | v1, size);
+}
+
+/* The last read's source as the Python path names it: (host, port). */
+static PyObject *
+Lane_get_addr(Lane *self, void *Py_UNUSED(closure))
+{
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    int family = self->from.ss_family;
+    if (self->from_len == 0 || (family != AF_INET && family != AF_INET6)) {
+        Py_RETURN_NONE;
+    }
+    if (getnameinfo((struct sockaddr *)&self->from, self->from_len, host, sizeof host, port,
+                    sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(si)", host, atoi(port));
+}
+
+static PyObject *
+Lane_get_size(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyObject *
+Lane_get_segment(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->segment);
+}
+
+static PyObject *
+Lane_get_ct_at(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->ct_at);
+}
+
+static PyObject *
+Lane_get_lone(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->lone);
+}
+
+static PyGetSetDef Lane_getset[] = {
+    {"addr", (getter)Lane_get_addr, NULL, "the last read's source (host, port)", NULL},
+    {"size", (getter)Lane_get_size, NULL, "the last read's size", NULL},
+    {"segment", (getter)Lane_get_segment, NULL, "the last read's GRO segment size", NULL},
+    {"ct_at", (getter)Lane_get_ct_at, NULL, "where the last opened datagram's payload starts",
+     NULL},
+    {"lone", (getter)Lane_get_lone, NULL, "nothing was queued behind the last datagram", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Lane_methods[] = {
+    {"set_peer", (PyCFunction)Lane_set_peer, METH_O, "set_peer(sockaddr bytes | None)"},
+    {"set_send", (PyCFunction)(void (*)(void))Lane_set_send, METH_FASTCALL,
+     "set_send(key, sealer, word, v2, mssfix) or set_send(None)"},
+    {"set_open", (PyCFunction)(void (*)(void))Lane_set_open, METH_FASTCALL,
+     "set_open(key_id, opener, accept) or set_open(None)"},
+    {"device", (PyCFunction)Lane_device, METH_NOARGS, "device() -> code | size << 5"},
+    {"link", (PyCFunction)Lane_link, METH_O, "link(now) -> code | v1 << 4 | size << 5"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tunnel._aead.Lane",
+    .tp_doc = "Lane(tun_fd, sock_fd, vnet, block, headroom, run): a lone packet's hop.",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_methods = Lane_methods,
+    .tp_getset = Lane_getset,
+};
+
+int
+lane_add_type(PyObject *module)
+{
+    SEND_PID = PyUnicode_InternFromString("_send_pid");
+    if (SEND_PID == NULL || PyType_Ready(&LaneType) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType);
+}
