@@ -14,6 +14,11 @@
  *     open key -> authenticated and decrypted in place, then the replay window (after
  *     authentication, the key's own `replay.accept`), then one write to the TUN fd.
  *
+ * A server has many peers: there the lane only reads (no peer or key set), the server's own
+ * maps find the client (peer-id, destination address) and a second call, seal_send() or
+ * open_write(), does the rest on that client's current key, with the address and inner
+ * source it must have.
+ *
  * Anything else -- more packets waiting (a batch), another key_id, a keepalive or OCC
  * payload, a TCP SYN under mssfix, a packet-id at its limit, no key yet -- comes back as a
  * code that says what was read and where it lies, and the Python path (tunnel/io/lane.py,
@@ -26,6 +31,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -74,7 +80,7 @@ enum {
 
 typedef struct {
     PyObject_HEAD
-    int tun_fd, sock_fd, vnet;
+    int tun_fd, sock_fd, vnet, family;
     Py_buffer block;   /* the lane's pool block, held for the lane's life */
     Py_buffer run;     /* the GRO run behind it (the second iovec of a read) */
     Py_ssize_t headroom;
@@ -93,8 +99,9 @@ typedef struct {
     PyObject *accept; /* the key's replay.accept(pid, now) */
     unsigned char v2op, v1op;
     /* what the last call read, for the Python path */
-    Py_ssize_t size, segment, ct_at;
-    int lone, flags;
+    Py_ssize_t size, segment;
+    int lone;
+    int held; /* the last read left a lone packet in place that a second step may take */
     struct sockaddr_storage from;
     socklen_t from_len;
 } Lane;
@@ -161,6 +168,17 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the lane's block is too small for its headroom");
         return -1;
     }
+    int family;
+    socklen_t family_len = sizeof family;
+    if (getsockopt(sock_fd, SOL_SOCKET, SO_DOMAIN, &family, &family_len) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (family != AF_INET && family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "not an IPv4 or IPv6 socket");
+        return -1;
+    }
+    self->family = family;
     self->tun_fd = tun_fd;
     self->sock_fd = sock_fd;
     self->vnet = vnet;
@@ -323,83 +341,6 @@ put_be32(unsigned char *p, unsigned long v)
     p[3] = (unsigned char)v;
 }
 
-/* device() -> code: see the top of the file. */
-static PyObject *
-Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
-{
-    unsigned char *base = self->block.buf;
-    Py_ssize_t at = self->headroom - self->vnet;
-    Py_ssize_t room = self->block.len - at;
-    ssize_t n;
-    do {
-        n = read(self->tun_fd, base + at, (size_t)room);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : READ_ERROR, 0);
-    }
-    Py_ssize_t size = n - self->vnet;
-    unsigned char *packet = base + self->headroom;
-    /* As TunDevice._read_plain: a plain packet only (no segmentation, checksum complete),
-     * and not cut (as large as the room and shorter than its IP header says). */
-    if (size <= 0 || (self->vnet && (base[at + 1] != 0 || (base[at] & 1)))
-        || (n >= room && ip_length(packet, size) > size) || (n >= room && size < 20)) {
-        return code(READ_DROPPED, 0);
-    }
-    if (!nothing_behind(self->tun_fd)) {
-        return code(TAKE_MORE, size);
-    }
-    if (self->sealer == NULL || !self->has_peer || (self->mssfix && may_need_clamp(packet, size))
-        || size > INT_MAX - 64) {
-        return code(TAKE_LONE, size);
-    }
-    PyObject *last = PyObject_GetAttr(self->send_key, SEND_PID);
-    if (last == NULL) {
-        return NULL;
-    }
-    unsigned long pid = PyLong_AsUnsignedLong(last);
-    Py_DECREF(last);
-    if (pid == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (pid >= PID_MAX) {
-        return code(TAKE_LONE, size); /* the Python path raises PacketIdExhausted */
-    }
-    pid += 1;
-    Py_ssize_t ct_at = self->v2 ? V2_CT_AT : V1_CT_AT;
-    unsigned char *datagram = packet - ct_at;
-    const unsigned char *aad;
-    int aad_len;
-    if (self->v2) {
-        put_be32(datagram, self->word);
-        put_be32(datagram + 4, pid);
-        aad = datagram;
-        aad_len = 8;
-    }
-    else {
-        datagram[0] = (unsigned char)self->word;
-        put_be32(datagram + 1, pid);
-        aad = datagram + 1;
-        aad_len = 4;
-    }
-    if (!aead_run(self->sealer, pid, aad, aad_len, packet, (int)size, packet - TAG_BYTES)) {
-        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
-        return NULL;
-    }
-    /* The packet-id is used: recorded before the send, as the Python path does. */
-    PyObject *used = PyLong_FromUnsignedLong(pid);
-    if (used == NULL || PyObject_SetAttr(self->send_key, SEND_PID, used) < 0) {
-        Py_XDECREF(used);
-        return NULL;
-    }
-    Py_DECREF(used);
-    ssize_t sent;
-    do {
-        sent = sendto(self->sock_fd, datagram, (size_t)(size + ct_at), 0,
-                      (struct sockaddr *)&self->peer, self->peer_len);
-    } while (sent < 0 && errno == EINTR);
-    return code(sent < 0 ? SEND_FAILED : SENT, size);
-}
-
 static int
 same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
@@ -419,12 +360,270 @@ same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
     return 0;
 }
 
+/* (host, port) as the Python path names an address, into a sockaddr of the socket's family;
+ * 0 (no exception) when it is not a numeric address of that family. */
+static int
+parse_address(Lane *self, PyObject *host, PyObject *port, struct sockaddr_storage *out,
+              socklen_t *out_len)
+{
+    const char *text = PyUnicode_AsUTF8(host);
+    if (text == NULL) {
+        return -1;
+    }
+    long number = PyLong_AsLong(port);
+    if (number == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (number < 0 || number > 65535) {
+        return 0;
+    }
+    memset(out, 0, sizeof *out);
+    if (self->family == AF_INET) {
+        struct sockaddr_in *in = (void *)out;
+        in->sin_family = AF_INET;
+        in->sin_port = htons((unsigned short)number);
+        *out_len = sizeof *in;
+        return inet_pton(AF_INET, text, &in->sin_addr) == 1;
+    }
+    struct sockaddr_in6 *in6 = (void *)out;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((unsigned short)number);
+    *out_len = sizeof *in6;
+    return inet_pton(AF_INET6, text, &in6->sin6_addr) == 1;
+}
+
 static int
 write_errno_drops(int e)
 {
     /* TunDevice's _WRITE_DROP_ERRNOS: the device is full or refuses this packet. */
     return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM || e == EINVAL
         || e == EIO;
+}
+
+/* Seal the held device packet (`self->size` bytes at the headroom) on `sealer` with `key`'s
+ * next packet-id and send it to `to`: SENT, SEND_FAILED, or TAKE_LONE with nothing changed
+ * (a TCP SYN under mssfix, the packet-id at its limit). */
+static PyObject *
+seal_send(Lane *self, PyObject *key, Aead *sealer, unsigned long word, int v2, int mssfix,
+          const struct sockaddr_storage *to, socklen_t to_len)
+{
+    Py_ssize_t size = self->size;
+    unsigned char *packet = (unsigned char *)self->block.buf + self->headroom;
+    if ((mssfix && may_need_clamp(packet, size)) || size > INT_MAX - 64) {
+        return code(TAKE_LONE, size);
+    }
+    PyObject *last = PyObject_GetAttr(key, SEND_PID);
+    if (last == NULL) {
+        return NULL;
+    }
+    unsigned long pid = PyLong_AsUnsignedLong(last);
+    Py_DECREF(last);
+    if (pid == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (pid >= PID_MAX) {
+        return code(TAKE_LONE, size); /* the Python path raises PacketIdExhausted */
+    }
+    pid += 1;
+    Py_ssize_t ct_at = v2 ? V2_CT_AT : V1_CT_AT;
+    unsigned char *datagram = packet - ct_at;
+    const unsigned char *aad;
+    int aad_len;
+    if (v2) {
+        put_be32(datagram, word);
+        put_be32(datagram + 4, pid);
+        aad = datagram;
+        aad_len = 8;
+    }
+    else {
+        datagram[0] = (unsigned char)word;
+        put_be32(datagram + 1, pid);
+        aad = datagram + 1;
+        aad_len = 4;
+    }
+    self->held = 0; /* from here on the packet is the datagram */
+    if (!aead_run(sealer, pid, aad, aad_len, packet, (int)size, packet - TAG_BYTES)) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to seal");
+        return NULL;
+    }
+    /* The packet-id is used: recorded before the send, as the Python path does. */
+    PyObject *used = PyLong_FromUnsignedLong(pid);
+    if (used == NULL || PyObject_SetAttr(key, SEND_PID, used) < 0) {
+        Py_XDECREF(used);
+        return NULL;
+    }
+    Py_DECREF(used);
+    ssize_t sent;
+    do {
+        sent = sendto(self->sock_fd, datagram, (size_t)(size + ct_at), 0,
+                      (const struct sockaddr *)to, to_len);
+    } while (sent < 0 && errno == EINTR);
+    return code(sent < 0 ? SEND_FAILED : SENT, size);
+}
+
+/* device() -> code: see the top of the file. */
+static PyObject *
+Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
+{
+    unsigned char *base = self->block.buf;
+    Py_ssize_t at = self->headroom - self->vnet;
+    Py_ssize_t room = self->block.len - at;
+    self->held = 0;
+    ssize_t n;
+    do {
+        n = read(self->tun_fd, base + at, (size_t)room);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : READ_ERROR, 0);
+    }
+    Py_ssize_t size = n - self->vnet;
+    unsigned char *packet = base + self->headroom;
+    /* As TunDevice._read_plain: a plain packet only (no segmentation, checksum complete),
+     * and not cut (as large as the room and shorter than its IP header says). */
+    if (size <= 0 || (self->vnet && (base[at + 1] != 0 || (base[at] & 1)))
+        || (n >= room && ip_length(packet, size) > size) || (n >= room && size < 20)) {
+        return code(READ_DROPPED, 0);
+    }
+    self->size = size;
+    if (!nothing_behind(self->tun_fd)) {
+        return code(TAKE_MORE, size);
+    }
+    self->held = 1; /* a lone packet, in place: seal_send() may take it */
+    if (self->sealer == NULL || !self->has_peer) {
+        return code(TAKE_LONE, size);
+    }
+    return seal_send(self, self->send_key, self->sealer, self->word, self->v2, self->mssfix,
+                     &self->peer, self->peer_len);
+}
+
+/* seal_send(key, sealer, word, v2, mssfix, host, port) -> code: the packet the last
+ * device() held (TAKE_LONE), sealed and sent to (host, port); the server's second step,
+ * after its routing found the client. TAKE_LONE again, unchanged, when it cannot. */
+static PyObject *
+Lane_seal_send(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 || !PyObject_TypeCheck(args[1], &AeadType)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "takes (key, sealer: Aead, word, v2, mssfix, host, port)");
+        return NULL;
+    }
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "no device packet is held");
+        return NULL;
+    }
+    Aead *sealer = (Aead *)args[1];
+    if (!sealer->encrypt || sealer->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not a sealing context");
+        return NULL;
+    }
+    unsigned long word = PyLong_AsUnsignedLong(args[2]);
+    if (word == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int v2 = PyObject_IsTrue(args[3]), mssfix = PyObject_IsTrue(args[4]);
+    if (v2 < 0 || mssfix < 0) {
+        return NULL;
+    }
+    if (word > (v2 ? 0xFFFFFFFFUL : 0xFFUL)) {
+        PyErr_SetString(PyExc_ValueError, "header word out of range");
+        return NULL;
+    }
+    struct sockaddr_storage to;
+    socklen_t to_len;
+    int parsed = parse_address(self, args[5], args[6], &to, &to_len);
+    if (parsed < 0) {
+        return NULL;
+    }
+    if (!parsed) {
+        return code(TAKE_LONE, self->size);
+    }
+    return seal_send(self, args[0], sealer, word, v2, mssfix, &to, to_len);
+}
+
+/* Open the held datagram (`self->size` bytes at the headroom, P_DATA of the key whose
+ * first bytes are v2op / v1op) on `opener`, the replay window after authentication, and
+ * write the payload to the TUN when it is an ordinary IP packet (`vip` >= 0: its IPv4
+ * source must be that; `deliver` 0: every payload is the Python path's). */
+static PyObject *
+open_write(Lane *self, Aead *opener, PyObject *accept, unsigned char v2op, int v1op,
+           int mssfix, long long vip, int deliver, double now)
+{
+    unsigned char *datagram = (unsigned char *)self->block.buf + self->headroom;
+    Py_ssize_t size = self->size;
+    Py_ssize_t ct_at, aad_from;
+    int v1;
+    if (datagram[0] == v2op && size >= V2_CT_AT) {
+        ct_at = V2_CT_AT;
+        aad_from = 0;
+        v1 = 0;
+    }
+    else if (v1op >= 0 && datagram[0] == v1op && size >= V1_CT_AT) {
+        ct_at = V1_CT_AT;
+        aad_from = 1;
+        v1 = V1_BIT;
+    }
+    else {
+        return code(LINK_TAKE, size);
+    }
+    self->held = 0; /* from here on it is decrypted in place */
+    Py_ssize_t tag_at = ct_at - TAG_BYTES;
+    const unsigned char *p = datagram + tag_at - 4;
+    unsigned long pid = ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16)
+        | ((unsigned long)p[2] << 8) | p[3];
+    Py_ssize_t plain = size - ct_at;
+    unsigned char *payload = datagram + ct_at;
+    if (!aead_run(opener, pid, datagram + aad_from, (int)(tag_at - aad_from), payload,
+                  (int)plain, datagram + tag_at)) {
+        return code(AUTH_FAILED | v1, size);
+    }
+    /* The replay window only after the tag verified (the key's own window). */
+    PyObject *call[2] = {PyLong_FromUnsignedLong(pid), PyFloat_FromDouble(now)};
+    if (call[0] == NULL || call[1] == NULL) {
+        Py_XDECREF(call[0]);
+        Py_XDECREF(call[1]);
+        return NULL;
+    }
+    PyObject *verdict = PyObject_Vectorcall(accept, call, 2, NULL);
+    Py_DECREF(call[0]);
+    Py_DECREF(call[1]);
+    if (verdict == NULL) {
+        return NULL;
+    }
+    int accepted = PyObject_IsTrue(verdict);
+    Py_DECREF(verdict);
+    if (accepted < 0) {
+        return NULL;
+    }
+    if (!accepted) {
+        return code(REPLAYED | v1, size);
+    }
+    /* A keepalive (16 bytes), OCC (its first byte is never an IP version), a TCP SYN under
+     * mssfix, an inner source to check beyond one IPv4 address: the session's own handling. */
+    if (!deliver || plain < 20 || payload[0] == OCC_FIRST
+        || (mssfix && may_need_clamp(payload, plain))) {
+        return code(OPENED_TAKE | v1, size);
+    }
+    if (vip >= 0) {
+        unsigned long source = ((unsigned long)payload[12] << 24)
+            | ((unsigned long)payload[13] << 16) | ((unsigned long)payload[14] << 8)
+            | payload[15];
+        if (payload[0] >> 4 != 4 || source != (unsigned long)vip) {
+            return code(OPENED_TAKE | v1, size);
+        }
+    }
+    unsigned char *frame = payload - self->vnet;
+    memset(frame, 0, (size_t)self->vnet); /* a zero virtio-net header: complete, plain */
+    ssize_t written;
+    do {
+        written = write(self->tun_fd, frame, (size_t)(plain + self->vnet));
+    } while (written < 0 && errno == EINTR);
+    if (written < 0) {
+        if (!write_errno_drops(errno)) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        return code(TUN_DROPPED | v1, size);
+    }
+    return code(DELIVERED | v1, size);
 }
 
 /* link(now) -> code: see the top of the file. */
@@ -435,9 +634,9 @@ Lane_link(Lane *self, PyObject *arg)
     if (now == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    unsigned char *base = self->block.buf;
+    self->held = 0;
+    unsigned char *datagram = (unsigned char *)self->block.buf + self->headroom;
     Py_ssize_t tail = self->block.len - self->headroom;
-    unsigned char *datagram = base + self->headroom;
     struct iovec iov[2] = {
         {.iov_base = datagram, .iov_len = (size_t)tail},
         {.iov_base = self->run.buf, .iov_len = (size_t)self->run.len},
@@ -462,7 +661,6 @@ Lane_link(Lane *self, PyObject *arg)
         return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : LINK_ERROR, 0);
     }
     self->from_len = msg.msg_namelen;
-    self->flags = msg.msg_flags;
     if (n == 0 || (msg.msg_flags & MSG_TRUNC)) {
         return code(MALFORMED, 0);
     }
@@ -485,75 +683,67 @@ Lane_link(Lane *self, PyObject *arg)
         return code(LINK_TAKE, size); /* a GRO run: the batch path */
     }
     self->lone = nothing_behind(self->sock_fd);
-    if (!self->lone || size > tail || !self->has_peer || self->opener == NULL
-        || !same_address(&self->from, &self->peer)) {
+    if (!self->lone || size > tail) {
         return code(LINK_TAKE, size);
     }
-    Py_ssize_t ct_at, aad_from;
-    int v1;
-    if (datagram[0] == self->v2op && size >= V2_CT_AT) {
-        ct_at = V2_CT_AT;
-        aad_from = 0;
-        v1 = 0;
-    }
-    else if (datagram[0] == self->v1op && size >= V1_CT_AT) {
-        ct_at = V1_CT_AT;
-        aad_from = 1;
-        v1 = V1_BIT;
-    }
-    else {
+    self->held = 1; /* one datagram, alone, in place: open_write() may take it */
+    if (!self->has_peer || self->opener == NULL || !same_address(&self->from, &self->peer)) {
         return code(LINK_TAKE, size);
     }
-    Py_ssize_t tag_at = ct_at - TAG_BYTES;
-    const unsigned char *p = datagram + tag_at - 4;
-    unsigned long pid = ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16)
-        | ((unsigned long)p[2] << 8) | p[3];
-    Py_ssize_t plain = size - ct_at;
-    unsigned char *payload = datagram + ct_at;
-    if (!aead_run(self->opener, pid, datagram + aad_from, (int)(tag_at - aad_from), payload,
-                  (int)plain, datagram + tag_at)) {
-        return code(AUTH_FAILED | v1, size);
-    }
-    /* The replay window only after the tag verified (the key's own window). */
-    PyObject *call[2] = {PyLong_FromUnsignedLong(pid), PyFloat_FromDouble(now)};
-    if (call[0] == NULL || call[1] == NULL) {
-        Py_XDECREF(call[0]);
-        Py_XDECREF(call[1]);
+    return open_write(self, self->opener, self->accept, self->v2op, (int)self->v1op,
+                      self->mssfix, -1, 1, now);
+}
+
+/* open_write(key_id, opener, accept, host, port, vip, mssfix, deliver, now) -> code: the
+ * datagram the last link() held (LINK_TAKE), when it is P_DATA_V2 of `key_id` from (host,
+ * port); the server's second step, after the peer-id found the client. `vip`: the IPv4
+ * address its inner source must be (-1: every payload to the Python path). LINK_TAKE, with
+ * the datagram untouched, when it is not that. */
+static PyObject *
+Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9 || !PyObject_TypeCheck(args[1], &AeadType) || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "takes (key_id, opener: Aead, accept, host, port, "
+                                         "vip, mssfix, deliver, now)");
         return NULL;
     }
-    PyObject *verdict = PyObject_Vectorcall(self->accept, call, 2, NULL);
-    Py_DECREF(call[0]);
-    Py_DECREF(call[1]);
-    if (verdict == NULL) {
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "no datagram is held");
         return NULL;
     }
-    int accepted = PyObject_IsTrue(verdict);
-    Py_DECREF(verdict);
-    if (accepted < 0) {
+    Aead *opener = (Aead *)args[1];
+    if (opener->encrypt || opener->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not an opening context");
         return NULL;
     }
-    if (!accepted) {
-        return code(REPLAYED | v1, size);
+    long key_id = PyLong_AsLong(args[0]);
+    if (key_id == -1 && PyErr_Occurred()) {
+        return NULL;
     }
-    self->ct_at = ct_at;
-    /* A keepalive (16 bytes), OCC (its first byte is never an IP version) or a TCP SYN under
-     * mssfix: the session's own handling. */
-    if (plain < 20 || payload[0] == OCC_FIRST || (self->mssfix && may_need_clamp(payload, plain))) {
-        return code(OPENED_TAKE | v1, size);
+    long long vip = PyLong_AsLongLong(args[5]);
+    if (vip == -1 && PyErr_Occurred()) {
+        return NULL;
     }
-    unsigned char *frame = payload - self->vnet;
-    memset(frame, 0, (size_t)self->vnet); /* a zero virtio-net header: complete, plain */
-    ssize_t written;
-    do {
-        written = write(self->tun_fd, frame, (size_t)(plain + self->vnet));
-    } while (written < 0 && errno == EINTR);
-    if (written < 0) {
-        if (!write_errno_drops(errno)) {
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        return code(TUN_DROPPED | v1, size);
+    int mssfix = PyObject_IsTrue(args[6]), deliver = PyObject_IsTrue(args[7]);
+    double now = PyFloat_AsDouble(args[8]);
+    if (mssfix < 0 || deliver < 0 || (now == -1.0 && PyErr_Occurred())) {
+        return NULL;
     }
-    return code(DELIVERED | v1, size);
+    if (key_id < 0 || key_id > 7 || vip > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "key_id outside 0..7 or vip outside IPv4");
+        return NULL;
+    }
+    struct sockaddr_storage expected;
+    socklen_t expected_len;
+    int parsed = parse_address(self, args[3], args[4], &expected, &expected_len);
+    if (parsed < 0) {
+        return NULL;
+    }
+    if (!parsed || !same_address(&self->from, &expected)) {
+        return code(LINK_TAKE, self->size); /* from elsewhere: a float is the Python path's */
+    }
+    return open_write(self, opener, args[2], (unsigned char)((P_DATA_V2 << 3) | key_id), -1,
+                      mssfix, vip, deliver, now);
 }
 
 /* The last read's source as the Python path names it: (host, port). */
@@ -585,9 +775,9 @@ Lane_get_segment(Lane *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
-Lane_get_ct_at(Lane *self, void *Py_UNUSED(closure))
+Lane_get_held(Lane *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSsize_t(self->ct_at);
+    return PyBool_FromLong(self->held);
 }
 
 static PyObject *
@@ -600,8 +790,7 @@ static PyGetSetDef Lane_getset[] = {
     {"addr", (getter)Lane_get_addr, NULL, "the last read's source (host, port)", NULL},
     {"size", (getter)Lane_get_size, NULL, "the last read's size", NULL},
     {"segment", (getter)Lane_get_segment, NULL, "the last read's GRO segment size", NULL},
-    {"ct_at", (getter)Lane_get_ct_at, NULL, "where the last opened datagram's payload starts",
-     NULL},
+    {"held", (getter)Lane_get_held, NULL, "a lone packet is in place for a second step", NULL},
     {"lone", (getter)Lane_get_lone, NULL, "nothing was queued behind the last datagram", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -613,6 +802,11 @@ static PyMethodDef Lane_methods[] = {
     {"set_open", (PyCFunction)(void (*)(void))Lane_set_open, METH_FASTCALL,
      "set_open(key_id, opener, accept) or set_open(None)"},
     {"device", (PyCFunction)Lane_device, METH_NOARGS, "device() -> code | size << 5"},
+    {"seal_send", (PyCFunction)(void (*)(void))Lane_seal_send, METH_FASTCALL,
+     "seal_send(key, sealer, word, v2, mssfix, host, port) -> code: the held device packet"},
+    {"open_write", (PyCFunction)(void (*)(void))Lane_open_write, METH_FASTCALL,
+     "open_write(key_id, opener, accept, host, port, vip, mssfix, deliver, now) -> code: the "
+     "held datagram"},
     {"link", (PyCFunction)Lane_link, METH_O, "link(now) -> code | v1 << 4 | size << 5"},
     {NULL, NULL, 0, NULL},
 };

@@ -199,6 +199,42 @@ def main() -> int:
         out["send_v1"] = from_device()
         opened = server_opens()
         out["sent_v1_opened"] = opened is not None and opened.endswith(b"as V1")
+
+        # -- a server's lane: it reads, the caller finds the client, a second call ---------
+        server_lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
+        host, port = server.getsockname()
+        sender.sendto(b"to a client", (PEER, 9))
+        _wait(dev.fileno())
+        out["server_read"] = _kind(server_lane.device())
+        out["server_held"] = server_lane.held
+        out["server_seal_send"] = _kind(server_lane.seal_send(
+            ours, sealer, ours._v2_word | 5, True, True, host, port))
+        opened = server_opens()
+        out["server_sent_opened"] = opened is not None and opened.endswith(b"to a client")
+        try:
+            server_lane.seal_send(ours, sealer, ours._v2_word | 5, True, True, host, port)
+        except ValueError as exc:
+            out["server_seal_unheld"] = str(exc)
+        vip = int(ipaddress.ip_address(PEER))
+
+        def server_link(datagram: bytes, expect_host: str, expect_port: int, vip: int,
+                        deliver: bool = True) -> str:
+            server.sendto(datagram, link.getsockname())
+            _wait(link)
+            read = _kind(server_lane.link(time.monotonic()))
+            if read != "LINK_TAKE" or not server_lane.held:
+                return f"read {read}"
+            return _kind(server_lane.open_write(0, opener, ours.replay.accept, expect_host,
+                                                expect_port, vip, True, deliver,
+                                                time.monotonic()))
+
+        out["server_deliver"] = server_link(seal_theirs(packet), host, port, vip)
+        out["server_delivered_payload"] = (app.recv(2048).decode() if _wait(app) else None)
+        out["server_elsewhere"] = server_link(seal_theirs(packet), host, port + 1, vip)
+        out["server_elsewhere_still_held"] = server_lane.held
+        out["server_bad_source"] = server_link(seal_theirs(packet), host, port, vip + 1)
+        out["server_no_vip"] = server_link(seal_theirs(packet), host, port, -1, False)
+        out["server_replay"] = server_link(datagram, host, port, vip)
     print(json.dumps(out))
     return 0
 

@@ -78,3 +78,22 @@ def test_device_packets_the_lane_does_not_seal_are_handed_over(
     # At the packet-id limit nothing is sealed (the Python path raises PacketIdExhausted).
     assert probe["pid_limit"] == "TAKE_LONE"
     assert probe["pid_limit_unchanged"] is True
+
+
+def test_a_servers_lane_reads_then_seals_or_opens_for_the_client_it_was_given(
+        probe: dict[str, object]) -> None:
+    assert probe["server_read"] == "TAKE_LONE"  # no key of its own: read and held
+    assert probe["server_held"] is True
+    assert probe["server_seal_send"] == "SENT"
+    assert probe["server_sent_opened"] is True
+    assert probe["server_seal_unheld"] == "no device packet is held"
+    assert probe["server_deliver"] == "DELIVERED"
+    assert probe["server_delivered_payload"] == "through the lane"
+    # From another address than the client's: untouched, for the Python path (a float).
+    assert probe["server_elsewhere"] == "LINK_TAKE"
+    assert probe["server_elsewhere_still_held"] is True
+    # An inner source that is not the client's, or no IPv4 address to check it against:
+    # opened, and the server's own checks decide.
+    assert probe["server_bad_source"] == "OPENED_TAKE"
+    assert probe["server_no_vip"] == "OPENED_TAKE"
+    assert probe["server_replay"] == "REPLAYED"

@@ -31,7 +31,7 @@ from tunnel.io.faults import CallbackFaults
 from tunnel.io.gro_rows import ROWS_RUN_SIZE as GRO_ROWS_SIZE
 from tunnel.io.gro_rows import attach_run_opener, run_opener_wanted
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
-from tunnel.io.lane import HANDLED, attach_lane, handled_kinds
+from tunnel.io.lane import HANDLED, attach_lane, handled_kinds, lane_applies
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
 from tunnel.io.tso_rows import ROWS_RUN_SIZE as TSO_ROWS_SIZE
@@ -114,9 +114,11 @@ class Driver:
         # (a GRO run opened in rows, a TSO super-packet sealed in rows), larger blocks then.
         rows = int(run_opener_wanted(endpoint, device.offload)) + int(
             super_sender_wanted(device, endpoint))
+        # The lone-packet lane's buffer is one more (tunnel/io/lane.py), where it applies.
+        lane = int(lane_applies(endpoint, device, sock))
         if runs is None:
             size = max(RUN_SIZE, GRO_ROWS_SIZE, TSO_ROWS_SIZE) if rows else RUN_SIZE
-            runs = RunPool(size, (3 if device.offload else 2) + rows)
+            runs = RunPool(size, (3 if device.offload else 2) + rows + lane)
         self.runs = runs
         # GSO: the sealed datagrams of one device batch leave in one sendmsg per destination.
         self._gso = GsoSender(sock, run=self.runs.acquire())
@@ -134,9 +136,13 @@ class Driver:
             device, endpoint, self._gso, self._fault, batch * 2, self.runs)
         # The lone-packet lane (tunnel/io/lane.py): an idle tunnel's packet in one native call
         # per hop, where it applies (the client over UDP on a real TUN, libcrypto's AEAD).
-        self._lane = (attach_lane(endpoint, device, sock, pool, self._link, self._gso,
-                                  self._output, self.stats)
-                      if self._supers is None else None)
+        self._lane = (attach_lane(endpoint, device, sock, pool, self.runs, self._link,
+                                  self._gso, self._output, self.stats)
+                      if lane and self._supers is None else None)
+        # Whether the last callback of each side moved more than one packet: under load the
+        # next wakeup goes straight to the batch path (the lane's first read would only be
+        # handed over), back to the lane after the first quiet one.
+        self._device_busy = self._link_busy = False
         if self._lane is not None:
             self.faults.log.info(
                 "data path: lone packets take the native lane (read, seal/open, send in one call)")
@@ -190,7 +196,7 @@ class Driver:
     def _on_socket_readable(self) -> None:
         # The readiness callback itself: whatever escapes is a bug, counted and survived.
         lane = self._lane
-        if lane is not None:
+        if lane is not None and not self._link_busy:
             now = self.loop.time()
             try:
                 handled = lane.link(now)
@@ -209,14 +215,17 @@ class Driver:
                 except Exception as exc:
                     self._fault("freeing the connections' arenas", exc)
                 return
-        self._socket_batch()
+            self._socket_batch(lane.pre)
+            return
+        self._socket_batch(None)
 
-    def _socket_batch(self) -> None:
+    def _socket_batch(self, pre: tuple[int, int, Address, bool] | None) -> None:
+        """The socket callback's batch path; `pre`: a datagram the lane read and left in its
+        buffer (tunnel/io/lane.py), or None."""
         try:
             now = self.loop.time()
             arena = self.arena
             lane = self._lane
-            pre = lane.pre if lane is not None else None
             output = self._output
             stats = self.stats
             counts = output.counts
@@ -235,6 +244,7 @@ class Driver:
                 output.flush()
                 arena.free()
                 stats.udp_rx += rx
+                self._link_busy = rx > 1
                 stats.malformed += malformed
                 dropped = counts.dropped - dropped
                 stats.tun_tx += counts.packets - packets - dropped
@@ -260,7 +270,7 @@ class Driver:
         # The readiness callback itself: whatever escapes is a bug, counted and survived.
         lane = self._lane
         first = 0
-        if lane is not None:
+        if lane is not None and not self._device_busy:
             try:
                 first = lane.device(self.loop.time())
             except Exception as exc:  # a bug: this packet is lost, nothing else
@@ -316,6 +326,7 @@ class Driver:
                     tun_rx += supers.segments - segments
                 arena.free()
                 stats.tun_rx += tun_rx
+                self._device_busy = tun_rx > 1
                 stats.no_route += no_route
                 stats.udp_tx += gso.sent - sent
                 stats.udp_tx_dropped += gso.dropped - dropped

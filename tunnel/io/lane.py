@@ -1,16 +1,22 @@
-"""The lone-packet lane: an idle tunnel's packet through the client in one native call per hop.
+"""The lone-packet lane: an idle tunnel's packet in one or two native calls per hop.
 
 An interactive packet (ping, SSH, an RPC) arrives alone, and every wakeup on an idle tunnel
 runs cold: each distinct line it runs costs as if it were the first. The Python hop
-(datapath.py -> Client -> Session -> DataKey -> Buffer -> GsoSender) was ~30 calls per
+(datapath.py -> endpoint -> Session -> DataKey -> Buffer -> GsoSender) was ~30 calls per
 packet, most of the round trip's gap to the stock binary (docs/PERFORMANCE.md). The lane
-(`tunnel._aead.Lane`, tunnel/_lane.c) does the ordinary case in one call on the key's own
+(`tunnel._aead.Lane`, tunnel/_lane.c) does the ordinary case natively, on the key's own
 libcrypto contexts and packet-id counter:
 
-* device side: read the packet, nothing behind it, the send key set, not a SYN under mssfix
-  -> sealed where it lies in the lane's pool buffer and sent to the server;
-* link side: one datagram, nothing behind it, from the server, P_DATA of the current key ->
-  authenticated, the key's replay window, written to the TUN.
+* device side: read the packet, nothing behind it, not a SYN under mssfix -> sealed where it
+  lies in the lane's pool buffer and sent to the peer;
+* link side: one datagram, nothing behind it, from the peer's address, P_DATA of the current
+  key -> authenticated, the key's replay window, written to the TUN.
+
+The client (`ClientLane`) has one peer: the lane holds its session's current key, mirrored on
+every call (`_sync`: key, peer-id, compression, mssfix, server address, so a rekey, a push or
+a reconnect is seen before the next packet), and a hop is one call. The server
+(`ServerLane`) has many: the lane reads, the server's own maps find the client (peer-id,
+destination address), and a second call seals or opens on that client's current key.
 
 Everything else comes back as what was read and where, and goes on through the Python path
 (`outbound_batch` / `inbound_batch` with the packet already read, or the session's `opened`
@@ -18,11 +24,8 @@ for an opened payload it does not deliver): the same checks in the same order, s
 second implementation of a decision. The counters the Python path keeps (driver stats,
 traffic, key, device, GSO and coalescer counts) are kept here the same way.
 
-The lane mirrors the session on every call (`_sync`): the current key, the peer-id, the
-compression framing, mssfix and the server's address, so a rekey, a push or a reconnect is
-seen before the next packet. Used
-only where it applies: the client endpoint over UDP, a real TUN without TSO reads, the
-libcrypto AEAD, no compression framing; `TUNNEL_LANE=0` turns it off (A/B benchmarks).
+Used where it applies: UDP, a real TUN without TSO reads, the libcrypto AEAD, no compression
+framing; `TUNNEL_LANE=0` turns it off (A/B benchmarks).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Final
 
-from core import Buffer, BufferPool
+from core import Buffer, BufferPool, PoolExhausted, RunPool
 from tunnel.io.batch_kinds import CONTROL, REFUSED
 from tunnel.io.datapath import DeviceOutput, UdpLink
 from tunnel.io.gso import GsoSender
@@ -40,11 +43,13 @@ from tunnel.io.tun import TunDevice
 from tunnel.protocol.aead import BACKEND, NATIVE_AEAD
 from tunnel.protocol.client import Client
 from tunnel.protocol.datachannel import DataKey
+from tunnel.protocol.server import Server
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 if TYPE_CHECKING:
     from tunnel._aead import Aead, Lane
     from tunnel.io.driver_stats import DriverStats
+    from tunnel.protocol.peertable import PeerEntry
     from tunnel.protocol.session import Session
 
 # The lane's result: a kind in the low 4 bits, bit 4 set for a P_DATA_V1 datagram, the size
@@ -77,6 +82,7 @@ _V2_OVERHEAD: Final = 24
 _V1_OVERHEAD: Final = 21
 
 _PORT: Final = struct.Struct(">H")
+_P_DATA_V2: Final = 9
 
 
 def lane_wanted() -> bool:
@@ -99,56 +105,142 @@ def sockaddr_of(addr: tuple[str, int], family: int) -> bytes | None:
     return head + bytes(4) + packed + bytes(4)  # flowinfo, address, scope 0
 
 
-class ClientLane:
-    """The glue between the driver's callbacks and one `Lane` for a `Client` endpoint."""
+class _LaneGlue:
+    """What the client's and the server's glue share: the lane, its buffer, and the counters
+    the Python path keeps for what the lane did (the driver's stats, the device's, the GSO
+    sender's, the device output's)."""
 
-    __slots__ = (
-        "_client",
-        "_comp",
-        "_device",
-        "_family",
-        "_gso",
-        "_headroom",
-        "_key",
-        "_lane",
-        "_mssfix",
-        "_native",
-        "_output",
-        "_peer_id",
-        "_session",
-        "_stats",
-        "_usable",
-        "buf",
-        "lone",
-        "pre",
-    )
+    __slots__ = ("_block", "_device", "_gso", "_headroom", "_lane", "_native", "_output",
+                 "_stats", "buf", "lone", "pre")
 
-    def __init__(self, lane: Lane, client: Client, device: TunDevice, sock: socket.socket,
-                 buf: Buffer, gso: GsoSender, output: DeviceOutput, stats: DriverStats,
+    def __init__(self, lane: Lane, device: TunDevice, buf: Buffer, block: memoryview,
+                 gso: GsoSender, output: DeviceOutput, stats: DriverStats,
                  native: type[Aead]) -> None:
         self._lane = lane
         self._native = native  # the libcrypto context class: the lane works on no other
-        self._client = client
         self._device = device
-        self._family = sock.family
         self._gso = gso
         self._output = output
         self._stats = stats
         self.buf = buf  # the lane's pool buffer, held for its life; the batch's when it falls back
+        self._block = block  # all of it: where the lane reads to
         self._headroom = buf.offset
+        self.lone = False
+        # What `link` read and hands to `inbound_batch`: (size, segment, addr, lone).
+        self.pre: tuple[int, int, tuple[str, int], bool] | None = None
+
+    def _sent(self, kind: int) -> None:
+        """A device packet sealed and sent (SENT) or refused by the socket (SEND_FAILED)."""
+        self._device.rx_packets += 1
+        stats = self._stats
+        stats.tun_rx += 1
+        gso = self._gso
+        gso.runs += 1
+        if kind == SENT:
+            gso.sent += 1
+            stats.udp_tx += 1
+        else:
+            gso.dropped += 1
+            stats.udp_tx_dropped += 1
+
+    def _device_rest(self, result: int) -> int:
+        """`device`'s answer for what the lane did not send: HANDLED, 0 or a packet's size."""
+        kind = result & _KIND
+        if kind == EMPTY:
+            return HANDLED
+        if kind in (TAKE_LONE, TAKE_MORE):
+            self._device.rx_packets += 1
+            self.lone = kind == TAKE_LONE
+            self.buf.reset(self._headroom)
+            return result >> _SIZE_SHIFT
+        if kind == READ_DROPPED:
+            self._device.rx_dropped += 1
+        return 0  # READ_DROPPED, READ_ERROR: the batch path reads on (and meets the error)
+
+    def _written(self, kind: int) -> None:
+        """An opened payload written to the device (DELIVERED) or refused by it."""
+        stats = self._stats
+        stats.udp_rx += 1
+        output = self._output
+        counts = output.counts
+        counts.packets += 1
+        if output.coalescer is not None:
+            output.coalescer.writes += 1
+        if kind == DELIVERED:
+            self._device.tx_packets += 1
+            stats.tun_tx += 1
+        else:
+            counts.dropped += 1
+            self._device.tx_dropped += 1
+            stats.tun_tx_dropped += 1
+
+    def _payload(self, result: int) -> Buffer:
+        """The lane's buffer over the payload of the datagram it opened (OPENED_TAKE)."""
+        buf = self.buf
+        ct_at = _V1_OVERHEAD if result & _V1 else _V2_OVERHEAD
+        buf.reset(self._headroom + ct_at)
+        buf.inc_len((result >> _SIZE_SHIFT) - ct_at)
+        return buf
+
+    def _deliver(self, buf: Buffer, verdict: int) -> int:
+        """The session's verdict on a payload the lane opened: written when TO_TUN; the
+        batch's CONTROL/REFUSED bits below HANDLED."""
+        if verdict == TO_TUN:
+            counts = self._output.counts
+            dropped = counts.dropped
+            self._output.write_alone(buf)
+            if counts.dropped != dropped:
+                self._stats.tun_tx_dropped += 1
+            else:
+                self._stats.tun_tx += 1
+        buf.reset(self._headroom)
+        if verdict == CONSUMED:
+            return HANDLED - CONTROL
+        if verdict == DROPPED:
+            return HANDLED - REFUSED
+        return HANDLED
+
+    def _link_rest(self, result: int) -> int:
+        """`link`'s answer for what the lane read and did not handle: 0 (with `pre` set when
+        a datagram is waiting for `inbound_batch`) or HANDLED."""
+        kind = result & _KIND
+        if kind == LINK_TAKE:
+            lane = self._lane
+            addr = lane.addr
+            if addr is None:  # not an address family we speak: the Python path reads on
+                return 0
+            self.pre = (lane.size, lane.segment, addr, lane.lone)
+            self.buf.reset(self._headroom)  # the read is there; the batch arms from here
+            return 0
+        if kind == EMPTY:
+            return HANDLED
+        if kind == MALFORMED:
+            self._stats.malformed += 1
+        return 0  # MALFORMED, LINK_ERROR: the batch path reads on
+
+
+class ClientLane(_LaneGlue):
+    """A `Lane` for a `Client` endpoint: one peer, so the lane holds the session's keys."""
+
+    __slots__ = ("_client", "_comp", "_family", "_key", "_mssfix", "_peer_id", "_session",
+                 "_usable")
+
+    def __init__(self, lane: Lane, client: Client, device: TunDevice, sock: socket.socket,
+                 buf: Buffer, block: memoryview, gso: GsoSender, output: DeviceOutput,
+                 stats: DriverStats, native: type[Aead]) -> None:
+        super().__init__(lane, device, buf, block, gso, output, stats, native)
+        self._client = client
+        self._family = sock.family
         self._session: Session | None = None
         self._key: object = None  # the session's current key, mirrored
         self._usable: DataKey | None = None  # the same, where the lane can use it
         self._peer_id: int | None = None
         self._comp: object = None
         self._mssfix: object = None
-        self.lone = False
-        # What `link` read and hands to `inbound_batch`: (size, segment, addr, lone).
-        self.pre: tuple[int, int, tuple[str, int], bool] | None = None
 
     def _sync(self) -> DataKey | None:
         """Mirror the session: its current key (the one the lane uses, or None when the lane
-        cannot use it), its peer-id and the server's address."""
+        cannot use it), peer-id, compression, mssfix and the server's address."""
         session = self._client.session
         current = session.ring.current
         if (session is self._session and current is self._key
@@ -187,82 +279,39 @@ class ClientLane:
         key = self._sync()
         result = self._lane.device()
         kind = result & _KIND
-        if kind in (SENT, SEND_FAILED):
-            size = result >> _SIZE_SHIFT
-            self._device.rx_packets += 1
-            stats = self._stats
-            stats.tun_rx += 1
-            assert key is not None  # the lane seals only with a key set
-            key.sealed += 1
-            traffic = self._client.traffic
-            traffic.tun_rx += size
-            traffic.link_tx += size + (_V2_OVERHEAD if self._peer_id is not None
-                                       else _V1_OVERHEAD)
-            traffic.link_tx_packets += 1
-            self._session.last_tx = now  # type: ignore[union-attr]
-            gso = self._gso
-            gso.runs += 1
-            if kind == SENT:
-                gso.sent += 1
-                stats.udp_tx += 1
-            else:
-                gso.dropped += 1
-                stats.udp_tx_dropped += 1
-            return HANDLED
-        if kind == EMPTY:
-            return HANDLED
-        if kind in (TAKE_LONE, TAKE_MORE):
-            self._device.rx_packets += 1
-            self.lone = kind == TAKE_LONE
-            self.buf.reset(self._headroom)
-            return result >> _SIZE_SHIFT
-        if kind == READ_DROPPED:
-            self._device.rx_dropped += 1
-        return 0  # READ_DROPPED, READ_ERROR: the batch path reads on (and meets the error)
+        if kind not in (SENT, SEND_FAILED):
+            return self._device_rest(result)
+        assert key is not None  # the lane seals only with a key set
+        size = result >> _SIZE_SHIFT
+        key.sealed += 1
+        traffic = self._client.traffic
+        traffic.tun_rx += size
+        traffic.link_tx += size + (_V2_OVERHEAD if self._peer_id is not None
+                                   else _V1_OVERHEAD)
+        traffic.link_tx_packets += 1
+        self._session.last_tx = now  # type: ignore[union-attr]
+        self._sent(kind)
+        return HANDLED
 
     def link(self, now: float) -> int:
         """One link wakeup's first datagram: HANDLED with the batch's CONTROL/REFUSED bits in
-        the sign's place (HANDLED, HANDLED - CONTROL...: see `handled_kinds`), or 0 (the
-        batch path, `pre` set when it holds a datagram already read)."""
+        the sign's place (see `handled_kinds`), or 0 (the batch path, `pre` set when it holds
+        a datagram already read)."""
         key = self._sync()
-        lane = self._lane
-        result = lane.link(now)
+        result = self._lane.link(now)
         kind = result & _KIND
         self.pre = None
         if kind in (DELIVERED, TUN_DROPPED):
-            size = result >> _SIZE_SHIFT
-            plain = size - (_V1_OVERHEAD if result & _V1 else _V2_OVERHEAD)
             assert key is not None  # the lane opens only with a key set
+            size = result >> _SIZE_SHIFT
             key.opened += 1
-            stats = self._stats
-            stats.udp_rx += 1
             traffic = self._client.traffic
             traffic.link_rx += size
             traffic.link_rx_packets += 1
+            traffic.tun_tx += size - (_V1_OVERHEAD if result & _V1 else _V2_OVERHEAD)
             self._session.last_rx = now  # type: ignore[union-attr]
-            counts = self._output.counts
-            counts.packets += 1
-            coalescer = self._output.coalescer
-            if coalescer is not None:
-                coalescer.writes += 1
-            if kind == DELIVERED:
-                traffic.tun_tx += plain
-                self._device.tx_packets += 1
-                stats.tun_tx += 1
-            else:
-                counts.dropped += 1
-                self._device.tx_dropped += 1
-                stats.tun_tx_dropped += 1
+            self._written(kind)
             return HANDLED
-        if kind == EMPTY:
-            return HANDLED
-        if kind == LINK_TAKE:
-            addr = lane.addr
-            if addr is None:  # not an address family we speak: the Python path reads on
-                return 0
-            self.pre = (lane.size, lane.segment, addr, lane.lone)
-            self.buf.reset(self._headroom)  # the read is there; the batch arms from here
-            return 0
         if kind in (AUTH_FAILED, REPLAYED):
             assert key is not None
             if kind == AUTH_FAILED:
@@ -276,52 +325,152 @@ class ClientLane:
             assert key is not None
             key.opened += 1
             self._stats.udp_rx += 1
+            buf = self._payload(result)
+            return self._deliver(buf, self._client.lane_opened(buf, key, result >> _SIZE_SHIFT,
+                                                               now))
+        return self._link_rest(result)
+
+
+class ServerLane(_LaneGlue):
+    """A `Lane` for a `Server` endpoint: many clients, so the lane reads and the server's own
+    maps find the client (by peer-id, by destination), then the lane seals or opens on that
+    client's current key in a second call. A datagram from another address than the
+    client's (a float), P_DATA_V1, a key other than the current one, client-to-client or a
+    client without an IPv4 address go the Python way, which decides them."""
+
+    __slots__ = ("_by_id", "_c2c", "_server")
+
+    def __init__(self, lane: Lane, server: Server, device: TunDevice, buf: Buffer,
+                 block: memoryview, gso: GsoSender, output: DeviceOutput, stats: DriverStats,
+                 native: type[Aead]) -> None:
+        super().__init__(lane, device, buf, block, gso, output, stats, native)
+        self._server = server
+        self._by_id = server.table.by_id  # (the same list for the server's life)
+        self._c2c = bool(server.settings.client_to_client)
+
+    def device(self, now: float) -> int:
+        """As `ClientLane.device`; the client found by the packet's destination."""
+        lane = self._lane
+        result = lane.device()
+        if result & _KIND == TAKE_LONE and lane.held:
             size = result >> _SIZE_SHIFT
-            buf = self.buf
-            ct_at = _V1_OVERHEAD if result & _V1 else _V2_OVERHEAD
-            buf.reset(self._headroom + ct_at)
-            buf.inc_len(size - ct_at)
-            verdict = self._client.lane_opened(buf, key, size, now)
-            if verdict == TO_TUN:
-                counts = self._output.counts
-                dropped = counts.dropped
-                self._output.write_alone(buf)
-                if counts.dropped != dropped:
-                    self._stats.tun_tx_dropped += 1
-                else:
-                    self._stats.tun_tx += 1
-            buf.reset(self._headroom)
-            if verdict == CONSUMED:
-                return HANDLED - CONTROL
-            if verdict == DROPPED:
-                return HANDLED - REFUSED
+            headroom = self._headroom
+            server = self._server
+            entry = server.lane_route(self._block[headroom:headroom + size])
+            if entry is not None:
+                session = entry.session
+                key = session.ring.current
+                if (session.comp is None and isinstance(key, DataKey)
+                        and isinstance(sealer := key.sealer, self._native)):
+                    peer_id = session.tx_peer_id
+                    host, port = session.remote_addr[:2]
+                    if peer_id is None:
+                        result = lane.seal_send(key, sealer, key._v1_op, False,
+                                                bool(session.mssfix), host, port)
+                    else:
+                        result = lane.seal_send(key, sealer, key._v2_word | peer_id, True,
+                                                bool(session.mssfix), host, port)
+                    kind = result & _KIND
+                    if kind in (SENT, SEND_FAILED):
+                        key.sealed += 1
+                        session.last_tx = now
+                        server.lane_sent(entry, size, size + (
+                            _V1_OVERHEAD if peer_id is None else _V2_OVERHEAD))
+                        self._sent(kind)
+                        return HANDLED
+        return self._device_rest(result)
+
+    def link(self, now: float) -> int:
+        """As `ClientLane.link`; the client found by the datagram's peer-id."""
+        lane = self._lane
+        result = lane.link(now)
+        self.pre = None
+        if result & _KIND == LINK_TAKE and lane.held:
+            block = self._block
+            at = self._headroom
+            first = block[at]
+            if first >> 3 == _P_DATA_V2 and result >> _SIZE_SHIFT >= _V2_OVERHEAD:
+                peer_id = (block[at + 1] << 16) | (block[at + 2] << 8) | block[at + 3]
+                by_id = self._by_id
+                entry = by_id[peer_id] if peer_id < len(by_id) else None
+                if entry is not None:
+                    handled = self._open(entry, first & 7, result >> _SIZE_SHIFT, now)
+                    if handled:
+                        return handled
+        return self._link_rest(result)
+
+    def _open(self, entry: PeerEntry, key_id: int, size: int, now: float) -> int:
+        """The held datagram for `entry`'s client: opened by the lane, or 0 (not handled)."""
+        session = entry.session
+        key = session.data_keys[key_id]
+        if not (key is session.ring.current and session.comp is None
+                and isinstance(key, DataKey) and isinstance(opener := key.opener, self._native)):
+            return 0
+        addr = session.remote_addr
+        vip = entry.vip_int
+        result = self._lane.open_write(key_id, opener, key.replay.accept, addr[0], addr[1], vip,
+                                       bool(session.mssfix), vip >= 0 and not self._c2c, now)
+        kind = result & _KIND
+        server = self._server
+        if kind in (DELIVERED, TUN_DROPPED):
+            key.opened += 1
+            server.lane_delivered(entry, size,
+                                  size - (_V1_OVERHEAD if result & _V1 else _V2_OVERHEAD), now)
+            self._written(kind)
             return HANDLED
-        if kind == MALFORMED:
-            self._stats.malformed += 1
-        return 0  # MALFORMED, LINK_ERROR: the batch path reads on
+        if kind in (AUTH_FAILED, REPLAYED):
+            if kind == AUTH_FAILED:
+                key.auth_failures += 1
+            else:
+                key.replays += 1
+            self._stats.udp_rx += 1
+            server.lane_refused(entry, key, self.buf, addr, size, now)
+            return HANDLED - REFUSED
+        if kind == OPENED_TAKE:
+            key.opened += 1
+            self._stats.udp_rx += 1
+            buf = self._payload(result)
+            return self._deliver(buf, server.lane_opened(entry, key, buf, addr, size, now))
+        return 0  # LINK_TAKE: not from the client's address (a float); the Python path
 
 
 def handled_kinds(result: int) -> int:
-    """The CONTROL/REFUSED bits a `ClientLane.link` result below HANDLED carries."""
+    """The CONTROL/REFUSED bits a lane's `link` result below HANDLED carries."""
     return HANDLED - result
 
 
+def lane_applies(endpoint: object, device: object, sock: socket.socket) -> bool:
+    """Whether a driver over these gets a lane (the module docstring)."""
+    return (lane_wanted() and isinstance(endpoint, Client | Server)
+            and isinstance(device, TunDevice) and not device.tso
+            and sock.type == socket.SOCK_DGRAM
+            and sock.family in (socket.AF_INET, socket.AF_INET6))
+
+
 def attach_lane(endpoint: object, device: object, sock: socket.socket, pool: BufferPool,
-                link: UdpLink, gso: GsoSender, output: DeviceOutput,
-                stats: DriverStats) -> ClientLane | None:
-    """A lane for this driver where it applies (the module docstring), else None."""
-    if not (lane_wanted() and isinstance(endpoint, Client) and isinstance(device, TunDevice)
-            and not device.tso and sock.type == socket.SOCK_DGRAM
-            and sock.family in (socket.AF_INET, socket.AF_INET6)):
+                runs: RunPool, link: UdpLink, gso: GsoSender, output: DeviceOutput,
+                stats: DriverStats) -> ClientLane | ServerLane | None:
+    """A lane for this driver where it applies, else None. Its buffer is one of the
+    driver's `runs` blocks (held for its life, counted with the runs), cut to the packet
+    pool's buffer size, so the lane takes what a pool buffer takes and no more."""
+    if not lane_applies(endpoint, device, sock):
         return None
+    assert isinstance(endpoint, Client | Server) and isinstance(device, TunDevice)
     from tunnel._aead import Aead, Lane
 
-    buf = pool.acquire()
-    headroom = buf.offset
-    buf.reset(0)
-    block = buf.tailroom_view()
+    try:
+        run = runs.acquire()
+    except PoolExhausted:  # a caller's own runs without a block for it: no lane
+        return None
+    frame = pool.frame
+    run.reset(0)
+    block = run.tailroom_view()[:frame.buffer_size]
+    buf = Buffer.over(block)
+    headroom = frame.headroom
     buf.reset(headroom)
     tail = buf.tailroom_view()
     lane = Lane(device.fileno(), sock.fileno(), device.read_offset, block, headroom,
                 link.rest(len(tail)))
-    return ClientLane(lane, endpoint, device, sock, buf, gso, output, stats, Aead)
+    if isinstance(endpoint, Client):
+        return ClientLane(lane, endpoint, device, sock, buf, block, gso, output, stats, Aead)
+    return ServerLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)

@@ -30,6 +30,7 @@ from tunnel.protocol.clientconfig import ClientConfig
 from tunnel.protocol.codec import ControlPacket, read_control, write_control
 from tunnel.protocol.constants import Opcode
 from tunnel.protocol.cookie import CookieJar
+from tunnel.protocol.datacipher import DataCipherKey
 from tunnel.protocol.deadlines import DeadlineHeap
 from tunnel.protocol.drops import (
     AUTH_FAILED,
@@ -244,7 +245,12 @@ class Server:
             self.drops.drop(NO_SESSION, addr, "data packet for no session", now)
             return DROPPED
         session = entry.session
-        verdict = session.decrypt(buf, now)
+        return self._decrypted(entry, session, buf, addr, size, session.decrypt(buf, now), now)
+
+    def _decrypted(self, entry: PeerEntry, session: Session, buf: Buffer, addr: Address,
+                   size: int, verdict: Verdict, now: float) -> Verdict:
+        """`receive` after the session opened (or refused) a data datagram of `size` bytes
+        from `addr`: the inner source, a float, the counters, client-to-client."""
         here = session.remote_addr == addr
         if verdict == DROPPED:
             cause = session.last_drop
@@ -279,10 +285,65 @@ class Server:
                 verdict = self._client_to_client(entry, buf, now)
                 if verdict != TO_TUN:
                     return verdict
-            traffic.tun_tx += len(buf)
+            self.traffic.tun_tx += len(buf)
         elif verdict == CONSUMED:
             self.touch(session)  # a ping or OCC: an OCC reply may be queued
         return verdict
+
+    # -- what the lone-packet lane (tunnel/io/lane.py) hands back: `receive`'s branches ----
+
+    def lane_delivered(self, entry: PeerEntry, size: int, plain: int, now: float) -> None:
+        """The lane opened a P_DATA_V2 datagram of `size` bytes from `entry`'s client, at its
+        address, with its current key, checked its IPv4 source and wrote the `plain` bytes
+        to the TUN: `receive`'s counters for that (no float, no client-to-client)."""
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += 1
+        traffic.tun_tx += plain
+        session = entry.session
+        session.last_rx = now
+        session_traffic = session.traffic
+        session_traffic.link_rx += size
+        session_traffic.link_rx_packets += 1
+        self._touched[session.memory] = None
+
+    def lane_opened(self, entry: PeerEntry, key: DataCipherKey, buf: Buffer, addr: Address,
+                    size: int, now: float) -> Verdict:
+        """The lane opened a datagram of `size` bytes from `addr` for `entry` with `key` and
+        left the payload in `buf`: `receive` from the open on."""
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += 1
+        session = entry.session
+        return self._decrypted(entry, session, buf, addr, size, session.opened(buf, key, now),
+                               now)
+
+    def lane_refused(self, entry: PeerEntry, key: DataCipherKey, buf: Buffer, addr: Address,
+                     size: int, now: float) -> Verdict:
+        """`key` refused the lane's datagram (it counted why): `receive`'s DROPPED branch."""
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += 1
+        session = entry.session
+        return self._decrypted(entry, session, buf, addr, size, session._data_dropped(key),
+                               now)
+
+    def lane_sent(self, entry: PeerEntry, size: int, sealed: int) -> None:
+        """The lane sealed a TUN packet of `size` bytes for `entry` and sent it: `encrypt`'s
+        counters."""
+        traffic = self.traffic
+        traffic.tun_rx += size
+        traffic.link_tx += sealed
+        traffic.link_tx_packets += 1
+        session = entry.session
+        traffic = session.traffic
+        traffic.link_tx += sealed
+        traffic.link_tx_packets += 1
+        self._touched[session.memory] = None
+
+    def lane_route(self, data: memoryview) -> PeerEntry | None:
+        """The client a TUN packet is for (the lane's routing: `encrypt`'s)."""
+        return self._route(data)
 
     def _receive_control(self, buf: Buffer, addr: Address, now: float, size: int) -> Verdict:
         """A control-channel datagram: to its session, or the stateless cookie exchange."""
