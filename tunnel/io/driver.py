@@ -134,8 +134,9 @@ class Driver:
         self._runs = attach_run_opener(endpoint, self._output.coalescer, self.runs)
         self._supers = attach_super_sender(
             device, endpoint, self._gso, self._fault, batch * 2, self.runs)
-        # The lone-packet lane (tunnel/io/lane.py): an idle tunnel's packet in one native call
-        # per hop, where it applies (the client over UDP on a real TUN, libcrypto's AEAD).
+        # The lone-packet lane (tunnel/io/lane.py): an idle tunnel's packet in one or two
+        # native calls per hop, where it applies (UDP, a real TUN without TSO reads,
+        # libcrypto's AEAD).
         self._lane = (attach_lane(endpoint, device, sock, pool, self.runs, self._link,
                                   self._gso, self._output, self.stats)
                       if lane and self._supers is None else None)
