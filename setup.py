@@ -1,7 +1,8 @@
 """The one compiled part: tunnel._aead (tunnel/_aead.c), the data channel's AEAD with a
 persistent libcrypto context per key, and the lone packet's hop on it (tunnel/_lane.c).
-Optional: where it does not build (no compiler, no libssl-dev headers) the install goes on and the data channel uses `cryptography`
-(tunnel/protocol/aead.py says which one runs; `tunnel --version` prints it)."""
+Optional: where it does not build (no compiler, no libssl-dev headers) the install goes on
+and the data channel uses `cryptography` (tunnel/protocol/aead.py says which one runs;
+`tunnel --version` prints it)."""
 
 from setuptools import Extension, setup
 
