@@ -186,36 +186,59 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* set_peer(sockaddr: bytes | None): the one address datagrams go to and are taken from. */
-static PyObject *
-Lane_set_peer(Lane *self, PyObject *arg)
+/* The sealing arguments (sealer, word, v2, mssfix), as set_send() and seal_send() take
+ * them: 1, or 0 with an exception. */
+static int
+parse_sealing(PyObject *const *args, Aead **sealer, unsigned long *word, int *v2, int *mssfix)
 {
-    if (arg == Py_None) {
-        self->has_peer = 0;
-        Py_RETURN_NONE;
+    if (!PyObject_TypeCheck(args[0], &AeadType)) {
+        PyErr_SetString(PyExc_TypeError, "the sealer must be an Aead");
+        return 0;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
+    *sealer = (Aead *)args[0];
+    if (!(*sealer)->encrypt || (*sealer)->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not a sealing context");
+        return 0;
     }
-    int ok = view.len >= (Py_ssize_t)sizeof(sa_family_t)
-        && view.len <= (Py_ssize_t)sizeof self->peer;
-    if (ok) {
-        memset(&self->peer, 0, sizeof self->peer);
-        memcpy(&self->peer, view.buf, (size_t)view.len);
-        self->peer_len = (socklen_t)view.len;
-        int family = self->peer.ss_family;
-        ok = (family == AF_INET && view.len == sizeof(struct sockaddr_in))
-            || (family == AF_INET6 && view.len == sizeof(struct sockaddr_in6));
+    *word = PyLong_AsUnsignedLong(args[1]);
+    if (*word == (unsigned long)-1 && PyErr_Occurred()) {
+        return 0;
     }
-    PyBuffer_Release(&view);
-    if (!ok) {
-        self->has_peer = 0;
-        PyErr_SetString(PyExc_ValueError, "not a sockaddr_in or sockaddr_in6");
-        return NULL;
+    *v2 = PyObject_IsTrue(args[2]);
+    *mssfix = PyObject_IsTrue(args[3]);
+    if (*v2 < 0 || *mssfix < 0) {
+        return 0;
     }
-    self->has_peer = 1;
-    Py_RETURN_NONE;
+    if (*word > (*v2 ? 0xFFFFFFFFUL : 0xFFUL)) {
+        PyErr_SetString(PyExc_ValueError, "header word out of range");
+        return 0;
+    }
+    return 1;
+}
+
+/* The opening arguments (key_id, opener), as set_open() and open_write() take them: 1, or 0
+ * with an exception. */
+static int
+parse_opening(PyObject *const *args, long *key_id, Aead **opener)
+{
+    if (!PyObject_TypeCheck(args[1], &AeadType)) {
+        PyErr_SetString(PyExc_TypeError, "the opener must be an Aead");
+        return 0;
+    }
+    *opener = (Aead *)args[1];
+    if ((*opener)->encrypt || (*opener)->ctx == NULL) {
+        PyErr_SetString(PyExc_TypeError, "not an opening context");
+        return 0;
+    }
+    *key_id = PyLong_AsLong(args[0]);
+    if (*key_id == -1 && PyErr_Occurred()) {
+        return 0;
+    }
+    if (*key_id < 0 || *key_id > 7) {
+        PyErr_SetString(PyExc_ValueError, "key_id outside 0..7");
+        return 0;
+    }
+    return 1;
 }
 
 /* set_send(key, sealer, word, v2, mssfix) or set_send(None): the key new packets go out on. */
@@ -226,30 +249,19 @@ Lane_set_send(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         Lane_clear_send(self);
         Py_RETURN_NONE;
     }
-    if (nargs != 5 || !PyObject_TypeCheck(args[1], &AeadType)) {
+    if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "takes (key, sealer: Aead, word, v2, mssfix) or (None)");
         return NULL;
     }
-    Aead *sealer = (Aead *)args[1];
-    if (!sealer->encrypt || sealer->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "not a sealing context");
-        return NULL;
-    }
-    unsigned long word = PyLong_AsUnsignedLong(args[2]);
-    if (word == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int v2 = PyObject_IsTrue(args[3]), mssfix = PyObject_IsTrue(args[4]);
-    if (v2 < 0 || mssfix < 0) {
-        return NULL;
-    }
-    if (word > (v2 ? 0xFFFFFFFFUL : 0xFFUL)) {
-        PyErr_SetString(PyExc_ValueError, "header word out of range");
+    Aead *sealer;
+    unsigned long word;
+    int v2, mssfix;
+    if (!parse_sealing(args + 1, &sealer, &word, &v2, &mssfix)) {
         return NULL;
     }
     Lane_clear_send(self);
     self->send_key = Py_NewRef(args[0]);
-    self->sealer = (Aead *)Py_NewRef(args[1]);
+    self->sealer = (Aead *)Py_NewRef((PyObject *)sealer);
     self->word = word;
     self->v2 = v2;
     self->mssfix = mssfix;
@@ -264,25 +276,17 @@ Lane_set_open(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         Lane_clear_open(self);
         Py_RETURN_NONE;
     }
-    if (nargs != 3 || !PyObject_TypeCheck(args[1], &AeadType) || !PyCallable_Check(args[2])) {
+    if (nargs != 3 || !PyCallable_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "takes (key_id, opener: Aead, accept) or (None)");
         return NULL;
     }
-    Aead *opener = (Aead *)args[1];
-    if (opener->encrypt || opener->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "not an opening context");
-        return NULL;
-    }
-    long key_id = PyLong_AsLong(args[0]);
-    if (key_id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (key_id < 0 || key_id > 7) {
-        PyErr_SetString(PyExc_ValueError, "key_id outside 0..7");
+    long key_id;
+    Aead *opener;
+    if (!parse_opening(args, &key_id, &opener)) {
         return NULL;
     }
     Lane_clear_open(self);
-    self->opener = (Aead *)Py_NewRef(args[1]);
+    self->opener = (Aead *)Py_NewRef((PyObject *)opener);
     self->accept = Py_NewRef(args[2]);
     self->v2op = (unsigned char)((P_DATA_V2 << 3) | key_id);
     self->v1op = (unsigned char)((P_DATA_V1 << 3) | key_id);
@@ -400,6 +404,27 @@ write_errno_drops(int e)
         || e == EIO;
 }
 
+/* set_peer(host, port) or set_peer(None): the one address datagrams go to and are taken
+ * from; a host that is not a numeric address of the socket's family sets none. */
+static PyObject *
+Lane_set_peer(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    self->has_peer = 0;
+    if (nargs == 1 && args[0] == Py_None) {
+        Py_RETURN_NONE;
+    }
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "takes (host, port) or (None)");
+        return NULL;
+    }
+    int parsed = parse_address(self, args[0], args[1], &self->peer, &self->peer_len);
+    if (parsed < 0) {
+        return NULL;
+    }
+    self->has_peer = parsed;
+    Py_RETURN_NONE;
+}
+
 /* Seal the held device packet (`self->size` bytes at the headroom) on `sealer` with `key`'s
  * next packet-id and send it to `to`: SENT, SEND_FAILED, or TAKE_LONE with nothing changed
  * (a TCP SYN under mssfix, the packet-id at its limit). */
@@ -481,7 +506,7 @@ Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
     /* As TunDevice._read_plain: a plain packet only (no segmentation, checksum complete),
      * and not cut (as large as the room and shorter than its IP header says). */
     if (size <= 0 || (self->vnet && (base[at + 1] != 0 || (base[at] & 1)))
-        || (n >= room && ip_length(packet, size) > size) || (n >= room && size < 20)) {
+        || (n >= room && (size < 20 || ip_length(packet, size) > size))) {
         return code(READ_DROPPED, 0);
     }
     self->size = size;
@@ -502,7 +527,7 @@ Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Lane_seal_send(Lane *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7 || !PyObject_TypeCheck(args[1], &AeadType)) {
+    if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError,
                         "takes (key, sealer: Aead, word, v2, mssfix, host, port)");
         return NULL;
@@ -511,21 +536,10 @@ Lane_seal_send(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "no device packet is held");
         return NULL;
     }
-    Aead *sealer = (Aead *)args[1];
-    if (!sealer->encrypt || sealer->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "not a sealing context");
-        return NULL;
-    }
-    unsigned long word = PyLong_AsUnsignedLong(args[2]);
-    if (word == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    int v2 = PyObject_IsTrue(args[3]), mssfix = PyObject_IsTrue(args[4]);
-    if (v2 < 0 || mssfix < 0) {
-        return NULL;
-    }
-    if (word > (v2 ? 0xFFFFFFFFUL : 0xFFUL)) {
-        PyErr_SetString(PyExc_ValueError, "header word out of range");
+    Aead *sealer;
+    unsigned long word;
+    int v2, mssfix;
+    if (!parse_sealing(args + 1, &sealer, &word, &v2, &mssfix)) {
         return NULL;
     }
     struct sockaddr_storage to;
@@ -702,7 +716,7 @@ Lane_link(Lane *self, PyObject *arg)
 static PyObject *
 Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9 || !PyObject_TypeCheck(args[1], &AeadType) || !PyCallable_Check(args[2])) {
+    if (nargs != 9 || !PyCallable_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "takes (key_id, opener: Aead, accept, host, port, "
                                          "vip, mssfix, deliver, now)");
         return NULL;
@@ -711,13 +725,9 @@ Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "no datagram is held");
         return NULL;
     }
-    Aead *opener = (Aead *)args[1];
-    if (opener->encrypt || opener->ctx == NULL) {
-        PyErr_SetString(PyExc_TypeError, "not an opening context");
-        return NULL;
-    }
-    long key_id = PyLong_AsLong(args[0]);
-    if (key_id == -1 && PyErr_Occurred()) {
+    long key_id;
+    Aead *opener;
+    if (!parse_opening(args, &key_id, &opener)) {
         return NULL;
     }
     long long vip = PyLong_AsLongLong(args[5]);
@@ -729,8 +739,8 @@ Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     if (mssfix < 0 || deliver < 0 || (now == -1.0 && PyErr_Occurred())) {
         return NULL;
     }
-    if (key_id < 0 || key_id > 7 || vip > 0xFFFFFFFFLL) {
-        PyErr_SetString(PyExc_ValueError, "key_id outside 0..7 or vip outside IPv4");
+    if (vip > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "vip outside IPv4");
         return NULL;
     }
     struct sockaddr_storage expected;
@@ -750,16 +760,19 @@ Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Lane_get_addr(Lane *self, void *Py_UNUSED(closure))
 {
-    char host[NI_MAXHOST], port[NI_MAXSERV];
+    char host[NI_MAXHOST];
     int family = self->from.ss_family;
     if (self->from_len == 0 || (family != AF_INET && family != AF_INET6)) {
         Py_RETURN_NONE;
     }
-    if (getnameinfo((struct sockaddr *)&self->from, self->from_len, host, sizeof host, port,
-                    sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    /* getnameinfo, as CPython's own socket address does (a scoped IPv6 address included). */
+    if (getnameinfo((struct sockaddr *)&self->from, self->from_len, host, sizeof host, NULL, 0,
+                    NI_NUMERICHOST) != 0) {
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(si)", host, atoi(port));
+    unsigned short port = family == AF_INET ? ((struct sockaddr_in *)&self->from)->sin_port
+                                            : ((struct sockaddr_in6 *)&self->from)->sin6_port;
+    return Py_BuildValue("(si)", host, (int)ntohs(port));
 }
 
 static PyObject *
@@ -796,7 +809,8 @@ static PyGetSetDef Lane_getset[] = {
 };
 
 static PyMethodDef Lane_methods[] = {
-    {"set_peer", (PyCFunction)Lane_set_peer, METH_O, "set_peer(sockaddr bytes | None)"},
+    {"set_peer", (PyCFunction)(void (*)(void))Lane_set_peer, METH_FASTCALL,
+     "set_peer(host, port) or set_peer(None)"},
     {"set_send", (PyCFunction)(void (*)(void))Lane_set_send, METH_FASTCALL,
      "set_send(key, sealer, word, v2, mssfix) or set_send(None)"},
     {"set_open", (PyCFunction)(void (*)(void))Lane_set_open, METH_FASTCALL,

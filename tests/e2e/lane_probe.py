@@ -13,23 +13,22 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import random
 import select
 import socket
 import struct
 import time
 
 from core import BufferPool, FrameBuilder
-from tests.protocol.vectors import C2S_IV, C2S_KEY, S2C_IV, S2C_KEY
+from tests.io.hostile import hostile_datagrams
+from tests.protocol.vector_keys import vector_key_pair
 from tunnel._aead import Aead, Lane
 from tunnel.io import lane as codes
 from tunnel.io.gso import enable_gro
-from tunnel.io.lane import sockaddr_of
 from tunnel.io.netlink import configure_device
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.constants import PING_MAGIC
-from tunnel.protocol.datachannel import DataKey, register_data_channel
-from tunnel.protocol.prf import DirectionKey
-from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.datachannel import register_data_channel
 
 LOCAL = "10.99.0.2"  # the TUN's address (ours)
 PEER = "10.99.0.1"  # the far end of the tunnel
@@ -68,11 +67,7 @@ def main() -> int:
     builder = FrameBuilder(tun_mtu=1500)
     register_data_channel(builder)
     pool = BufferPool(builder.finalize(), 4)
-    c2s, s2c = DirectionKey(C2S_KEY, C2S_IV), DirectionKey(S2C_KEY, S2C_IV)
-    ours = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=c2s, decrypt=s2c,
-                   replay=ReplayWindow())
-    theirs = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=s2c, decrypt=c2s,
-                     replay=ReplayWindow())
+    ours, theirs = vector_key_pair()  # (the lane is the client here)
     with TunDevice.open(args.name) as dev:
         # No IPv6 on it: its router solicitations would be reads the cases do not expect.
         with open(f"/proc/sys/net/ipv6/conf/{dev.name}/disable_ipv6", "w") as knob:
@@ -98,7 +93,7 @@ def main() -> int:
         lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
         sealer, opener = ours.sealer, ours.opener
         assert isinstance(sealer, Aead) and isinstance(opener, Aead)
-        lane.set_peer(sockaddr_of(server.getsockname(), socket.AF_INET))
+        lane.set_peer(*server.getsockname())
         lane.set_send(ours, sealer, ours._v2_word | 7, True, True)
         lane.set_open(0, opener, ours.replay.accept)
         out["vnet"] = dev.read_offset
@@ -235,6 +230,32 @@ def main() -> int:
         out["server_bad_source"] = server_link(seal_theirs(packet), host, port, vip + 1)
         out["server_no_vip"] = server_link(seal_theirs(packet), host, port, -1, False)
         out["server_replay"] = server_link(datagram, host, port, vip)
+
+        # -- hostile datagrams from the peer's own address, through both lanes -------------
+        # (tests/io/hostile.py's set, and every truncation and one-byte flip of a real
+        # datagram: what the I/O fuzz test sends from elsewhere reaches the native open here.)
+        rng = random.Random(15)
+        valid = seal_theirs(packet)
+        hostile = hostile_datagrams(rng, 3)
+        hostile += [valid[:n] for n in range(len(valid))]
+        hostile += [valid[:at] + bytes([valid[at] ^ 0x01]) + valid[at + 1:]
+                    for at in range(len(valid))]
+        kinds: dict[str, int] = {}
+        for forged in hostile:
+            for which in (lane, server_lane):
+                server.sendto(forged, link.getsockname())
+                _wait(link)
+                kind = _kind(which.link(time.monotonic()))
+                if which is server_lane and kind == "LINK_TAKE" and server_lane.held:
+                    kind = _kind(server_lane.open_write(0, opener, ours.replay.accept, host,
+                                                        port, vip, True, True,
+                                                        time.monotonic()))
+                kinds[kind] = kinds.get(kind, 0) + 1
+        out["hostile_sent"] = 2 * len(hostile)
+        out["hostile_kinds"] = kinds
+        out["hostile_reached_the_device"] = bool(select.select([app], [], [], 0.2)[0])
+        out["after_hostile"] = to_lane(seal_theirs(packet))
+        out["after_hostile_payload"] = (app.recv(2048).decode() if _wait(app) else None)
     print(json.dumps(out))
     return 0
 

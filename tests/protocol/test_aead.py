@@ -15,13 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import BufferPool, FrameBuilder
-from tests.protocol.vectors import C2S_IV, C2S_KEY, DATA_V2_PACKET, S2C_IV, S2C_KEY
+from tests.protocol.vector_keys import vector_key_pair
+from tests.protocol.vectors import DATA_V2_PACKET
 from tunnel.protocol import aead, datachannel
 from tunnel.protocol.aead import BACKEND, BACKENDS, new_aead
 from tunnel.protocol.constants import PING_MAGIC
-from tunnel.protocol.datachannel import DataKey, register_data_channel
-from tunnel.protocol.prf import DirectionKey
-from tunnel.protocol.replay import ReplayWindow
+from tunnel.protocol.datachannel import register_data_channel
 
 CIPHERS = {"AES-256-GCM": (AESGCM, 32), "AES-128-GCM": (AESGCM, 16),
            "CHACHA20-POLY1305": (ChaCha20Poly1305, 32)}
@@ -191,11 +190,7 @@ def test_datakey_opens_and_seals_the_stock_binarys_packet(
     builder = FrameBuilder(tun_mtu=1500)
     register_data_channel(builder)
     pool = BufferPool(builder.finalize(), 2)
-    c2s, s2c = DirectionKey(C2S_KEY, C2S_IV), DirectionKey(S2C_KEY, S2C_IV)
-    server = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=s2c, decrypt=c2s,
-                     replay=ReplayWindow())
-    client = DataKey(key_id=0, cipher="AES-256-GCM", encrypt=c2s, decrypt=s2c,
-                     replay=ReplayWindow())
+    client, server = vector_key_pair()
     received, sent = pool.acquire(), pool.acquire()
     try:
         received.append(DATA_V2_PACKET)

@@ -304,19 +304,12 @@ class Driver:
             try:
                 # One buffer for the batch, as above: `queue` copies the sealed datagram into the
                 # GSO run, so the buffer is free again at once.
-                if first:
-                    assert lane is not None
-                    buf = lane.buf
-                    tun_rx, no_route = outbound_batch(
-                        self.device, buf, self.batch, self._encrypt, self._queue, now,
-                        self._on_fault, self._send, first, lane.lone,
-                    )
-                else:
-                    buf = arena.take(self.pool)
-                    tun_rx, no_route = outbound_batch(
-                        self.device, buf, self.batch, self._encrypt, self._queue, now,
-                        self._on_fault, self._send,
-                    )
+                # (A packet the lane read is in the lane's buffer: the batch goes on from it.)
+                buf = lane.buf if first and lane is not None else arena.take(self.pool)
+                tun_rx, no_route = outbound_batch(
+                    self.device, buf, self.batch, self._encrypt, self._queue, now,
+                    self._on_fault, self._send, first, first > 0 and lane is not None and lane.lone,
+                )
                 gso.flush()
                 if tun_rx >= self.batch and self.device.holds():
                     # Stopped at the limit with packets already out of the kernel (a TSO

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 from typing import TYPE_CHECKING, Final
 
 from core import Buffer, BufferPool, PoolExhausted, RunPool
@@ -42,7 +41,8 @@ from tunnel.io.gso import GsoSender
 from tunnel.io.tun import TunDevice
 from tunnel.protocol.aead import BACKEND, NATIVE_AEAD
 from tunnel.protocol.client import Client
-from tunnel.protocol.datachannel import DataKey
+from tunnel.protocol.constants import Opcode
+from tunnel.protocol.datachannel import DATA_V1_OVERHEAD, DATA_V2_OVERHEAD, DataKey
 from tunnel.protocol.server import Server
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
@@ -76,13 +76,7 @@ _SIZE_SHIFT: Final = 5
 HANDLED: Final = -1
 """`device`/`link`: the lane did the whole wakeup's work."""
 
-# Bytes a sealed packet gains: op|kid + peer-id + packet-id + tag (V2), op|kid + packet-id +
-# tag (V1).
-_V2_OVERHEAD: Final = 24
-_V1_OVERHEAD: Final = 21
-
-_PORT: Final = struct.Struct(">H")
-_P_DATA_V2: Final = 9
+_P_DATA_V2: Final = int(Opcode.P_DATA_V2)
 
 
 def lane_wanted() -> bool:
@@ -91,18 +85,9 @@ def lane_wanted() -> bool:
             and os.environ.get("TUNNEL_LANE", "1") != "0")
 
 
-def sockaddr_of(addr: tuple[str, int], family: int) -> bytes | None:
-    """`addr` as the kernel's sockaddr_in / sockaddr_in6 for `family`; None when it is not a
-    numeric address of that family (the lane then takes nothing: the Python path does)."""
-    host, port = addr[0], addr[1]
-    try:
-        packed = socket.inet_pton(family, host)
-    except (OSError, ValueError):
-        return None
-    head = struct.pack("=H", family) + _PORT.pack(port)
-    if family == socket.AF_INET:
-        return head + packed + bytes(8)
-    return head + bytes(4) + packed + bytes(4)  # flowinfo, address, scope 0
+def _overhead(result: int) -> int:
+    """The header and tag bytes of the datagram a link result is about (V1 or V2)."""
+    return DATA_V1_OVERHEAD if result & _V1 else DATA_V2_OVERHEAD
 
 
 class _LaneGlue:
@@ -177,7 +162,7 @@ class _LaneGlue:
     def _payload(self, result: int) -> Buffer:
         """The lane's buffer over the payload of the datagram it opened (OPENED_TAKE)."""
         buf = self.buf
-        ct_at = _V1_OVERHEAD if result & _V1 else _V2_OVERHEAD
+        ct_at = _overhead(result)
         buf.reset(self._headroom + ct_at)
         buf.inc_len((result >> _SIZE_SHIFT) - ct_at)
         return buf
@@ -222,15 +207,13 @@ class _LaneGlue:
 class ClientLane(_LaneGlue):
     """A `Lane` for a `Client` endpoint: one peer, so the lane holds the session's keys."""
 
-    __slots__ = ("_client", "_comp", "_family", "_key", "_mssfix", "_peer_id", "_session",
-                 "_usable")
+    __slots__ = ("_client", "_comp", "_key", "_mssfix", "_peer_id", "_session", "_usable")
 
-    def __init__(self, lane: Lane, client: Client, device: TunDevice, sock: socket.socket,
-                 buf: Buffer, block: memoryview, gso: GsoSender, output: DeviceOutput,
-                 stats: DriverStats, native: type[Aead]) -> None:
+    def __init__(self, lane: Lane, client: Client, device: TunDevice, buf: Buffer,
+                 block: memoryview, gso: GsoSender, output: DeviceOutput, stats: DriverStats,
+                 native: type[Aead]) -> None:
         super().__init__(lane, device, buf, block, gso, output, stats, native)
         self._client = client
-        self._family = sock.family
         self._session: Session | None = None
         self._key: object = None  # the session's current key, mirrored
         self._usable: DataKey | None = None  # the same, where the lane can use it
@@ -252,7 +235,7 @@ class ClientLane(_LaneGlue):
         self._mssfix = session.mssfix
         lane = self._lane
         if session is not self._session:
-            lane.set_peer(sockaddr_of(session.remote_addr, self._family))
+            lane.set_peer(*session.remote_addr[:2])
         self._session = session
         self._key = current
         self._peer_id = peer_id = session.tx_peer_id
@@ -286,8 +269,8 @@ class ClientLane(_LaneGlue):
         key.sealed += 1
         traffic = self._client.traffic
         traffic.tun_rx += size
-        traffic.link_tx += size + (_V2_OVERHEAD if self._peer_id is not None
-                                   else _V1_OVERHEAD)
+        traffic.link_tx += size + (DATA_V2_OVERHEAD if self._peer_id is not None
+                                   else DATA_V1_OVERHEAD)
         traffic.link_tx_packets += 1
         self._session.last_tx = now  # type: ignore[union-attr]
         self._sent(kind)
@@ -308,7 +291,7 @@ class ClientLane(_LaneGlue):
             traffic = self._client.traffic
             traffic.link_rx += size
             traffic.link_rx_packets += 1
-            traffic.tun_tx += size - (_V1_OVERHEAD if result & _V1 else _V2_OVERHEAD)
+            traffic.tun_tx += size - _overhead(result)
             self._session.last_rx = now  # type: ignore[union-attr]
             self._written(kind)
             return HANDLED
@@ -319,7 +302,7 @@ class ClientLane(_LaneGlue):
             else:
                 key.replays += 1
             self._stats.udp_rx += 1
-            self._client.lane_refused(key, result >> _SIZE_SHIFT, now)
+            self._client.lane_refused(key, self.buf, result >> _SIZE_SHIFT, now)
             return HANDLED - REFUSED
         if kind == OPENED_TAKE:
             assert key is not None
@@ -375,7 +358,7 @@ class ServerLane(_LaneGlue):
                         key.sealed += 1
                         session.last_tx = now
                         server.lane_sent(entry, size, size + (
-                            _V1_OVERHEAD if peer_id is None else _V2_OVERHEAD))
+                            DATA_V1_OVERHEAD if peer_id is None else DATA_V2_OVERHEAD))
                         self._sent(kind)
                         return HANDLED
         return self._device_rest(result)
@@ -389,7 +372,7 @@ class ServerLane(_LaneGlue):
             block = self._block
             at = self._headroom
             first = block[at]
-            if first >> 3 == _P_DATA_V2 and result >> _SIZE_SHIFT >= _V2_OVERHEAD:
+            if first >> 3 == _P_DATA_V2 and result >> _SIZE_SHIFT >= DATA_V2_OVERHEAD:
                 peer_id = (block[at + 1] << 16) | (block[at + 2] << 8) | block[at + 3]
                 by_id = self._by_id
                 entry = by_id[peer_id] if peer_id < len(by_id) else None
@@ -414,8 +397,7 @@ class ServerLane(_LaneGlue):
         server = self._server
         if kind in (DELIVERED, TUN_DROPPED):
             key.opened += 1
-            server.lane_delivered(entry, size,
-                                  size - (_V1_OVERHEAD if result & _V1 else _V2_OVERHEAD), now)
+            server.lane_delivered(entry, size, size - _overhead(result), now)
             self._written(kind)
             return HANDLED
         if kind in (AUTH_FAILED, REPLAYED):
@@ -472,5 +454,5 @@ def attach_lane(endpoint: object, device: object, sock: socket.socket, pool: Buf
     lane = Lane(device.fileno(), sock.fileno(), device.read_offset, block, headroom,
                 link.rest(len(tail)))
     if isinstance(endpoint, Client):
-        return ClientLane(lane, endpoint, device, sock, buf, block, gso, output, stats, Aead)
+        return ClientLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)
     return ServerLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)

@@ -147,12 +147,7 @@ class Client:
             return DROPPED
         opcode = data[0] >> 3
         if opcode in (_P_DATA_V2, _P_DATA_V1):
-            verdict = session.decrypt(buf, now)
-            if verdict == TO_TUN:
-                traffic.tun_tx += len(buf)
-            elif verdict == DROPPED:
-                self.drops.drop(session.last_drop, addr, DATA_DROP_TEXT[session.last_drop], now)
-            return verdict
+            return self._decrypted(buf, session.decrypt(buf, now), now)
         refused = session.dropped_control
         session.receive_wrapped(buf, now)
         if session.dropped_control != refused:
@@ -161,18 +156,26 @@ class Client:
         self._collect(now)
         return CONSUMED
 
+    def _decrypted(self, buf: Buffer, verdict: Verdict, now: float) -> Verdict:
+        """`receive` after the session opened (or refused) a data datagram from the server:
+        the counters and the drop report."""
+        if verdict == TO_TUN:
+            self.traffic.tun_tx += len(buf)
+        elif verdict == DROPPED:
+            session = self.session
+            self.drops.drop(session.last_drop, session.remote_addr,
+                            DATA_DROP_TEXT[session.last_drop], now)
+        return verdict
+
     # -- what the lone-packet lane (tunnel/io/lane.py) hands back: `receive`'s other branches
 
-    def lane_refused(self, key: DataCipherKey, size: int, now: float) -> None:
+    def lane_refused(self, key: DataCipherKey, buf: Buffer, size: int, now: float) -> None:
         """The lane read a data datagram of `size` bytes from the server that `key` refused
         (it counted why on the key): `receive`'s DROPPED branch."""
         traffic = self.traffic
         traffic.link_rx += size
         traffic.link_rx_packets += 1
-        session = self.session
-        session._data_dropped(key)
-        self.drops.drop(session.last_drop, session.remote_addr,
-                        DATA_DROP_TEXT[session.last_drop], now)
+        self._decrypted(buf, self.session._data_dropped(key), now)
 
     def lane_opened(self, buf: Buffer, key: DataCipherKey, size: int, now: float) -> Verdict:
         """The lane opened a datagram of `size` bytes from the server with `key` and left the
@@ -181,14 +184,7 @@ class Client:
         traffic = self.traffic
         traffic.link_rx += size
         traffic.link_rx_packets += 1
-        verdict = self.session.opened(buf, key, now)
-        if verdict == TO_TUN:
-            traffic.tun_tx += len(buf)
-        elif verdict == DROPPED:
-            session = self.session
-            self.drops.drop(session.last_drop, session.remote_addr,
-                            DATA_DROP_TEXT[session.last_drop], now)
-        return verdict
+        return self._decrypted(buf, self.session.opened(buf, key, now), now)
 
     def open_rows(self, rows: ReceivedRows, addr: Address, now: float) -> list[int] | None:
         """`receive` for a GRO run of data datagrams of one size at once: per row its
