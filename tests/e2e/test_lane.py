@@ -97,3 +97,17 @@ def test_a_servers_lane_reads_then_seals_or_opens_for_the_client_it_was_given(
     assert probe["server_bad_source"] == "OPENED_TAKE"
     assert probe["server_no_vip"] == "OPENED_TAKE"
     assert probe["server_replay"] == "REPLAYED"
+
+
+def test_hostile_datagrams_from_the_peers_address_are_refused_and_the_lane_goes_on(
+        probe: dict[str, object]) -> None:
+    kinds = probe["hostile_kinds"]
+    assert isinstance(kinds, dict)
+    assert sum(kinds.values()) == probe["hostile_sent"]  # every one answered, none raised
+    # Refused by the tag, dropped as empty, or handed to the Python path as read: never
+    # opened, never written.
+    assert set(kinds) <= {"AUTH_FAILED", "MALFORMED", "LINK_TAKE"}, kinds
+    assert kinds["AUTH_FAILED"] > 100  # the forged and flipped data packets reached the open
+    assert probe["hostile_reached_the_device"] is False
+    assert probe["after_hostile"] == "DELIVERED"
+    assert probe["after_hostile_payload"] == "through the lane"
