@@ -376,6 +376,23 @@ def test_client_reconnects_to_a_restarted_server_keeping_its_device(
     ], shown.stdout
 
 
+def test_a_second_sigterm_during_the_shutdown_changes_nothing(
+    netns_pair: NetnsPair, tmp_path: Path
+) -> None:
+    pair = netns_pair
+    # A process group stopped as a whole (systemd, `kill -- -PGID`, a server's workers, whom
+    # their supervisor signals again) gets SIGTERM more than once. The down script sends the
+    # second one from inside the shutdown, after the loop's handler is gone: the default
+    # action there would kill the client (exit -15) before it finished saying goodbye.
+    down = tmp_path / "down.sh"
+    down.write_text("#!/bin/sh\nkill -TERM $PPID\nsleep 0.2\necho down ran >&2\n")
+    down.chmod(0o755)
+    tunnel = _start_tunnel(pair, tmp_path, client_extra=f"script-security 2\ndown {down}")
+    assert pair.stop(tunnel.client, grace=10) == 0, tunnel.logs()
+    assert "down ran" in tunnel.client_log(), tunnel.logs()
+    assert _wait_log(pair, tunnel.server, "client-instance exiting", 5), tunnel.logs()
+
+
 def test_client_restarts_after_ping_restart_on_the_same_device(
     netns_pair: NetnsPair, tmp_path: Path
 ) -> None:

@@ -76,6 +76,10 @@ class StartupError(Exception):
     """The tunnel could not start; `str()` is the one line to show the user."""
 
 
+def _already_exiting(signum: int, frame: object) -> None:
+    """A SIGINT/SIGTERM during the shutdown: ignored (see Runtime._shutdown)."""
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for an expected failure (OSError's "[Errno 13]" noise left out)."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -347,6 +351,13 @@ class Runtime:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2, signal.SIGHUP,
                        signal.SIGUSR1):
             loop.remove_signal_handler(signum)
+        # Removing the loop's handler restores the default action, so a second SIGTERM now
+        # would kill us before the peer is told we leave. That second one is ordinary: systemd
+        # and `kill -- -PGID` signal every process of the group, and a worker's supervisor
+        # signals it again. We are exiting already: it changes nothing. (A Python handler,
+        # not SIG_IGN, so the down scripts started from here get the default back at exec.)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _already_exiting)
         driver = self.driver
         self.shutting_down = True
         if self.mgmt_host is not None:
