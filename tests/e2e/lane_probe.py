@@ -52,6 +52,28 @@ def _ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> byt
     return header + struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
+class _Ring:
+    def __init__(self, current: object) -> None:
+        self.current = current
+
+
+class _Session:
+    """The attributes of a Session a lane plan is checked against."""
+
+    def __init__(self, key: object, remote_addr: tuple[str, int]) -> None:
+        self.ring = _Ring(key)
+        self.remote_addr = remote_addr
+        self.tx_peer_id: int | None = 5
+        self.comp: object = None
+        self.mssfix: int | None = 1400
+
+
+class _Entry:
+    def __init__(self, session: _Session, lane_plan: tuple[object, ...] | None) -> None:
+        self.session = session
+        self.lane_plan = lane_plan
+
+
 def _kind(result: int) -> str:
     names = {value: name for name, value in vars(codes).items()
              if name.isupper() and isinstance(value, int) and 0 <= value <= 14
@@ -211,6 +233,59 @@ def main() -> int:
         except ValueError as exc:
             out["server_seal_unheld"] = str(exc)
         vip = int(ipaddress.ip_address(PEER))
+
+        # -- a server's lane routing by itself, on the entry's plan while it holds ---------
+        routed = _Session(ours, (host, port))
+        plan = (routed, ours, routed.remote_addr, routed.tx_peer_id, None, routed.mssfix,
+                sealer, ours._v2_word | 5, True, True, host, port)
+        entry = _Entry(routed, plan)
+        route_lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
+        route_lane.set_routes({vip: entry})
+
+        def routed_read(payload: bytes, to: str = PEER) -> str:
+            sender.sendto(payload, (to, 9))
+            _wait(dev.fileno())
+            kind = _kind(route_lane.device())
+            if kind != "SENT":  # held for the Python path, nothing sent
+                kind += " held" if route_lane.held else " not held"
+                kind += " sent" if select.select([server], [], [], 0.1)[0] else ""
+            return kind
+
+        out["routed"] = routed_read(b"routed by the lane")
+        out["routed_entry"] = route_lane.entry is entry
+        opened = server_opens()
+        out["routed_opened"] = opened is not None and opened.endswith(b"routed by the lane")
+        routed.remote_addr = (host, port)  # a float: an equal address, another object
+        out["routed_after_float"] = routed_read(b"x")
+        out["routed_after_float_entry"] = route_lane.entry
+        routed.remote_addr = plan[2]  # type: ignore[assignment]
+        routed.ring.current = object()  # a rekey
+        out["routed_after_rekey"] = routed_read(b"x")
+        routed.ring.current = ours
+        routed.tx_peer_id = 6
+        out["routed_after_peer_id"] = routed_read(b"x")
+        routed.tx_peer_id = 5
+        routed.mssfix = 1300
+        out["routed_after_mssfix"] = routed_read(b"x")
+        routed.mssfix = 1400
+        routed.comp = object()
+        out["routed_after_comp"] = routed_read(b"x")
+        routed.comp = None
+        entry.session = _Session(ours, plan[2])  # type: ignore[arg-type]
+        out["routed_new_session"] = routed_read(b"x")
+        entry.session = routed
+        out["routed_again"] = routed_read(b"x")
+        server_opens()
+        entry.lane_plan = None
+        out["routed_no_plan"] = routed_read(b"x")
+        entry.lane_plan = plan
+        out["routed_elsewhere"] = routed_read(b"x", "10.99.0.3")  # not in the routes
+        route_lane.set_routes(None)
+        out["routed_without_routes"] = routed_read(b"x")
+        try:
+            route_lane.set_routes([])  # type: ignore[arg-type]
+        except TypeError as exc:
+            out["routed_bad_routes"] = str(exc)
 
         def server_link(datagram: bytes, expect_host: str, expect_port: int, vip: int,
                         deliver: bool = True) -> str:

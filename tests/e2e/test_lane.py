@@ -43,6 +43,23 @@ def test_replayed_and_tampered_datagrams_are_refused(probe: dict[str, object]) -
     assert probe["tampered"] == "AUTH_FAILED"
 
 
+def test_a_servers_lane_routes_and_seals_on_a_plan_only_while_it_holds(
+        probe: dict[str, object]) -> None:
+    # The destination's entry has a plan whose inputs are the live ones: routed, sealed and
+    # sent in the one call, and the entry named for the caller's counters.
+    assert probe["routed"] == "SENT"
+    assert probe["routed_entry"] is True
+    assert probe["routed_opened"] is True
+    # Any input replaced -- a float, a rekey, a peer-id, mssfix or compression pushed, a new
+    # session on the entry -- and the packet is held for the Python path, nothing sent.
+    for case in ("after_float", "after_rekey", "after_peer_id", "after_mssfix", "after_comp",
+                 "new_session", "no_plan", "elsewhere", "without_routes"):
+        assert probe[f"routed_{case}"] == "TAKE_LONE held", case
+    assert probe["routed_after_float_entry"] is None
+    assert probe["routed_again"] == "SENT"  # the inputs back: the plan holds again
+    assert probe["routed_bad_routes"] == "routes must be a dict or None"
+
+
 def test_what_is_not_the_ordinary_case_goes_to_the_python_path(
         probe: dict[str, object]) -> None:
     # A keepalive is opened (authentic, accepted) and left for the session.

@@ -332,36 +332,58 @@ class ServerLane(_LaneGlue):
         self._c2c = bool(server.settings.client_to_client)
 
     def device(self, now: float) -> int:
-        """As `ClientLane.device`; the client found by the packet's destination."""
+        """As `ClientLane.device`; the client found by the packet's destination: by the lane
+        itself where the client's `lane_plan` still holds, else here (which plans again)."""
         lane = self._lane
         result = lane.device()
-        if result & _KIND == TAKE_LONE and lane.held:
+        kind = result & _KIND
+        if kind in (SENT, SEND_FAILED):  # routed and sealed on the entry's plan
+            entry = lane.entry
+            assert entry is not None
+            session = entry.session
+            self._count_sent(entry, session.ring.current, session.tx_peer_id, kind,
+                             result >> _SIZE_SHIFT, now)
+            return HANDLED
+        if kind == TAKE_LONE and lane.held:
             size = result >> _SIZE_SHIFT
             headroom = self._headroom
-            server = self._server
-            entry = server.lane_route(self._block[headroom:headroom + size])
+            entry = self._server.lane_route(self._block[headroom:headroom + size])
             if entry is not None:
                 session = entry.session
                 key = session.ring.current
                 if (session.comp is None and isinstance(key, DataKey)
                         and isinstance(sealer := key.sealer, self._native)):
                     peer_id = session.tx_peer_id
-                    host, port = session.remote_addr[:2]
+                    remote = session.remote_addr
+                    host, port = remote[:2]
                     if peer_id is None:
-                        result = lane.seal_send(key, sealer, key._v1_op, False,
-                                                bool(session.mssfix), host, port)
+                        word, v2 = key._v1_op, False
                     else:
-                        result = lane.seal_send(key, sealer, key._v2_word | peer_id, True,
-                                                bool(session.mssfix), host, port)
+                        word, v2 = key._v2_word | peer_id, True
+                    mssfix = session.mssfix
+                    # What this decision was made from, and its arguments, for the lane's
+                    # next packet to this client (tunnel/_lane.c checks each input is still
+                    # the live one before it uses the rest).
+                    entry.lane_plan = (session, key, remote, peer_id, None, mssfix,
+                                       sealer, word, v2, bool(mssfix), host, port)
+                    result = lane.seal_send(key, sealer, word, v2, bool(mssfix), host, port)
                     kind = result & _KIND
                     if kind in (SENT, SEND_FAILED):
-                        key.sealed += 1
-                        session.last_tx = now
-                        server.lane_sent(entry, size, size + (
-                            DATA_V1_OVERHEAD if peer_id is None else DATA_V2_OVERHEAD))
-                        self._sent(kind)
+                        self._count_sent(entry, key, peer_id, kind, size, now)
                         return HANDLED
+                else:
+                    entry.lane_plan = None
         return self._device_rest(result)
+
+    def _count_sent(self, entry: PeerEntry, key: object, peer_id: int | None, kind: int,
+                    size: int, now: float) -> None:
+        """`encrypt`'s counters for a packet of `size` bytes the lane sealed with `key`."""
+        assert isinstance(key, DataKey)
+        key.sealed += 1
+        entry.session.last_tx = now
+        self._server.lane_sent(entry, size, size + (
+            DATA_V1_OVERHEAD if peer_id is None else DATA_V2_OVERHEAD))
+        self._sent(kind)
 
     def link(self, now: float) -> int:
         """As `ClientLane.link`; the client found by the datagram's peer-id."""
@@ -455,4 +477,5 @@ def attach_lane(endpoint: object, device: object, sock: socket.socket, pool: Buf
                 link.rest(len(tail)))
     if isinstance(endpoint, Client):
         return ClientLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)
+    lane.set_routes(endpoint.table.by_vip)  # (the same dict for the server's life)
     return ServerLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)

@@ -349,6 +349,11 @@ class Server:
         """A control-channel datagram: to its session, or the stateless cookie exchange."""
         entry = self._by_addr.get(addr)
         if entry is not None and not self._from_new_client(entry.session, buf.data):
+            # A handshake's packets are where a session's keys change: the I/O lane's plan,
+            # which holds the current key, is dropped here so that it does not keep a replaced
+            # key alive until the next packet to this client. (Its use never depends on
+            # this: the lane checks every input of the plan per packet, tunnel/io/lane.py.)
+            entry.lane_plan = None
             session = entry.session
             session.traffic.link_rx += size
             session.traffic.link_rx_packets += 1
