@@ -27,6 +27,11 @@
  * those inputs is still the same object on the live session -- as the client's lane mirrors
  * its session on every call -- so a rekey, a float, a push or a new session is never missed;
  * anything else is handed over held, as before, and the Python path decides (and plans).
+ * Its link side the same way (set_peers: the server's peer-id -> entry list, and each entry's
+ * `lane_open_plan`): the datagram's peer-id finds the entry, and the plan's key opens it only
+ * while the inputs (session, current key -- also the one at the datagram's key_id --,
+ * address, compression, mssfix, the entry's IPv4 address) are the live ones; from another
+ * address than the plan's it is held for the Python path (a float), as before.
  * A cold wakeup's Python routing and checks were ~20-40 us of a hop's critical path.
  *
  * Anything else -- more packets waiting (a batch), another key_id, a keepalive or OCC
@@ -107,8 +112,9 @@ typedef struct {
     /* opening */
     Aead *opener;
     PyObject *accept; /* the key's replay.accept(pid, now) */
-    /* a server's routing: its IPv4 address -> entry dict, and the entry last sealed for */
-    PyObject *routes, *entry;
+    /* a server's routing: its IPv4 address -> entry dict, its peer-id -> entry list, and
+     * the entry the last call sealed or opened for */
+    PyObject *routes, *peers, *entry;
     unsigned char v2op, v1op;
     /* what the last call read, for the Python path */
     Py_ssize_t size, segment;
@@ -121,11 +127,17 @@ typedef struct {
 static PyObject *SEND_PID; /* interned "_send_pid" */
 /* interned attribute names a plan is checked against */
 static PyObject *LANE_PLAN, *SESSION, *RING, *CURRENT, *REMOTE_ADDR, *TX_PEER_ID, *COMP, *MSSFIX;
+static PyObject *LANE_OPEN_PLAN, *DATA_KEYS, *VIP_INT;
 
 /* A plan: (session, key, remote_addr, tx_peer_id, comp, mssfix -- the inputs, compared by
  * identity -- then sealer, word, v2, mssfix flag, host, port -- what seal_send() takes). */
 #define PLAN_INPUTS 6
 #define PLAN_LEN 12
+/* An open plan: (session, key, remote_addr, comp, mssfix, vip_int -- the inputs -- then
+ * key_id, opener, accept, host, port, vip, mssfix flag, deliver -- open_write()'s arguments
+ * but `now`). */
+#define OPEN_PLAN_INPUTS 6
+#define OPEN_PLAN_LEN 14
 
 static void
 Lane_clear_send(Lane *self)
@@ -147,6 +159,7 @@ Lane_dealloc(Lane *self)
     Lane_clear_send(self);
     Lane_clear_open(self);
     Py_CLEAR(self->routes);
+    Py_CLEAR(self->peers);
     Py_CLEAR(self->entry);
     if (self->has_block) {
         PyBuffer_Release(&self->block);
@@ -460,6 +473,20 @@ Lane_set_routes(Lane *self, PyObject *routes)
     Py_RETURN_NONE;
 }
 
+/* set_peers(peers) or set_peers(None): a server's peer-id -> entry (or None) list, which
+ * link() then finds the client by (see the top of the file). */
+static PyObject *
+Lane_set_peers(Lane *self, PyObject *peers)
+{
+    if (peers != Py_None && !PyList_CheckExact(peers)) {
+        PyErr_SetString(PyExc_TypeError, "peers must be a list or None");
+        return NULL;
+    }
+    Py_CLEAR(self->entry);
+    Py_XSETREF(self->peers, peers == Py_None ? NULL : Py_NewRef(peers));
+    Py_RETURN_NONE;
+}
+
 /* Seal the held device packet (`self->size` bytes at the headroom) on `sealer` with `key`'s
  * next packet-id and send it to `to`: SENT, SEND_FAILED, or TAKE_LONE with nothing changed
  * (a TCP SYN under mssfix, the packet-id at its limit). */
@@ -554,6 +581,102 @@ plan_holds(PyObject *entry, PyObject *plan)
     }
     Py_DECREF(session);
     return holds;
+}
+
+/* Whether an open plan's inputs are still the live ones of `entry`'s session, its key also
+ * the one at `key_id`: 1, 0 or -1. */
+static int
+open_plan_holds(PyObject *entry, PyObject *plan, Py_ssize_t key_id)
+{
+    PyObject *key = PyTuple_GET_ITEM(plan, 1);
+    int holds = attr_is(entry, VIP_INT, PyTuple_GET_ITEM(plan, 5));
+    if (holds != 1) {
+        return holds;
+    }
+    PyObject *session = PyObject_GetAttr(entry, SESSION);
+    if (session == NULL) {
+        return -1;
+    }
+    holds = session == PyTuple_GET_ITEM(plan, 0);
+    if (holds) {
+        PyObject *ring = PyObject_GetAttr(session, RING);
+        holds = ring == NULL ? -1 : attr_is(ring, CURRENT, key);
+        Py_XDECREF(ring);
+    }
+    if (holds == 1) {
+        PyObject *keys = PyObject_GetAttr(session, DATA_KEYS);
+        if (keys == NULL) {
+            holds = -1;
+        }
+        else {
+            holds = PyList_CheckExact(keys) && key_id < PyList_GET_SIZE(keys)
+                && PyList_GET_ITEM(keys, key_id) == key;
+            Py_DECREF(keys);
+        }
+    }
+    PyObject *const names[] = {REMOTE_ADDR, COMP, MSSFIX};
+    for (int i = 0; holds == 1 && i < 3; i++) {
+        holds = attr_is(session, names[i], PyTuple_GET_ITEM(plan, 2 + i));
+    }
+    Py_DECREF(session);
+    return holds;
+}
+
+static PyObject *Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* The held lone datagram's client found by its peer-id and the datagram opened with that
+ * client's open plan (open_write() with the plan's arguments): its code (`entry` set), or
+ * LINK_TAKE, still held, for the Python path. */
+static PyObject *
+route_open(Lane *self, double now)
+{
+    Py_ssize_t size = self->size;
+    const unsigned char *d = (const unsigned char *)self->block.buf + self->headroom;
+    if (d[0] >> 3 != P_DATA_V2 || size < V2_CT_AT) {
+        return code(LINK_TAKE, size);
+    }
+    Py_ssize_t peer_id = ((Py_ssize_t)d[1] << 16) | ((Py_ssize_t)d[2] << 8) | d[3];
+    if (peer_id >= PyList_GET_SIZE(self->peers)) {
+        return code(LINK_TAKE, size);
+    }
+    PyObject *entry = PyList_GET_ITEM(self->peers, peer_id); /* borrowed */
+    if (entry == Py_None) {
+        return code(LINK_TAKE, size);
+    }
+    Py_INCREF(entry); /* the list may change under the calls below */
+    PyObject *plan = PyObject_GetAttr(entry, LANE_OPEN_PLAN);
+    PyObject *result = NULL;
+    if (plan == NULL) {
+        goto done;
+    }
+    if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != OPEN_PLAN_LEN
+        || PyLong_AsLong(PyTuple_GET_ITEM(plan, OPEN_PLAN_INPUTS)) != (d[0] & 7)) {
+        result = PyErr_Occurred() ? NULL : code(LINK_TAKE, size); /* no plan, another key */
+        goto done;
+    }
+    int holds = open_plan_holds(entry, plan, d[0] & 7);
+    if (holds <= 0) {
+        result = holds < 0 ? NULL : code(LINK_TAKE, size);
+        goto done;
+    }
+    PyObject *at = PyFloat_FromDouble(now);
+    if (at == NULL) {
+        goto done;
+    }
+    PyObject *args[9];
+    for (int i = 0; i < 8; i++) {
+        args[i] = PyTuple_GET_ITEM(plan, OPEN_PLAN_INPUTS + i);
+    }
+    args[8] = at;
+    result = Lane_open_write(self, args, 9);
+    Py_DECREF(at);
+    if (result != NULL && (PyLong_AsLong(result) & 15) != LINK_TAKE) {
+        Py_XSETREF(self->entry, Py_NewRef(entry));
+    }
+done:
+    Py_XDECREF(plan);
+    Py_DECREF(entry);
+    return result;
 }
 
 /* The held lone packet routed by its IPv4 destination and sealed with that client's plan:
@@ -786,6 +909,7 @@ Lane_link(Lane *self, PyObject *arg)
         return NULL;
     }
     self->held = 0;
+    Py_CLEAR(self->entry);
     unsigned char *datagram = (unsigned char *)self->block.buf + self->headroom;
     Py_ssize_t tail = self->block.len - self->headroom;
     struct iovec iov[2] = {
@@ -838,6 +962,9 @@ Lane_link(Lane *self, PyObject *arg)
         return code(LINK_TAKE, size);
     }
     self->held = 1; /* one datagram, alone, in place: open_write() may take it */
+    if (self->peers != NULL) {
+        return route_open(self, now);
+    }
     if (!self->has_peer || self->opener == NULL || !same_address(&self->from, &self->peer)) {
         return code(LINK_TAKE, size);
     }
@@ -944,7 +1071,8 @@ Lane_get_entry(Lane *self, void *Py_UNUSED(closure))
 
 static PyGetSetDef Lane_getset[] = {
     {"entry", (getter)Lane_get_entry, NULL,
-     "the entry the last device() routed to and sealed for (set_routes), or None", NULL},
+     "the entry the last device() sealed for (set_routes) or link() opened for (set_peers), "
+     "or None", NULL},
     {"addr", (getter)Lane_get_addr, NULL, "the last read's source (host, port)", NULL},
     {"size", (getter)Lane_get_size, NULL, "the last read's size", NULL},
     {"segment", (getter)Lane_get_segment, NULL, "the last read's GRO segment size", NULL},
@@ -962,6 +1090,8 @@ static PyMethodDef Lane_methods[] = {
      "set_open(key_id, opener, accept) or set_open(None)"},
     {"set_routes", (PyCFunction)Lane_set_routes, METH_O,
      "set_routes(routes: dict[int, entry]) or set_routes(None)"},
+    {"set_peers", (PyCFunction)Lane_set_peers, METH_O,
+     "set_peers(peers: list[entry | None]) or set_peers(None)"},
     {"device", (PyCFunction)Lane_device, METH_NOARGS, "device() -> code | size << 5"},
     {"seal_send", (PyCFunction)(void (*)(void))Lane_seal_send, METH_FASTCALL,
      "seal_send(key, sealer, word, v2, mssfix, host, port) -> code: the held device packet"},
@@ -997,9 +1127,13 @@ lane_add_type(PyObject *module)
     TX_PEER_ID = PyUnicode_InternFromString("tx_peer_id");
     COMP = PyUnicode_InternFromString("comp");
     MSSFIX = PyUnicode_InternFromString("mssfix");
+    LANE_OPEN_PLAN = PyUnicode_InternFromString("lane_open_plan");
+    DATA_KEYS = PyUnicode_InternFromString("data_keys");
+    VIP_INT = PyUnicode_InternFromString("vip_int");
     if (SEND_PID == NULL || LANE_PLAN == NULL || SESSION == NULL || RING == NULL
         || CURRENT == NULL || REMOTE_ADDR == NULL || TX_PEER_ID == NULL || COMP == NULL
-        || MSSFIX == NULL || PyType_Ready(&LaneType) < 0) {
+        || MSSFIX == NULL || LANE_OPEN_PLAN == NULL || DATA_KEYS == NULL || VIP_INT == NULL
+        || PyType_Ready(&LaneType) < 0) {
         return -1;
     }
     return PyModule_AddObjectRef(module, "Lane", (PyObject *)&LaneType);

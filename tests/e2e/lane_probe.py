@@ -18,6 +18,7 @@ import select
 import socket
 import struct
 import time
+from typing import Any, cast
 
 from core import BufferPool, FrameBuilder
 from tests.io.hostile import hostile_datagrams
@@ -66,12 +67,16 @@ class _Session:
         self.tx_peer_id: int | None = 5
         self.comp: object = None
         self.mssfix: int | None = 1400
+        self.data_keys: list[object] = [key] + [None] * 7
 
 
 class _Entry:
-    def __init__(self, session: _Session, lane_plan: tuple[object, ...] | None) -> None:
+    def __init__(self, session: _Session, lane_plan: tuple[object, ...] | None,
+                 vip_int: int = -1) -> None:
         self.session = session
         self.lane_plan = lane_plan
+        self.lane_open_plan: tuple[object, ...] | None = None
+        self.vip_int = vip_int
 
 
 def _kind(result: int) -> str:
@@ -240,7 +245,7 @@ def main() -> int:
                 sealer, ours._v2_word | 5, True, True, host, port)
         entry = _Entry(routed, plan)
         route_lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
-        route_lane.set_routes({vip: entry})
+        route_lane.set_routes({vip: cast(Any, entry)})
 
         def routed_read(payload: bytes, to: str = PEER) -> str:
             sender.sendto(payload, (to, 9))
@@ -252,13 +257,13 @@ def main() -> int:
             return kind
 
         out["routed"] = routed_read(b"routed by the lane")
-        out["routed_entry"] = route_lane.entry is entry
+        out["routed_entry"] = route_lane.entry is cast(Any, entry)
         opened = server_opens()
         out["routed_opened"] = opened is not None and opened.endswith(b"routed by the lane")
         routed.remote_addr = (host, port)  # a float: an equal address, another object
         out["routed_after_float"] = routed_read(b"x")
         out["routed_after_float_entry"] = route_lane.entry
-        routed.remote_addr = plan[2]  # type: ignore[assignment]
+        routed.remote_addr = cast(Any, plan[2])
         routed.ring.current = object()  # a rekey
         out["routed_after_rekey"] = routed_read(b"x")
         routed.ring.current = ours
@@ -271,7 +276,7 @@ def main() -> int:
         routed.comp = object()
         out["routed_after_comp"] = routed_read(b"x")
         routed.comp = None
-        entry.session = _Session(ours, plan[2])  # type: ignore[arg-type]
+        entry.session = _Session(ours, cast(Any, plan[2]))
         out["routed_new_session"] = routed_read(b"x")
         entry.session = routed
         out["routed_again"] = routed_read(b"x")
@@ -286,6 +291,66 @@ def main() -> int:
             route_lane.set_routes([])  # type: ignore[arg-type]
         except TypeError as exc:
             out["routed_bad_routes"] = str(exc)
+
+        # -- ... and finding the client of a datagram by its peer-id, on its open plan -----
+        # (seal_theirs sends with peer-id 3; the plan's address is the sending socket's.)
+        opening = _Session(ours, server.getsockname())
+        peer = _Entry(opening, None, vip)
+        peer.lane_open_plan = open_plan = (
+            opening, ours, opening.remote_addr, None, opening.mssfix, peer.vip_int,
+            0, opener, ours.replay.accept, host, port, vip, True, True)
+        route_lane.set_peers([None, None, None, cast(Any, peer), None])
+
+        def peer_read(datagram: bytes, sender: socket.socket = server) -> str:
+            sender.sendto(datagram, link.getsockname())
+            _wait(link)
+            kind = _kind(route_lane.link(time.monotonic()))
+            if kind == "LINK_TAKE":
+                kind += " held" if route_lane.held else " not held"
+            elif route_lane.entry is not cast(Any, peer):
+                kind += " without the entry"
+            return kind
+
+        out["peer_open"] = peer_read(seal_theirs(packet))
+        out["peer_open_payload"] = (app.recv(2048).decode() if _wait(app) else None)
+        replayed = seal_theirs(packet)
+        peer_read(replayed)
+        if _wait(app):
+            app.recv(2048)
+        out["peer_replay"] = peer_read(replayed)
+        tampered = bytearray(seal_theirs(packet))
+        tampered[-1] ^= 1
+        out["peer_tampered"] = peer_read(bytes(tampered))
+        out["peer_float"] = peer_read(seal_theirs(packet), other)  # from another address
+        out["peer_other_key_id"] = peer_read(bytes([(9 << 3) | 1, 0, 0, 3]) + bytes(40))
+        out["peer_unknown_id"] = peer_read(seal_theirs(packet, 4))
+        out["peer_beyond_the_list"] = peer_read(seal_theirs(packet, 70000))
+        for case, attr, value in (("address", "remote_addr", tuple(server.getsockname())),
+                                  ("rekey", "current", object()),
+                                  ("key_slot", "data_keys", [object()] * 8),
+                                  ("comp", "comp", object()), ("mssfix", "mssfix", 1300)):
+            holder: object = opening.ring if attr == "current" else opening
+            was = getattr(holder, attr)
+            setattr(holder, attr, value)
+            out[f"peer_after_{case}"] = peer_read(seal_theirs(packet))
+            setattr(holder, attr, was)
+        peer.vip_int = int(str(vip))  # an equal int, another object
+        out["peer_after_vip"] = peer_read(seal_theirs(packet))
+        peer.vip_int = cast(Any, open_plan[5])
+        peer.session = _Session(ours, opening.remote_addr)
+        out["peer_new_session"] = peer_read(seal_theirs(packet))
+        peer.session = opening
+        peer.lane_open_plan = None
+        out["peer_no_plan"] = peer_read(seal_theirs(packet))
+        peer.lane_open_plan = open_plan
+        out["peer_again"] = peer_read(seal_theirs(packet))
+        out["peer_again_payload"] = (app.recv(2048).decode() if _wait(app) else None)
+        try:
+            route_lane.set_peers({})  # type: ignore[arg-type]
+        except TypeError as exc:
+            out["peer_bad_peers"] = str(exc)
+        while select.select([app], [], [], 0.05)[0]:
+            app.recv(2048)
 
         def server_link(datagram: bytes, expect_host: str, expect_port: int, vip: int,
                         deliver: bool = True) -> str:

@@ -60,6 +60,24 @@ def test_a_servers_lane_routes_and_seals_on_a_plan_only_while_it_holds(
     assert probe["routed_bad_routes"] == "routes must be a dict or None"
 
 
+def test_a_servers_lane_finds_the_client_by_peer_id_and_opens_on_its_plan_while_it_holds(
+        probe: dict[str, object]) -> None:
+    assert probe["peer_open"] == "DELIVERED"
+    assert probe["peer_open_payload"] == "through the lane"
+    # Authentication and the replay window still decide, on the plan's key.
+    assert probe["peer_replay"] == "REPLAYED"
+    assert probe["peer_tampered"] == "AUTH_FAILED"
+    # Another address (a float), another key_id, no such peer-id, any input replaced, no
+    # plan: held for the Python path, which decides.
+    for case in ("float", "other_key_id", "unknown_id", "beyond_the_list", "after_address",
+                 "after_rekey", "after_key_slot", "after_comp", "after_mssfix", "after_vip",
+                 "new_session", "no_plan"):
+        assert probe[f"peer_{case}"] == "LINK_TAKE held", case
+    assert probe["peer_again"] == "DELIVERED"
+    assert probe["peer_again_payload"] == "through the lane"
+    assert probe["peer_bad_peers"] == "peers must be a list or None"
+
+
 def test_what_is_not_the_ordinary_case_goes_to_the_python_path(
         probe: dict[str, object]) -> None:
     # A keepalive is opened (authentic, accepted) and left for the session.

@@ -386,10 +386,17 @@ class ServerLane(_LaneGlue):
         self._sent(kind)
 
     def link(self, now: float) -> int:
-        """As `ClientLane.link`; the client found by the datagram's peer-id."""
+        """As `ClientLane.link`; the client found by the datagram's peer-id: by the lane
+        itself where the client's `lane_open_plan` still holds, else here (which plans
+        again)."""
         lane = self._lane
         result = lane.link(now)
         self.pre = None
+        if result & _KIND != LINK_TAKE and (entry := lane.entry) is not None:
+            # Opened (or refused) on the entry's plan.
+            session = entry.session
+            return self._opened(entry, session.ring.current, session.remote_addr, result,
+                                result >> _SIZE_SHIFT, now)
         if result & _KIND == LINK_TAKE and lane.held:
             block = self._block
             at = self._headroom
@@ -413,8 +420,22 @@ class ServerLane(_LaneGlue):
             return 0
         addr = session.remote_addr
         vip = entry.vip_int
-        result = self._lane.open_write(key_id, opener, key.replay.accept, addr[0], addr[1], vip,
-                                       bool(session.mssfix), vip >= 0 and not self._c2c, now)
+        mssfix = session.mssfix
+        accept = key.replay.accept
+        deliver = vip >= 0 and not self._c2c
+        # What this decision was made from, and its arguments, for the lane's next datagram
+        # from this client (tunnel/_lane.c checks each input is still the live one).
+        entry.lane_open_plan = (session, key, addr, None, mssfix, vip, key_id, opener, accept,
+                                addr[0], addr[1], vip, bool(mssfix), deliver)
+        result = self._lane.open_write(key_id, opener, accept, addr[0], addr[1], vip,
+                                       bool(mssfix), deliver, now)
+        return self._opened(entry, key, addr, result, size, now)
+
+    def _opened(self, entry: PeerEntry, key: object, addr: tuple[str, int], result: int,
+                size: int, now: float) -> int:
+        """What the lane's open of a datagram of `size` bytes from `entry`'s client with
+        `key` came to: counted and handed on (HANDLED and the batch's bits), or 0."""
+        assert isinstance(key, DataKey)
         kind = result & _KIND
         server = self._server
         if kind in (DELIVERED, TUN_DROPPED):
@@ -477,5 +498,6 @@ def attach_lane(endpoint: object, device: object, sock: socket.socket, pool: Buf
                 link.rest(len(tail)))
     if isinstance(endpoint, Client):
         return ClientLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)
-    lane.set_routes(endpoint.table.by_vip)  # (the same dict for the server's life)
+    lane.set_routes(endpoint.table.by_vip)  # (the same dict and list for the server's life)
+    lane.set_peers(endpoint.table.by_id)
     return ServerLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)

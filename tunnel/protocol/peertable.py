@@ -46,9 +46,10 @@ class PeerEntry:
     # The source addresses its packets must carry, in the form the packet check compares.
     vip_int: int = -1
     vip6_packed: bytes = b""
-    # The I/O lane's record of its last decision to seal for this client (tunnel/io/lane.py,
-    # tunnel/_lane.c), opaque here: it dies with the entry.
-    lane_plan: tuple[object, ...] | None = None
+    # The I/O lane's records of its last decisions for this client (tunnel/io/lane.py,
+    # tunnel/_lane.c), opaque here: they die with the entry.
+    lane_plan: tuple[object, ...] | None = None  # sealing for it
+    lane_open_plan: tuple[object, ...] | None = None  # opening its datagrams
 
     @property
     def address(self) -> Address:

@@ -353,7 +353,7 @@ class Server:
             # which holds the current key, is dropped here so that it does not keep a replaced
             # key alive until the next packet to this client. (Its use never depends on
             # this: the lane checks every input of the plan per packet, tunnel/io/lane.py.)
-            entry.lane_plan = None
+            entry.lane_plan = entry.lane_open_plan = None
             session = entry.session
             session.traffic.link_rx += size
             session.traffic.link_rx_packets += 1
