@@ -15,8 +15,13 @@ libcrypto contexts and packet-id counter:
 The client (`ClientLane`) has one peer: the lane holds its session's current key, mirrored on
 every call (`_sync`: key, peer-id, compression, mssfix, server address, so a rekey, a push or
 a reconnect is seen before the next packet), and a hop is one call. The server
-(`ServerLane`) has many: the lane reads, the server's own maps find the client (peer-id,
-destination address), and a second call seals or opens on that client's current key.
+(`ServerLane`) has many: the lane finds the client itself in the server's own maps (the
+destination address in `by_vip`, the peer-id in `by_id`) and seals or opens with what this
+module decided the last time for that client (the entry's `lane_plan` / `lane_open_plan`),
+but only while every input of that decision is still the same object on the live session;
+otherwise the lane reads and holds, this module finds the client, decides (and plans again),
+and a second call seals or opens. So the decision is made once, here, and the lane reuses it
+only unchanged.
 
 Everything else comes back as what was read and where, and goes on through the Python path
 (`outbound_batch` / `inbound_batch` with the packet already read, or the session's `opened`
