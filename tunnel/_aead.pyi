@@ -41,4 +41,5 @@ class Lane:
     def lone(self) -> bool: ...
     @property
     def entry(self) -> PeerEntry | None:
-        """The entry the last device() routed to and sealed for (set_routes), or None."""
+        """The entry the last device() sealed for (set_routes) or link() opened for
+        (set_peers), or None."""

@@ -459,18 +459,27 @@ Lane_set_peer(Lane *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* One of the server's maps into `slot` (`fits`: the map is of the kind the slot takes), or
+ * None to go without it. */
+static PyObject *
+set_map(Lane *self, PyObject **slot, PyObject *map, int fits, const char *refusal)
+{
+    if (map != Py_None && !fits) {
+        PyErr_SetString(PyExc_TypeError, refusal);
+        return NULL;
+    }
+    Py_CLEAR(self->entry);
+    Py_XSETREF(*slot, map == Py_None ? NULL : Py_NewRef(map));
+    Py_RETURN_NONE;
+}
+
 /* set_routes(routes) or set_routes(None): a server's IPv4 address -> entry dict, which
  * device() then routes by (see the top of the file). */
 static PyObject *
 Lane_set_routes(Lane *self, PyObject *routes)
 {
-    if (routes != Py_None && !PyDict_CheckExact(routes)) {
-        PyErr_SetString(PyExc_TypeError, "routes must be a dict or None");
-        return NULL;
-    }
-    Py_CLEAR(self->entry);
-    Py_XSETREF(self->routes, routes == Py_None ? NULL : Py_NewRef(routes));
-    Py_RETURN_NONE;
+    return set_map(self, &self->routes, routes, PyDict_CheckExact(routes),
+                   "routes must be a dict or None");
 }
 
 /* set_peers(peers) or set_peers(None): a server's peer-id -> entry (or None) list, which
@@ -478,13 +487,8 @@ Lane_set_routes(Lane *self, PyObject *routes)
 static PyObject *
 Lane_set_peers(Lane *self, PyObject *peers)
 {
-    if (peers != Py_None && !PyList_CheckExact(peers)) {
-        PyErr_SetString(PyExc_TypeError, "peers must be a list or None");
-        return NULL;
-    }
-    Py_CLEAR(self->entry);
-    Py_XSETREF(self->peers, peers == Py_None ? NULL : Py_NewRef(peers));
-    Py_RETURN_NONE;
+    return set_map(self, &self->peers, peers, PyList_CheckExact(peers),
+                   "peers must be a list or None");
 }
 
 /* Seal the held device packet (`self->size` bytes at the headroom) on `sealer` with `key`'s
@@ -561,61 +565,33 @@ attr_is(PyObject *obj, PyObject *attr, PyObject *expected)
     return same;
 }
 
-/* Whether `plan`'s inputs are still the live ones of `entry`'s session: 1, 0 or -1. */
+/* Whether a plan's inputs are still the live ones: `entry`'s session is the plan's item 0,
+ * its ring's current key item 1, and each of `names` on the session the object at items
+ * 2 onwards; with `key_id` >= 0 the key is also the session's `data_keys[key_id]`.
+ * 1, 0 or -1 with an exception. */
 static int
-plan_holds(PyObject *entry, PyObject *plan)
+plan_holds(PyObject *entry, PyObject *plan, PyObject *const *names, int count,
+           Py_ssize_t key_id)
 {
     PyObject *session = PyObject_GetAttr(entry, SESSION);
     if (session == NULL) {
         return -1;
     }
-    int holds = session == PyTuple_GET_ITEM(plan, 0);
-    if (holds) {
-        PyObject *ring = PyObject_GetAttr(session, RING);
-        holds = ring == NULL ? -1 : attr_is(ring, CURRENT, PyTuple_GET_ITEM(plan, 1));
-        Py_XDECREF(ring);
-    }
-    PyObject *const names[] = {REMOTE_ADDR, TX_PEER_ID, COMP, MSSFIX};
-    for (int i = 0; holds == 1 && i < 4; i++) {
-        holds = attr_is(session, names[i], PyTuple_GET_ITEM(plan, 2 + i));
-    }
-    Py_DECREF(session);
-    return holds;
-}
-
-/* Whether an open plan's inputs are still the live ones of `entry`'s session, its key also
- * the one at `key_id`: 1, 0 or -1. */
-static int
-open_plan_holds(PyObject *entry, PyObject *plan, Py_ssize_t key_id)
-{
     PyObject *key = PyTuple_GET_ITEM(plan, 1);
-    int holds = attr_is(entry, VIP_INT, PyTuple_GET_ITEM(plan, 5));
-    if (holds != 1) {
-        return holds;
-    }
-    PyObject *session = PyObject_GetAttr(entry, SESSION);
-    if (session == NULL) {
-        return -1;
-    }
-    holds = session == PyTuple_GET_ITEM(plan, 0);
+    int holds = session == PyTuple_GET_ITEM(plan, 0);
     if (holds) {
         PyObject *ring = PyObject_GetAttr(session, RING);
         holds = ring == NULL ? -1 : attr_is(ring, CURRENT, key);
         Py_XDECREF(ring);
     }
-    if (holds == 1) {
+    if (holds == 1 && key_id >= 0) {
         PyObject *keys = PyObject_GetAttr(session, DATA_KEYS);
-        if (keys == NULL) {
-            holds = -1;
-        }
-        else {
-            holds = PyList_CheckExact(keys) && key_id < PyList_GET_SIZE(keys)
+        holds = keys == NULL ? -1
+            : PyList_CheckExact(keys) && key_id < PyList_GET_SIZE(keys)
                 && PyList_GET_ITEM(keys, key_id) == key;
-            Py_DECREF(keys);
-        }
+        Py_XDECREF(keys);
     }
-    PyObject *const names[] = {REMOTE_ADDR, COMP, MSSFIX};
-    for (int i = 0; holds == 1 && i < 3; i++) {
+    for (int i = 0; holds == 1 && i < count; i++) {
         holds = attr_is(session, names[i], PyTuple_GET_ITEM(plan, 2 + i));
     }
     Py_DECREF(session);
@@ -628,7 +604,7 @@ static PyObject *Lane_open_write(Lane *self, PyObject *const *args, Py_ssize_t n
  * client's open plan (open_write() with the plan's arguments): its code (`entry` set), or
  * LINK_TAKE, still held, for the Python path. */
 static PyObject *
-route_open(Lane *self, double now)
+route_open(Lane *self, PyObject *now)
 {
     Py_ssize_t size = self->size;
     const unsigned char *d = (const unsigned char *)self->block.buf + self->headroom;
@@ -654,22 +630,22 @@ route_open(Lane *self, double now)
         result = PyErr_Occurred() ? NULL : code(LINK_TAKE, size); /* no plan, another key */
         goto done;
     }
-    int holds = open_plan_holds(entry, plan, d[0] & 7);
+    /* the inputs: the entry's IPv4 address (item 5), then the session's (items 0-4) */
+    PyObject *const names[] = {REMOTE_ADDR, COMP, MSSFIX};
+    int holds = attr_is(entry, VIP_INT, PyTuple_GET_ITEM(plan, 5));
+    if (holds == 1) {
+        holds = plan_holds(entry, plan, names, 3, d[0] & 7);
+    }
     if (holds <= 0) {
         result = holds < 0 ? NULL : code(LINK_TAKE, size);
-        goto done;
-    }
-    PyObject *at = PyFloat_FromDouble(now);
-    if (at == NULL) {
         goto done;
     }
     PyObject *args[9];
     for (int i = 0; i < 8; i++) {
         args[i] = PyTuple_GET_ITEM(plan, OPEN_PLAN_INPUTS + i);
     }
-    args[8] = at;
+    args[8] = now; /* link()'s own argument: no float made per datagram */
     result = Lane_open_write(self, args, 9);
-    Py_DECREF(at);
     if (result != NULL && (PyLong_AsLong(result) & 15) != LINK_TAKE) {
         Py_XSETREF(self->entry, Py_NewRef(entry));
     }
@@ -710,7 +686,8 @@ route_seal(Lane *self)
         result = code(TAKE_LONE, size); /* no plan yet (None) */
         goto done;
     }
-    int holds = plan_holds(entry, plan);
+    PyObject *const names[] = {REMOTE_ADDR, TX_PEER_ID, COMP, MSSFIX};
+    int holds = plan_holds(entry, plan, names, 4, -1);
     if (holds <= 0) {
         result = holds < 0 ? NULL : code(TAKE_LONE, size);
         goto done;
@@ -963,7 +940,7 @@ Lane_link(Lane *self, PyObject *arg)
     }
     self->held = 1; /* one datagram, alone, in place: open_write() may take it */
     if (self->peers != NULL) {
-        return route_open(self, now);
+        return route_open(self, arg);
     }
     if (!self->has_peer || self->opener == NULL || !same_address(&self->from, &self->peer)) {
         return code(LINK_TAKE, size);

@@ -381,8 +381,9 @@ def main() -> int:
         hostile += [valid[:at] + bytes([valid[at] ^ 0x01]) + valid[at + 1:]
                     for at in range(len(valid))]
         kinds: dict[str, int] = {}
+        # (route_lane finds peer-id 3 and its open plan itself: the plan's key opens.)
         for forged in hostile:
-            for which in (lane, server_lane):
+            for which in (lane, server_lane, route_lane):
                 server.sendto(forged, link.getsockname())
                 _wait(link)
                 kind = _kind(which.link(time.monotonic()))
@@ -391,7 +392,7 @@ def main() -> int:
                                                         port, vip, True, True,
                                                         time.monotonic()))
                 kinds[kind] = kinds.get(kind, 0) + 1
-        out["hostile_sent"] = 2 * len(hostile)
+        out["hostile_sent"] = 3 * len(hostile)
         out["hostile_kinds"] = kinds
         out["hostile_reached_the_device"] = bool(select.select([app], [], [], 0.2)[0])
         out["after_hostile"] = to_lane(seal_theirs(packet))

@@ -397,12 +397,13 @@ class ServerLane(_LaneGlue):
         lane = self._lane
         result = lane.link(now)
         self.pre = None
-        if result & _KIND != LINK_TAKE and (entry := lane.entry) is not None:
+        kind = result & _KIND
+        if kind != LINK_TAKE and (entry := lane.entry) is not None:
             # Opened (or refused) on the entry's plan.
             session = entry.session
             return self._opened(entry, session.ring.current, session.remote_addr, result,
                                 result >> _SIZE_SHIFT, now)
-        if result & _KIND == LINK_TAKE and lane.held:
+        if kind == LINK_TAKE and lane.held:
             block = self._block
             at = self._headroom
             first = block[at]
