@@ -31,7 +31,7 @@ from tunnel.io.faults import CallbackFaults
 from tunnel.io.gro_rows import ROWS_RUN_SIZE as GRO_ROWS_SIZE
 from tunnel.io.gro_rows import attach_run_opener, run_opener_wanted
 from tunnel.io.gso import GRO_BUFFER_SIZE, GSO_MAX_BYTES, GsoSender, enable_gro
-from tunnel.io.lane import HANDLED, attach_lane, handled_kinds, lane_applies
+from tunnel.io.lane import attach_lane, lane_applies
 from tunnel.io.offload import COALESCE_RUN_SIZE, check_device_headroom
 from tunnel.io.timer import EndpointTimer
 from tunnel.io.tso_rows import ROWS_RUN_SIZE as TSO_ROWS_SIZE
@@ -140,10 +140,6 @@ class Driver:
         self._lane = (attach_lane(endpoint, device, sock, pool, self.runs, self._link,
                                   self._gso, self._output, self.stats)
                       if lane and self._supers is None else None)
-        # Whether the last callback of each side moved more than one packet: under load the
-        # next wakeup goes straight to the batch path (the lane's first read would only be
-        # handed over), back to the lane after the first quiet one.
-        self._device_busy = self._link_busy = False
         if self._lane is not None:
             self.faults.log.info(
                 "data path: lone packets take the native lane (read, seal/open, send in one call)")
@@ -156,11 +152,20 @@ class Driver:
         self._on_fault = self._fault
         self._queue = self._gso.add
         self._send = self._gso.send
+        if self._lane is not None:
+            # The lane's callbacks are the readiness callbacks; they go on to these.
+            self._lane.bind(time=loop.time, device_batch=self._device_batch,
+                            socket_batch=self._socket_batch, fault=self._fault, end=self._end,
+                            after_input=self._after_input, drain_events=self._drain_events,
+                            touched=endpoint.iteration.touched)
 
     def start(self) -> None:
         self._running = True
-        self.loop.add_reader(self.sock.fileno(), self._on_socket_readable)
-        self.loop.add_reader(self.device.fileno(), self._on_device_readable)
+        lane = self._lane
+        self.loop.add_reader(self.sock.fileno(), self._on_socket_readable if lane is None
+                             else lane.link_readable)
+        self.loop.add_reader(self.device.fileno(), self._on_device_readable if lane is None
+                             else lane.device_readable)
         self._after_input(self.loop.time())
 
     def stop(self) -> None:
@@ -195,29 +200,7 @@ class Driver:
     # -- readiness callbacks -----------------------------------------------------------------
 
     def _on_socket_readable(self) -> None:
-        # The readiness callback itself: whatever escapes is a bug, counted and survived.
-        lane = self._lane
-        if lane is not None and not self._link_busy:
-            now = self.loop.time()
-            try:
-                handled = lane.link(now)
-                if handled <= HANDLED:
-                    kinds = handled_kinds(handled)
-                    if kinds & CONTROL:
-                        self._after_input(now)
-                    elif kinds & REFUSED:
-                        self._drain_events()
-            except Exception as exc:  # a bug: this datagram is lost, nothing else
-                self._fault("the handling of a datagram from the link", exc)
-                handled = HANDLED
-            if handled <= HANDLED:
-                try:
-                    self._end()
-                except Exception as exc:
-                    self._fault("freeing the connections' arenas", exc)
-                return
-            self._socket_batch(lane.pre)
-            return
+        # The readiness callback without a lane (with one, the lane's callback goes on to `_socket_batch`).
         self._socket_batch(None)
 
     def _socket_batch(self, pre: tuple[int, int, Address, bool] | None) -> None:
@@ -245,7 +228,8 @@ class Driver:
                 output.flush()
                 arena.free()
                 stats.udp_rx += rx
-                self._link_busy = rx > 1
+                if lane is not None:
+                    lane.link_busy = rx > 1
                 stats.malformed += malformed
                 dropped = counts.dropped - dropped
                 stats.tun_tx += counts.packets - packets - dropped
@@ -268,22 +252,8 @@ class Driver:
             self._fault("freeing the connections' arenas", exc)
 
     def _on_device_readable(self) -> None:
-        # The readiness callback itself: whatever escapes is a bug, counted and survived.
-        lane = self._lane
-        first = 0
-        if lane is not None and not self._device_busy:
-            try:
-                first = lane.device(self.loop.time())
-            except Exception as exc:  # a bug: this packet is lost, nothing else
-                self._fault("the handling of a packet from the device", exc)
-                first = HANDLED
-            if first == HANDLED:
-                try:
-                    self._end()
-                except Exception as exc:
-                    self._fault("freeing the connections' arenas", exc)
-                return
-        self._device_batch(first)
+        # The readiness callback without a lane (with one, the lane's callback goes on to `_device_batch`).
+        self._device_batch(0)
 
     def _device_batch(self, first: int) -> None:
         """The device callback's batch path; `first`: a packet the lane read and left in its
@@ -320,7 +290,8 @@ class Driver:
                     tun_rx += supers.segments - segments
                 arena.free()
                 stats.tun_rx += tun_rx
-                self._device_busy = tun_rx > 1
+                if lane is not None:
+                    lane.device_busy = tun_rx > 1
                 stats.no_route += no_route
                 stats.udp_tx += gso.sent - sent
                 stats.udp_tx_dropped += gso.dropped - dropped

@@ -52,8 +52,11 @@ from tunnel.protocol.server import Server
 from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tunnel._aead import Aead, Lane
     from tunnel.io.driver_stats import DriverStats
+    from tunnel.protocol.memory import ConnectionMemory
     from tunnel.protocol.peertable import PeerEntry
     from tunnel.protocol.session import Session
 
@@ -78,6 +81,9 @@ _KIND: Final = 15
 _V1: Final = 16
 _SIZE_SHIFT: Final = 5
 
+Pre = tuple[int, int, tuple[str, int], bool]
+"""A datagram the lane read and left for `inbound_batch`: (size, segment, addr, lone)."""
+
 HANDLED: Final = -1
 """`device`/`link`: the lane did the whole wakeup's work."""
 
@@ -100,8 +106,9 @@ class _LaneGlue:
     the Python path keeps for what the lane did (the driver's stats, the device's, the GSO
     sender's, the device output's)."""
 
-    __slots__ = ("_block", "_device", "_gso", "_headroom", "_lane", "_native", "_output",
-                 "_stats", "buf", "lone", "pre")
+    __slots__ = ("_after_input", "_block", "_device", "_device_batch", "_drain_events", "_end",
+                 "_fault", "_gso", "_headroom", "_lane", "_native", "_output", "_socket_batch",
+                 "_stats", "_time", "_touched", "buf", "device_busy", "link_busy", "lone", "pre")
 
     def __init__(self, lane: Lane, device: TunDevice, buf: Buffer, block: memoryview,
                  gso: GsoSender, output: DeviceOutput, stats: DriverStats,
@@ -117,7 +124,61 @@ class _LaneGlue:
         self._headroom = buf.offset
         self.lone = False
         # What `link` read and hands to `inbound_batch`: (size, segment, addr, lone).
-        self.pre: tuple[int, int, tuple[str, int], bool] | None = None
+        self.pre: Pre | None = None
+        # Whether the driver's last batch of each side moved more than one packet (it sets
+        # them): under load a wakeup goes straight to the batch path, where the lane's first
+        # read would only be handed over; back to the lane after the first quiet one.
+        self.device_busy = self.link_busy = False
+
+    def bind(self, *, time: Callable[[], float], device_batch: Callable[[int], None],
+             socket_batch: Callable[[Pre | None], None],
+             fault: Callable[[str, Exception], None], end: Callable[[], None],
+             after_input: Callable[[float], None], drain_events: Callable[[], None],
+             touched: dict[ConnectionMemory, None]) -> None:
+        """The driver's parts the readiness callbacks go on to (its clock, batch paths, fault
+        log, iteration end, control work) and the endpoint's iteration's touched
+        connections: `device_readable` / `link_readable` are then its readiness callbacks."""
+        self._time = time
+        self._device_batch = device_batch
+        self._socket_batch = socket_batch
+        self._fault = fault
+        self._end = end
+        self._after_input = after_input
+        self._drain_events = drain_events
+        self._touched = touched  # (the same dict for the endpoint's life)
+
+    def _end_handled(self) -> None:
+        """A callback the lane handled took something from an arena: free it (the driver's)."""
+        try:
+            self._end()
+        except Exception as exc:
+            self._fault("freeing the connections' arenas", exc)
+
+    def _device_done(self, first: int) -> None:
+        """The device callback after the lane: over (HANDLED), or the batch path from `first`
+        (0: from scratch; a size: the packet the lane read and left in `buf`)."""
+        if first == HANDLED:
+            if self._touched:
+                self._end_handled()
+            return
+        self._device_batch(first)
+
+    def _link_done(self, handled: int, now: float) -> None:
+        """The socket callback after the lane: the control work its datagram asks for, or the
+        batch path (from `pre` when the lane read a datagram it did not handle)."""
+        if handled <= HANDLED:
+            kinds = handled_kinds(handled)
+            try:
+                if kinds & CONTROL:
+                    self._after_input(now)
+                elif kinds & REFUSED:
+                    self._drain_events()
+            except Exception as exc:
+                self._fault("the handling of a datagram from the link", exc)
+            if self._touched:
+                self._end_handled()
+            return
+        self._socket_batch(self.pre)
 
     def _sent(self, kind: int) -> None:
         """A device packet sealed and sent (SENT) or refused by the socket (SEND_FAILED)."""
@@ -261,45 +322,76 @@ class ClientLane(_LaneGlue):
         self._usable = current
         return current
 
-    def device(self, now: float) -> int:
-        """One device wakeup's first packet: HANDLED, 0 (the batch path from scratch) or the
-        size of the packet left in `buf` for `outbound_batch` (`lone` says if alone)."""
-        key = self._sync()
-        result = self._lane.device()
-        kind = result & _KIND
-        if kind not in (SENT, SEND_FAILED):
-            return self._device_rest(result)
-        assert key is not None  # the lane seals only with a key set
-        size = result >> _SIZE_SHIFT
-        key.sealed += 1
-        traffic = self._client.traffic
-        traffic.tun_rx += size
-        traffic.link_tx += size + (DATA_V2_OVERHEAD if self._peer_id is not None
-                                   else DATA_V1_OVERHEAD)
-        traffic.link_tx_packets += 1
-        self._session.last_tx = now  # type: ignore[union-attr]
-        self._sent(kind)
-        return HANDLED
+    def device_readable(self) -> None:
+        """The device's readiness callback: the wakeup's first packet sealed and sent by the
+        lane, or the batch path (from the packet the lane read, `lone` saying if alone).
+        A handled hop is counted here (and in `_sent`) and ends here: on an idle tunnel each
+        frame a hop runs costs as if it were the first (docs/PERFORMANCE.md), so there is no
+        driver frame around it and no iteration's end when nothing was taken from an arena."""
+        if self.device_busy:
+            self._device_batch(0)
+            return
+        try:
+            key = self._sync()
+            result = self._lane.device()
+            kind = result & _KIND
+            if kind in (SENT, SEND_FAILED):
+                assert key is not None  # the lane seals only with a key set
+                size = result >> _SIZE_SHIFT
+                key.sealed += 1
+                traffic = self._client.traffic
+                traffic.tun_rx += size
+                traffic.link_tx += size + (DATA_V2_OVERHEAD if self._peer_id is not None
+                                           else DATA_V1_OVERHEAD)
+                traffic.link_tx_packets += 1
+                self._session.last_tx = self._time()  # type: ignore[union-attr]
+                self._sent(kind)
+                if not self._touched:
+                    return
+                first = HANDLED
+            else:
+                first = self._device_rest(result)
+        except Exception as exc:  # a bug: this packet is lost, nothing else
+            self._fault("the handling of a packet from the device", exc)
+            first = HANDLED
+        self._device_done(first)
 
-    def link(self, now: float) -> int:
-        """One link wakeup's first datagram: HANDLED with the batch's CONTROL/REFUSED bits in
-        the sign's place (see `handled_kinds`), or 0 (the batch path, `pre` set when it holds
-        a datagram already read)."""
-        key = self._sync()
-        result = self._lane.link(now)
-        kind = result & _KIND
-        self.pre = None
-        if kind in (DELIVERED, TUN_DROPPED):
-            assert key is not None  # the lane opens only with a key set
-            size = result >> _SIZE_SHIFT
-            key.opened += 1
-            traffic = self._client.traffic
-            traffic.link_rx += size
-            traffic.link_rx_packets += 1
-            traffic.tun_tx += size - _overhead(result)
-            self._session.last_rx = now  # type: ignore[union-attr]
-            self._written(kind)
-            return HANDLED
+    def link_readable(self) -> None:
+        """The socket's readiness callback: the wakeup's first datagram opened and written by
+        the lane, or the batch path (from the datagram the lane read, `pre`)."""
+        if self.link_busy:
+            self._socket_batch(None)
+            return
+        now = self._time()
+        try:
+            key = self._sync()
+            result = self._lane.link(now)
+            kind = result & _KIND
+            self.pre = None
+            if kind in (DELIVERED, TUN_DROPPED):
+                assert key is not None  # the lane opens only with a key set
+                size = result >> _SIZE_SHIFT
+                key.opened += 1
+                traffic = self._client.traffic
+                traffic.link_rx += size
+                traffic.link_rx_packets += 1
+                traffic.tun_tx += size - _overhead(result)
+                self._session.last_rx = now  # type: ignore[union-attr]
+                self._written(kind)
+                if not self._touched:
+                    return
+                handled = HANDLED
+            else:
+                handled = self._link_other(key, result, kind, now)
+        except Exception as exc:  # a bug: this datagram is lost, nothing else
+            self._fault("the handling of a datagram from the link", exc)
+            handled = HANDLED
+        self._link_done(handled, now)
+
+    def _link_other(self, key: DataKey | None, result: int, kind: int, now: float) -> int:
+        """`link_readable` for what the lane did not deliver: HANDLED with the batch's
+        CONTROL/REFUSED bits in the sign's place (see `handled_kinds`), or 0 (the batch
+        path, `pre` set when it holds a datagram already read)."""
         if kind in (AUTH_FAILED, REPLAYED):
             assert key is not None
             if kind == AUTH_FAILED:
@@ -336,85 +428,120 @@ class ServerLane(_LaneGlue):
         self._by_id = server.table.by_id  # (the same list for the server's life)
         self._c2c = bool(server.settings.client_to_client)
 
-    def device(self, now: float) -> int:
-        """As `ClientLane.device`; the client found by the packet's destination: by the lane
-        itself where the client's `lane_plan` still holds, else here (which plans again)."""
-        lane = self._lane
-        result = lane.device()
-        kind = result & _KIND
-        if kind in (SENT, SEND_FAILED):  # routed and sealed on the entry's plan
-            entry = lane.entry
-            assert entry is not None
-            session = entry.session
-            self._count_sent(entry, session.ring.current, session.tx_peer_id, kind,
-                             result >> _SIZE_SHIFT, now)
-            return HANDLED
-        if kind == TAKE_LONE and lane.held:
-            size = result >> _SIZE_SHIFT
-            headroom = self._headroom
-            entry = self._server.lane_route(self._block[headroom:headroom + size])
-            if entry is not None:
+    def device_readable(self) -> None:
+        """As `ClientLane.device_readable`; the client found by the packet's destination: by
+        the lane itself where the client's `lane_plan` still holds, else by `_route`."""
+        if self.device_busy:
+            self._device_batch(0)
+            return
+        try:
+            lane = self._lane
+            result = lane.device()
+            kind = result & _KIND
+            if kind in (SENT, SEND_FAILED):  # routed and sealed on the entry's plan
+                entry = lane.entry
+                assert entry is not None
                 session = entry.session
-                key = session.ring.current
-                if (session.comp is None and isinstance(key, DataKey)
-                        and isinstance(sealer := key.sealer, self._native)):
-                    peer_id = session.tx_peer_id
-                    remote = session.remote_addr
-                    host, port = remote[:2]
-                    if peer_id is None:
-                        word, v2 = key._v1_op, False
-                    else:
-                        word, v2 = key._v2_word | peer_id, True
-                    mssfix = session.mssfix
-                    # What this decision was made from, and its arguments, for the lane's
-                    # next packet to this client (tunnel/_lane.c checks each input is still
-                    # the live one before it uses the rest).
-                    entry.lane_plan = (session, key, remote, peer_id, None, mssfix,
-                                       sealer, word, v2, bool(mssfix), host, port)
-                    result = lane.seal_send(key, sealer, word, v2, bool(mssfix), host, port)
-                    kind = result & _KIND
-                    if kind in (SENT, SEND_FAILED):
-                        self._count_sent(entry, key, peer_id, kind, size, now)
-                        return HANDLED
+                self._count_sent(entry, session.ring.current, session.tx_peer_id, kind,
+                                 result >> _SIZE_SHIFT)
+                if not self._touched:
+                    return
+                first = HANDLED
+            elif kind == TAKE_LONE and lane.held:
+                first = self._route(result)
+            else:
+                first = self._device_rest(result)
+        except Exception as exc:  # a bug: this packet is lost, nothing else
+            self._fault("the handling of a packet from the device", exc)
+            first = HANDLED
+        self._device_done(first)
+
+    def _route(self, result: int) -> int:
+        """The held lone packet's client found here (the server's routing), sealed and sent
+        by a second call, and planned for the lane's next packet to it; else `_device_rest`."""
+        lane = self._lane
+        size = result >> _SIZE_SHIFT
+        headroom = self._headroom
+        entry = self._server.lane_route(self._block[headroom:headroom + size])
+        if entry is not None:
+            session = entry.session
+            key = session.ring.current
+            if (session.comp is None and isinstance(key, DataKey)
+                    and isinstance(sealer := key.sealer, self._native)):
+                peer_id = session.tx_peer_id
+                remote = session.remote_addr
+                host, port = remote[:2]
+                if peer_id is None:
+                    word, v2 = key._v1_op, False
                 else:
-                    entry.lane_plan = None
+                    word, v2 = key._v2_word | peer_id, True
+                mssfix = session.mssfix
+                # What this decision was made from, and its arguments, for the lane's
+                # next packet to this client (tunnel/_lane.c checks each input is still
+                # the live one before it uses the rest).
+                entry.lane_plan = (session, key, remote, peer_id, None, mssfix,
+                                   sealer, word, v2, bool(mssfix), host, port)
+                result = lane.seal_send(key, sealer, word, v2, bool(mssfix), host, port)
+                kind = result & _KIND
+                if kind in (SENT, SEND_FAILED):
+                    self._count_sent(entry, key, peer_id, kind, size)
+                    return HANDLED
+            else:
+                entry.lane_plan = None
         return self._device_rest(result)
 
     def _count_sent(self, entry: PeerEntry, key: object, peer_id: int | None, kind: int,
-                    size: int, now: float) -> None:
+                    size: int) -> None:
         """`encrypt`'s counters for a packet of `size` bytes the lane sealed with `key`."""
         assert isinstance(key, DataKey)
         key.sealed += 1
-        entry.session.last_tx = now
+        entry.session.last_tx = self._time()
         self._server.lane_sent(entry, size, size + (
             DATA_V1_OVERHEAD if peer_id is None else DATA_V2_OVERHEAD))
         self._sent(kind)
 
-    def link(self, now: float) -> int:
-        """As `ClientLane.link`; the client found by the datagram's peer-id: by the lane
-        itself where the client's `lane_open_plan` still holds, else here (which plans
-        again)."""
-        lane = self._lane
-        result = lane.link(now)
-        self.pre = None
-        kind = result & _KIND
-        if kind != LINK_TAKE and (entry := lane.entry) is not None:
-            # Opened (or refused) on the entry's plan.
-            session = entry.session
-            return self._opened(entry, session.ring.current, session.remote_addr, result,
-                                result >> _SIZE_SHIFT, now)
-        if kind == LINK_TAKE and lane.held:
-            block = self._block
-            at = self._headroom
-            first = block[at]
-            if first >> 3 == _P_DATA_V2 and result >> _SIZE_SHIFT >= DATA_V2_OVERHEAD:
-                peer_id = (block[at + 1] << 16) | (block[at + 2] << 8) | block[at + 3]
-                by_id = self._by_id
-                entry = by_id[peer_id] if peer_id < len(by_id) else None
-                if entry is not None:
-                    handled = self._open(entry, first & 7, result >> _SIZE_SHIFT, now)
-                    if handled:
-                        return handled
+    def link_readable(self) -> None:
+        """As `ClientLane.link_readable`; the client found by the datagram's peer-id: by the
+        lane itself where the client's `lane_open_plan` still holds, else by `_held`."""
+        if self.link_busy:
+            self._socket_batch(None)
+            return
+        now = self._time()
+        try:
+            lane = self._lane
+            result = lane.link(now)
+            self.pre = None
+            kind = result & _KIND
+            if kind != LINK_TAKE and (entry := lane.entry) is not None:
+                # Opened (or refused) on the entry's plan.
+                session = entry.session
+                handled = self._opened(entry, session.ring.current, session.remote_addr,
+                                       result, result >> _SIZE_SHIFT, now)
+                if handled == HANDLED and not self._touched:
+                    return
+            elif kind == LINK_TAKE and lane.held:
+                handled = self._held(result, now)
+            else:
+                handled = self._link_rest(result)
+        except Exception as exc:  # a bug: this datagram is lost, nothing else
+            self._fault("the handling of a datagram from the link", exc)
+            handled = HANDLED
+        self._link_done(handled, now)
+
+    def _held(self, result: int, now: float) -> int:
+        """The held datagram's client found here by its peer-id and opened by a second call
+        (`_open`, which plans again); else `_link_rest`."""
+        block = self._block
+        at = self._headroom
+        first = block[at]
+        if first >> 3 == _P_DATA_V2 and result >> _SIZE_SHIFT >= DATA_V2_OVERHEAD:
+            peer_id = (block[at + 1] << 16) | (block[at + 2] << 8) | block[at + 3]
+            by_id = self._by_id
+            entry = by_id[peer_id] if peer_id < len(by_id) else None
+            if entry is not None:
+                handled = self._open(entry, first & 7, result >> _SIZE_SHIFT, now)
+                if handled:
+                    return handled
         return self._link_rest(result)
 
     def _open(self, entry: PeerEntry, key_id: int, size: int, now: float) -> int:

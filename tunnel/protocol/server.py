@@ -305,7 +305,9 @@ class Server:
         session_traffic = session.traffic
         session_traffic.link_rx += size
         session_traffic.link_rx_packets += 1
-        self._touched[session.memory] = None
+        # Nothing came from its arena: the iteration's end would only count its turn, so it is
+        # counted here and the lane's callback ends without that walk (tunnel/io/lane.py).
+        session.memory.iterations += 1
 
     def lane_opened(self, entry: PeerEntry, key: DataCipherKey, buf: Buffer, addr: Address,
                     size: int, now: float) -> Verdict:
@@ -339,7 +341,7 @@ class Server:
         traffic = session.traffic
         traffic.link_tx += sealed
         traffic.link_tx_packets += 1
-        self._touched[session.memory] = None
+        session.memory.iterations += 1  # (as in `lane_delivered`)
 
     def lane_route(self, data: memoryview) -> PeerEntry | None:
         """The client a TUN packet is for (the lane's routing: `encrypt`'s)."""
