@@ -259,3 +259,38 @@ def test_a_run_longer_than_the_rows_is_taken_in_chunks() -> None:
     assert opener.take(*gro_run(datagrams), ("10.0.0.1", 1194), 1.0) == (150, 0)
     assert [f[10:] for f in frames] == plains  # (not TCP: one by one)
     assert rx.opened == 150 and rx.replay.highest == 150
+
+
+def test_runs_past_one_frame_are_coalesced_as_the_per_packet_path_coalesces_them() -> None:
+    """Two super-packets' worth of one flow (~100 KB) arriving as GRO runs of 40: the batch
+    path fills the pending frame in bulk, flushes it when full and goes on in a new one;
+    the frames written are byte for byte those of the same segments written one by one."""
+    sender, _twin, rx = keys()
+    mss, count = 1348, 45
+    frames_in = [super4(os.urandom(mss * count), mss, flags=0x10) for _ in range(2)]
+    seq_at = VNET_HDR_SIZE + 20 + 4
+    second = (int.from_bytes(frames_in[0][seq_at : seq_at + 4], "big") + mss * count) & 0xFFFFFFFF
+    frames_in[1][seq_at : seq_at + 4] = second.to_bytes(4, "big")
+    segments = [bytes(s) for f in frames_in for s in split_gso(memoryview(bytearray(f)))]
+    datagrams = [d for f in frames_in for d in reference(f, sender, 7)]
+    assert len(segments) == len(datagrams) == 2 * count
+
+    batched: list[bytes] = []
+    coalescer = TunCoalescer(lambda f: batched.append(bytes(f)) is None, udp=False)
+    opener = RunOpener(KeyEndpoint(rx).open_rows, coalescer)
+    for start in range(0, len(datagrams), 40):
+        run = datagrams[start : start + 40]
+        assert opener.take(*gro_run(run), ("10.0.0.1", 1194), 1.0) == (len(run), 0)
+    coalescer.flush()
+
+    one_by_one: list[bytes] = []
+    reference_coalescer = TunCoalescer(lambda f: one_by_one.append(bytes(f)) is None, udp=False)
+    for segment in segments:
+        reference_coalescer.write_row(memoryview(segment),
+                                      memoryview(bytearray(VNET_HDR_SIZE) + segment))
+    reference_coalescer.flush()
+    assert rx.opened == len(datagrams)
+    assert batched == one_by_one
+    assert len(batched) == 2  # 90 segments of 1348 bytes: one full frame and the rest
+    assert coalescer.packets == reference_coalescer.packets == len(datagrams)
+    assert coalescer.coalesced == reference_coalescer.coalesced

@@ -200,7 +200,7 @@ class Driver:
     # -- readiness callbacks -----------------------------------------------------------------
 
     def _on_socket_readable(self) -> None:
-        # The readiness callback without a lane (with one, the lane's callback goes on to `_socket_batch`).
+        # The readiness callback without a lane (a lane's own goes on to `_socket_batch`).
         self._socket_batch(None)
 
     def _socket_batch(self, pre: tuple[int, int, Address, bool] | None) -> None:
@@ -252,7 +252,7 @@ class Driver:
             self._fault("freeing the connections' arenas", exc)
 
     def _on_device_readable(self) -> None:
-        # The readiness callback without a lane (with one, the lane's callback goes on to `_device_batch`).
+        # The readiness callback without a lane (a lane's own goes on to `_device_batch`).
         self._device_batch(0)
 
     def _device_batch(self, first: int) -> None:

@@ -147,6 +147,23 @@ class RunRows:
         found: list[int] = self._np.flatnonzero(odd).tolist()
         return found
 
+    def header(self) -> int | None:
+        rows = self._rows[: self.count]
+        if self._lead or not self.count:
+            return None  # P_DATA_V1 rows: no peer-id to share
+        words = rows[:, :4].view(">u4")[:, 0]
+        first = int(words[0])
+        return first if bool((words == first).all()) else None
+
+    def foreign_sources(self, source: int) -> list[int]:
+        rows = self._rows[: self.count]
+        if self.plain_size < 20:
+            return list(range(self.count))
+        sources = rows[:, _AT + 12 : _AT + 16].view(">u4")[:, 0]
+        odd = ((rows[:, _AT] >> 4) != 4) | (sources != source)
+        found: list[int] = self._np.flatnonzero(odd).tolist()
+        return found
+
     def plain(self, index: int) -> memoryview:
         start = index * _STRIDE + _AT
         return self._flat[start : start + self.plain_size]

@@ -64,6 +64,17 @@ class ReceivedRows(OpenRows, Protocol):
         """Row `index`'s plaintext."""
         ...
 
+    def header(self) -> int | None:
+        """The first four bytes of every row's datagram as one big-endian word when all rows
+        share them (P_DATA_V2 from one peer: op|key_id, peer-id); None otherwise or for
+        P_DATA_V1 rows."""
+        ...
+
+    def foreign_sources(self, source: int) -> list[int]:
+        """After opening: the rows whose plaintext is not an IPv4 packet from `source` (an
+        address as an int), those the server's inner source check looks at one by one."""
+        ...
+
 
 class SegmentRows(SealRows, Protocol):
     """The segments of one TSO super-packet as `SealRows` (tunnel/io/tso_rows.py: SuperCut),

@@ -53,11 +53,11 @@ from tunnel.protocol.events import (
 from tunnel.protocol.memory import IterationArenas
 from tunnel.protocol.peertable import PeerEntry, PeerTable
 from tunnel.protocol.ratelimit import InitialRateLimit
-from tunnel.protocol.rows import SegmentRows
+from tunnel.protocol.rows import ReceivedRows, SegmentRows
 from tunnel.protocol.session import Session
 from tunnel.protocol.settings import SessionSettings
 from tunnel.protocol.traffic import Traffic
-from tunnel.protocol.verdicts import CONSUMED, DROPPED, TO_TUN, Verdict
+from tunnel.protocol.verdicts import CONSUMED, DROPPED, KEEPALIVE, TO_TUN, Verdict
 from tunnel.protocol.wrap.base import OP_SID_LEN, Opened
 from tunnel.protocol.wrap.tls_crypt_v2 import EARLY_NEG_TLV
 
@@ -637,6 +637,62 @@ class Server:
         traffic.link_tx_packets += 1
         self._touched[session.memory] = None
         return session.remote_addr
+
+    def open_rows(self, rows: ReceivedRows, addr: Address, now: float) -> list[int] | None:
+        """`receive` for a GRO run of P_DATA_V2 datagrams of one size from one client at once
+        (tunnel/io/gro_rows.py): per row the verdict `receive` gives, with its counters and
+        drop reports, in its order (authentication, then the replay window, then the inner
+        source). None, with nothing done, when the run is not for this path: another opcode,
+        rows with different peer-ids or key_ids, no such client, another address than the
+        client's (a float is decided per packet), client-to-client (routed per packet), or a
+        session that cannot (`Session.open_rows`); the caller then takes the datagrams one by
+        one through `receive`."""
+        if rows.first_byte >> 3 != _P_DATA_V2 or self.settings.client_to_client:
+            return None
+        header = rows.header()
+        if header is None:
+            return None
+        peer_id = header & 0xFFFFFF
+        by_id = self._by_id
+        entry = by_id[peer_id] if peer_id < len(by_id) else None
+        if entry is None:
+            return None
+        session = entry.session
+        if session.remote_addr != addr:
+            return None
+        verdicts = session.open_rows(rows, now)
+        if verdicts is None:
+            return None
+        count = rows.count
+        size = count * rows.segment
+        traffic = self.traffic
+        traffic.link_rx += size
+        traffic.link_rx_packets += count
+        session_traffic = session.traffic
+        session_traffic.link_rx += size
+        session_traffic.link_rx_packets += count
+        drops = self.drops
+        if DROPPED in verdicts:
+            for cause in session.row_drops:
+                if cause == AUTH_FAILED:
+                    session_traffic.auth_drops += 1
+                elif cause == REPLAY:
+                    session_traffic.replay_drops += 1
+                drops.drop(cause, addr, DATA_DROP_TEXT[cause], now)
+        for index in rows.foreign_sources(entry.vip_int):
+            if verdicts[index] == TO_TUN and not self._source_allowed(
+                    entry, payload := rows.plain(index)):
+                verdicts[index] = DROPPED
+                if not _link_local_source(payload):
+                    drops.drop(BAD_SOURCE, addr, "packet with a source address not the "
+                               "client's", now)
+        delivered = verdicts.count(TO_TUN)
+        if delivered or KEEPALIVE in verdicts or CONSUMED in verdicts:
+            self._touched[session.memory] = None  # authenticated: this iteration touched it
+        traffic.tun_tx += delivered * rows.plain_size
+        if CONSUMED in verdicts:
+            self.touch(session)  # a ping or OCC: an OCC reply may be queued
+        return verdicts
 
     def seal_segments(self, rows: SegmentRows, now: float) -> Address | None:
         """`encrypt` for all segments of one TSO super-packet (one flow: routed once); the
