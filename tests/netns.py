@@ -155,6 +155,16 @@ def _cleanup_all() -> None:
         pair.close()
 
 
+def _enable_gro(ns: str, dev: str) -> bool:
+    """GRO on for `dev` in `ns` (ethtool), as on a NIC; False when ethtool is not there."""
+    ethtool = shutil.which("ethtool")
+    if ethtool is None:
+        return False
+    subprocess.run(["ip", "netns", "exec", ns, ethtool, "-K", dev, "gro", "on"], check=True,
+                   capture_output=True, timeout=10)
+    return True
+
+
 class NetnsPair:
     """Two namespaces, `ns_a` and `ns_b`, joined by a veth pair; see the module docstring.
 
@@ -228,6 +238,12 @@ class NetnsPair:
             # nodad: the address is usable at once instead of "tentative" for a second.
             _ip("-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
             _ip("-n", ns, "link", "set", dev, "up")
+            self.gro = _enable_gro(ns, dev)
+
+    gro = False
+    """Whether the veth merges received datagrams (GRO on, as a NIC's default; a veth's own is
+    off): then a peer that asks for UDP GRO (UDP_GRO: ours, wireguard-go) reads runs of
+    datagrams as it would from a NIC. Off where `ethtool` is missing."""
 
     def close(self) -> None:
         """Stop processes, delete the namespaces (idempotent); raises if something stayed."""
