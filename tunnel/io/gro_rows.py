@@ -62,7 +62,8 @@ Fault = Callable[[str, Exception], None]
 
 class RunRows:
     """The full-size datagrams of one GRO run as rows (see the module docstring); what
-    `Client.open_rows`/`Session.open_rows`/`DataKey.open_rows` take (`ReceivedRows`)."""
+    `Client.open_rows`/`Server.open_rows`/`Session.open_rows`/`DataKey.open_rows` take
+    (`ReceivedRows`)."""
 
     __slots__ = ("_ct_views", "_flat", "_lead", "_np", "_out_views", "_rows", "count",
                  "first_byte", "max_rows", "plain_size", "run", "segment")
