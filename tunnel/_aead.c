@@ -388,11 +388,19 @@ PyTypeObject AeadType = {
     .tp_methods = Aead_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"complete_partial", (PyCFunction)(void (*)(void))csum_complete_partial, METH_FASTCALL,
+     "complete_partial(buffer, base, end, csum_start, csum_offset) -> bool: a NEEDS_CSUM "
+     "packet's checksum finished in place (False: the offsets do not fit it)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef aead_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tunnel._aead",
     .m_doc = "The data channel's AEAD with a persistent libcrypto context per key direction.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

@@ -1,4 +1,5 @@
-/* What tunnel/_aead.c and tunnel/_lane.c share: one direction of one key's AEAD context. */
+/* What tunnel/_aead.c, tunnel/_lane.c and tunnel/_csum.c share: one direction of one key's
+ * AEAD context, and the partial checksum's completion. */
 #ifndef TUNNEL_AEAD_H
 #define TUNNEL_AEAD_H
 #include <Python.h>
@@ -22,6 +23,15 @@ extern PyTypeObject AeadType;
  * (opening) at `tag`. 1 done, 0 failed (opening: the tag did not verify). */
 int aead_run(Aead *self, unsigned long pid, const unsigned char *aad, int aad_len,
              unsigned char *text, int len, unsigned char *tag);
+
+/* The NEEDS_CSUM packet `packet[0:size]` finished in place (tunnel/_csum.c): the sum from
+ * `csum_start` to its end complemented into the field at csum_start + csum_offset. 1 done,
+ * 0 (nothing written) when the offsets do not fit the packet. */
+int csum_complete(unsigned char *packet, Py_ssize_t size, unsigned csum_start,
+                  unsigned csum_offset);
+
+/* complete_partial(buffer, base, end, csum_start, csum_offset) -> bool, the module's. */
+PyObject *csum_complete_partial(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Adds the Lane type (tunnel/_lane.c) to the module. */
 int lane_add_type(PyObject *module);

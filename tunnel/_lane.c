@@ -9,6 +9,9 @@
  *   device(): read one packet from the TUN fd to the block's headroom; nothing behind it
  *     (a zero-timeout poll), the send key set, not a TCP SYN (mssfix) -> P_DATA header and
  *     packet-id in front, sealed in place, one sendto to the peer.
+ *     Over a TSO device (set_offloaded) the read goes to the TUN reader's own read area: a
+ *     super-packet is handed over there, a plain packet copied to the headroom with its
+ *     partial checksum completed (tunnel/_csum.c), then as above.
  *   link(now): one recvmsg (the same two iovecs and UDP_GRO control room as the Python path)
  *     to the block's headroom; one datagram, nothing behind it, from the peer, P_DATA of the
  *     open key -> authenticated and decrypted in place, then the replay window (after
@@ -51,6 +54,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -83,6 +87,8 @@ enum {
     REPLAYED = 12,    /* link: authentic, refused by the replay window */
     OPENED_TAKE = 13, /* link: opened and accepted; the payload is for the Python path */
     LINK_ERROR = 14,  /* link: the read failed; the Python path reads again */
+    TAKE_SUPER = 15,  /* device (offloaded): a TCP super-packet at the read area's start,
+                         virtio-net header first, for the TSO path (size: packet) */
 };
 
 #define TAG_BYTES 16
@@ -98,8 +104,9 @@ typedef struct {
     int tun_fd, sock_fd, vnet, family;
     Py_buffer block;   /* the lane's pool block, held for the lane's life */
     Py_buffer run;     /* the GRO run behind it (the second iovec of a read) */
+    Py_buffer big;     /* a TSO device's read area (set_offloaded), where device() reads */
     Py_ssize_t headroom;
-    int has_block;
+    int has_block, has_big;
     /* the one peer */
     struct sockaddr_storage peer;
     socklen_t peer_len;
@@ -164,6 +171,9 @@ Lane_dealloc(Lane *self)
     if (self->has_block) {
         PyBuffer_Release(&self->block);
         PyBuffer_Release(&self->run);
+    }
+    if (self->has_big) {
+        PyBuffer_Release(&self->big);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -491,6 +501,31 @@ Lane_set_peers(Lane *self, PyObject *peers)
                    "peers must be a list or None");
 }
 
+/* set_offloaded(big): the device reads with TSO (TUNSETOFFLOAD granted): a read may be a
+ * 64 KB TCP super-packet or leave a checksum partial, so device() reads into `big`, the TUN
+ * reader's own read area (TunDevice.read_area, room for a whole super-packet), hands a
+ * super-packet over where it lies there (TAKE_SUPER) and copies a plain packet to the
+ * block's headroom, its checksum completed. Once, before the first device(). */
+static PyObject *
+Lane_set_offloaded(Lane *self, PyObject *big)
+{
+    if (self->has_big || self->vnet != 10) {
+        PyErr_SetString(PyExc_ValueError,
+                        "set once, and only on a lane over a TUN with virtio-net headers");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(big, &self->big, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if (self->big.len < 10 + 65535) {
+        PyBuffer_Release(&self->big);
+        PyErr_SetString(PyExc_ValueError, "the read area holds no whole super-packet");
+        return NULL;
+    }
+    self->has_big = 1;
+    Py_RETURN_NONE;
+}
+
 /* Seal the held device packet (`self->size` bytes at the headroom) on `sealer` with `key`'s
  * next packet-id and send it to `to`: SENT, SEND_FAILED, or TAKE_LONE with nothing changed
  * (a TCP SYN under mssfix, the packet-id at its limit). */
@@ -719,10 +754,74 @@ done:
     return result;
 }
 
+/* What device() does with a packet it read to the headroom: hand it over when more wait,
+ * else seal it (routed, or to the one peer) or hold it for the second step. */
+static PyObject *
+device_read(Lane *self, Py_ssize_t size)
+{
+    self->size = size;
+    if (!nothing_behind(self->tun_fd)) {
+        return code(TAKE_MORE, size);
+    }
+    self->held = 1; /* a lone packet, in place: seal_send() may take it */
+    if (self->routes != NULL) {
+        return route_seal(self);
+    }
+    if (self->sealer == NULL || !self->has_peer) {
+        return code(TAKE_LONE, size);
+    }
+    return seal_send(self, self->send_key, self->sealer, self->word, self->v2, self->mssfix,
+                     &self->peer, self->peer_len);
+}
+
+/* device() over a TSO device (set_offloaded): as TunDevice._read_ahead's first frame, a
+ * frame too short for an IP header is dropped, a super-packet is the TSO path's (where it
+ * lies), a plain one is copied to the headroom with its partial checksum completed (or
+ * dropped when the offsets do not fit it, as the Python reader drops it). */
+static PyObject *
+device_offloaded(Lane *self)
+{
+    unsigned char *big = self->big.buf;
+    ssize_t n;
+    do {
+        n = read(self->tun_fd, big, (size_t)self->big.len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return code(errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : READ_ERROR, 0);
+    }
+    Py_ssize_t size = n - 10;
+    if (size < 20) {
+        return code(READ_DROPPED, 0);
+    }
+    if (big[1] != 0) { /* gso_type: not GSO_NONE */
+        self->size = size;
+        return code(TAKE_SUPER, size);
+    }
+    if (size > self->block.len - self->headroom) {
+        return code(READ_DROPPED, 0);
+    }
+    unsigned char *packet = (unsigned char *)self->block.buf + self->headroom;
+    memcpy(packet, big + 10, (size_t)size);
+    if (big[0] & 1) { /* VIRTIO_NET_HDR_F_NEEDS_CSUM: csum_start, csum_offset at 6, 8 */
+        uint16_t csum_start, csum_offset;
+        memcpy(&csum_start, big + 6, 2);
+        memcpy(&csum_offset, big + 8, 2);
+        if (!csum_complete(packet, size, csum_start, csum_offset)) {
+            return code(READ_DROPPED, 0);
+        }
+    }
+    return device_read(self, size);
+}
+
 /* device() -> code: see the top of the file. */
 static PyObject *
 Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->has_big) {
+        self->held = 0;
+        Py_CLEAR(self->entry);
+        return device_offloaded(self);
+    }
     unsigned char *base = self->block.buf;
     Py_ssize_t at = self->headroom - self->vnet;
     Py_ssize_t room = self->block.len - at;
@@ -743,19 +842,7 @@ Lane_device(Lane *self, PyObject *Py_UNUSED(ignored))
         || (n >= room && (size < 20 || ip_length(packet, size) > size))) {
         return code(READ_DROPPED, 0);
     }
-    self->size = size;
-    if (!nothing_behind(self->tun_fd)) {
-        return code(TAKE_MORE, size);
-    }
-    self->held = 1; /* a lone packet, in place: seal_send() may take it */
-    if (self->routes != NULL) {
-        return route_seal(self);
-    }
-    if (self->sealer == NULL || !self->has_peer) {
-        return code(TAKE_LONE, size);
-    }
-    return seal_send(self, self->send_key, self->sealer, self->word, self->v2, self->mssfix,
-                     &self->peer, self->peer_len);
+    return device_read(self, size);
 }
 
 /* seal_send(key, sealer, word, v2, mssfix, host, port) -> code: the packet the last
@@ -1069,6 +1156,8 @@ static PyMethodDef Lane_methods[] = {
      "set_routes(routes: dict[int, entry]) or set_routes(None)"},
     {"set_peers", (PyCFunction)Lane_set_peers, METH_O,
      "set_peers(peers: list[entry | None]) or set_peers(None)"},
+    {"set_offloaded", (PyCFunction)Lane_set_offloaded, METH_O,
+     "set_offloaded(big): the device reads with TSO; device() reads into `big`"},
     {"device", (PyCFunction)Lane_device, METH_NOARGS, "device() -> code | size << 5"},
     {"seal_send", (PyCFunction)(void (*)(void))Lane_seal_send, METH_FASTCALL,
      "seal_send(key, sealer, word, v2, mssfix, host, port) -> code: the held device packet"},

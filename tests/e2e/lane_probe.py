@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import os
 import random
 import select
 import socket
@@ -28,12 +29,15 @@ from tunnel.io import lane as codes
 from tunnel.io.gso import enable_gro
 from tunnel.io.netlink import configure_device
 from tunnel.io.tun import TunDevice
+from tunnel.protocol.checksum import internet_sum
 from tunnel.protocol.constants import PING_MAGIC
 from tunnel.protocol.datachannel import register_data_channel
 
 LOCAL = "10.99.0.2"  # the TUN's address (ours)
 PEER = "10.99.0.1"  # the far end of the tunnel
 APP_PORT = 40000
+TSO_LOCAL = "10.98.0.2"  # the TSO TUN's address, and its far end
+TSO_PEER = "10.98.0.1"
 
 
 def _wait(sock: socket.socket | int) -> bool:
@@ -51,6 +55,89 @@ def _ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> byt
     header = header[:10] + struct.pack(">H", ~csum & 0xFFFF) + header[12:]
     # UDP checksum 0: none (allowed over IPv4).
     return header + struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _transport_ok(packet: bytes) -> bool:
+    """Whether an IPv4 packet's header checksum and its TCP/UDP checksum verify."""
+    if internet_sum(packet[:20]) != 0xFFFF:
+        return False
+    total = struct.unpack_from(">H", packet, 2)[0]
+    pseudo = packet[12:20] + struct.pack(">BBH", 0, packet[9], total - 20)
+    return internet_sum(pseudo + packet[20:total]) == 0xFFFF
+
+
+def _syn_ack(syn: bytes, seq: int) -> bytes:
+    """The far end's SYN-ACK to an IPv4 TCP SYN (MSS 1460, no window scaling), checksummed."""
+    src, dst = syn[16:20], syn[12:16]
+    sport, dport, their_seq = struct.unpack_from(">HHI", syn, 20)
+    tcp = bytearray(struct.pack(">HHIIBBHHH", dport, sport, seq, their_seq + 1, 6 << 4, 0x12,
+                                65535, 0, 0) + bytes([2, 4, 0x05, 0xB4]))
+    pseudo = src + dst + struct.pack(">BBH", 0, 6, len(tcp))
+    struct.pack_into(">H", tcp, 16, ~internet_sum(pseudo + tcp) & 0xFFFF)
+    ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 7, 0, 64, 6, 0, src,
+                               dst))
+    struct.pack_into(">H", ip, 10, ~internet_sum(ip) & 0xFFFF)
+    return bytes(ip + tcp)
+
+
+def _tso_cases(name: str, link: socket.socket, block: memoryview, headroom: int,
+               run: memoryview, arm: Any, server_opens: Any) -> dict[str, object]:
+    """The lane over a TUN with TSO reads (`set_offloaded`): a lone UDP datagram, whose
+    checksum the kernel leaves partial, sealed with it completed; a TCP super-packet handed
+    to the TSO path where it lies in the device's read area, then cut by the device into
+    segments that verify. `arm(lane)` sets the lane's peer and send key."""
+    out: dict[str, object] = {}
+    with TunDevice.open(name, tso=True) as dev:
+        out["tso_granted"] = dev.tso
+        with open(f"/proc/sys/net/ipv6/conf/{dev.name}/disable_ipv6", "w") as knob:
+            knob.write("1")
+        configure_device(dev.name, mtu=1500,
+                         addresses=[ipaddress.ip_interface(f"{TSO_LOCAL}/24")])
+        lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)
+        lane.set_offloaded(dev.read_area)
+        try:
+            lane.set_offloaded(dev.read_area)
+        except ValueError as exc:
+            out["tso_set_twice"] = str(exc)
+        arm(lane)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(b"seen by the kernel", (TSO_PEER, 9))
+        _wait(dev.fileno())
+        frame = os.read(dev.fileno(), 70000)
+        out["tso_kernel_leaves_udp_partial"] = bool(frame[0] & 1)
+        sender.sendto(b"partial checksum completed", (TSO_PEER, 9))
+        _wait(dev.fileno())
+        out["tso_udp"] = _kind(lane.device())
+        opened = server_opens()
+        out["tso_udp_opened"] = opened is not None and opened.endswith(b"completed")
+        out["tso_udp_checksum_ok"] = opened is not None and _transport_ok(opened)
+        stream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stream.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            stream.connect((TSO_PEER, 80))
+        _wait(dev.fileno())
+        syn = os.read(dev.fileno(), 70000)[10:]
+        dev.write(memoryview(_syn_ack(syn, 1000)))
+        time.sleep(0.05)
+        while select.select([dev.fileno()], [], [], 0.05)[0]:  # its ACK
+            os.read(dev.fileno(), 70000)
+        stream.send(bytes(range(256)) * 80)  # 20 KB: the first flight leaves as one GSO packet
+        _wait(dev.fileno())
+        result = lane.device()
+        out["tso_super"] = _kind(result)
+        segments = checked = 0
+        if _kind(result) == "TAKE_SUPER":
+            dev.lane_super(result >> 5)
+            out["tso_super_held"] = dev.holds()
+            room = memoryview(bytearray(2048))
+            while size := dev.read_packet(room):
+                segments += 1
+                checked += _transport_ok(bytes(room[10:10 + size]))
+        out["tso_super_segments"] = segments
+        out["tso_segments_verify"] = segments > 1 and checked == segments
+        stream.close()
+        sender.close()
+    return out
 
 
 class _Ring:
@@ -81,7 +168,7 @@ class _Entry:
 
 def _kind(result: int) -> str:
     names = {value: name for name, value in vars(codes).items()
-             if name.isupper() and isinstance(value, int) and 0 <= value <= 14
+             if name.isupper() and isinstance(value, int) and 0 <= value <= 15
              and not name.startswith("_") and name not in ("HANDLED",)}
     return names[result & 15]
 
@@ -221,6 +308,12 @@ def main() -> int:
         out["send_v1"] = from_device()
         opened = server_opens()
         out["sent_v1_opened"] = opened is not None and opened.endswith(b"as V1")
+
+        def arm(tso_lane: Lane) -> None:
+            tso_lane.set_peer(*server.getsockname())
+            tso_lane.set_send(ours, sealer, ours._v2_word | 7, True, True)
+
+        out.update(_tso_cases(args.name + "t", link, block, headroom, run, arm, server_opens))
 
         # -- a server's lane: it reads, the caller finds the client, a second call ---------
         server_lane = Lane(dev.fileno(), link.fileno(), dev.read_offset, block, headroom, run)

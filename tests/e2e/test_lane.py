@@ -146,3 +146,19 @@ def test_hostile_datagrams_from_the_peers_address_are_refused_and_the_lane_goes_
     assert probe["hostile_reached_the_device"] is False
     assert probe["after_hostile"] == "DELIVERED"
     assert probe["after_hostile_payload"] == "through the lane"
+
+
+def test_over_a_tso_device_a_partial_checksum_is_completed_and_a_super_packet_handed_over(
+        probe: dict[str, object]) -> None:
+    assert probe["tso_granted"] is True
+    assert "set once" in str(probe["tso_set_twice"])
+    # The kernel leaves a locally sent UDP checksum to a TSO device; the lane completes it.
+    assert probe["tso_kernel_leaves_udp_partial"] is True
+    assert probe["tso_udp"] == "SENT"
+    assert probe["tso_udp_opened"] is True
+    assert probe["tso_udp_checksum_ok"] is True
+    # A TCP flight comes as one super-packet: the TSO path's, where the lane read it.
+    assert probe["tso_super"] == "TAKE_SUPER"
+    assert probe["tso_super_held"] is True
+    assert int(str(probe["tso_super_segments"])) > 1
+    assert probe["tso_segments_verify"] is True

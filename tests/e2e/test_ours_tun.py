@@ -286,12 +286,15 @@ def test_tso_reads_carry_tcp_both_ways(netns_pair: NetnsPair, tmp_path: Path) ->
     """TUNNEL_TSO=1: both TUNs hand over 64 KB super-packets and partial checksums, the
     server's two queues too (two workers); what leaves is cut or sealed in batch and
     completed (tunnel/io/tso.py, tso_rows.py), so TCP runs both ways without stalling and
-    ping still answers (a wrong checksum would be dropped by the receiving kernel)."""
+    ping still answers (a wrong checksum would be dropped by the receiving kernel); the lanes
+    read first (tunnel/io/lane.py) and hand each super-packet to that path."""
     pair = netns_pair
     pair.env["TUNNEL_TSO"] = "1"
     tunnel = _start_tunnel(pair, tmp_path, server_args=("--workers", "2"))
     for log in (tunnel.server_log(), tunnel.client_log()):
         assert "TSO reads on" in log, log
+        # The lone-packet lane runs over TSO devices too (it hands super-packets over).
+        assert "lone packets take the native lane" in log, log
     _ping_rtt(pair, pair.ns_b, tunnel.server_vip)
     up = _iperf3(pair, tunnel.server_vip, 3)
     down = _iperf3(pair, tunnel.server_vip, 3, reverse=True)

@@ -1,7 +1,8 @@
 """PartialChecksums (the TUN reader's checksum completion): a `NEEDS_CSUM` packet left in the
 read buffer is completed as a NIC would, on random packets of every length around the sum's
 two ways (checksum.py), IPv4 and IPv6, TCP and UDP (a UDP sum that completes to 0 is sent as
-0xFFFF); offsets that do not fit the packet are refused."""
+0xFFFF); offsets that do not fit the packet are refused. `complete` both ways: the Python sum
+and the extension's loop (tunnel/_csum.c, which the lane uses too)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ _BASE = 10  # where the TUN reader's packet starts (behind the virtio-net header
 SRC4, DST4 = ipaddress.IPv4Address("10.1.0.1"), ipaddress.IPv4Address("10.1.0.2")
 
 
+# `complete` as the Python sum, and as the extension's loop where it is built (CI builds it).
+NATIVE = pytest.mark.parametrize(
+    "native", [False, pytest.param(True, marks=pytest.mark.native_aead)], ids=["python", "native"])
+
+
+def _checksums(buffer: bytearray, native: bool) -> PartialChecksums:
+    csums = PartialChecksums(buffer, native=native)
+    assert csums.native is native
+    return csums
+
+
 def _buffer() -> bytearray:
     return bytearray(_BASE + 0x10000)
 
@@ -34,12 +46,13 @@ def _completed(packet: bytes, csum_start: int, field: int, udp: bool) -> bytearr
     return out
 
 
+@NATIVE
 @pytest.mark.parametrize("proto", [6, 17])
 @pytest.mark.parametrize("v6", [False, True])
-def test_complete_writes_what_a_nic_would(proto: int, v6: bool) -> None:
+def test_complete_writes_what_a_nic_would(proto: int, v6: bool, native: bool) -> None:
     rng = random.Random(proto * 2 + v6)
     buffer = _buffer()
-    csums = PartialChecksums(buffer)
+    csums = _checksums(buffer, native)
     hlen = 40 if v6 else 20
     field = 16 if proto == 6 else 6
     zero_udp = 0
@@ -63,8 +76,9 @@ def test_complete_writes_what_a_nic_would(proto: int, v6: bool) -> None:
     assert not csums.complete(_BASE, end, 8, field)  # inside the IP header
 
 
+@NATIVE
 @pytest.mark.parametrize("proto,size", [(6, 32), (6, 1400), (17, 64), (17, 1401)])
-def test_a_partial_checksum_is_completed(proto: int, size: int) -> None:
+def test_a_partial_checksum_is_completed(proto: int, size: int, native: bool) -> None:
     """The kernel's form exactly: the field holds the pseudo-header sum; once completed the
     transport checksum verifies over pseudo-header + segment."""
     body = bytearray(os.urandom(size))
@@ -79,7 +93,7 @@ def test_a_partial_checksum_is_completed(proto: int, size: int) -> None:
     packet = bytearray(ip) + body
     buffer = _buffer()
     buffer[_BASE : _BASE + total] = packet
-    csums = PartialChecksums(buffer)
+    csums = _checksums(buffer, native)
     assert csums.complete(_BASE, _BASE + total, 20, at)
     assert internet_sum(pseudo + buffer[_BASE + 20 : _BASE + total]) == 0xFFFF
     assert not csums.complete(_BASE, _BASE + total, 20, size)  # the field past the end

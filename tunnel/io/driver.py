@@ -135,11 +135,11 @@ class Driver:
         self._supers = attach_super_sender(
             device, endpoint, self._gso, self._fault, batch * 2, self.runs)
         # The lone-packet lane (tunnel/io/lane.py): an idle tunnel's packet in one or two
-        # native calls per hop, where it applies (UDP, a real TUN without TSO reads,
-        # libcrypto's AEAD).
+        # native calls per hop, where it applies (UDP, a real TUN, libcrypto's AEAD); over a
+        # TSO device it hands super-packets to the TSO path.
         self._lane = (attach_lane(endpoint, device, sock, pool, self.runs, self._link,
                                   self._gso, self._output, self.stats)
-                      if lane and self._supers is None else None)
+                      if lane else None)
         if self._lane is not None:
             self.faults.log.info(
                 "data path: lone packets take the native lane (read, seal/open, send in one call)")

@@ -29,8 +29,14 @@ for an opened payload it does not deliver): the same checks in the same order, s
 second implementation of a decision. The counters the Python path keeps (driver stats,
 traffic, key, device, GSO and coalescer counts) are kept here the same way.
 
-Used where it applies: UDP, a real TUN without TSO reads, the libcrypto AEAD, no compression
-framing; `TUNNEL_LANE=0` turns it off (A/B benchmarks).
+Over a TUN with TSO reads (`TUNNEL_TSO=1`) the lane reads into the device's own read area
+(`TunDevice.read_area`): a TCP super-packet is handed to the TSO path where it lies
+(`TAKE_SUPER`, `TunDevice.lane_super`), a plain packet comes to the lane's buffer with its
+partial checksum completed natively (tunnel/_csum.c), as the Python reader would complete it;
+while the device holds frames already read ahead, the batch path serves them first.
+
+Used where it applies: UDP, a real TUN, the libcrypto AEAD, no compression framing;
+`TUNNEL_LANE=0` turns it off (A/B benchmarks).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ AUTH_FAILED: Final = 11
 REPLAYED: Final = 12
 OPENED_TAKE: Final = 13
 LINK_ERROR: Final = 14
+TAKE_SUPER: Final = 15
 _KIND: Final = 15
 _V1: Final = 16
 _SIZE_SHIFT: Final = 5
@@ -108,7 +115,8 @@ class _LaneGlue:
 
     __slots__ = ("_after_input", "_block", "_device", "_device_batch", "_drain_events", "_end",
                  "_fault", "_gso", "_headroom", "_lane", "_native", "_output", "_socket_batch",
-                 "_stats", "_time", "_touched", "buf", "device_busy", "link_busy", "lone", "pre")
+                 "_stats", "_time", "_touched", "_tso", "buf", "device_busy", "link_busy",
+                 "lone", "pre")
 
     def __init__(self, lane: Lane, device: TunDevice, buf: Buffer, block: memoryview,
                  gso: GsoSender, output: DeviceOutput, stats: DriverStats,
@@ -116,6 +124,7 @@ class _LaneGlue:
         self._lane = lane
         self._native = native  # the libcrypto context class: the lane works on no other
         self._device = device
+        self._tso = device.tso  # frames read ahead (device.holds()) go before the lane's read
         self._gso = gso
         self._output = output
         self._stats = stats
@@ -204,9 +213,11 @@ class _LaneGlue:
             self.lone = kind == TAKE_LONE
             self.buf.reset(self._headroom)
             return result >> _SIZE_SHIFT
-        if kind == READ_DROPPED:
+        if kind == TAKE_SUPER:  # where it lies in the device's read area: the TSO path's
+            self._device.lane_super(result >> _SIZE_SHIFT)
+        elif kind == READ_DROPPED:
             self._device.rx_dropped += 1
-        return 0  # READ_DROPPED, READ_ERROR: the batch path reads on (and meets the error)
+        return 0  # and READ_DROPPED, READ_ERROR: the batch path reads on (and meets the error)
 
     def _written(self, kind: int) -> None:
         """An opened payload written to the device (DELIVERED) or refused by it."""
@@ -328,7 +339,7 @@ class ClientLane(_LaneGlue):
         A handled hop is counted here (and in `_sent`) and ends here: on an idle tunnel each
         frame a hop runs costs as if it were the first (docs/PERFORMANCE.md), so there is no
         driver frame around it and no iteration's end when nothing was taken from an arena."""
-        if self.device_busy:
+        if self.device_busy or (self._tso and self._device.holds()):
             self._device_batch(0)
             return
         try:
@@ -431,7 +442,7 @@ class ServerLane(_LaneGlue):
     def device_readable(self) -> None:
         """As `ClientLane.device_readable`; the client found by the packet's destination: by
         the lane itself where the client's `lane_plan` still holds, else by `_route`."""
-        if self.device_busy:
+        if self.device_busy or (self._tso and self._device.holds()):
             self._device_batch(0)
             return
         try:
@@ -600,7 +611,7 @@ def handled_kinds(result: int) -> int:
 def lane_applies(endpoint: object, device: object, sock: socket.socket) -> bool:
     """Whether a driver over these gets a lane (the module docstring)."""
     return (lane_wanted() and isinstance(endpoint, Client | Server)
-            and isinstance(device, TunDevice) and not device.tso
+            and isinstance(device, TunDevice)
             and sock.type == socket.SOCK_DGRAM
             and sock.family in (socket.AF_INET, socket.AF_INET6))
 
@@ -629,6 +640,8 @@ def attach_lane(endpoint: object, device: object, sock: socket.socket, pool: Buf
     tail = buf.tailroom_view()
     lane = Lane(device.fileno(), sock.fileno(), device.read_offset, block, headroom,
                 link.rest(len(tail)))
+    if device.tso:
+        lane.set_offloaded(device.read_area)
     if isinstance(endpoint, Client):
         return ClientLane(lane, endpoint, device, buf, block, gso, output, stats, Aead)
     lane.set_routes(endpoint.table.by_vip)  # (the same dict and list for the server's life)

@@ -248,6 +248,22 @@ class TunDevice:
             or self._super_at >= 0
         )
 
+    @property
+    def read_area(self) -> memoryview:
+        """With TSO: where reads land (room for a read-ahead and a whole super-packet); the
+        lone-packet lane reads there too (tunnel/io/lane.py). Empty without TSO."""
+        return self._big
+
+    def lane_super(self, size: int) -> None:
+        """The lane read a super-packet of `size` bytes to the start of `read_area` (its
+        virtio-net header first) while nothing was held here: the next `read_packet` takes it,
+        as if the read-ahead had met it first."""
+        assert self.tso and not self.holds()
+        self._staged.clear()
+        self._next = 0
+        self._super_at, self._super_size = 0, size
+        self._drained = False
+
     def _waiting_offloaded(self) -> bool:
         """`waiting` with TSO: segments of the super-packet being cut, frames read ahead, or a
         packet queued (not asked again when the last read found the queue empty)."""
@@ -356,15 +372,24 @@ class TunDevice:
 
     def _complete(self, needs: list[int]) -> None:
         """Complete the partial checksums of the staged frames `needs`; a frame whose offsets
-        do not fit its packet is marked dropped (start -1). Long packets go into one
-        reduction where there are enough of them; short ones (an ACK, a small datagram) are
-        one big-int sum each, cheaper than their share of the batch's fixed cost."""
+        do not fit its packet is marked dropped (start -1). One native call each where the
+        extension is built; else long packets go into one reduction where there are enough
+        of them and short ones (an ACK, a small datagram) are one big-int sum each, cheaper
+        than their share of the batch's fixed cost."""
         csums = self._csums
         assert csums is not None
         big = self._big
         staged = self._staged
         unpack = _CSUM.unpack_from
         complete = csums.complete
+        if csums.native:
+            # The extension's loop per packet costs less than a reduction's set-up and its
+            # share of the lists (tunnel/_csum.c).
+            for index in needs:
+                start, end = staged[index]
+                if not complete(start + VNET_HDR_SIZE, end, *unpack(big, start + 6)):
+                    staged[index] = (-1, end)
+            return
         long: list[tuple[int, int, int, int, int]] = []  # index, packet, end, offsets
         for index in needs:
             start, end = staged[index]
