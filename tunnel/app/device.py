@@ -36,6 +36,27 @@ from tunnel.io.tun import TunDevice
 __all__ = ["DeviceConfig", "DeviceError", "TunnelDevice", "tun_name"]
 
 Interface = IPv4Interface | IPv6Interface
+def tso_wanted() -> bool:
+    """Whether the TUN reads with TSO: `TUNNEL_TSO=1` / `=0` say so; by default where the
+    extension is built (its lane reads TSO devices and completes partial checksums natively,
+    tunnel/io/lane.py, tunnel/_csum.c). Measured (docs/PERFORMANCE.md, 2026-12-04): TCP-1
+    1.6x plain reads at 0.65x the CPU per byte, with the lane the idle ping within 7 %, UDP
+    0.93x; without the extension, UDP 0.77-0.87x (each partial checksum in Python) and no
+    lane, so plain reads stay the default there."""
+    wanted = os.environ.get("TUNNEL_TSO")
+    if wanted in ("0", "1"):
+        return wanted == "1"
+    return _native_checksums()
+
+
+def _native_checksums() -> bool:
+    try:
+        from tunnel._aead import complete_partial  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 T = TypeVar("T")
 
 # pyroute2's synchronous IPRoute runs an asyncio loop of its own inside each call, which fails
@@ -86,12 +107,9 @@ class TunnelDevice:
         # An interface that is there before us (persistent, made by `openvpn --mktun` or an
         # earlier persist-tun run) is not ours to delete.
         self._preexisting = "%" not in wanted and _netlink(link_exists, wanted)
-        # TSO reads (tunnel/io/tso.py, tso_rows.py) only with TUNNEL_TSO=1, every queue of a
-        # multi-worker server too: TCP super-packets sealed in batch, partial checksums
-        # completed here. Measured as the default (docs/PERFORMANCE.md, 2026-12-02): TCP-1
-        # 1.17-1.19x at 0.8x the CPU per byte, but UDP 0.77-0.87x and the idle ping no
-        # better (1.03-1.16x), the round trip being what issue 15 still misses.
-        tso = os.environ.get("TUNNEL_TSO") == "1"
+        # TSO reads (tunnel/io/tso.py, tso_rows.py), every queue of a multi-worker server
+        # too: TCP super-packets sealed in batch, partial checksums completed here.
+        tso = tso_wanted()
         tun = TunDevice.open(wanted, multi_queue=queues > 1, tso=tso)
         self.tun = tun
         # More queues of the same device (a multi-worker server: one per worker).

@@ -29,11 +29,12 @@ for an opened payload it does not deliver): the same checks in the same order, s
 second implementation of a decision. The counters the Python path keeps (driver stats,
 traffic, key, device, GSO and coalescer counts) are kept here the same way.
 
-Over a TUN with TSO reads (`TUNNEL_TSO=1`) the lane reads into the device's own read area
-(`TunDevice.read_area`): a TCP super-packet is handed to the TSO path where it lies
-(`TAKE_SUPER`, `TunDevice.lane_super`), a plain packet comes to the lane's buffer with its
-partial checksum completed natively (tunnel/_csum.c), as the Python reader would complete it;
-while the device holds frames already read ahead, the batch path serves them first.
+Over a TUN with TSO reads (the default, tunnel/app/device.py) the lane reads into the
+device's own read area (`TunDevice.read_area`): a TCP super-packet is handed to the TSO path
+where it lies (`TAKE_SUPER`, `TunDevice.lane_super`), a plain packet comes to the lane's
+buffer with its partial checksum completed natively (tunnel/_csum.c), as the Python reader
+would complete it; while the device holds frames already read ahead, the batch path serves
+them first.
 
 Used where it applies: UDP, a real TUN, the libcrypto AEAD, no compression framing;
 `TUNNEL_LANE=0` turns it off (A/B benchmarks).
