@@ -392,6 +392,12 @@ static PyMethodDef module_methods[] = {
     {"complete_partial", (PyCFunction)(void (*)(void))csum_complete_partial, METH_FASTCALL,
      "complete_partial(buffer, base, end, csum_start, csum_offset) -> bool: a NEEDS_CSUM "
      "packet's checksum finished in place (False: the offsets do not fit it)"},
+    {"fill_segments", (PyCFunction)(void (*)(void))tso_fill_segments, METH_FASTCALL,
+     "fill_segments(rows, stride, count, packet, hlen, mss, at) -> None: a TCP/IPv4 "
+     "super-packet's segments written as rows (tunnel/_tso.c)"},
+    {"tcp_train", (PyCFunction)(void (*)(void))tso_tcp_train, METH_FASTCALL,
+     "tcp_train(rows, stride, count, at, size, hlen) -> bool: whether the rows are one TCP "
+     "train GRO would merge (tunnel/_tso.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@
 #define TUNNEL_AEAD_H
 #include <Python.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 
 #define TAG_SIZE 16
 #define NONCE_SIZE 12
@@ -23,6 +24,15 @@ extern PyTypeObject AeadType;
  * (opening) at `tag`. 1 done, 0 failed (opening: the tag did not verify). */
 int aead_run(Aead *self, unsigned long pid, const unsigned char *aad, int aad_len,
              unsigned char *text, int len, unsigned char *tag);
+
+/* The ones'-complement sum of `p[0:len]` as big-endian 16-bit words, folded (not
+ * complemented): 0 only when all of it is zero (tunnel/_csum.c). */
+uint16_t csum_sum(const unsigned char *p, size_t len);
+
+/* fill_segments(...), the module's (tunnel/_tso.c): a super-packet's segments as rows. */
+PyObject *tso_fill_segments(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* tcp_train(...), the module's (tunnel/_tso.c): whether rows are one mergeable TCP train. */
+PyObject *tso_tcp_train(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* The NEEDS_CSUM packet `packet[0:size]` finished in place (tunnel/_csum.c): the sum from
  * `csum_start` to its end complemented into the field at csum_start + csum_offset. 1 done,

@@ -18,11 +18,11 @@
 
 #define IPPROTO_UDP_NUMBER 17
 
-/* The ones'-complement sum of `p[0:len]` as 16-bit words in memory order (an odd end padded
- * with zero), folded to 16 bits. The sum is byte-order independent but for a swap of the
- * result, so it is added in native order and swapped to network order once at the end. */
-static uint16_t
-sum_words(const unsigned char *p, size_t len)
+/* The ones'-complement sum of `p[0:len]` as big-endian 16-bit words (an odd end padded with
+ * zero), folded to 16 bits. The sum is byte-order independent but for a swap of the result,
+ * so it is added in native order and swapped to network order once at the end. */
+uint16_t
+csum_sum(const unsigned char *p, size_t len)
 {
     uint64_t sum = 0;
     while (len >= 8) {
@@ -63,7 +63,7 @@ csum_complete(unsigned char *packet, Py_ssize_t size, unsigned csum_start, unsig
     if (csum_start < 20 || field + 2 > size) {
         return 0;
     }
-    uint16_t check = (uint16_t)~sum_words(packet + csum_start, (size_t)(size - csum_start));
+    uint16_t check = (uint16_t)~csum_sum(packet + csum_start, (size_t)(size - csum_start));
     if (check == 0 && packet[(packet[0] >> 4) == 4 ? 9 : 6] == IPPROTO_UDP_NUMBER) {
         check = 0xFFFF; /* UDP: a computed 0 is sent as all ones (0 means "no checksum") */
     }

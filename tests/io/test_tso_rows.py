@@ -1,7 +1,8 @@
 """TSO super-packets sealed in batch (tunnel/io/tso_rows.py + DataKey.seal_rows): every
 datagram is byte for byte what cutting the super-packet with the kernel's segmentation
 (`offload.split_gso`) and sealing each segment with `DataKey.seal` gives, packet-ids included,
-and the peer opens them. No root: frames built here; the GSO send over loopback UDP."""
+and the peer opens them, with the rows written by the extension's pass (tunnel/_tso.c) and by
+the numpy form. No root: frames built here; the GSO send over loopback UDP."""
 
 from __future__ import annotations
 
@@ -59,10 +60,13 @@ def batch(cut: SuperCut, frame: bytearray, key: DataKey, peer_id: int | None) ->
                                         (1000, 999), (1000, 3000), (536, 65000 - 52)])
 @pytest.mark.parametrize("options", [b"", bytes([1, 1, 8, 10]) + bytes(8)])
 @pytest.mark.parametrize("peer_id", [7, None])
+@pytest.mark.parametrize(
+    "native", [False, pytest.param(True, marks=pytest.mark.native_aead)], ids=["numpy", "native"])
 def test_rows_are_the_segments_sealed_one_by_one(mss: int, length: int, options: bytes,
-                                                 peer_id: int | None) -> None:
+                                                 peer_id: int | None, native: bool) -> None:
     sender, twin, rx = keys()
-    cut = SuperCut()
+    cut = SuperCut(native=native)
+    assert (cut._native is not None) is native
     rng = random.Random(mss + length)
     for flags in (0x18, 0x19 | 0x80, 0x10):  # PSH, FIN+PSH+CWR, plain ACK; the cut is reused
         payload = rng.randbytes(length)
@@ -80,6 +84,40 @@ def test_rows_are_the_segments_sealed_one_by_one(mss: int, length: int, options:
         buf.append(datagram)
         assert rx.open(buf, 1.0)
         pool.release(buf)
+
+
+@pytest.mark.native_aead
+@pytest.mark.parametrize("mss,length", [(1448, 1448 * 45), (1000, 999), (1000, 2999),
+                                        (536, 65000 - 52)])
+def test_the_native_pass_writes_the_rows_the_numpy_form_writes(mss: int, length: int) -> None:
+    """Whole rows, padding included, for random payloads, flags and header fields; and a cut
+    that does not fit its rows is refused before anything is written."""
+    from tunnel._aead import fill_segments
+
+    rng = random.Random(length)
+    native, numpy_form = SuperCut(native=True), SuperCut(native=False)
+    for flags in (0x18, 0x19 | 0x80, 0x10, 0x11):
+        frame = super4(rng.randbytes(length), mss, flags=flags,
+                       options=rng.choice((b"", bytes([1, 1, 8, 10]) + bytes(8))))
+        frame[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6] = rng.randbytes(2)  # IP id
+        frame[VNET_HDR_SIZE + 24 : VNET_HDR_SIZE + 28] = rng.randbytes(4)  # sequence
+        for cut in (native, numpy_form):
+            assert cut.load(memoryview(frame), len(frame) - VNET_HDR_SIZE)
+            cut.run.tailroom_view()[:] = bytes(len(cut.run.tailroom_view()))
+            cut.fill()
+        used = native.count * native._stride
+        assert (native.run.tailroom_view()[:used].tobytes()
+                == numpy_form.run.tailroom_view()[:used].tobytes())
+    packet = memoryview(super4(b"x" * 3000, 1000))[VNET_HDR_SIZE:]  # 3 segments, hlen 40
+    rows = bytearray(5000)
+    with pytest.raises(ValueError):
+        fill_segments(rows, 2000, 3, packet, 40, 1000, 24)  # no room for the third row
+    with pytest.raises(ValueError):
+        fill_segments(rows, 2000, 1, packet, 40, 1000, 24)  # the count does not cut it
+    with pytest.raises(ValueError):
+        fill_segments(rows, 1000, 2, packet, 40, 1000, 24)  # a row narrower than a segment
+    assert rows == bytes(5000)
+    fill_segments(bytearray(6000), 2000, 3, packet, 40, 1000, 24)
 
 
 def test_chacha_and_aes128_too() -> None:
@@ -294,3 +332,43 @@ def test_runs_past_one_frame_are_coalesced_as_the_per_packet_path_coalesces_them
     assert len(batched) == 2  # 90 segments of 1348 bytes: one full frame and the rest
     assert coalescer.packets == reference_coalescer.packets == len(datagrams)
     assert coalescer.coalesced == reference_coalescer.coalesced
+
+
+@pytest.mark.native_aead
+def test_the_native_train_check_decides_as_the_numpy_rules_decide() -> None:
+    """`TunCoalescer.write_rows`' merge rules, natively (tunnel/_tso.c tcp_train) and in
+    numpy (`_train`): the same verdict on a clean train and on each rule broken in one row
+    (length, fragment, flags, PSH before the last, sequence, every compared header byte,
+    and bytes the rules leave free: id, checksums, window)."""
+    import numpy as np
+
+    from tunnel._aead import tcp_train
+
+    mss, count, at = 1348, 12, 24
+    options = bytes([1, 1, 8, 10]) + bytes(8)
+    frame = super4(os.urandom(mss * count), mss, flags=0x10, options=options)
+    segments = [bytes(s) for s in split_gso(memoryview(bytearray(frame)))]
+    size = len(segments[0])
+    hlen = size - mss
+    stride = (at + size + 16 + 15) & ~15
+    clean = np.zeros((count, stride), np.uint8)
+    for row, segment in zip(clean, segments, strict=True):
+        row[at : at + size] = np.frombuffer(segment, np.uint8)
+    coalescer = TunCoalescer(lambda f: True, udp=False)
+    cases: list[tuple[int, int, int]] = [(-1, 0, 0)]  # (row, byte, xor): -1 = untouched
+    for row in (0, 5, count - 1):
+        for byte in range(hlen):
+            cases.append((row, byte, 0x01))
+        cases.append((row, 33, 0x08))  # PSH
+    verdicts: set[bool] = set()
+    for row, byte, xor in cases:
+        rows = clean.copy()
+        if row >= 0:
+            rows[row, at + byte] ^= xor
+        native = tcp_train(rows, rows.strides[0], count, at, size, hlen)
+        numpy_form = coalescer._train(rows[:count, at : at + size], count, size, hlen)
+        assert native is numpy_form, (row, byte, xor)
+        verdicts.add(native)
+    assert verdicts == {True, False}
+    with pytest.raises(ValueError):
+        tcp_train(clean, stride, count + 1, at, size, hlen)  # more rows than there are

@@ -11,9 +11,10 @@ are cut, sealed and sent as a whole, with the per-segment Python work down to on
      its session and key (`seal_segments`: AEAD keys only, no compression);
   3. `fill`: every segment is written as a row of one 2D numpy array whose rows are whole
      datagrams-to-be (24 bytes for opcode/peer-id, packet-id and tag, then the segment, then
-     16 bytes where `encrypt_into` leaves the tag). The payloads land in ONE copy, the IP
-     total length/id/checksum and TCP sequence number/flags/checksum of all rows are written
-     vectorised (the checksums as one reduction over the rows);
+     16 bytes where `encrypt_into` leaves the tag): in one native pass where the extension
+     is built (`tunnel._aead.fill_segments`, tunnel/_tso.c: two copies and two sums a row),
+     else vectorised (the payloads in ONE copy, the IP total length/id/checksum and TCP
+     sequence number/flags/checksum of all rows at once, the checksums as one reduction);
   4. `DataKey.seal_rows` (tunnel/protocol/datachannel.py): the packet-ids and headers of all
      rows stamped at once (`stamp`), then one tight loop of `encrypt_into` calls, then the tags
      moved to their slots at once (`sealed`);
@@ -40,6 +41,12 @@ from tunnel.protocol.checksum import internet_sum
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+_native_fill: Callable[[memoryview, int, int, memoryview, int, int, int], None] | None
+try:
+    from tunnel._aead import fill_segments as _native_fill
+except ImportError:  # the extension is optional (setup.py): the numpy form then
+    _native_fill = None
 
 __all__ = [
     "ROWS_RUN_SIZE", "ROW_PLAIN_AT", "SuperCut", "SuperSender", "attach_super_sender",
@@ -90,6 +97,7 @@ class SuperCut:
         "_ip_id",
         "_le",
         "_mss",
+        "_native",
         "_np",
         "_packet",
         "_plens",
@@ -107,12 +115,14 @@ class SuperCut:
         "run",
     )
 
-    def __init__(self, run: Buffer | None = None) -> None:
+    def __init__(self, run: Buffer | None = None, native: bool = True) -> None:
         """`run`: the block the rows live in, from a `RunPool` (held for the owner's life;
-        ROWS_RUN_SIZE fits any super-packet); None: a pool of its own."""
+        ROWS_RUN_SIZE fits any super-packet); None: a pool of its own. `native`: `fill` in
+        the extension's pass where it is built (False: the numpy form, for tests)."""
         import numpy  # (imported where used: only TSO readers need it)
 
         self._np = numpy
+        self._native = _native_fill if native else None
         self.run = run if run is not None else RunPool(ROWS_RUN_SIZE, 1).acquire()
         self._flat = self.run.tailroom_view()
         self._rows: npt.NDArray[np.uint8] = numpy.zeros((0, 0), numpy.uint8)
@@ -208,8 +218,13 @@ class SuperCut:
     def fill(self) -> None:
         """Write every segment into its row: header, payload, lengths, ids, sequence numbers,
         flags and both checksums (what `inet_gso_segment`/`tcp_gso_segment` would write)."""
-        np = self._np
         self._layout()
+        native = self._native
+        if native is not None:
+            native(self._flat, self._stride, self.count, self._packet, self._hlen, self._mss,
+                   ROW_PLAIN_AT)
+            return
+        np = self._np
         count, hlen, mss, rem = self.count, self._hlen, self._mss, self._rem
         packet = self._packet
         p = ROW_PLAIN_AT
