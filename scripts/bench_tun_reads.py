@@ -7,7 +7,8 @@ device reads them back as the driver's batch does (`outbound_batch`: a lone pack
 `waiting()`). Only the reads are timed (`time.thread_time`), after a warm-up (numpy's import
 on the first long checksum). With `tso` the device has TSO reads (TUNSETOFFLOAD): every UDP
 checksum is left partial and completed here (tunnel/io/partial_csum.py), which is what this
-measures against plain reads.
+measures against plain reads; where the extension is built, once with the read-ahead's
+Python loop and once with its native one (tunnel/_readahead.c).
 
 Usage: scripts/bench_tun_reads.py [SIZE,...] [BURST,...]   (default 64,600,1400 and 1,32)
 Compare trees by running it with another tree's interpreter/checkout on the path.
@@ -32,12 +33,16 @@ PACKETS = 20000
 TARGET = ("10.77.0.2", 9)
 
 
-def per_packet(tso: bool, size: int, burst: int) -> float:
-    """Microseconds of read time per packet for PACKETS datagrams of `size` bytes."""
+def per_packet(tso: bool, size: int, burst: int, native: bool = False) -> float:
+    """Microseconds of read time per packet for PACKETS datagrams of `size` bytes (`native`:
+    the TSO read-ahead's native loop)."""
     with TunDevice.open("tb%d", tso=tso) as dev, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         if dev.tso != tso:
             raise SystemExit("the kernel refused TUNSETOFFLOAD")
+        if native and not dev.native_read_ahead:
+            raise SystemExit("the extension's read-ahead is not built")
+        dev.native_read_ahead = native
         Path(f"/proc/sys/net/ipv6/conf/{dev.name}/disable_ipv6").write_text("1")
         configure_device(dev.name, mtu=1500,
                          addresses=[ipaddress.IPv4Interface("10.77.0.1/24")])
@@ -68,12 +73,19 @@ def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     sizes = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "64,600,1400").split(",")]
     bursts = [int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "1,32").split(",")]
-    print("| datagram bytes | burst | plain us/packet | TSO us/packet | TSO/plain |")
-    print("|---|---|---|---|---|")
+    with TunDevice.open("tb%d", tso=True) as probe:
+        native = probe.native_read_ahead
+    print("| datagram bytes | burst | plain us/packet | TSO, Python loop | TSO/plain"
+          + (" | TSO, native loop | native/plain |" if native else " |"))
+    print("|---|---|---|---|---|" + ("---|---|" if native else ""))
     for size in sizes:
         for burst in bursts:
             plain, tso = per_packet(False, size, burst), per_packet(True, size, burst)
-            print(f"| {size} | {burst} | {plain:.2f} | {tso:.2f} | {tso / plain:.2f}x |")
+            row = f"| {size} | {burst} | {plain:.2f} | {tso:.2f} | {tso / plain:.2f}x |"
+            if native:
+                fast = per_packet(True, size, burst, True)
+                row += f" {fast:.2f} | {fast / plain:.2f}x |"
+            print(row)
     return 0
 
 

@@ -398,6 +398,10 @@ static PyMethodDef module_methods[] = {
     {"tcp_train", (PyCFunction)(void (*)(void))tso_tcp_train, METH_FASTCALL,
      "tcp_train(rows, stride, count, at, size, hlen) -> bool: whether the rows are one TCP "
      "train GRO would merge (tunnel/_tso.c)"},
+    {"read_ahead", (PyCFunction)(void (*)(void))tun_read_ahead, METH_FASTCALL,
+     "read_ahead(fd, area, staged, stage_room, max_frames) -> (super_at, super_size, "
+     "drained, dropped): a TSO device's read-ahead of plain frames, their partial checksums "
+     "completed (tunnel/_readahead.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -43,6 +43,10 @@ int csum_complete(unsigned char *packet, Py_ssize_t size, unsigned csum_start,
 /* complete_partial(buffer, base, end, csum_start, csum_offset) -> bool, the module's. */
 PyObject *csum_complete_partial(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* read_ahead(fd, area, staged, stage_room, max_frames), the module's (tunnel/_readahead.c):
+ * a TSO device's read-ahead of plain frames, their partial checksums completed. */
+PyObject *tun_read_ahead(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* Adds the Lane type (tunnel/_lane.c) to the module. */
 int lane_add_type(PyObject *module);
 

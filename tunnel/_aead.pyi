@@ -23,6 +23,9 @@ def fill_segments(rows: Buffer, stride: int, count: int, packet: Buffer, hlen: i
 def tcp_train(rows: Buffer, stride: int, count: int, at: int, size: int, hlen: int,
               /) -> bool: ...
 
+def read_ahead(fd: int, area: Buffer, staged: list[tuple[int, int]], stage_room: int,
+               max_frames: int, /) -> tuple[int, int, int, int]: ...
+
 class Lane:
     def __init__(self, tun_fd: int, sock_fd: int, vnet: int, block: Buffer, headroom: int,
                  run: Buffer) -> None: ...

@@ -431,17 +431,24 @@ def _udp_checksum_verifies(packet: bytes) -> bool:
 
 
 @root
+@pytest.mark.parametrize(
+    "native", [False, pytest.param(True, marks=pytest.mark.native_aead)],
+    ids=["python", "native"])
 def test_a_tso_devices_read_ahead_completes_every_partial_checksum(
-        netns_pair: NetnsPair) -> None:
+        netns_pair: NetnsPair, native: bool) -> None:
     """With TSO reads the kernel leaves every UDP checksum partial. A burst is read ahead and
-    completed in one reduction, a lone datagram one by one: either way each datagram read
-    verifies, in the order sent, with its payload intact; `holds` says what is still inside
-    the device (what a batch stopped at its limit must come back for)."""
+    completed in batch, a lone datagram on its own: either way each datagram read verifies,
+    in the order sent, with its payload intact; `holds` says what is still inside the device
+    (what a batch stopped at its limit must come back for). Both read-ahead loops: the
+    Python one and the extension's (tunnel/_readahead.c)."""
     pair = netns_pair
     net = pair.new_subnet()
     room = memoryview(bytearray(2048))
     with pair.entered(pair.ns_a), TunDevice.open(pair.ifname("t"), tso=True) as dev:
         assert dev.tso, "the kernel refused TUNSETOFFLOAD"
+        if native:
+            assert dev.native_read_ahead, "the extension's read-ahead is not built"
+        dev.native_read_ahead = native
         Path(f"/proc/sys/net/ipv6/conf/{dev.name}/disable_ipv6").write_text("1")
         configure_device(dev.name, mtu=1500, addresses=[ipaddress.IPv4Interface(f"{net[1]}/24")])
         sizes = [1, 2, 63, 64, 500, 1371, 1372, 1400, 1471, 1472]
