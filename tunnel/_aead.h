@@ -1,5 +1,6 @@
-/* What tunnel/_aead.c, tunnel/_lane.c and tunnel/_csum.c share: one direction of one key's
- * AEAD context, and the partial checksum's completion. */
+/* What tunnel/_aead.c, tunnel/_lane.c, tunnel/_csum.c, tunnel/_tso.c and tunnel/_readahead.c
+ * share: one direction of one key's AEAD context, the partial checksum's completion and the
+ * module's functions. */
 #ifndef TUNNEL_AEAD_H
 #define TUNNEL_AEAD_H
 #include <Python.h>
