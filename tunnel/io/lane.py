@@ -116,7 +116,7 @@ class _LaneGlue:
 
     __slots__ = ("_after_input", "_block", "_device", "_device_batch", "_drain_events", "_end",
                  "_fault", "_gso", "_headroom", "_lane", "_native", "_output", "_socket_batch",
-                 "_stats", "_time", "_touched", "_tso", "buf", "device_busy", "link_busy",
+                 "_stats", "_time", "_touched", "buf", "device_busy", "link_busy",
                  "lone", "pre")
 
     def __init__(self, lane: Lane, device: TunDevice, buf: Buffer, block: memoryview,
@@ -125,7 +125,6 @@ class _LaneGlue:
         self._lane = lane
         self._native = native  # the libcrypto context class: the lane works on no other
         self._device = device
-        self._tso = device.tso  # frames read ahead (device.holds()) go before the lane's read
         self._gso = gso
         self._output = output
         self._stats = stats
@@ -137,7 +136,10 @@ class _LaneGlue:
         self.pre: Pre | None = None
         # Whether the driver's last batch of each side moved more than one packet (it sets
         # them): under load a wakeup goes straight to the batch path, where the lane's first
-        # read would only be handed over; back to the lane after the first quiet one.
+        # read would only be handed over; back to the lane after the first quiet one. The
+        # device side also while the device holds frames it read ahead (TSO): they go before
+        # anything the lane would read (the driver asks after each batch, the only reader
+        # that leaves frames held: a lane read that meets a super-packet goes on to it).
         self.device_busy = self.link_busy = False
 
     def bind(self, *, time: Callable[[], float], device_batch: Callable[[int], None],
@@ -340,7 +342,7 @@ class ClientLane(_LaneGlue):
         A handled hop is counted here (and in `_sent`) and ends here: on an idle tunnel each
         frame a hop runs costs as if it were the first (docs/PERFORMANCE.md), so there is no
         driver frame around it and no iteration's end when nothing was taken from an arena."""
-        if self.device_busy or (self._tso and self._device.holds()):
+        if self.device_busy:
             self._device_batch(0)
             return
         try:
@@ -443,7 +445,7 @@ class ServerLane(_LaneGlue):
     def device_readable(self) -> None:
         """As `ClientLane.device_readable`; the client found by the packet's destination: by
         the lane itself where the client's `lane_plan` still holds, else by `_route`."""
-        if self.device_busy or (self._tso and self._device.holds()):
+        if self.device_busy:
             self._device_batch(0)
             return
         try:
