@@ -92,8 +92,6 @@ class Driver:
         self.endpoint = endpoint
         self.sock = sock
         self.device = device
-        # Reads go through a read-ahead that can hold frames (TunDevice with TSO reads).
-        self._tso_reads = bool(getattr(device, "tso", False))
         self.pool = pool
         self.arena = GcArena()
         # Buffers the endpoint takes for a connection come from this pool, in that
@@ -297,7 +295,7 @@ class Driver:
                     # device still holds frames it read ahead (TSO), which go before any
                     # the lane would read: asked here, after the batch, not before the lane's
                     # read, where a cold call was ~20 us of an idle hop (docs/PERFORMANCE.md).
-                    lane.device_busy = tun_rx > 1 or (self._tso_reads and self.device.holds())
+                    lane.device_busy = tun_rx > 1 or self.device.holds()
                 stats.no_route += no_route
                 stats.udp_tx += gso.sent - sent
                 stats.udp_tx_dropped += gso.dropped - dropped
